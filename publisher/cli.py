@@ -1,0 +1,96 @@
+"""The command line: thin click commands over the library.
+
+Every command takes --config PATH (default ./config.toml). A PublisherError (bad digest, bad
+config key, refused SMTP login...) becomes one line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import Config, load_config
+from .digest import parse_file
+from .errors import PublisherError
+
+
+def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config",
+        "config_path",
+        default="config.toml",
+        show_default=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The config.toml to use; relative paths in it are relative to its folder.",
+    )(f)
+
+
+def get_config(config_path: Path) -> Config:
+    return load_config(config_path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="publisher")
+def cli() -> None:
+    """Publish a daily Markdown research digest as RSS/Atom feeds, a web archive and an email.
+
+    \b
+    Quick start (uses ./config.toml):
+      publisher parse digests/2024/05/15.md   check that a digest parses
+    """
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per file.")
+def parse(files: tuple[Path, ...], as_json: bool) -> None:
+    """Parse digest FILES and report each one (date, papers, warnings).
+
+    Every file is reported; the exit status is 1 if any file failed to parse.
+
+    \b
+    Example:
+      publisher parse digests/2024/05/15.md
+      publisher parse --json digests/**/*.md > digests.json
+    """
+    failed = 0
+    results: list[dict[str, object]] = []
+    for path in files:
+        try:
+            digest = parse_file(path)
+        except PublisherError as exc:
+            failed += 1
+            click.echo(f"error: {exc}", err=True)
+            if as_json:
+                results.append({"file": str(path), "error": str(exc)})
+            continue
+        if as_json:
+            results.append(digest.to_dict())
+        else:
+            click.echo(
+                f"{digest.date.isoformat()}  {len(digest.papers):3d} papers  "
+                f"{len(digest.warnings)} warnings  {path}"
+            )
+            for w in digest.warnings:
+                click.echo(f"  warning: {path}: {w}")
+    if as_json:
+        click.echo(json.dumps(results, ensure_ascii=False, indent=2))
+    if failed:
+        sys.exit(1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except PublisherError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""config.toml -> frozen dataclasses.
+
+Every section is a dataclass; every key has a type and (almost always) a default. Unknown keys
+and wrong types raise ConfigError naming the file and the dotted key, so a typo never silently
+falls back to a default. Relative paths are resolved against the config file's folder.
+
+Secrets never live here: `[smtp] password_env` and `[web] secret_env` name environment variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    title: str = "Daily Papers"
+    base_url: str = "http://localhost:8000/"
+    language: str = "ko"
+    timezone: str = "Asia/Seoul"
+    author: str = "publisher"
+    description: str = "Daily summaries of research papers"
+
+
+@dataclass(frozen=True, slots=True)
+class DigestsConfig:
+    inbox: Path = Path("digests")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedConfig:
+    output: Path = Path("public")
+    max_items: int = 30
+    entry_title: str = "Daily Papers {date}"
+    # Hour of day (in site.timezone) a digest counts as published in the feeds.
+    publish_hour: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    selector: str = ""
+    domain: str = ""
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmailConfig:
+    from_: str = "Daily Papers <papers@localhost>"
+    subject: str = "Daily Papers {date}: {first_title}"
+    reply_to: str = ""
+    contact: str = ""
+    list_id: str = ""
+    unsubscribe_mailto: str = ""
+    max_authors: int = 5
+    max_html_bytes: int = 95_000
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    password_env: str = "PUBLISHER_SMTP_PASSWORD"
+    connections: int = 4
+    timeout: float = 30.0
+    verify_tls: bool = True
+    messages_per_connection: int = 100
+    rate_limit: float = 0.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 1.0
+    outbox: Path = Path("outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribersConfig:
+    file: Path = Path("subscribers/subscribers.csv")
+    check_deliverability: bool = False
+    bounce_limit: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    send_at: str = "07:00"
+    poll_seconds: float = 60.0
+    max_age_days: int = 2
+    send_on_arrival: bool = False
+    misfire_grace_hours: float = 12.0
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    database: str = "state/publisher.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_env: str = "PUBLISHER_SECRET"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path = Path("config.toml")
+    site: SiteConfig = field(default_factory=SiteConfig)
+    digests: DigestsConfig = field(default_factory=DigestsConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    email: EmailConfig = field(default_factory=EmailConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+
+    @property
+    def root(self) -> Path:
+        """The folder relative paths are resolved against."""
+        return self.path.parent
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.site.timezone)
+
+    @property
+    def database_url(self) -> str:
+        """SQLAlchemy URL; a bare path means SQLite relative to the config folder."""
+        db = self.state.database
+        if "://" in db:
+            return db
+        return f"sqlite:///{(self.root / db).resolve()}"
+
+
+# TOML keys that are Python keywords or otherwise renamed.
+_ALIASES = {"from": "from_"}
+
+
+def _toml_name(name: str) -> str:
+    return name.rstrip("_")
+
+
+def _build(cls: type, table: dict[str, Any], where: str, cfg_path: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        name = _ALIASES.get(key, key)
+        dotted = f"{where}.{key}" if where else key
+        if name not in known:
+            allowed = ", ".join(sorted(_toml_name(n) for n in known))
+            raise ConfigError(f"{cfg_path}: unknown key '{dotted}' (known here: {allowed})")
+        kwargs[name] = _coerce(hints[name], value, dotted, cfg_path)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, dotted: str, cfg_path: Path) -> Any:
+    optional = False
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        tp = args[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{cfg_path}: '{dotted}' must be a table")
+        return _build(tp, value, dotted, cfg_path)
+    if optional and value == "":
+        return None
+    ok = {
+        str: isinstance(value, str),
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        Path: isinstance(value, str),
+    }[tp]
+    if not ok:
+        expected = {
+            str: "a string",
+            bool: "true or false",
+            int: "an integer",
+            float: "a number",
+            Path: "a path string",
+        }[tp]
+        raise ConfigError(f"{cfg_path}: '{dotted}' must be {expected}, not {value!r}")
+    if tp is Path:
+        return Path(value)
+    if tp is float:
+        return float(value)
+    return value
+
+
+def _resolve_paths(obj: Any, root: Path) -> Any:
+    changes = {}
+    for f in dataclasses.fields(obj):
+        if f.name == "path":
+            continue
+        v = getattr(obj, f.name)
+        if isinstance(v, Path):
+            changes[f.name] = v if v.is_absolute() else (root / v)
+        elif dataclasses.is_dataclass(v):
+            changes[f.name] = _resolve_paths(v, root)
+    return dataclasses.replace(obj, **changes)
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _validate(cfg: Config) -> None:
+    p = cfg.path
+    try:
+        zoneinfo.ZoneInfo(cfg.site.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{p}: 'site.timezone' is not a known time zone: {cfg.site.timezone!r}")
+    if not re.match(r"^https?://", cfg.site.base_url):
+        raise ConfigError(f"{p}: 'site.base_url' must start with http:// or https://")
+    if cfg.smtp.security not in ("starttls", "ssl", "none"):
+        raise ConfigError(
+            f"{p}: 'smtp.security' must be starttls, ssl or none, not {cfg.smtp.security!r}"
+        )
+    if not _HHMM.match(cfg.schedule.send_at):
+        raise ConfigError(f"{p}: 'schedule.send_at' must be HH:MM, not {cfg.schedule.send_at!r}")
+    for dotted, v in (
+        ("feed.max_items", cfg.feed.max_items),
+        ("smtp.connections", cfg.smtp.connections),
+        ("smtp.port", cfg.smtp.port),
+        ("smtp.max_attempts", cfg.smtp.max_attempts),
+    ):
+        if v < 1:
+            raise ConfigError(f"{p}: '{dotted}' must be at least 1, not {v}")
+    if not 0 <= cfg.feed.publish_hour <= 23:
+        raise ConfigError(f"{p}: 'feed.publish_hour' must be between 0 and 23")
+
+
+def load_config(path: str | os.PathLike[str] = "config.toml") -> Config:
+    """Read and validate a config file; every problem is a ConfigError naming file and key."""
+    cfg_path = Path(path).resolve()
+    try:
+        raw = cfg_path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{cfg_path}: config file not found (use --config PATH)") from None
+    except OSError as exc:
+        raise ConfigError(f"{cfg_path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{cfg_path}: config file is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{cfg_path}: invalid TOML: {exc}") from None
+    cfg = _build(Config, data, "", cfg_path)
+    cfg = dataclasses.replace(cfg, path=cfg_path)
+    cfg = _resolve_paths(cfg, cfg_path.parent)
+    _validate(cfg)
+    return cfg
+
+
+def default_config(root: Path) -> Config:
+    """A config with every default, rooted at `root` (used by tests and tools)."""
+    return _resolve_paths(Config(path=(root / "config.toml").resolve()), root.resolve())
+
+
+def smtp_password(cfg: Config) -> str | None:
+    """The SMTP password from the environment variable named by smtp.password_env."""
+    return os.environ.get(cfg.smtp.password_env) if cfg.smtp.password_env else None

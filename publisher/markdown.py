@@ -1,0 +1,40 @@
+"""The one function that turns a digest's inline Markdown into safe HTML.
+
+markdown-it-py with raw HTML off: `<think>` or `<EOS>` in a summary is escaped and shows as text;
+links are limited to http(s)/mailto by markdown-it's own validateLink; bare URLs are linkified.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+
+from markdown_it import MarkdownIt
+
+_SAFE_SCHEMES = re.compile(r"^(https?:|mailto:)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1)
+def _md() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
+    md.enable("linkify")
+    md.enable("strikethrough")
+    md.disable("image")  # a summary's inline image would be a remote fetch in every email
+    md.validateLink = lambda url: bool(_SAFE_SCHEMES.match(url.strip()))  # type: ignore[method-assign]
+    return md
+
+
+def render_inline(text: str) -> str:
+    """Inline Markdown -> HTML fragment. Never lets raw HTML or unsafe link schemes through."""
+    if not text:
+        return ""
+    try:
+        return _md().renderInline(text)
+    except Exception:  # noqa: BLE001 - a renderer bug must not stop a publication
+        return html.escape(text)
+
+
+def plain_inline(text: str) -> str:
+    """Inline Markdown -> readable plain text (for the text email): emphasis markers removed."""
+    return re.sub(r"(\*{1,3}|_{2,3})(\S(?:.*?\S)?)\1", r"\2", text)
