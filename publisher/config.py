@@ -221,7 +221,8 @@ def _validate(cfg: Config) -> None:
     try:
         zoneinfo.ZoneInfo(cfg.site.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{p}: 'site.timezone' is not a known time zone: {cfg.site.timezone!r}")
+        tz = cfg.site.timezone
+        raise ConfigError(f"{p}: 'site.timezone' is not a known time zone: {tz!r}") from None
     if not re.match(r"^https?://", cfg.site.base_url):
         raise ConfigError(f"{p}: 'site.base_url' must start with http:// or https://")
     if cfg.smtp.security not in ("starttls", "ssl", "none"):

@@ -165,7 +165,8 @@ def parse(text: str, source: str = "<string>") -> Digest:
             try:
                 day = dt.date(*(int(g) for g in header.groups()))
             except ValueError:
-                raise DigestError(source, number, f"invalid date in header: {line.strip()!r}")
+                problem = f"invalid date in header: {line.strip()!r}"
+                raise DigestError(source, number, problem) from None
             if date is None:
                 date, header_line = day, number
             elif day != date:

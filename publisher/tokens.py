@@ -66,7 +66,7 @@ def secret_from_env(cfg: Config, *, required: bool = True) -> bytes:
     if required:
         raise PublisherError(
             f"{cfg.path}: 'web.secret_env' names ${cfg.web.secret_env}, which is not set; "
-            "set it to a long random string (e.g. `export "
-            f"{cfg.web.secret_env}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')`)"
+            "set it to a long random string, e.g. "
+            f"`export {cfg.web.secret_env}=$(openssl rand -base64 32)`"
         )
     return PREVIEW_SECRET
