@@ -31,6 +31,8 @@ class SiteConfig:
     timezone: str = "Asia/Seoul"
     author: str = "publisher"
     description: str = "Daily summaries of research papers"
+    # Folder of Jinja templates; unset means the project's own templates/.
+    templates: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,43 @@
+"""The one Jinja environment for pages and emails.
+
+Templates live in the project's `templates/` folder (or `[site] templates` to restyle without
+touching Python). Autoescape is on for HTML and XML; StrictUndefined turns a typo into an error.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from .config import Config
+from .i18n import strings
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def templates_dir(cfg: Config) -> Path:
+    return cfg.site.templates or BUILTIN_TEMPLATES
+
+
+@lru_cache(maxsize=8)
+def _env(folder: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "htm", "xml"), default_for_string=True
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env
+
+
+def jinja_env(cfg: Config) -> jinja2.Environment:
+    """The shared environment; `t` (the fixed words for site.language) is a global."""
+    env = _env(templates_dir(cfg))
+    env.globals["t"] = strings(cfg.site.language)
+    return env
