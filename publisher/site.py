@@ -254,7 +254,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 def _fingerprint(cfg: Config) -> str:
     """Everything besides a digest that shapes a page or a feed entry."""
     h = hashlib.sha256()
-    h.update(repr((MANIFEST_VERSION, cfg.site, cfg.feed)).encode())
+    # Not the output folder: the same inputs built elsewhere give the same bytes.
+    feed = dataclasses.replace(cfg.feed, output=Path())
+    h.update(repr((MANIFEST_VERSION, cfg.site, feed)).encode())
     folder = templates_dir(cfg) / "site"
     for path in sorted(folder.rglob("*")) + _CODE:
         if path.is_file():
