@@ -38,7 +38,7 @@ from markupsafe import Markup
 
 from .config import Config
 from .digest import Digest, find_digests, parse_file
-from .errors import DigestError
+from .errors import ConfigError, DigestError
 from .i18n import strings
 from .templating import jinja_env, templates_dir
 
@@ -131,6 +131,17 @@ def absolute_url(cfg: Config, url: str | None) -> str:
     if parts.scheme and parts.scheme.lower() not in ("http", "https"):
         return ""
     return urljoin(base_url(cfg), url)
+
+
+def entry_title(cfg: Config, date: dt.date) -> str:
+    """feed.entry_title with {date}; a bad placeholder is the user's error, named as such."""
+    try:
+        return cfg.feed.entry_title.format(date=date.isoformat())
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"{cfg.path}: 'feed.entry_title' may use only {{date}}: {cfg.feed.entry_title!r} "
+            f"({exc.__class__.__name__}: {exc})"
+        ) from None
 
 
 def published_at(cfg: Config, date: dt.date) -> dt.datetime:
@@ -356,7 +367,7 @@ def render_day_page(
         .render(
             **ctx,
             date=date,
-            title=cfg.feed.entry_title.format(date=date.isoformat()),
+            title=entry_title(cfg, date),
             body=body,
             papers=papers,
             canonical=day_url(cfg, date),
@@ -404,7 +415,7 @@ def render_feeds(
         # feedgen prepends by default; append keeps our newest-first order.
         fe = fg.add_entry(order="append")
         fe.id(entry_id(cfg, day.date))  # also the RSS guid, isPermaLink="false"
-        fe.title(cfg.feed.entry_title.format(date=day.date.isoformat()))
+        fe.title(entry_title(cfg, day.date))
         fe.link(href=day_url(cfg, day.date), rel="alternate", type="text/html")
         fe.published(published_at(cfg, day.date))
         fe.updated(_from_epoch(cfg, updated[day.date]))

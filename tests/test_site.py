@@ -11,6 +11,7 @@ from pathlib import Path
 
 import feedparser
 import html5lib
+import pytest
 from click.testing import CliRunner
 from conftest import needs_corpus
 from sitehelpers import DAYS, digest_text, site_config, write_digest
@@ -211,3 +212,12 @@ def test_the_whole_corpus_builds(tmp_path: Path, corpus: Path) -> None:
     assert "&lt;think&gt;" in (out / "2025/04/11/index.html").read_text("utf-8")
     check_page(out / "index.html")
     assert build_site(cfg).written == ()
+
+
+def test_a_bad_entry_title_is_a_config_error(tmp_path: Path) -> None:
+    from publisher.errors import ConfigError
+
+    cfg = site_config(tmp_path, entry_title="Papers {day}")
+    write_digest(cfg.digests.inbox, DAYS[0])
+    with pytest.raises(ConfigError, match="feed.entry_title"):
+        build_site(cfg)
