@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ def cli() -> None:
     \b
     Quick start (uses ./config.toml):
       publisher parse digests/2024/05/15.md   check that a digest parses
+      publisher build                         write the feeds and the web archive
     """
 
 
@@ -81,6 +83,38 @@ def parse(files: tuple[Path, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(results, ensure_ascii=False, indent=2))
     if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@config_option
+def build(config_path: Path) -> None:
+    """Build the feeds (feed.xml, atom.xml) and the web archive into [feed] output.
+
+    Reads every digest in [digests] inbox. A digest that cannot be read is reported as
+    `path:line: reason` and skipped; the rest is still built, and the exit status is 1.
+    Only files whose bytes change are written, so a rebuild is cheap.
+
+    \b
+    Example:
+      publisher build
+      publisher build --config /etc/publisher/config.toml
+    """
+    from .site import build_site  # feedgen and lxml load only for this command
+
+    cfg = get_config(config_path)
+    started = time.perf_counter()
+    report = build_site(cfg)
+    elapsed = time.perf_counter() - started
+    for problem in report.problems:
+        click.echo(str(problem), err=True)
+    click.echo(
+        f"built {report.days} days in {report.output}: {len(report.written)} files written, "
+        f"{report.unchanged} unchanged, {report.parsed} digests parsed; "
+        f"feeds {report.rss} and {report.atom}; {elapsed:.2f} s"
+        + (f"; {len(report.problems)} digests skipped" if report.problems else "")
+    )
+    if report.problems:
         sys.exit(1)
 
 

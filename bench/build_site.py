@@ -1,0 +1,92 @@
+"""Time `build_site` on the corpus: a full build, then an incremental build after one new digest.
+
+Prints each time against its target (3 s full, 0.3 s incremental) and against a reference
+measured in the same run (parsing the corpus, with no rendering), so a slow machine shows as a
+slow reference rather than as a failure.
+
+    python bench/build_site.py [--corpus PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from publisher.config import default_config  # noqa: E402
+from publisher.digest import find_digests, parse_file  # noqa: E402
+from publisher.site import build_site  # noqa: E402
+
+FULL_TARGET = 3.0
+INCREMENTAL_TARGET = 0.3
+
+NEW_DAY = """## Daily Papers ({date})
+
+### [A synthetic new paper](https://arxiv.org/abs/2505.99999)
+
+![](https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/2505.99999.png)
+
+Vote: 1
+
+Authors: Ada Lovelace, Alan Turing
+
+- **What's New**: a new day added to time an incremental build.
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared/corpus/daily_papers_ko")
+    args = ap.parse_args()
+    if not args.corpus.is_dir():
+        sys.exit(f"corpus not found at {args.corpus}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        inbox = root / "inbox"
+        shutil.copytree(args.corpus, inbox)
+        cfg = default_config(root)
+        cfg = dataclasses.replace(cfg, digests=dataclasses.replace(cfg.digests, inbox=inbox))
+
+        # The reference also warms the OS file cache, so the full build does not pay for disk.
+        start = time.perf_counter()
+        files = find_digests(inbox)
+        dates = [parse_file(f).date for f in files]
+        reference = time.perf_counter() - start
+
+        start = time.perf_counter()
+        report = build_site(cfg)
+        full = time.perf_counter() - start
+        assert report.ok and report.days == len(files), report.problems
+
+        new_date = max(dates) + dt.timedelta(days=1)
+        new = inbox / f"{new_date:%Y/%m/%d}.md"
+        new.parent.mkdir(parents=True, exist_ok=True)
+        new.write_text(NEW_DAY.format(date=new_date.isoformat()), encoding="utf-8")
+        start = time.perf_counter()
+        inc = build_site(cfg)
+        incremental = time.perf_counter() - start
+        assert inc.ok and inc.parsed == 1, inc
+
+    print(f"corpus: {len(files)} digests from {args.corpus}")
+    print(f"reference (parse the corpus, no output): {reference:.3f} s")
+    print(
+        f"full build:        {full:.3f} s  target {FULL_TARGET} s  "
+        f"({full / FULL_TARGET:.2f} of target; {full / reference:.2f}x reference)"
+    )
+    print(
+        f"incremental build: {incremental:.3f} s  target {INCREMENTAL_TARGET} s  "
+        f"({incremental / INCREMENTAL_TARGET:.2f} of target; {incremental / reference:.2f}x "
+        f"reference; {len(inc.written)} files written, {inc.unchanged} unchanged)"
+    )
+
+
+if __name__ == "__main__":
+    main()

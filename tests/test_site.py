@@ -1,0 +1,223 @@
+"""The web archive: valid HTML5 pages, stable URLs, incremental rebuilds, bad digests, the CLI,
+and the whole corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import feedparser
+import html5lib
+import pytest
+from click.testing import CliRunner
+from conftest import needs_corpus
+from sitehelpers import DAYS, digest_text, site_config, write_digest
+
+from publisher.cli import cli
+from publisher.digest import parse
+from publisher.site import build_site, day_url
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[dict[str, str | None]] = []
+        self.imgs: list[dict[str, str | None]] = []
+        self.scripts: list[dict[str, str | None]] = []
+        self.meta: list[dict[str, str | None]] = []
+        self.h2_text: list[str] = []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        d = dict(attrs)
+        {"link": self.links, "img": self.imgs, "script": self.scripts, "meta": self.meta}.get(
+            tag, []
+        ).append(d)
+        if tag == "h2" and "paper-title" in (d.get("class") or ""):
+            self._in_h2 = True
+            self.h2_text.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h2":
+            self._in_h2 = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h2:
+            self.h2_text[-1] += data
+
+
+def check_page(path: Path) -> _Page:
+    """Valid HTML5 (html5lib in strict mode raises on any parse error), feeds advertised,
+    a phone viewport, no scripts, lazy images whose alt text is the paper's title."""
+    raw = path.read_bytes()
+    html5lib.HTMLParser(strict=True).parse(raw)
+    page = _Page()
+    page.feed(raw.decode("utf-8"))
+    alternates = {
+        (ln.get("type"), ln.get("href")) for ln in page.links if ln.get("rel") == "alternate"
+    }
+    assert ("application/rss+xml", "http://localhost:8000/feed.xml") in alternates
+    assert ("application/atom+xml", "http://localhost:8000/atom.xml") in alternates
+    assert any(
+        m.get("name") == "viewport" and "width=device-width" in (m.get("content") or "")
+        for m in page.meta
+    )
+    assert page.scripts == []
+    for img in page.imgs:
+        assert img.get("loading") == "lazy"
+    assert [img.get("alt") for img in page.imgs] == page.h2_text[: len(page.imgs)]
+    return page
+
+
+def test_pages_are_valid_and_follow_the_rules(tmp_path: Path) -> None:
+    cfg = site_config(tmp_path)
+    for d in DAYS:
+        write_digest(cfg.digests.inbox, d)
+    build_site(cfg)
+    check_page(cfg.feed.output / "index.html")
+    for d in DAYS:
+        page = check_page(cfg.feed.output / f"{d:%Y/%m/%d}/index.html")
+        assert len(page.imgs) == 2
+        assert page.imgs[0]["alt"] == f'Paper 1 of {d}: <think> & "quotes" $x^2$'
+    css = (cfg.feed.output / "style.css").read_text("utf-8")
+    assert '"Apple SD Gothic Neo"' in css and "prefers-color-scheme: dark" in css
+
+
+def test_day_url_is_the_page_built_for_that_day(tmp_path: Path) -> None:
+    cfg = site_config(tmp_path)
+    write_digest(cfg.digests.inbox, DAYS[2])
+    build_site(cfg)
+    assert day_url(cfg, DAYS[2]) == "http://localhost:8000/2024/05/15/"
+    html = (cfg.feed.output / "2024/05/15/index.html").read_text("utf-8")
+    assert '<link rel="canonical" href="http://localhost:8000/2024/05/15/">' in html
+
+
+def test_index_lists_days_newest_first(tmp_path: Path) -> None:
+    cfg = site_config(tmp_path)
+    for d in DAYS:
+        write_digest(cfg.digests.inbox, d)
+    build_site(cfg)
+    html = (cfg.feed.output / "index.html").read_text("utf-8")
+    positions = [html.index(f'href="{d:%Y/%m/%d}/"') for d in sorted(DAYS, reverse=True)]
+    assert positions == sorted(positions)
+
+
+def _stats(paths: list[Path]) -> list[tuple[int, int]]:
+    return [(p.stat().st_mtime_ns, p.stat().st_ino) for p in paths]
+
+
+def test_one_new_digest_rewrites_only_what_shows_it(tmp_path: Path) -> None:
+    cfg = site_config(tmp_path)
+    for d in DAYS:
+        write_digest(cfg.digests.inbox, d)
+    build_site(cfg)
+    pages = [cfg.feed.output / f"{d:%Y/%m/%d}/index.html" for d in DAYS]
+    before = _stats(pages)
+    new_day = dt.date(2024, 5, 16)
+    write_digest(cfg.digests.inbox, new_day)
+    report = build_site(cfg)
+    assert report.parsed == 1
+    new_page = cfg.feed.output / "2024/05/16/index.html"
+    # the old newest page gets a "newer" link; the others are not touched at all
+    assert set(report.written) == {
+        new_page,
+        pages[2],
+        cfg.feed.output / "index.html",
+        cfg.feed.output / "feed.xml",
+        cfg.feed.output / "atom.xml",
+    }
+    assert _stats(pages[:2]) == before[:2]
+    assert 'href="../../../2024/05/16/"' in pages[2].read_text("utf-8")
+    # and a rebuild with nothing new writes nothing
+    again = build_site(cfg)
+    assert again.written == () and again.parsed == 0
+
+
+def test_a_changed_template_rebuilds_pages_even_when_digests_did_not_change(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parent.parent / "templates"
+    templates = tmp_path / "templates"
+    shutil.copytree(src, templates)
+    cfg = site_config(tmp_path)
+    cfg = dataclasses.replace(cfg, site=dataclasses.replace(cfg.site, templates=templates))
+    write_digest(cfg.digests.inbox, DAYS[0])
+    build_site(cfg)
+    day = templates / "site" / "day.html"
+    day.write_text(day.read_text("utf-8").replace("{{ body }}", "<p>restyled</p>\n{{ body }}"))
+    report = build_site(cfg)
+    assert cfg.feed.output / "2024/05/13/index.html" in report.written
+    assert "restyled" in (cfg.feed.output / "2024/05/13/index.html").read_text("utf-8")
+
+
+def test_a_bad_digest_is_reported_and_the_rest_still_build(tmp_path: Path) -> None:
+    cfg = site_config(tmp_path)
+    for d in DAYS:
+        write_digest(cfg.digests.inbox, d)
+    bad = cfg.digests.inbox / "2024" / "05" / "bad.md"
+    bad.write_text("# not a digest\n\nhello\n", encoding="utf-8")
+    dup = cfg.digests.inbox / "2024" / "05" / "zz-copy.md"
+    dup.write_text(digest_text(DAYS[0]), encoding="utf-8")
+    report = build_site(cfg)
+    assert report.days == 3
+    assert [(p.path, p.line) for p in report.problems] == [(str(bad), 1), (str(dup), 1)]
+    assert "no '## Daily Papers (YYYY-MM-DD)' header" in report.problems[0].reason
+    assert "another digest for 2024-05-13" in report.problems[1].reason
+    assert len(feedparser.parse((cfg.feed.output / "feed.xml").read_bytes()).entries) == 3
+
+
+def test_build_command_prints_a_summary_and_each_bad_digest(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[digests]\ninbox = "inbox"\n[feed]\noutput = "out"\n', encoding="utf-8"
+    )
+    inbox = tmp_path / "inbox"
+    write_digest(inbox, DAYS[0])
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["build", "--config", str(tmp_path / "config.toml")])
+    assert ok.exit_code == 0, ok.output
+    assert "built 1 days" in ok.output and "out/feed.xml" in ok.output
+    assert (tmp_path / "out" / "2024/05/13/index.html").is_file()
+    (inbox / "broken.md").write_text("## Daily Papers (2024-02-30)\n", encoding="utf-8")
+    bad = runner.invoke(cli, ["build", "--config", str(tmp_path / "config.toml")])
+    assert bad.exit_code == 1
+    assert f"{inbox / 'broken.md'}:1: invalid date in header" in bad.output
+    assert "1 digests skipped" in bad.output
+
+
+def test_given_digests_build_without_an_inbox(tmp_path: Path) -> None:
+    cfg = site_config(tmp_path)
+    digests = [parse(digest_text(d), source=f"<{d}>") for d in DAYS]
+    report = build_site(cfg, digests=digests)
+    assert report.ok and report.days == 3
+    assert (cfg.feed.output / "2024/05/14/index.html").is_file()
+
+
+@needs_corpus
+def test_the_whole_corpus_builds(tmp_path: Path, corpus: Path) -> None:
+    cfg = site_config(tmp_path, inbox=corpus)
+    report = build_site(cfg)
+    assert report.ok, report.problems[:5]
+    assert report.days == 260
+    out = cfg.feed.output
+    assert len(list(out.glob("*/*/*/index.html"))) == 260
+    for name in ("feed.xml", "atom.xml"):
+        parsed = feedparser.parse((out / name).read_bytes())
+        assert parsed.bozo == 0
+        assert len(parsed.entries) == 30
+        assert parsed.entries[0].link == day_url(cfg, dt.date(2025, 5, 9))
+    # the day with <think> in its text, and the largest day, are valid pages
+    for day in ("2025/02/19", "2025/04/11"):
+        check_page(out / day / "index.html")
+    assert "&lt;think&gt;" in (out / "2025/04/11/index.html").read_text("utf-8")
+    check_page(out / "index.html")
+    assert build_site(cfg).written == ()
+
+
+def test_a_bad_entry_title_is_a_config_error(tmp_path: Path) -> None:
+    from publisher.errors import ConfigError
+
+    cfg = site_config(tmp_path, entry_title="Papers {day}")
+    write_digest(cfg.digests.inbox, DAYS[0])
+    with pytest.raises(ConfigError, match="feed.entry_title"):
+        build_site(cfg)
