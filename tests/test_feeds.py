@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 import feedparser
 import pytest
 from lxml import etree
-from sitehelpers import DAYS, digest_text, site_config, write_digest
 
 from publisher.site import build_site, day_url, entry_id
+
+from .sitehelpers import DAYS, digest_text, site_config, write_digest
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}encoded"

@@ -13,12 +13,13 @@ import feedparser
 import html5lib
 import pytest
 from click.testing import CliRunner
-from conftest import needs_corpus
-from sitehelpers import DAYS, digest_text, site_config, write_digest
 
 from publisher.cli import cli
 from publisher.digest import parse
 from publisher.site import build_site, day_url
+
+from .conftest import needs_corpus
+from .sitehelpers import DAYS, digest_text, site_config, write_digest
 
 
 class _Page(HTMLParser):
