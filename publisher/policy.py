@@ -1,0 +1,64 @@
+"""When a digest's email is due: the scheduling policy as pure functions of time.
+
+The rules (README, "Scheduling"):
+- A digest joins the feeds and the site as soon as it is seen (that is not decided here).
+- Its email is due at the first `[schedule] send_at` (in site.timezone) at or after the digest
+  arrived, or at once when `send_on_arrival` is set. Arrival is the file's mtime, or when the
+  process first saw it if that is earlier, so a digest that arrived while the process was down
+  is judged by when it arrived, not by when the process came back.
+- A send time missed by at most `misfire_grace_hours` (the machine was down at 07:00 and is back
+  at 09:00) is caught up at once; one missed by more waits for the next send_at, so nobody gets
+  the morning newsletter at midnight.
+- A digest older than `max_age_days` (by its date, in site.timezone) is never emailed
+  automatically: a first start on a year of archive builds the archive and sends nothing.
+- Each digest date is emailed once, ever: the state database says whether it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from .config import Config
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    due: bool
+    reason: str
+    at: dt.datetime | None = None  # when it is (or was) due; None if never
+
+
+def send_time(cfg: Config) -> dt.time:
+    hh, mm = cfg.schedule.send_at.split(":")
+    return dt.time(int(hh), int(mm))
+
+
+def next_send_moment(cfg: Config, after: dt.datetime) -> dt.datetime:
+    """The first send_at moment at or after `after` (aware), in site.timezone."""
+    local = after.astimezone(cfg.tz)
+    moment = dt.datetime.combine(local.date(), send_time(cfg), tzinfo=cfg.tz)
+    if moment < local:
+        moment = dt.datetime.combine(
+            local.date() + dt.timedelta(days=1), send_time(cfg), tzinfo=cfg.tz
+        )
+    return moment
+
+
+def too_old(cfg: Config, digest_date: dt.date, now: dt.datetime) -> bool:
+    return (now.astimezone(cfg.tz).date() - digest_date).days > cfg.schedule.max_age_days
+
+
+def email_due(cfg: Config, digest_date: dt.date, arrived: dt.datetime, now: dt.datetime) -> Due:
+    """Whether the email of a not-yet-emailed digest should go out at `now`."""
+    if too_old(cfg, digest_date, now):
+        return Due(False, f"older than schedule.max_age_days ({cfg.schedule.max_age_days})")
+    if cfg.schedule.send_on_arrival:
+        return Due(True, "send on arrival", arrived)
+    at = next_send_moment(cfg, arrived)
+    grace = dt.timedelta(hours=cfg.schedule.misfire_grace_hours)
+    if now >= at and now - at > grace:
+        at = next_send_moment(cfg, now)  # missed by too much: wait for the next send time
+    if now >= at:
+        return Due(True, f"due since {at.isoformat(timespec='minutes')}", at)
+    return Due(False, f"waiting for {at.isoformat(timespec='minutes')}", at)
