@@ -42,6 +42,7 @@ def cli() -> None:
 
     \b
     Quick start (uses ./config.toml):
+      publisher send --dry-run                preview the newest digest's email in ./preview
       publisher parse digests/2024/05/15.md   check that a digest parses
       publisher build                         write the feeds and the web archive
     """
@@ -116,6 +117,85 @@ def build(config_path: Path) -> None:
     )
     if report.problems:
         sys.exit(1)
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Render and write files only: no server is contacted, no state is written.",
+)
+@click.option(
+    "--digest",
+    "digest_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The digest to render (default: the newest in the inbox, by date).",
+)
+@click.option(
+    "--to",
+    "to",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Preview for this address instead of the first subscribers (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("preview"),
+    show_default=True,
+    help="Folder for preview.html and the .eml files (--dry-run).",
+)
+@click.option("--retry-failed", is_flag=True, help="Send again to the failed recipients.")
+def send(
+    config_path: Path,
+    dry_run: bool,
+    digest_path: Path | None,
+    to: tuple[str, ...],
+    out: Path,
+    retry_failed: bool,
+) -> None:
+    """Send the newsletter; with --dry-run, write what would be sent to files instead.
+
+    The dry run renders the newest digest in the inbox (or --digest FILE) exactly as it would be
+    sent and writes OUT/preview.html and one .eml per sample recipient (the first three
+    subscribers, or each --to). Open preview.html in a browser, the .eml files in a mail client.
+
+    \b
+    Examples:
+      publisher send --dry-run
+      publisher send --dry-run --digest digests/2024/05/15.md --to me@example.org --out /tmp/p
+    """
+    from .preview import dry_run as run_dry_run  # keeps `publisher --help` fast
+
+    cfg = get_config(config_path)
+    if not dry_run:
+        raise PublisherError("real sending is not available yet; use --dry-run")
+    report = run_dry_run(cfg, digest_path=digest_path, to=to, out=out)
+    nl = report.newsletter
+    click.echo(
+        f"digest:     {report.digest.source} ({report.digest.date}, "
+        f"{len(report.digest.papers)} papers)"
+    )
+    click.echo(f"subject:    {report.subject}")
+    click.echo(f"recipients: {report.recipients} in {cfg.subscribers.file}")
+    click.echo(
+        f"html part:  {report.html_bytes:,} bytes (budget {cfg.email.max_html_bytes:,}); "
+        f"text part: {len(nl.text.encode()):,} bytes"
+    )
+    click.echo(
+        f"papers:     {len(nl.full)} in full, {len(nl.shortened)} shortened, "
+        f"{len(nl.linked)} as linked titles, {nl.more_count} only on the web page"
+    )
+    click.echo(f"preview:    {report.html_path}")
+    for path, size in zip(report.eml_paths, report.message_bytes, strict=True):
+        click.echo(f"message:    {path} ({size:,} bytes)")
+    if report.preview_secret:
+        click.echo(
+            f"note: ${cfg.web.secret_env} is not set; unsubscribe links use the preview "
+            "secret and will be refused by the real server"
+        )
+    click.echo("dry run: no server contacted, nothing recorded")
 
 
 def main() -> None:

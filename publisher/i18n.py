@@ -23,6 +23,10 @@ _STRINGS: dict[str, dict[str, str]] = {
         "feed_atom": "Atom feed",
         "newer": "Newer",
         "older": "Older",
+        "more_papers_head": "More papers today",
+        "sent_to": "This email was sent to {email}.",
+        "summary_shortened": "Summaries are shortened today; the full text is on the web.",
+        "newsletter_intro": "{n} papers today",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -40,6 +44,10 @@ _STRINGS: dict[str, dict[str, str]] = {
         "feed_atom": "Atom 피드",
         "newer": "다음",
         "older": "이전",
+        "more_papers_head": "오늘의 다른 논문",
+        "sent_to": "{email} 주소로 보낸 메일입니다.",
+        "summary_shortened": "오늘은 요약을 줄였습니다. 전체 요약은 웹에서 볼 수 있습니다.",
+        "newsletter_intro": "오늘의 논문 {n}편",
     },
 }
 

@@ -1,0 +1,301 @@
+"""Digest -> Newsletter: the email's subject, HTML and text, rendered once per digest.
+
+Jinja renders and premailer inlines the CSS ONCE per digest (the expensive part, ~0.1 s on a big
+day); what differs per reader (address, name, unsubscribe URL) is left as placeholders that
+`publisher.mailer.MessageFactory` substitutes per message, so a 10,000-reader send costs one
+inlining, not 10,000.
+
+Size budget: Gmail clips an HTML part over ~102 KB, hiding the footer (and the unsubscribe link).
+The template renders every paper in all its forms (full card, short card, linked title) in one
+document; after the single premailer pass the document is cut at its `<!--pub:...-->` marks and
+each paper keeps the richest form that fits `[email] max_html_bytes`: first the summaries of the
+least-voted papers are shortened, then the least-voted papers become linked titles in a list, and
+only then are the last ones left to a "N more papers on the web" link to the day's page (which
+lists every paper). No paper is ever dropped without a link to it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cssutils
+import premailer
+from markupsafe import Markup, escape
+
+from . import site
+from .config import Config
+from .digest import Bullet, Digest, Paper
+from .errors import ConfigError
+from .i18n import strings
+from .markdown import plain_inline
+from .templating import jinja_env
+
+# Placeholders for what differs per reader. Word characters only, so that neither Jinja's
+# autoescape, premailer/lxml's serialiser nor a URL rewrite can alter them.
+PLACEHOLDER_EMAIL = "__PUBLISHER_READER_EMAIL__"
+PLACEHOLDER_NAME = "__PUBLISHER_READER_NAME__"
+PLACEHOLDER_UNSUBSCRIBE = "__PUBLISHER_UNSUBSCRIBE_URL__"
+PLACEHOLDERS = (PLACEHOLDER_EMAIL, PLACEHOLDER_NAME, PLACEHOLDER_UNSUBSCRIBE)
+_MORE_COUNT = "__PUBLISHER_MORE_COUNT__"  # filled once the size budget decided it
+
+# Bytes of the budget kept free for the per-reader values that replace the placeholders
+# (an address of up to 254 characters, a name, an unsubscribe URL with a signed token).
+SUBSTITUTION_RESERVE = 2048
+SHORT_BULLETS = 2  # a shortened summary keeps its first bullets...
+SHORT_CHARS = 160  # ...each cut to this many characters
+SUBJECT_TITLE_CHARS = 80
+PREHEADER_CHARS = 140
+
+Form = Literal["full", "short", "title", "web"]
+_MARK = re.compile(r"<!--pub:([a-z0-9-]+)-->\n?")
+
+# cssutils logs every CSS property it does not know (mso-hide, -webkit-...) as a warning; those
+# are expected in email CSS and are noise in the user's log.
+cssutils.log.setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Newsletter:
+    """One digest's email, ready for per-reader substitution of the PLACEHOLDERS."""
+
+    date: dt.date
+    subject: str  # one line: CR, LF and other whitespace runs already collapsed
+    html: str  # CSS inlined; holds PLACEHOLDERS
+    text: str  # holds PLACEHOLDERS
+    day_url: str
+    # The size-budget decision, as paper keys (Paper.key), each in digest order:
+    full: tuple[str, ...]  # shown with the whole summary
+    shortened: tuple[str, ...]  # shown with a shortened summary
+    linked: tuple[str, ...]  # listed as linked titles only
+    on_web: tuple[str, ...]  # only behind the "N more papers on the web" link to day_url
+
+    @property
+    def more_count(self) -> int:
+        return len(self.on_web)
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode())
+
+    def personalise(self, email: str, name: str, unsubscribe_url: str) -> tuple[str, str]:
+        """(html, text) for one reader. For previews and tests; the mailer has a faster path."""
+        values = {
+            PLACEHOLDER_EMAIL: email,
+            PLACEHOLDER_NAME: name,
+            PLACEHOLDER_UNSUBSCRIBE: unsubscribe_url,
+        }
+        html, text = self.html, self.text
+        for key, value in values.items():
+            html = html.replace(key, str(escape(value)))
+            text = text.replace(key, value)
+        return html, text
+
+
+def one_line(text: str) -> str:
+    """Collapse every whitespace run (CR, LF, tab, U+2028...) to one space: safe in a header."""
+    return " ".join(text.split())
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _safe_url(url: str | None) -> str | None:
+    # A digest is data: only web links become links, never javascript: or data: URLs.
+    if url and re.match(r"^https?://", url, re.IGNORECASE):
+        return url
+    return None
+
+
+def subject_for(digest: Digest, cfg: Config) -> str:
+    """`[email] subject` filled with {date} and {first_title}, on one line."""
+    first = digest.papers[0].title if digest.papers else ""
+    try:
+        subject = cfg.email.subject.format(
+            date=digest.date.isoformat(), first_title=_cut(one_line(first), SUBJECT_TITLE_CHARS)
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"{cfg.path}: 'email.subject' may use only {{date}} and {{first_title}}: {exc}"
+        ) from None
+    return one_line(subject)
+
+
+def authors_line(paper: Paper, max_authors: int, et_al: str) -> str:
+    """Authors joined with commas, shortened with "et al." past max_authors (or if elided)."""
+    names = list(paper.authors)
+    shortened = paper.elided_authors or len(names) > max_authors
+    text = ", ".join(names[: max(1, max_authors)])
+    return f"{text} {et_al}" if shortened and text else text
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    label: str | None
+    html: Markup
+    text: str
+    children: tuple[_Item, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _PaperView:
+    n: int
+    key: str
+    title: str
+    url: str | None
+    authors: str
+    votes: int | None
+    image: str | None
+    video: str | None
+    bullets: tuple[_Item, ...]
+    short: tuple[_Item, ...]
+
+
+def _full_item(b: Bullet) -> _Item:
+    return _Item(
+        b.label, Markup(b.html), plain_inline(b.text), tuple(_full_item(c) for c in b.children)
+    )
+
+
+def _short_item(b: Bullet) -> _Item:
+    text = _cut(one_line(plain_inline(b.text)), SHORT_CHARS)
+    return _Item(b.label, escape(text), text)
+
+
+def _view(n: int, paper: Paper, cfg: Config, et_al: str) -> _PaperView:
+    return _PaperView(
+        n=n,
+        key=paper.key,
+        title=paper.title,
+        url=_safe_url(paper.url),
+        authors=authors_line(paper, cfg.email.max_authors, et_al),
+        votes=paper.votes,
+        image=_safe_url(paper.image),
+        video=_safe_url(paper.video),
+        bullets=tuple(_full_item(b) for b in paper.summary),
+        short=tuple(_short_item(b) for b in paper.summary[:SHORT_BULLETS]),
+    )
+
+
+def _mark(name: str) -> Markup:
+    return Markup(f"<!--pub:{name}-->")
+
+
+def _inline_css(html: str) -> str:
+    return premailer.Premailer(
+        html,
+        allow_network=False,  # never fetch a stylesheet or image while rendering
+        allow_loading_external_files=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+        strip_important=False,  # the dark-mode rules need !important to beat inlined colours
+        # Keep the templates' width="558" on images (Outlook's size) instead of CSS's 100%.
+        disable_basic_attributes=["width", "height"],
+    ).transform()
+
+
+def _split(html: str) -> tuple[str, list[tuple[str, str]]]:
+    parts = _MARK.split(html)
+    return parts[0], list(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _keep(name: str, forms: dict[int, Form]) -> bool:
+    """Whether the piece after mark `name` belongs in the email, given each paper's form."""
+    values = forms.values()
+    if name == "footer":
+        return True
+    if name == "short-note":
+        return any(f != "full" for f in values)
+    if name in ("more-head", "more-tail"):
+        return "title" in values
+    if name == "more-web":
+        return "web" in values
+    n, _, form = name.partition("-")
+    return forms.get(int(n)) == form
+
+
+def _choose(
+    views: list[_PaperView], prefix: str, pieces: list[tuple[str, str]], budget: int
+) -> dict[int, Form]:
+    """Each paper's form: the richest that keeps the whole HTML within `budget` bytes."""
+    sizes = [(name, len(piece.encode())) for name, piece in pieces]
+    base = len(prefix.encode())
+    forms: dict[int, Form] = {v.n: "full" for v in views}
+
+    def total() -> int:
+        return base + sum(size for name, size in sizes if _keep(name, forms))
+
+    # Least important first: fewest votes, then later in the digest (the digest's own order).
+    order = sorted(views, key=lambda v: (v.votes if v.votes is not None else -1, -v.n))
+    for form in ("short", "title", "web"):
+        for v in order:
+            if total() <= budget:
+                return forms
+            forms[v.n] = form  # type: ignore[assignment]
+    return forms
+
+
+def _text_view(v: _PaperView, form: Form) -> dict[str, Any]:
+    items = v.bullets if form == "full" else v.short
+    return {
+        "title": v.title,
+        "url": v.url or "",
+        "authors": v.authors,
+        "votes": v.votes,
+        "video": v.video,
+        "text_bullets": items,
+    }
+
+
+def render_newsletter(digest: Digest, cfg: Config) -> Newsletter:
+    """Render a digest's email once: Jinja, then premailer, then the size-budget choice."""
+    t = strings(cfg.site.language)
+    views = [_view(n, p, cfg, t["et_al"]) for n, p in enumerate(digest.papers)]
+    subject = subject_for(digest, cfg)
+    day_url = site.day_url(cfg, digest.date)
+    common = {
+        "lang": cfg.site.language,
+        "site_title": cfg.site.title,
+        "subject": subject,
+        "date_text": digest.date.isoformat(),
+        "paper_count": len(views),
+        "day_url": day_url,
+        "contact": cfg.email.contact,
+        "reader_email": PLACEHOLDER_EMAIL,
+        "reader_name": PLACEHOLDER_NAME,
+        "unsubscribe_url": PLACEHOLDER_UNSUBSCRIBE,
+    }
+    env = jinja_env(cfg)
+    preheader = _cut(" · ".join(one_line(v.title) for v in views[:3]), PREHEADER_CHARS)
+    raw = env.get_template("email/newsletter.html").render(
+        **common, papers=views, preheader=preheader, mark=_mark, more_count=_MORE_COUNT
+    )
+    prefix, pieces = _split(_inline_css(raw))
+    budget = cfg.email.max_html_bytes - SUBSTITUTION_RESERVE
+    forms = _choose(views, prefix, pieces, budget)
+    keys = {form: tuple(v.key for v in views if forms[v.n] == form) for form in forms.values()}
+    html = prefix + "".join(piece for name, piece in pieces if _keep(name, forms))
+    html = html.replace(_MORE_COUNT, str(len(keys.get("web", ()))))
+
+    text = env.get_template("email/newsletter.txt").render(
+        **common,
+        shortened=any(f != "full" for f in forms.values()),
+        cards=[_text_view(v, forms[v.n]) for v in views if forms[v.n] in ("full", "short")],
+        titles=[_text_view(v, "title") for v in views if forms[v.n] == "title"],
+        more_count=len(keys.get("web", ())),
+    )
+    return Newsletter(
+        date=digest.date,
+        subject=subject,
+        html=html,
+        text=text,
+        day_url=day_url,
+        full=keys.get("full", ()),
+        shortened=keys.get("short", ()),
+        linked=keys.get("title", ()),
+        on_web=keys.get("web", ()),
+    )

@@ -1,0 +1,119 @@
+"""`publisher send --dry-run`: render a digest exactly as it would be sent, to files only.
+
+Contacts no server and writes nothing to the state database: it reads the digest and the
+subscriber CSV and writes `preview.html` and one `.eml` per sample recipient.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .digest import Digest, find_digests, parse_file
+from .errors import PublisherError
+from .mailer import MessageFactory
+from .newsletter import Newsletter, render_newsletter
+from .tokens import PREVIEW_SECRET, secret_from_env
+
+SAMPLE_RECIPIENTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewReport:
+    digest: Digest
+    newsletter: Newsletter
+    subject: str
+    recipients: int  # rows in the subscriber CSV (who a real send would go to)
+    html_path: Path
+    eml_paths: tuple[Path, ...]
+    html_bytes: int  # the HTML part as a reader gets it
+    message_bytes: tuple[int, ...]
+    preview_secret: bool  # True when the secret is unset and links carry the preview secret
+
+
+def read_subscribers(cfg: Config) -> list[tuple[str, str]]:
+    """(email, name) rows of `[subscribers] file`; missing file or column is a PublisherError."""
+    path = cfg.subscribers.file
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "email" not in reader.fieldnames:
+                raise PublisherError(f"{path}: line 1: the CSV needs an 'email' column")
+            return [
+                ((row.get("email") or "").strip(), (row.get("name") or "").strip())
+                for row in reader
+                if (row.get("email") or "").strip()
+            ]
+    except FileNotFoundError:
+        raise PublisherError(f"{path}: subscriber file not found ('subscribers.file')") from None
+
+
+def newest_digest(cfg: Config) -> Path:
+    """The inbox digest with the latest date (files that do not parse are skipped)."""
+    best: tuple[object, Path] | None = None
+    for path in find_digests(cfg.digests.inbox):
+        try:
+            day = parse_file(path).date
+        except PublisherError:
+            continue
+        if best is None or day >= best[0]:  # type: ignore[operator]
+            best = (day, path)
+    if best is None:
+        raise PublisherError(f"{cfg.digests.inbox}: no digest found ('digests.inbox')")
+    return best[1]
+
+
+def _file_name(addr: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._-]+", "_", addr)[:80] + ".eml"
+
+
+def dry_run(
+    cfg: Config,
+    digest_path: Path | None = None,
+    to: tuple[str, ...] | list[str] | None = None,
+    out: Path = Path("preview"),
+) -> PreviewReport:
+    """Render the newest (or given) digest and write preview.html and sample .eml files."""
+    path = digest_path or newest_digest(cfg)
+    digest = parse_file(path)
+    subscribers = read_subscribers(cfg)
+    samples = [(a, "") for a in to] if to else subscribers[:SAMPLE_RECIPIENTS]
+    if not samples:
+        raise PublisherError(
+            f"{cfg.subscribers.file}: no subscriber to preview for; pass --to ADDRESS"
+        )
+    secret = secret_from_env(cfg, required=False)
+    newsletter = render_newsletter(digest, cfg)
+    factory = MessageFactory(newsletter, cfg, secret)
+    out.mkdir(parents=True, exist_ok=True)
+    emls: list[Path] = []
+    sizes: list[int] = []
+    html_bytes = 0
+    for addr, name in samples:
+        raw = factory.build(addr, name)
+        target = out / _file_name(addr)
+        target.write_bytes(raw)
+        emls.append(target)
+        sizes.append(len(raw))
+        if len(emls) == 1:
+            # preview.html is the first sample's HTML part, read back from the message itself
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+            html_bytes = len(html.encode())
+            (out / "preview.html").write_text(html, encoding="utf-8")
+    return PreviewReport(
+        digest=digest,
+        newsletter=newsletter,
+        subject=newsletter.subject,
+        recipients=len(subscribers),
+        html_path=out / "preview.html",
+        eml_paths=tuple(emls),
+        html_bytes=html_bytes,
+        message_bytes=tuple(sizes),
+        preview_secret=secret == PREVIEW_SECRET,
+    )
