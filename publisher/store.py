@@ -421,7 +421,9 @@ class Store:
                 conn.execute(meta.update().where(meta.c.key == "csv_run").values(value=str(run)))
         return run
 
-    def upsert_csv_batch(self, run: int, rows: Iterable[tuple[str, str]]) -> tuple[int, int, int]:
+    def upsert_csv_batch(
+        self, run: int, rows: Iterable[tuple[str, str]], source: str = "csv"
+    ) -> tuple[int, int, int]:
         """Apply one batch of normalised (email, name) CSV rows for import `run`.
 
         New addresses become active (or unsubscribed if suppressed); existing ones keep their
@@ -468,7 +470,7 @@ class Store:
                             "email": email,
                             "name": name,
                             "status": UNSUBSCRIBED if email in suppressed else ACTIVE,
-                            "source": "csv",
+                            "source": source,
                             "created_at": now,
                             "updated_at": now,
                             "hard_bounces": 0,
@@ -505,6 +507,17 @@ class Store:
                 .values(status=REMOVED, updated_at=_now())
             )
         return res.rowcount
+
+    def get_meta(self, key: str) -> str | None:
+        """A small key/value setting kept in the database (e.g. the last imported CSV's hash)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            res = conn.execute(meta.update().where(meta.c.key == key).values(value=value))
+            if res.rowcount == 0:
+                conn.execute(meta.insert().values(key=key, value=value))
 
     # -- suppressions ------------------------------------------------------------------------
 
