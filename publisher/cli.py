@@ -201,6 +201,60 @@ def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" (total {total})")
 
 
+@cli.command()
+@config_option
+@click.option(
+    "--digest",
+    "digest_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The digest to send (default: the newest in [digests] inbox).",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Also retry messages that failed for a temporary reason (4xx, timeouts) last time.",
+)
+def send(config_path: Path, digest_path: Path | None, retry_failed: bool) -> None:
+    """Email a digest to every active subscriber who does not have it yet.
+
+    Imports the subscriber CSV first, then sends over SMTP ([smtp] host) or into the Maildir
+    outbox when no host is set. Safe to interrupt and run again: the ledger in the state
+    database records each accepted message, so a re-run mails only those not yet sent.
+    Exit status 0 only when every active subscriber has the message.
+
+    \b
+    Examples:
+      publisher send                          the newest digest in the inbox
+      publisher send --digest digests/2024/05/15.md
+      publisher send --retry-failed           after a temporary outage
+    """
+    from .delivery import _message_builder, default_progress, deliver, newest_digest
+    from .store import Store
+    from .subscribers import import_csv
+
+    cfg = get_config(config_path)
+    digest = parse_file(digest_path) if digest_path else newest_digest(cfg)
+    with Store.open(cfg) as store:
+        if cfg.subscribers.file.is_file():
+            report = import_csv(cfg, store)
+            for problem in report.invalid:
+                click.echo(f"warning: skipped invalid subscriber: {problem}", err=True)
+            click.echo(report.summary(), err=True)
+        else:
+            click.echo(f"note: no subscriber file at {cfg.subscribers.file}", err=True)
+        result = deliver(
+            cfg,
+            store,
+            digest.date,
+            _message_builder(cfg, digest),
+            retry_failed=retry_failed,
+            progress=default_progress(),
+        )
+    click.echo(result.summary())
+    if not result.ok:
+        sys.exit(1)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

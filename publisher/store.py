@@ -599,6 +599,24 @@ class Store:
             res = conn.execute(ins)
         return max(res.rowcount, 0)
 
+    @staticmethod
+    def _wanted(retry_failed: bool) -> Any:
+        wanted = ledger.c.status == QUEUED
+        if retry_failed:
+            wanted = sa.or_(wanted, sa.and_(ledger.c.status == FAILED, ~ledger.c.final))
+        return wanted
+
+    def count_pending(self, digest_date: dt.date, retry_failed: bool = False) -> int:
+        """How many rows `pending_for` would yield now."""
+        q = (
+            sa.select(sa.func.count())
+            .select_from(ledger.join(subscribers, subscribers.c.id == ledger.c.subscriber_id))
+            .where(ledger.c.digest_date == digest_date, self._wanted(retry_failed))
+            .where(self._mailable())
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
     def pending_for(
         self, digest_date: dt.date, retry_failed: bool = False, batch: int = 1000
     ) -> Iterator[LedgerEntry]:
@@ -607,9 +625,7 @@ class Store:
         Queued rows, plus (with retry_failed) failed rows whose failure was not final; only for
         subscribers who are still mailable right now.
         """
-        wanted = ledger.c.status == QUEUED
-        if retry_failed:
-            wanted = sa.or_(wanted, sa.and_(ledger.c.status == FAILED, ~ledger.c.final))
+        wanted = self._wanted(retry_failed)
         last = 0
         while True:
             q = (

@@ -1,0 +1,412 @@
+"""Deliver one digest's newsletter to every mailable subscriber, once each.
+
+The pipe: the ledger is filled (`queue_pending`, one INSERT ... SELECT), then the main thread
+streams pending ledger rows from the database in batches into a bounded queue, and
+`[smtp] connections` worker threads each own one transport (one reused SMTP connection), build
+each message on the fly with `build(email, name) -> bytes` and send it. Memory stays flat: no
+list of subscribers or messages is ever built.
+
+Exactly-once, as far as SMTP allows: a worker commits `sent` to the ledger right after the server
+accepts a message, before taking the next. A kill -9 at any moment therefore loses nothing, and
+a re-run sends only what is not yet `sent`; the only duplicates are the messages accepted but
+not yet recorded at the crash, at most one per connection.
+
+Failures: transient ones (4xx, timeouts, dropped connections) are retried on a fresh connection
+with exponential backoff (`retry_base_seconds` x 2^n) up to `max_attempts`, then marked failed
+(retried by `send --retry-failed`). 5xx replies fail the message for good; a 5xx to RCPT is a
+hard bounce, and `[subscribers] bounce_limit` of them suppress the address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Protocol
+
+from .config import Config
+from .digest import Digest
+from .store import LedgerEntry, Store
+from .transport import (
+    DeliveryError,
+    SmtpSetupError,
+    Transport,
+    envelope_sender,
+    make_transport_factory,
+)
+
+log = logging.getLogger("publisher.delivery")
+
+Builder = Callable[[str, str], bytes]
+
+# Queue depth per worker: enough to hide a database batch fetch, small enough to stay flat.
+_QUEUE_PER_WORKER = 64
+_STOP = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    digest_date: dt.date
+    transport: str
+    attempted: int
+    sent: int
+    failed: int
+    bounced: int
+    retries: int
+    unsent_active: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every mailable subscriber has the message (the exit status is 0)."""
+        return self.unsent_active == 0
+
+    def summary(self) -> str:
+        rate = self.sent / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.digest_date}: {self.sent} sent, {self.failed} failed "
+            f"({self.bounced} hard bounces), {self.retries} retries, in {self.seconds:.1f}s "
+            f"({rate:.0f}/s) via {self.transport}; "
+            + (
+                "every active subscriber has it"
+                if self.ok
+                else f"{self.unsent_active} active subscribers still without it"
+            )
+        )
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def update(self, sent: int, failed: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def update(self, sent: int, failed: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class LogProgress:
+    """Plain lines (for logs and pipes), at most one every `every` seconds."""
+
+    def __init__(self, out=None, every: float = 5.0) -> None:  # noqa: ANN001
+        self.out = out or sys.stderr
+        self.every = every
+        self.total = 0
+        self.t0 = self.last = 0.0
+        self.lock = threading.Lock()
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.t0 = self.last = time.monotonic()
+        print(f"sending to {total} subscribers", file=self.out, flush=True)
+
+    def update(self, sent: int, failed: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        with self.lock:
+            if now - self.last < self.every:
+                return
+            self.last = now
+        done = sent + failed
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - done) / rate if rate else 0
+        print(
+            f"{done}/{self.total}: {sent} sent, {failed} failed, {rate:.0f}/s, ETA {eta:.0f}s",
+            file=self.out,
+            flush=True,
+        )
+
+    def finish(self) -> None:
+        pass
+
+
+class RichProgress:
+    """A rich progress bar on a terminal: sent, failed, rate, ETA."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as _Progress
+
+        self.bar = _Progress(
+            TextColumn("sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("sent {task.fields[sent]} failed {task.fields[failed]}"),
+            TextColumn("{task.fields[rate]}/s"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self.task = None
+        self.t0 = 0.0
+
+    def start(self, total: int) -> None:
+        self.t0 = time.monotonic()
+        self.bar.start()
+        self.task = self.bar.add_task("send", total=total, sent=0, failed=0, rate="0")
+
+    def update(self, sent: int, failed: int) -> None:
+        done = sent + failed
+        rate = done / max(time.monotonic() - self.t0, 1e-9)
+        self.bar.update(self.task, completed=done, sent=sent, failed=failed, rate=f"{rate:.0f}")
+
+    def finish(self) -> None:
+        self.bar.stop()
+
+
+def default_progress() -> Progress:
+    return RichProgress() if sys.stderr.isatty() else LogProgress()
+
+
+class RateLimiter:
+    """At most `rate` acquisitions per second across all workers (0 = unlimited)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            slot = max(now, self.next)
+            self.next = slot + self.interval
+        if slot > now:
+            stop.wait(slot - now)
+
+
+@dataclass
+class _Tally:
+    sent: int = 0
+    failed: int = 0
+    bounced: int = 0
+    retries: int = 0
+    attempted: int = 0
+    fatal: BaseException | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def deliver(
+    cfg: Config,
+    store: Store,
+    digest_date: dt.date,
+    build: Builder,
+    *,
+    retry_failed: bool = False,
+    progress: Progress | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
+) -> DeliveryReport:
+    """Send the digest of `digest_date` to every mailable subscriber not yet sent it.
+
+    `build(email, name)` returns the RFC 5322 message bytes (CRLF) for one subscriber.
+    Raises SmtpSetupError (a PublisherError) if the server cannot be used at all; whatever was
+    sent until then is in the ledger.
+    """
+    progress = progress or NoProgress()
+    factory = transport_factory or make_transport_factory(cfg)
+    transport_name = (
+        f"smtp {cfg.smtp.host}:{cfg.smtp.port}" if cfg.smtp.host else f"maildir {cfg.smtp.outbox}"
+    )
+    sender = envelope_sender(cfg)
+    t0 = time.monotonic()
+    store.queue_pending(digest_date)
+    total = store.count_pending(digest_date, retry_failed)
+    store.update_publication(digest_date, email_status="sending", email_started_at=_utcnow())
+    workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
+    work: queue.Queue[LedgerEntry | None] = queue.Queue(maxsize=workers_n * _QUEUE_PER_WORKER)
+    stop = threading.Event()
+    tally = _Tally()
+    limiter = RateLimiter(cfg.smtp.rate_limit)
+    progress.start(total)
+
+    def worker() -> None:
+        transport = factory()
+        try:
+            while True:
+                entry = work.get()
+                if entry is _STOP or stop.is_set():
+                    return
+                _deliver_one(cfg, store, transport, sender, build, entry, tally, limiter, stop)
+                progress.update(tally.sent, tally.failed)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            with tally.lock:
+                tally.fatal = tally.fatal or exc
+            stop.set()
+        finally:
+            transport.close()
+
+    threads = [
+        threading.Thread(target=worker, name=f"smtp-{i}", daemon=True) for i in range(workers_n)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        for entry in store.pending_for(digest_date, retry_failed):
+            while not stop.is_set():
+                try:
+                    work.put(entry, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                break
+    except BaseException:
+        # Ctrl-C or a database error: let each worker finish (and record) its current message.
+        stop.set()
+        raise
+    finally:
+        for _ in threads:
+            while True:
+                try:
+                    work.put(_STOP, timeout=0.2)
+                    break
+                except queue.Full:
+                    if stop.is_set():
+                        _drain(work)
+        for t in threads:
+            t.join()
+        progress.finish()
+    if tally.fatal is not None:
+        raise tally.fatal
+    unsent = store.unsent_active(digest_date)
+    counts = store.ledger_counts(digest_date)
+    store.update_publication(
+        digest_date,
+        email_status="sent" if unsent == 0 else "partial",
+        sent=counts["sent"],
+        failed=counts["failed"],
+        email_finished_at=_utcnow(),
+    )
+    return DeliveryReport(
+        digest_date=digest_date,
+        transport=transport_name,
+        attempted=tally.attempted,
+        sent=tally.sent,
+        failed=tally.failed,
+        bounced=tally.bounced,
+        retries=tally.retries,
+        unsent_active=unsent,
+        seconds=time.monotonic() - t0,
+    )
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _drain(work: queue.Queue) -> None:
+    try:
+        while True:
+            work.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _deliver_one(
+    cfg: Config,
+    store: Store,
+    transport: Transport,
+    sender: str,
+    build: Builder,
+    entry: LedgerEntry,
+    tally: _Tally,
+    limiter: RateLimiter,
+    stop: threading.Event,
+) -> None:
+    """Send one message with retries and record the outcome in the ledger."""
+    message = build(entry.email, entry.name)
+    max_attempts = max(cfg.smtp.max_attempts, 1)
+    attempt = 0
+    while True:
+        attempt += 1
+        limiter.wait(stop)
+        try:
+            reply = transport.send(sender, entry.email, message)
+        except DeliveryError as exc:
+            if exc.kind == "transient" and attempt < max_attempts and not stop.is_set():
+                with tally.lock:
+                    tally.retries += 1
+                stop.wait(cfg.smtp.retry_base_seconds * 2 ** (attempt - 1))
+                if not stop.is_set():
+                    continue
+            final = exc.kind != "transient"
+            store.mark_failed(entry.id, exc.reply, final=final, attempts=attempt)
+            bounced = False
+            if exc.kind == "bounce":
+                bounced = True
+                store.record_hard_bounce(entry.email, exc.reply, cfg.subscribers.bounce_limit)
+            log.info("failed %s after %d attempts: %s", entry.email, attempt, exc.reply)
+            with tally.lock:
+                tally.failed += 1
+                tally.attempted += 1
+                tally.bounced += bounced
+            return
+        except SmtpSetupError:
+            raise
+        store.mark_sent(entry.id, reply, attempts=attempt)
+        with tally.lock:
+            tally.sent += 1
+            tally.attempted += 1
+        return
+
+
+def newest_digest(cfg: Config) -> Digest:
+    """The digest with the latest date in the inbox; PublisherError if there is none."""
+    from .digest import find_digests, parse_file
+    from .errors import PublisherError
+
+    best: Digest | None = None
+    for path in find_digests(cfg.digests.inbox):
+        try:
+            d = parse_file(path)
+        except PublisherError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        if best is None or d.date > best.date:
+            best = d
+    if best is None:
+        raise PublisherError(f"{cfg.digests.inbox}: no digest found (digests.inbox)")
+    return best
+
+
+def _message_builder(cfg: Config, digest: Digest) -> Builder:
+    """The message for one subscriber. PLACEHOLDER: replaced by mailer.MessageFactory at merge.
+
+    A minimal plain-text EmailMessage so `publisher send` works end to end on this branch.
+    """
+    subject = f"{cfg.site.title} {digest.date.isoformat()}"
+    lines = [f"{p.title}\n{p.url}\n" for p in digest.papers]
+    body = "\n".join(lines)
+
+    def build(email: str, name: str) -> bytes:
+        msg = EmailMessage()
+        msg["From"] = cfg.email.from_
+        msg["To"] = f"{name} <{email}>" if name else email
+        msg["Subject"] = subject
+        msg["Date"] = formatdate(localtime=True)
+        msg["Message-ID"] = make_msgid()
+        msg.set_content(body)
+        return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+
+    return build
