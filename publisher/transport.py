@@ -168,12 +168,15 @@ class SmtpTransport:
                 )
             code, text = conn.data(message)
             self._used += 1
+            if code != 250:
+                # data() raises only for the 354; the final reply comes back as a value.
+                raise DeliveryError(_kind(code), _reply(code, text))
             return _reply(code, text)
         except DeliveryError:
             self._reset()
             raise
         except smtplib.SMTPResponseException as exc:
-            # data() raises for a non-354/250 reply; the connection itself is still usable.
+            # A refused command (e.g. DATA's 354 missing): the connection is still usable.
             self._reset()
             raise DeliveryError(
                 _kind(exc.smtp_code), _reply(exc.smtp_code, exc.smtp_error)
