@@ -1,15 +1,16 @@
 """Deliver one digest's newsletter to every mailable subscriber, once each.
 
-The pipe: the ledger is filled (`queue_pending`, one INSERT ... SELECT), then the main thread
-streams pending ledger rows from the database in batches into a bounded queue, and
-`[smtp] connections` worker threads each own one transport (one reused SMTP connection), build
-each message on the fly with `build(email, name) -> bytes` and send it. Memory stays flat: no
-list of subscribers or messages is ever built.
+The pipe: the ledger is filled (`queue_pending`, one INSERT ... SELECT), then
+`[smtp] connections` worker threads take pending ledger rows one at a time from a shared
+iterator that reads the database a batch at a time; each worker owns one transport (one reused
+SMTP connection, PIPELINING when offered) and builds each message on the fly with
+`build(email, name) -> bytes`. Memory stays flat: no list of subscribers or messages is built.
 
-Exactly-once, as far as SMTP allows: a worker commits `sent` to the ledger right after the server
-accepts a message, before taking the next. A kill -9 at any moment therefore loses nothing, and
-a re-run sends only what is not yet `sent`; the only duplicates are the messages accepted but
-not yet recorded at the crash, at most one per connection.
+Exactly-once, as far as SMTP allows: `sent` is committed to the ledger right after the server
+accepts a message and before that worker takes the next (group commit across workers). A kill -9
+at any moment therefore loses nothing, and a re-run sends only what is not yet `sent`; the only
+duplicates are the messages accepted but not yet recorded at the crash, at most one per
+connection.
 
 Failures: transient ones (4xx, timeouts, dropped connections) are retried on a fresh connection
 with exponential backoff (`retry_base_seconds` x 2^n) up to `max_attempts`, then marked failed
@@ -21,19 +22,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formataddr, formatdate, make_msgid
 from typing import Protocol
 
 from .config import Config
 from .digest import Digest
-from .store import LedgerEntry, Store
+from .store import LedgerEntry, SentRecorder, Store
 from .transport import (
     DeliveryError,
     SmtpSetupError,
@@ -45,10 +45,6 @@ from .transport import (
 log = logging.getLogger("publisher.delivery")
 
 Builder = Callable[[str, str], bytes]
-
-# Queue depth per worker: enough to hide a database batch fetch, small enough to stay flat.
-_QUEUE_PER_WORKER = 64
-_STOP = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,20 +230,23 @@ def deliver(
     total = store.count_pending(digest_date, retry_failed)
     store.update_publication(digest_date, email_status="sending", email_started_at=_utcnow())
     workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
-    work: queue.Queue[LedgerEntry | None] = queue.Queue(maxsize=workers_n * _QUEUE_PER_WORKER)
+    feed = _Feed(store.pending_for(digest_date, retry_failed))
     stop = threading.Event()
     tally = _Tally()
     limiter = RateLimiter(cfg.smtp.rate_limit)
+    ledger = _GroupCommit(store)
     progress.start(total)
 
     def worker() -> None:
         transport = factory()
         try:
-            while True:
-                entry = work.get()
-                if entry is _STOP or stop.is_set():
+            while not stop.is_set():
+                entry = feed.next()
+                if entry is None:
                     return
-                _deliver_one(cfg, store, transport, sender, build, entry, tally, limiter, stop)
+                _deliver_one(
+                    cfg, store, ledger, transport, sender, build, entry, tally, limiter, stop
+                )
                 progress.update(tally.sent, tally.failed)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             with tally.lock:
@@ -262,30 +261,18 @@ def deliver(
     for t in threads:
         t.start()
     try:
-        for entry in store.pending_for(digest_date, retry_failed):
-            while not stop.is_set():
-                try:
-                    work.put(entry, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
-                break
+        # join() with a timeout so Ctrl-C reaches this thread.
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
     except BaseException:
-        # Ctrl-C or a database error: let each worker finish (and record) its current message.
+        # Ctrl-C: let each worker finish (and record) the message it is sending, then stop.
         stop.set()
-        raise
-    finally:
-        for _ in threads:
-            while True:
-                try:
-                    work.put(_STOP, timeout=0.2)
-                    break
-                except queue.Full:
-                    if stop.is_set():
-                        _drain(work)
         for t in threads:
             t.join()
+        raise
+    finally:
+        ledger.close()
         progress.finish()
     if tally.fatal is not None:
         raise tally.fatal
@@ -311,21 +298,73 @@ def deliver(
     )
 
 
+class _Feed:
+    """The pending ledger rows, shared by the workers: each takes the next under a lock (the
+    generator fetches from the database one batch at a time)."""
+
+    def __init__(self, entries: Iterator[LedgerEntry]) -> None:
+        self.entries = entries
+        self.lock = threading.Lock()
+
+    def next(self) -> LedgerEntry | None:
+        with self.lock:
+            return next(self.entries, None)
+
+
+class _GroupCommit:
+    """Record `sent` in the ledger, committed before the worker sends its next message.
+
+    That order is the duplicate bound after kill -9: at most one accepted-but-unrecorded
+    message per connection. Group commit keeps it cheap: whichever worker finds no commit
+    running commits everything pending (its own and others'), the rest wait for it. One
+    long-lived connection, one transaction per group, no extra thread.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.recorder: SentRecorder = store.sent_recorder()
+        self.cond = threading.Condition()
+        self.pending: list[tuple[int, str, int]] = []
+        self.gen = 1  # the generation the pending rows will be committed as
+        self.done = 0  # the last generation committed
+        self.busy = False
+        self.error: BaseException | None = None
+
+    def sent(self, entry_id: int, reply: str, attempts: int) -> None:
+        with self.cond:
+            self.pending.append((entry_id, reply, attempts))
+            mine = self.gen
+            while self.done < mine:
+                if self.busy:
+                    self.cond.wait()
+                    continue
+                self.busy = True
+                batch, self.pending = self.pending, []
+                gen, self.gen = self.gen, self.gen + 1
+                self.cond.release()
+                try:
+                    self.recorder.record(batch)
+                except BaseException as exc:  # noqa: BLE001 - raised in every waiter below
+                    self.error = exc
+                finally:
+                    self.cond.acquire()
+                    self.busy = False
+                    self.done = gen
+                    self.cond.notify_all()
+            if self.error is not None:
+                raise self.error
+
+    def close(self) -> None:
+        self.recorder.close()
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def _drain(work: queue.Queue) -> None:
-    try:
-        while True:
-            work.get_nowait()
-    except queue.Empty:
-        pass
 
 
 def _deliver_one(
     cfg: Config,
     store: Store,
+    ledger: _GroupCommit,
     transport: Transport,
     sender: str,
     build: Builder,
@@ -364,7 +403,7 @@ def _deliver_one(
             return
         except SmtpSetupError:
             raise
-        store.mark_sent(entry.id, reply, attempts=attempt)
+        ledger.sent(entry.id, reply, attempt)
         with tally.lock:
             tally.sent += 1
             tally.attempted += 1
@@ -393,20 +432,24 @@ def newest_digest(cfg: Config) -> Digest:
 def _message_builder(cfg: Config, digest: Digest) -> Builder:
     """The message for one subscriber. PLACEHOLDER: replaced by mailer.MessageFactory at merge.
 
-    A minimal plain-text EmailMessage so `publisher send` works end to end on this branch.
+    A minimal plain-text EmailMessage so `publisher send` works end to end on this branch. Like
+    the real factory it renders once and substitutes per reader (here only the To header).
     """
-    subject = f"{cfg.site.title} {digest.date.isoformat()}"
-    lines = [f"{p.title}\n{p.url}\n" for p in digest.papers]
-    body = "\n".join(lines)
+    msg = EmailMessage()
+    msg["From"] = cfg.email.from_
+    msg["To"] = "reader@invalid"
+    msg["Subject"] = f"{cfg.site.title} {digest.date.isoformat()}"
+    msg["Date"] = formatdate(localtime=True)
+    msg.set_content("\n".join(f"{p.title}\n{p.url}\n" for p in digest.papers))
+    template = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    head, body = template.split(b"\r\n\r\n", 1)
+    head = head.replace(b"To: reader@invalid\r\n", b"")
+    domain = cfg.email.from_.rsplit("@", 1)[-1].strip("> ") or "localhost"
 
     def build(email: str, name: str) -> bytes:
-        msg = EmailMessage()
-        msg["From"] = cfg.email.from_
-        msg["To"] = f"{name} <{email}>" if name else email
-        msg["Subject"] = subject
-        msg["Date"] = formatdate(localtime=True)
-        msg["Message-ID"] = make_msgid()
-        msg.set_content(body)
-        return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        # formataddr encodes a non-ASCII name as an RFC 2047 word.
+        to = formataddr((name, email)) if name else email
+        extra = f"To: {to}\r\nMessage-ID: {make_msgid(domain=domain)}".encode()
+        return head + b"\r\n" + extra + b"\r\n\r\n" + body
 
     return build

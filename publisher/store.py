@@ -150,6 +150,44 @@ meta = sa.Table(
 )
 
 
+_MARK_SENT = (
+    ledger.update()
+    .where(ledger.c.id == sa.bindparam("b_id"))
+    .values(
+        status=SENT,
+        attempts=ledger.c.attempts + sa.bindparam("b_attempts"),
+        last_reply=sa.bindparam("b_reply"),
+        final=False,
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+
+def _sent_params(rows: Iterable[tuple[int, str, int]]) -> list[dict[str, Any]]:
+    now = _now()
+    return [{"b_id": i, "b_reply": r[:500], "b_attempts": a, "b_now": now} for i, r, a in rows]
+
+
+class SentRecorder:
+    """Records accepted messages on one connection; one thread only. Each call commits."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.conn = engine.connect()
+
+    def record(self, rows: Iterable[tuple[int, str, int]]) -> None:
+        params = _sent_params(rows)
+        if params:
+            try:
+                self.conn.execute(_MARK_SENT, params)
+                self.conn.commit()
+            except BaseException:
+                self.conn.rollback()
+                raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     id: int
@@ -680,6 +718,18 @@ class Store:
                     updated_at=_now(),
                 )
             )
+
+    def mark_sent_many(self, rows: Iterable[tuple[int, str, int]]) -> None:
+        """`mark_sent` for a batch of (entry id, reply, attempts), in one transaction."""
+        params = _sent_params(rows)
+        if params:
+            with self.engine.begin() as conn:
+                conn.execute(_MARK_SENT, params)
+
+    def sent_recorder(self) -> SentRecorder:
+        """A `mark_sent_many` on one long-lived connection, for a single writer thread
+        (checking a connection out of the pool per batch costs more than the UPDATE)."""
+        return SentRecorder(self.engine)
 
     def mark_failed(self, entry_id: int, reply: str, *, final: bool, attempts: int = 1) -> None:
         """Record a failure after `attempts` more attempts; `final` (a 5xx) is never retried."""

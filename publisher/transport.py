@@ -98,6 +98,10 @@ def _kind(code: int) -> Kind:
     return "permanent" if 500 <= code <= 599 else "transient"
 
 
+def _rcpt_kind(code: int) -> Kind:
+    return "bounce" if 500 <= code <= 599 else "transient"
+
+
 class SmtpTransport:
     """One SMTP connection, opened lazily, reused for `messages_per_connection` messages and
     dropped after any error so the next message starts on a fresh connection. Not thread-safe:
@@ -107,6 +111,7 @@ class SmtpTransport:
         self.settings = settings
         self._conn: smtplib.SMTP | None = None
         self._used = 0
+        self._pipelining = False
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -155,17 +160,18 @@ class SmtpTransport:
             self.close()
             self._conn = self._connect()
             self._used = 0
+            self._pipelining = self._conn.has_extn("pipelining")
         conn = self._conn
-        options = [] if (sender + recipient).isascii() else ["SMTPUTF8"]
+        options = "" if (sender + recipient).isascii() else " SMTPUTF8"
         try:
-            code, text = conn.mail(sender, options)
+            if self._pipelining:
+                return self._send_pipelined(conn, sender, recipient, options, message)
+            code, text = conn.mail(sender, [options.strip()] if options else [])
             if code != 250:
                 raise DeliveryError(_kind(code), _reply(code, text))
             code, text = conn.rcpt(recipient)
             if code not in (250, 251):
-                raise DeliveryError(
-                    "bounce" if 500 <= code <= 599 else "transient", _reply(code, text)
-                )
+                raise DeliveryError(_rcpt_kind(code), _reply(code, text))
             code, text = conn.data(message)
             self._used += 1
             if code != 250:
@@ -178,14 +184,41 @@ class SmtpTransport:
         except smtplib.SMTPResponseException as exc:
             # A refused command (e.g. DATA's 354 missing): the connection is still usable.
             self._reset()
-            raise DeliveryError(
-                _kind(exc.smtp_code), _reply(exc.smtp_code, exc.smtp_error)
-            ) from None
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise DeliveryError(_kind(exc.smtp_code), reply) from None
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             self.close()
-            raise DeliveryError(
-                "transient", f"connection lost: {exc or type(exc).__name__}"
-            ) from None
+            why = str(exc) or type(exc).__name__
+            raise DeliveryError("transient", f"connection lost: {why}") from None
+
+    def _send_pipelined(
+        self, conn: smtplib.SMTP, sender: str, recipient: str, options: str, message: bytes
+    ) -> str:
+        """RFC 2920: MAIL, RCPT and DATA in one write, then the body: two round trips a
+        message instead of four, which is most of the time on a fast server."""
+        conn.send(f"MAIL FROM:<{sender}>{options}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+        mail, rcpt, data = conn.getreply(), conn.getreply(), conn.getreply()
+        failure: DeliveryError | None = None
+        if mail[0] != 250:
+            failure = DeliveryError(_kind(mail[0]), _reply(*mail))
+        elif rcpt[0] not in (250, 251):
+            failure = DeliveryError(_rcpt_kind(rcpt[0]), _reply(*rcpt))
+        if data[0] != 354:
+            raise failure or DeliveryError(_kind(data[0]), _reply(*data))
+        if failure is not None:
+            # A server that accepted DATA without a recipient: end the empty message.
+            conn.send(b".\r\n")
+            conn.getreply()
+            raise failure
+        body = smtplib._quote_periods(message)  # the same dot-stuffing smtplib.data() does
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        conn.send(body + b".\r\n")
+        code, text = conn.getreply()
+        self._used += 1
+        if code != 250:
+            raise DeliveryError(_kind(code), _reply(code, text))
+        return _reply(code, text)
 
     def _reset(self) -> None:
         """RSET after a refused message so the connection can carry the next; drop it if that
