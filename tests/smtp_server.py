@@ -1,8 +1,9 @@
 """A real SMTP server on loopback for the delivery tests (aiosmtpd in a thread).
 
 `Recorder` keeps every accepted message as (recipient, bytes) and misbehaves on request:
-`refuse_rcpt` answers 550 to RCPT for those addresses, `defer_data[addr] = n` answers 451 to the
-first n DATA commands for that address, `drop_data[addr] = n` drops the connection instead.
+`pipelining` advertises PIPELINING; `refuse_rcpt` answers 550 to RCPT for those addresses;
+`defer_data[addr] = n` answers 451 to the first n DATA commands for that address;
+`drop_data[addr] = n` drops the connection instead.
 """
 
 from __future__ import annotations
@@ -59,7 +60,13 @@ class Recorder:
         self.refuse_rcpt: set[str] = set()
         self.defer_data: dict[str, int] = {}
         self.drop_data: dict[str, int] = {}
-        self.connections = 0
+        self.pipelining = False  # advertise PIPELINING (aiosmtpd handles it, but is silent)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     def received(self) -> Counter[str]:
         with self.lock:

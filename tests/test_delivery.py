@@ -89,9 +89,15 @@ def assert_arrivals_match_ledger(recorder: Recorder, store: Store, names: dict[s
     assert sent == set(recorder.received())
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelining"])
 def test_starttls_auth_retries_bounces_and_ledger(
-    tmp_path: Path, recorder: Recorder, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    recorder: Recorder,
+    cert: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    pipelining: bool,
 ) -> None:
+    recorder.pipelining = pipelining
     server = start_server(recorder, tls=cert, users={"mailer": "s3cret"})
     try:
         monkeypatch.setenv("PUBLISHER_SMTP_PASSWORD", "s3cret")
