@@ -273,6 +273,7 @@ def deliver(
         raise
     finally:
         ledger.close()
+        progress.update(tally.sent, tally.failed)
         progress.finish()
     if tally.fatal is not None:
         raise tally.fatal

@@ -264,3 +264,28 @@ def test_kill_minus_9_midway_then_resume_sends_each_once(
         assert duplicates <= connections
     finally:
         server.stop()
+
+
+def test_rate_limit_spaces_messages_across_workers() -> None:
+    from publisher.delivery import RateLimiter
+
+    class Recording:
+        """A stop event that records the waits instead of sleeping."""
+
+        def __init__(self) -> None:
+            self.waits: list[float] = []
+
+        def wait(self, seconds: float) -> bool:
+            self.waits.append(seconds)
+            return False
+
+    limiter = RateLimiter(10.0)  # one message every 0.1 s
+    stop = Recording()
+    for _ in range(5):
+        limiter.wait(stop)  # type: ignore[arg-type]
+    # Back-to-back calls: the first goes now, each next one a further 0.1 s later.
+    assert len(stop.waits) == 4
+    assert [round(b - a, 2) for a, b in zip(stop.waits, stop.waits[1:], strict=False)] == [0.1] * 3
+    unlimited = Recording()
+    RateLimiter(0).wait(unlimited)  # type: ignore[arg-type]
+    assert unlimited.waits == []
