@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
-from .digest import Digest, find_digests, parse_file
+from .digest import Digest, parse_file
 from .errors import PublisherError
 from .mailer import MessageFactory
 from .newsletter import Newsletter, render_newsletter
+from .publish import newest_digest
 from .tokens import PREVIEW_SECRET, secret_from_env
 
 SAMPLE_RECIPIENTS = 3
@@ -51,21 +52,6 @@ def read_subscribers(cfg: Config) -> list[tuple[str, str]]:
             ]
     except FileNotFoundError:
         raise PublisherError(f"{path}: subscriber file not found ('subscribers.file')") from None
-
-
-def newest_digest(cfg: Config) -> Path:
-    """The inbox digest with the latest date (files that do not parse are skipped)."""
-    best: tuple[object, Path] | None = None
-    for path in find_digests(cfg.digests.inbox):
-        try:
-            day = parse_file(path).date
-        except PublisherError:
-            continue
-        if best is None or day >= best[0]:  # type: ignore[operator]
-            best = (day, path)
-    if best is None:
-        raise PublisherError(f"{cfg.digests.inbox}: no digest found ('digests.inbox')")
-    return best[1]
 
 
 def _file_name(addr: str) -> str:

@@ -1,0 +1,76 @@
+"""The one road a digest takes to its readers, shared by `publisher send` and `publisher run`.
+
+`send_digest` imports the subscriber CSV, renders the newsletter once (Jinja + premailer), and
+streams the per-reader messages through `delivery.deliver`. The scheduler (publisher/scheduler.py)
+adds only the decision of *when*; it never has a second way to publish.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Config
+from .delivery import DeliveryReport, Progress, deliver
+from .digest import Digest, find_digests, parse_file
+from .errors import PublisherError
+from .mailer import MessageFactory
+from .newsletter import render_newsletter
+from .store import Store
+from .subscribers import import_csv
+from .tokens import secret_from_env
+
+
+def newest_digest(cfg: Config) -> Path:
+    """The inbox digest with the latest date (files that do not parse are skipped)."""
+    best: tuple[object, Path] | None = None
+    for path in find_digests(cfg.digests.inbox):
+        try:
+            day = parse_file(path).date
+        except PublisherError:
+            continue
+        if best is None or day >= best[0]:  # type: ignore[operator]
+            best = (day, path)
+    if best is None:
+        raise PublisherError(f"{cfg.digests.inbox}: no digest found ('digests.inbox')")
+    return best[1]
+
+
+def sync_subscribers(cfg: Config, store: Store, log: Callable[[str], None]) -> None:
+    """Import the configured CSV before a send (skipped when unchanged since the last import)."""
+    if not cfg.subscribers.file.is_file():
+        log(f"note: no subscriber file at {cfg.subscribers.file}")
+        return
+    report = import_csv(cfg, store)
+    for problem in report.invalid:
+        log(f"warning: skipped invalid subscriber: {problem}")
+    log(report.summary())
+
+
+def send_digest(
+    cfg: Config,
+    store: Store,
+    digest: Digest,
+    *,
+    retry_failed: bool = False,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    secret: bytes | None = None,
+    log: Callable[[str], None] = lambda _line: None,
+) -> DeliveryReport:
+    """Email `digest` to every active subscriber who does not have it yet; resumable."""
+    secret = secret if secret is not None else secret_from_env(cfg)
+    sync_subscribers(cfg, store, log)
+    factory = MessageFactory(render_newsletter(digest, cfg), cfg, secret)
+    if store.get_publication(digest.date) is None:
+        store.record_publication(digest.date, digest.source, "")
+    return deliver(
+        cfg,
+        store,
+        digest.date,
+        factory.build,
+        retry_failed=retry_failed,
+        progress=progress,
+        stop=stop,
+    )

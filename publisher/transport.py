@@ -1,0 +1,277 @@
+"""Transports: hand one message (bytes) to an SMTP server, or drop it in a Maildir outbox.
+
+Every failure to deliver one message is a `DeliveryError` with a `kind`:
+
+- ``transient``: a 4xx reply, a timeout, a dropped or refused connection: retry later;
+- ``permanent``: a 5xx reply: this message is failed for good;
+- ``bounce``: a 5xx reply to RCPT TO: the address does not exist (a hard bounce).
+
+What no retry can fix for any message (a certificate that does not verify, a refused login, a
+server without STARTTLS) is an `SmtpSetupError` (a PublisherError): the send stops.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import smtplib
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Literal, Protocol
+
+from .config import Config, smtp_password
+from .errors import PublisherError
+
+Kind = Literal["transient", "permanent", "bounce"]
+
+
+class DeliveryError(Exception):
+    """One message was not delivered; `kind` says whether retrying can help."""
+
+    def __init__(self, kind: Kind, reply: str) -> None:
+        super().__init__(reply)
+        self.kind: Kind = kind
+        self.reply = reply
+
+
+class SmtpSetupError(PublisherError):
+    """The SMTP server cannot be used at all (TLS, login, configuration)."""
+
+
+class Transport(Protocol):
+    def send(self, sender: str, recipient: str, message: bytes) -> str:
+        """Deliver one message; return the server's reply; raise DeliveryError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str | None
+    timeout: float
+    verify_tls: bool
+    messages_per_connection: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SmtpSettings:
+        password = smtp_password(cfg)
+        if cfg.smtp.username and not password:
+            raise SmtpSetupError(
+                f"{cfg.path}: smtp.username is set but the environment variable "
+                f"{cfg.smtp.password_env} (smtp.password_env) holding the password is not"
+            )
+        return cls(
+            host=cfg.smtp.host,
+            port=cfg.smtp.port,
+            security=cfg.smtp.security,
+            username=cfg.smtp.username,
+            password=password,
+            timeout=cfg.smtp.timeout,
+            verify_tls=cfg.smtp.verify_tls,
+            messages_per_connection=max(cfg.smtp.messages_per_connection, 1),
+        )
+
+    def tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if not self.verify_tls:
+            # Explicitly asked for (smtp.verify_tls = false): a test server's self-signed cert.
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {text}".replace("\n", " ").strip()
+
+
+def _kind(code: int) -> Kind:
+    return "permanent" if 500 <= code <= 599 else "transient"
+
+
+def _rcpt_kind(code: int) -> Kind:
+    return "bounce" if 500 <= code <= 599 else "transient"
+
+
+class SmtpTransport:
+    """One SMTP connection, opened lazily, reused for `messages_per_connection` messages and
+    dropped after any error so the next message starts on a fresh connection. Not thread-safe:
+    one per worker."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._conn: smtplib.SMTP | None = None
+        self._used = 0
+        self._pipelining = False
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        where = f"{s.host}:{s.port}"
+        try:
+            if s.security == "ssl":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout, context=s.tls_context()
+                )
+            else:
+                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            conn.ehlo()
+            if s.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    conn.close()
+                    raise SmtpSetupError(
+                        f"SMTP server {where} does not offer STARTTLS "
+                        '(smtp.security = "starttls"); use "ssl" or, on a trusted network '
+                        'only, "none"'
+                    )
+                conn.starttls(context=s.tls_context())
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, s.password or "")
+        except ssl.SSLCertVerificationError as exc:
+            raise SmtpSetupError(
+                f"SMTP server {where}: TLS certificate not trusted ({exc.verify_message}); "
+                "fix the server's certificate, or set smtp.verify_tls = false for a test server"
+            ) from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SmtpSetupError(
+                f"SMTP server {where} refused the login for {s.username!r}: "
+                f"{_reply(exc.smtp_code, exc.smtp_error)}"
+            ) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise SmtpSetupError(f"SMTP server {where}: {exc}") from None
+        except smtplib.SMTPResponseException as exc:
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise DeliveryError(_kind(exc.smtp_code), reply) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError("transient", f"cannot connect to {where}: {exc}") from None
+        return conn
+
+    def send(self, sender: str, recipient: str, message: bytes) -> str:
+        if self._conn is None or self._used >= self.settings.messages_per_connection:
+            self.close()
+            self._conn = self._connect()
+            self._used = 0
+            self._pipelining = self._conn.has_extn("pipelining")
+        conn = self._conn
+        options = "" if (sender + recipient).isascii() else " SMTPUTF8"
+        try:
+            if self._pipelining:
+                return self._send_pipelined(conn, sender, recipient, options, message)
+            code, text = conn.mail(sender, [options.strip()] if options else [])
+            if code != 250:
+                raise DeliveryError(_kind(code), _reply(code, text))
+            code, text = conn.rcpt(recipient)
+            if code not in (250, 251):
+                raise DeliveryError(_rcpt_kind(code), _reply(code, text))
+            code, text = conn.data(message)
+            self._used += 1
+            if code != 250:
+                # data() raises only for the 354; the final reply comes back as a value.
+                raise DeliveryError(_kind(code), _reply(code, text))
+            return _reply(code, text)
+        except DeliveryError:
+            self._reset()
+            raise
+        except smtplib.SMTPResponseException as exc:
+            # A refused command (e.g. DATA's 354 missing): the connection is still usable.
+            self._reset()
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise DeliveryError(_kind(exc.smtp_code), reply) from None
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            self.close()
+            why = str(exc) or type(exc).__name__
+            raise DeliveryError("transient", f"connection lost: {why}") from None
+
+    def _send_pipelined(
+        self, conn: smtplib.SMTP, sender: str, recipient: str, options: str, message: bytes
+    ) -> str:
+        """RFC 2920: MAIL, RCPT and DATA in one write, then the body: two round trips a
+        message instead of four, which is most of the time on a fast server."""
+        conn.send(f"MAIL FROM:<{sender}>{options}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+        mail, rcpt, data = conn.getreply(), conn.getreply(), conn.getreply()
+        failure: DeliveryError | None = None
+        if mail[0] != 250:
+            failure = DeliveryError(_kind(mail[0]), _reply(*mail))
+        elif rcpt[0] not in (250, 251):
+            failure = DeliveryError(_rcpt_kind(rcpt[0]), _reply(*rcpt))
+        if data[0] != 354:
+            raise failure or DeliveryError(_kind(data[0]), _reply(*data))
+        if failure is not None:
+            # A server that accepted DATA without a recipient: end the empty message.
+            conn.send(b".\r\n")
+            conn.getreply()
+            raise failure
+        body = smtplib._quote_periods(message)  # the same dot-stuffing smtplib.data() does
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        conn.send(body + b".\r\n")
+        code, text = conn.getreply()
+        self._used += 1
+        if code != 250:
+            raise DeliveryError(_kind(code), _reply(code, text))
+        return _reply(code, text)
+
+    def _reset(self) -> None:
+        """RSET after a refused message so the connection can carry the next; drop it if that
+        fails too."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.rset()
+            self._used += 1
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            conn.close()
+
+
+class MaildirTransport:
+    """Write each message as one file in a Maildir (`new/`), which any mail client reads.
+
+    Thread-safe (a lock around the add: mailbox's unique names are not thread-proof)."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+        self._box = mailbox.Maildir(str(outbox), create=True)
+        self._lock = threading.Lock()
+
+    def send(self, sender: str, recipient: str, message: bytes) -> str:
+        # Maildir files use the local line ending, not SMTP's CRLF.
+        data = message.replace(b"\r\n", b"\n")
+        with self._lock:
+            key = self._box.add(data)
+        return f"stored {key}"
+
+    def close(self) -> None:
+        pass
+
+
+def envelope_sender(cfg: Config) -> str:
+    """The MAIL FROM address: the address part of email.from."""
+    return parseaddr(cfg.email.from_)[1] or cfg.email.from_
+
+
+def make_transport_factory(cfg: Config) -> Callable[[], Transport]:
+    """A function returning a Transport per worker: SMTP when smtp.host is set, else one shared
+    Maildir outbox."""
+    if not cfg.smtp.host:
+        box = MaildirTransport(cfg.smtp.outbox)
+        return lambda: box
+    settings = SmtpSettings.from_config(cfg)
+    return lambda: SmtpTransport(settings)

@@ -1,0 +1,298 @@
+"""Delivery against a real SMTP server on loopback (aiosmtpd): TLS, AUTH, retries, bounces,
+the ledger, and resuming after kill -9."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import mailbox
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from publisher.cli import cli
+from publisher.config import Config, load_config
+from publisher.delivery import deliver
+from publisher.store import Store
+from publisher.subscribers import import_csv
+from publisher.transport import SmtpSetupError
+
+from .smtp_server import Recorder, self_signed_cert, start_server
+
+DAY = dt.date(2024, 5, 15)
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "digests" / "2024" / "05" / "15.md"
+
+
+@pytest.fixture(autouse=True)
+def _signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real send signs unsubscribe links; subprocesses inherit this environment.
+    monkeypatch.setenv("PUBLISHER_SECRET", "delivery-test-secret")
+
+
+def build(email_addr: str, name: str) -> bytes:
+    """A deterministic message per subscriber, so what arrives can be compared byte for byte."""
+    msg = EmailMessage()
+    msg["From"] = "Daily Papers <papers@localhost>"
+    msg["To"] = f"{name} <{email_addr}>" if name else email_addr
+    msg["Subject"] = f"Daily Papers {DAY}"
+    msg.set_content(f"Hello {name or email_addr}\n.leading dot line\n논문 요약\n")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def write_config(tmp: Path, port: int | None, **smtp: object) -> Config:
+    lines = ["[smtp]"]
+    settings = {
+        "host": "127.0.0.1" if port else "",
+        "port": port or 25,
+        "security": "none",
+        "connections": 2,
+        "retry_base_seconds": 0.001,
+        "max_attempts": 3,
+        "timeout": 5.0,
+        **smtp,
+    }
+    for k, v in settings.items():
+        lines.append(
+            f"{k} = {v!r}".replace("'", '"')
+            if not isinstance(v, bool)
+            else f"{k} = {str(v).lower()}"
+        )
+    lines += ["[subscribers]", 'file = "subs.csv"', "[digests]", f'inbox = "{ROOT / "digests"}"']
+    (tmp / "config.toml").write_text("\n".join(lines) + "\n")
+    return load_config(tmp / "config.toml")
+
+
+def subscribe(cfg: Config, store: Store, emails: list[str]) -> None:
+    rows = "".join(f"{e},Name {i}\n" for i, e in enumerate(emails))
+    cfg.subscribers.file.write_text("email,name\n" + rows)
+    import_csv(cfg, store)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    yield Recorder()
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+def assert_arrivals_match_ledger(recorder: Recorder, store: Store, names: dict[str, str]) -> None:
+    for rcpt, raw in recorder.messages:
+        assert raw == build(rcpt, names[rcpt]), f"bytes differ for {rcpt}"
+        assert store.ledger_entry(DAY, rcpt)["status"] == "sent"
+    sent = {e for e in names if (store.ledger_entry(DAY, e) or {}).get("status") == "sent"}
+    assert sent == set(recorder.received())
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelining"])
+def test_starttls_auth_retries_bounces_and_ledger(
+    tmp_path: Path,
+    recorder: Recorder,
+    cert: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    pipelining: bool,
+) -> None:
+    recorder.pipelining = pipelining
+    server = start_server(recorder, tls=cert, users={"mailer": "s3cret"})
+    try:
+        monkeypatch.setenv("PUBLISHER_SMTP_PASSWORD", "s3cret")
+        cfg = write_config(
+            tmp_path,
+            server.port,
+            security="starttls",
+            username="mailer",
+            verify_tls=False,
+            messages_per_connection=3,
+        )
+        emails = [f"user{i}@example.com" for i in range(12)]
+        emails += ["later@example.com", "dropped@example.com", "gone@example.com"]
+        emails += ["never@example.com"]
+        recorder.defer_data["later@example.com"] = 2  # two 451s, then accepted
+        recorder.drop_data["dropped@example.com"] = 1  # connection dropped once
+        recorder.refuse_rcpt.add("gone@example.com")  # 550 on RCPT: a hard bounce
+        recorder.defer_data["never@example.com"] = 99  # 451 forever: failed, retryable
+        with Store.open(cfg) as store:
+            subscribe(cfg, store, emails)
+            names = {e: f"Name {i}" for i, e in enumerate(emails)}
+            report = deliver(cfg, store, DAY, build)
+            assert report.sent == 14 and report.failed == 2 and report.bounced == 1
+            assert report.retries >= 2 + 1 + 2
+            assert not report.ok and report.unsent_active == 1  # never@; gone@ is now bounced
+            assert_arrivals_match_ledger(recorder, store, names)
+            assert recorder.received()["later@example.com"] == 1
+            assert store.ledger_entry(DAY, "later@example.com")["attempts"] == 3
+            gone = store.ledger_entry(DAY, "gone@example.com")
+            assert gone["status"] == "failed" and gone["final"] and "550" in gone["last_reply"]
+            assert store.get("gone@example.com").status == "bounced"
+            assert store.is_suppressed("gone@example.com")
+            never = store.ledger_entry(DAY, "never@example.com")
+            assert never["status"] == "failed" and not never["final"]
+            assert never["attempts"] == 3 and never["last_reply"].startswith("451")
+            # A re-run sends nothing; --retry-failed retries the 451 one, not the bounce.
+            assert deliver(cfg, store, DAY, build).attempted == 0
+            recorder.defer_data["never@example.com"] = 0
+            again = deliver(cfg, store, DAY, build, retry_failed=True)
+            assert again.sent == 1 and again.attempted == 1 and again.ok
+            counts = recorder.received()
+            assert sum(counts.values()) == 15 and set(counts.values()) == {1}
+            assert "gone@example.com" not in counts
+            # What arrived parses back as the message that was built.
+            rcpt, raw = recorder.messages[0]
+            parsed = email.message_from_bytes(raw, policy=email.policy.default)
+            assert parsed.get_content().startswith("Hello Name")
+    finally:
+        server.stop()
+
+
+def test_wrong_password_is_a_clear_error(
+    tmp_path: Path, recorder: Recorder, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(recorder, tls=cert, users={"mailer": "s3cret"})
+    try:
+        monkeypatch.setenv("PUBLISHER_SMTP_PASSWORD", "wrong")
+        cfg = write_config(
+            tmp_path, server.port, security="starttls", username="mailer", verify_tls=False
+        )
+        with Store.open(cfg) as store:
+            subscribe(cfg, store, ["a@example.com"])
+            with pytest.raises(SmtpSetupError, match="refused the login for 'mailer'"):
+                deliver(cfg, store, DAY, build)
+            assert store.ledger_entry(DAY, "a@example.com")["status"] == "queued"
+    finally:
+        server.stop()
+
+
+def test_certificates_are_verified_by_default(
+    tmp_path: Path, recorder: Recorder, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(recorder, tls=cert)
+    try:
+        cfg = write_config(tmp_path, server.port, security="starttls")
+        assert cfg.smtp.verify_tls
+        with Store.open(cfg) as store:
+            subscribe(cfg, store, ["a@example.com"])
+            with pytest.raises(SmtpSetupError, match="certificate not trusted.*verify_tls"):
+                deliver(cfg, store, DAY, build)
+            assert recorder.messages == []
+            # Verification is on, not broken: trusting the certificate makes it pass.
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))
+            assert deliver(cfg, store, DAY, build).ok
+            assert list(recorder.received()) == ["a@example.com"]
+    finally:
+        server.stop()
+
+
+def test_unsubscribed_address_in_csv_is_not_mailed(tmp_path: Path, recorder: Recorder) -> None:
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port)
+        with Store.open(cfg) as store:
+            subscribe(cfg, store, ["a@example.com", "b@example.com"])
+            store.unsubscribe("b@example.com")
+            subscribe(cfg, store, ["a@example.com", "B@Example.com", "c@example.com"])
+            report = deliver(cfg, store, DAY, build)
+        assert report.ok and report.sent == 2
+        assert set(recorder.received()) == {"a@example.com", "c@example.com"}
+    finally:
+        server.stop()
+
+
+def test_maildir_outbox_when_no_host(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, None)
+    with Store.open(cfg) as store:
+        subscribe(cfg, store, ["a@example.com", "b@example.com"])
+        report = deliver(cfg, store, DAY, build)
+    assert report.ok and report.sent == 2
+    box = mailbox.Maildir(cfg.smtp.outbox, create=False)
+    got = sorted(
+        email.message_from_bytes(m.as_bytes(), policy=email.policy.default)["To"] for m in box
+    )
+    assert got == ["Name 0 <a@example.com>", "Name 1 <b@example.com>"]
+    assert len(os.listdir(cfg.smtp.outbox / "new")) == 2
+
+
+def test_send_command_exit_status(tmp_path: Path, recorder: Recorder) -> None:
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port)
+        cfg.subscribers.file.write_text("email,name\nok@example.com,Ok\nbad@example.com,Bad\n")
+        recorder.refuse_rcpt.add("bad@example.com")
+        runner = CliRunner()
+        args = ["send", "--config", str(cfg.path), "--digest", str(SAMPLE)]
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 0, res.output  # bad@ bounced: no longer an active subscriber
+        assert "1 sent, 1 failed (1 hard bounces)" in res.output
+        assert set(recorder.received()) == {"ok@example.com"}
+        raw = recorder.messages[0][1]
+        assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"]
+    finally:
+        server.stop()
+
+
+def test_kill_minus_9_midway_then_resume_sends_each_once(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    n, connections = 3000, 4
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port, connections=connections)
+        cfg.subscribers.file.write_text(
+            "email,name\n" + "".join(f"s{i}@example.com,S {i}\n" for i in range(n))
+        )
+        cmd = [sys.executable, "-m", "publisher.cli", "send", "--config", str(cfg.path)]
+        cmd += ["--digest", str(SAMPLE)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while sum(recorder.received().values()) < n // 3:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the send made no progress"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        first = sum(recorder.received().values())
+        assert first < n, "the send finished before it could be killed"
+        done = subprocess.run(cmd, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        counts = recorder.received()
+        assert set(counts) == {f"s{i}@example.com" for i in range(n)}
+        duplicates = sum(c - 1 for c in counts.values())
+        assert duplicates <= connections
+    finally:
+        server.stop()
+
+
+def test_rate_limit_spaces_messages_across_workers() -> None:
+    from publisher.delivery import RateLimiter
+
+    class Recording:
+        """A stop event that records the waits instead of sleeping."""
+
+        def __init__(self) -> None:
+            self.waits: list[float] = []
+
+        def wait(self, seconds: float) -> bool:
+            self.waits.append(seconds)
+            return False
+
+    limiter = RateLimiter(10.0)  # one message every 0.1 s
+    stop = Recording()
+    for _ in range(5):
+        limiter.wait(stop)  # type: ignore[arg-type]
+    # Back-to-back calls: the first goes now, each next one a further 0.1 s later.
+    assert len(stop.waits) == 4
+    assert [round(b - a, 2) for a, b in zip(stop.waits, stop.waits[1:], strict=False)] == [0.1] * 3
+    unlimited = Recording()
+    RateLimiter(0).wait(unlimited)  # type: ignore[arg-type]
+    assert unlimited.waits == []
