@@ -118,6 +118,123 @@ def build(config_path: Path) -> None:
         sys.exit(1)
 
 
+@cli.group()
+def subscribers() -> None:
+    """Manage subscribers: the CSV list, the state database, statuses.
+
+    \b
+    The configured CSV ([subscribers] file) is imported before every send: new rows become
+    active, known addresses keep their status (an unsubscribed address stays unsubscribed),
+    and CSV addresses whose row is deleted become "removed" (not mailed, history kept).
+
+    \b
+    Examples:
+      publisher subscribers import                 sync the configured CSV now
+      publisher subscribers add ada@example.com --name "Ada Lovelace"
+      publisher subscribers remove ada@example.com
+      publisher subscribers list --counts
+      publisher subscribers export > backup.csv
+    """
+
+
+@subscribers.command("add")
+@config_option
+@click.argument("email")
+@click.option("--name", default="", help="The subscriber's name (used in the greeting).")
+@click.option(
+    "--resubscribe",
+    is_flag=True,
+    help="The address was unsubscribed or bounced and has asked to come back: lift that.",
+)
+def subscribers_add(config_path: Path, email: str, name: str, resubscribe: bool) -> None:
+    """Add EMAIL as an active subscriber (not touched by later CSV imports)."""
+    from .store import ACTIVE, Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        if resubscribe:
+            sub = store.resubscribe(email, name, source="cli")
+            click.echo(f"{sub.email}: active (resubscribed)")
+            return
+        sub, created = store.add_subscriber(email, name, status=ACTIVE, source="cli")
+        if sub.status != ACTIVE:
+            raise PublisherError(
+                f"{sub.email} is {sub.status}; it is not mailed. If the person asked to come "
+                "back, use --resubscribe"
+            )
+        click.echo(f"{sub.email}: {'added' if created else 'already subscribed'}")
+
+
+@subscribers.command("remove")
+@config_option
+@click.argument("email")
+def subscribers_remove(config_path: Path, email: str) -> None:
+    """Unsubscribe EMAIL for good: it is not mailed again, even if the CSV still lists it."""
+    from .store import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        known = store.get(email) is not None
+        store.unsubscribe(email, reason="removed by operator")
+        sub = store.get(email)
+    shown = sub.email if sub else email
+    click.echo(f"{shown}: unsubscribed" + ("" if known else " (was not a subscriber; suppressed)"))
+
+
+@subscribers.command("import")
+@config_option
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def subscribers_import(config_path: Path, file: Path | None) -> None:
+    """Import a CSV with an `email` column (and optionally `name`; others are ignored).
+
+    Without FILE, syncs the configured list ([subscribers] file), as a send does: rows deleted
+    from it become "removed". Another FILE only adds. Invalid rows are reported as file:line
+    and skipped; the exit status is 1 if there were any.
+    """
+    from .store import Store
+    from .subscribers import import_csv
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        report = import_csv(cfg, store, file, force=True)
+    for problem in report.invalid:
+        click.echo(f"invalid: {problem}", err=True)
+    click.echo(report.summary())
+    if report.invalid:
+        sys.exit(1)
+
+
+@subscribers.command("export")
+@config_option
+@click.option("--status", default=None, help="Only subscribers with this status.")
+def subscribers_export(config_path: Path, status: str | None) -> None:
+    """Write every subscriber as CSV to stdout (email, name, status, source, ...)."""
+    from .store import Store
+    from .subscribers import export_csv
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        export_csv(store, sys.stdout, status)
+
+
+@subscribers.command("list")
+@config_option
+@click.option("--status", default=None, help="Only subscribers with this status.")
+@click.option("--counts", "counts_only", is_flag=True, help="Only the counts by status.")
+def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -> None:
+    """List subscribers (address, status, source, name), then the counts by status."""
+    from .store import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        if not counts_only:
+            for sub in store.iter_subscribers(status):
+                click.echo(f"{sub.email}\t{sub.status}\t{sub.source}\t{sub.name}")
+        counts = store.counts_by_status()
+    total = sum(counts.values())
+    click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" (total {total})")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -1,0 +1,180 @@
+"""The subscriber list a person edits (a CSV) -> the state database.
+
+The sync rule (README "Subscribers"): the configured CSV (`[subscribers] file`) is imported before
+every send, and it is the list of the addresses it *adds*:
+
+- a new address becomes active;
+- an address already known keeps its status: an unsubscribed, bounced or suppressed address stays
+  so whatever the CSV says; only the CSV's own `removed` state (below) is undone by the row
+  coming back; a non-empty name updates the stored name;
+- a CSV subscriber whose row is gone from the file becomes `removed`: not mailed, history kept.
+  Addresses that came from the web form or `subscribers add` are not touched by the CSV.
+
+Rows are validated with email-validator; an invalid row is reported as `file:line: problem` and
+skipped, the rest are imported. Duplicates after normalisation merge (the first non-empty name
+wins). The file is streamed in batches: memory does not grow with the list.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import PublisherError
+from .store import InvalidAddress, Store, normalize_email
+
+BATCH = 1000
+
+
+class SubscriberFileError(PublisherError):
+    """The CSV cannot be read at all (missing, not UTF-8, no `email` column)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    path: str
+    rows: int
+    added: int
+    reactivated: int
+    duplicates: int
+    removed: int
+    invalid: tuple[str, ...]
+    skipped_unchanged: bool = False
+
+    def summary(self) -> str:
+        if self.skipped_unchanged:
+            return f"{self.path}: unchanged since the last import"
+        return (
+            f"{self.path}: {self.rows} rows, {self.added} added, {self.reactivated} reactivated, "
+            f"{self.duplicates} duplicates merged, {self.removed} removed, "
+            f"{len(self.invalid)} invalid"
+        )
+
+
+def _rows(path: Path, check_deliverability: bool, invalid: list[str]) -> Iterator[tuple[str, str]]:
+    """Valid (normalised email, name) rows of a CSV; problems go to `invalid` as file:line."""
+    try:
+        fh = path.open(newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SubscriberFileError(f"{path}: subscriber file not found") from None
+    except OSError as exc:
+        raise SubscriberFileError(f"{path}: cannot read: {exc.strerror}") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        try:
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        except UnicodeDecodeError:
+            raise SubscriberFileError(f"{path}: not UTF-8") from None
+        if "email" not in fields:
+            raise SubscriberFileError(
+                f"{path}:1: the header row needs an 'email' column (and optionally 'name'), "
+                f"found {reader.fieldnames or 'nothing'}"
+            )
+        reader.fieldnames = fields
+        line = reader.line_num
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                raise SubscriberFileError(f"{path}:{line + 1}: not UTF-8") from None
+            except csv.Error as exc:
+                raise SubscriberFileError(f"{path}:{reader.line_num}: {exc}") from None
+            # DictReader's line_num is the physical line the record ended on; quoted fields
+            # may span lines, so report where it started.
+            start, line = line + 1, reader.line_num
+            raw = (record.get("email") or "").strip()
+            if not raw:
+                if any((v or "").strip() for v in record.values() if isinstance(v, str)):
+                    invalid.append(f"{path}:{start}: no email address")
+                continue
+            try:
+                email = normalize_email(raw, check_deliverability=check_deliverability)
+            except InvalidAddress as exc:
+                invalid.append(f"{path}:{start}: {exc}")
+                continue
+            yield email, (record.get("name") or "").strip()
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def import_csv(
+    cfg: Config,
+    store: Store,
+    path: Path | None = None,
+    *,
+    sync: bool | None = None,
+    force: bool = False,
+) -> ImportReport:
+    """Import a subscriber CSV (default: the configured list).
+
+    `sync` (default: True for the configured list, False for any other file) also marks CSV
+    subscribers missing from the file `removed`. A synced list whose bytes did not change since
+    the last sync is skipped unless `force`. Raises SubscriberFileError when the file is unreadable.
+    """
+    configured = cfg.subscribers.file.resolve()
+    path = (path or configured).resolve()
+    if sync is None:
+        sync = path == configured
+    if not path.is_file():
+        raise SubscriberFileError(f"{path}: subscriber file not found")
+    fingerprint = _digest(path)
+    key = "csv_sha256:" + hashlib.sha256(str(path).encode()).hexdigest()[:32]
+    if sync and not force and store.get_meta(key) == fingerprint:
+        return ImportReport(str(path), 0, 0, 0, 0, 0, (), skipped_unchanged=True)
+
+    run = store.new_csv_run()
+    invalid: list[str] = []
+    rows = added = reactivated = dups = 0
+    batch: list[tuple[str, str]] = []
+    source = "csv" if sync else "cli"
+    for row in _rows(path, cfg.subscribers.check_deliverability, invalid):
+        rows += 1
+        batch.append(row)
+        if len(batch) >= BATCH:
+            a, r, d = store.upsert_csv_batch(run, batch, source=source)
+            added, reactivated, dups = added + a, reactivated + r, dups + d
+            batch.clear()
+    a, r, d = store.upsert_csv_batch(run, batch, source=source)
+    added, reactivated, dups = added + a, reactivated + r, dups + d
+    removed = 0
+    if sync:
+        removed = store.remove_csv_absent(run)
+        store.set_meta(key, fingerprint)
+    rows += len(invalid)
+    return ImportReport(str(path), rows, added, reactivated, dups, removed, tuple(invalid))
+
+
+EXPORT_FIELDS = ("email", "name", "status", "source", "created_at", "hard_bounces")
+
+
+def export_csv(store: Store, out: io.TextIOBase, status: str | None = None) -> int:
+    """Write subscribers as CSV (email, name, status, ...) to `out`; returns the row count."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_FIELDS)
+    n = 0
+    for sub in store.iter_subscribers(status):
+        writer.writerow(
+            [
+                sub.email,
+                sub.name,
+                sub.status,
+                sub.source,
+                sub.created_at.isoformat(timespec="seconds"),
+                sub.hard_bounces,
+            ]
+        )
+        n += 1
+    return n

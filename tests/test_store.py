@@ -1,0 +1,108 @@
+"""The state database on a real SQLite file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from publisher.config import default_config
+from publisher.errors import PublisherError
+from publisher.store import InvalidAddress, Store
+
+DAY = dt.date(2024, 5, 15)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(default_config(tmp_path))
+    yield s
+    s.close()
+
+
+def test_open_creates_tables_in_wal_mode(tmp_path: Path, store: Store) -> None:
+    db = tmp_path / "state" / "publisher.sqlite3"
+    assert db.exists()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"subscribers", "suppressions", "ledger", "publications"} <= tables
+
+
+def test_addresses_are_normalised_and_unique(store: Store) -> None:
+    sub, created = store.add_subscriber("  Ada@Example.COM ", "Ada", source="csv")
+    assert created and sub.email == "ada@example.com" and sub.status == "active"
+    again, created = store.add_subscriber("ada@example.com", "")
+    assert not created and again.id == sub.id and again.name == "Ada"
+    assert store.get("ADA@example.com") == sub
+    with pytest.raises(InvalidAddress):
+        store.add_subscriber("not an address")
+
+
+def test_unsubscribed_is_never_queued_and_add_does_not_resubscribe(store: Store) -> None:
+    store.add_subscriber("a@example.com")
+    store.add_subscriber("b@example.com")
+    assert store.unsubscribe("b@example.com")
+    sub, created = store.add_subscriber("b@example.com", "B")
+    assert not created and sub.status == "unsubscribed"
+    with pytest.raises(PublisherError, match="suppression"):
+        store.set_status("b@example.com", "active")
+    # Suppressed before ever being a subscriber: added as unsubscribed.
+    store.suppress("c@example.com", "complaint")
+    assert store.add_subscriber("c@example.com")[0].status == "unsubscribed"
+    assert store.queue_pending(DAY) == 1
+    assert [e.email for e in store.pending_for(DAY)] == ["a@example.com"]
+    assert store.counts_by_status()["unsubscribed"] == 2
+    # Fresh consent lifts it.
+    assert store.resubscribe("b@example.com").status == "active"
+    assert not store.is_suppressed("b@example.com")
+
+
+def test_ledger_lifecycle(store: Store) -> None:
+    for i in range(5):
+        store.add_subscriber(f"u{i}@example.com", f"U{i}")
+    assert store.queue_pending(DAY) == 5
+    assert store.queue_pending(DAY) == 0  # idempotent
+    entries = list(store.pending_for(DAY, batch=2))
+    assert [e.email for e in entries] == [f"u{i}@example.com" for i in range(5)]
+    assert entries[0].name == "U0"
+    store.mark_sent([entries[0].id, entries[1].id], "250 ok")
+    store.mark_failed(entries[2].id, "451 later", final=False, attempts=3)
+    store.mark_failed(entries[3].id, "550 no", final=True)
+    assert store.ledger_counts(DAY) == {"queued": 1, "sent": 2, "failed": 2}
+    assert [e.email for e in store.pending_for(DAY)] == ["u4@example.com"]
+    retry = [e.email for e in store.pending_for(DAY, retry_failed=True)]
+    assert retry == ["u2@example.com", "u4@example.com"]
+    row = store.ledger_entry(DAY, "u2@example.com")
+    assert row["attempts"] == 3 and row["last_reply"] == "451 later"
+    assert store.unsent_active(DAY) == 3
+    # Unsubscribing between runs takes a queued address out of the send.
+    store.unsubscribe("u4@example.com")
+    assert list(store.pending_for(DAY)) == []
+
+
+def test_hard_bounces_suppress_at_the_limit(store: Store) -> None:
+    store.add_subscriber("x@example.com")
+    assert not store.record_hard_bounce("x@example.com", "550 no such user", limit=2)
+    assert store.get("x@example.com").status == "active"
+    assert store.record_hard_bounce("x@example.com", "550 no such user", limit=2)
+    assert store.get("x@example.com").status == "bounced"
+    assert store.suppression_reason("x@example.com").startswith("bounced: 550")
+
+
+def test_iter_active_streams_in_batches(store: Store) -> None:
+    for i in range(7):
+        store.add_subscriber(f"s{i}@example.com")
+    store.set_status("s3@example.com", "pending")
+    got = [s.email for s in store.iter_active(batch=3)]
+    assert len(got) == 6 and "s3@example.com" not in got
+
+
+def test_publications(store: Store) -> None:
+    assert store.get_publication(DAY) is None
+    store.record_publication(DAY, "digests/2024/05/15.md", "abc")
+    store.update_publication(DAY, email_status="sent", sent=3)
+    pub = store.get_publication(DAY)
+    assert pub.email_status == "sent" and pub.sent == 3 and pub.content_hash == "abc"
