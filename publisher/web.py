@@ -246,7 +246,7 @@ class WebSide:
         )
 
     async def subscribe(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":  # GET, and the HEAD Starlette adds to every GET route
             return self.subscribe_form()
         body = await _read_body(request)
         if body is None:
@@ -318,8 +318,9 @@ class WebSide:
         email = self._subject(token, ("unsubscribe",))
         if email is None:
             return self.bad_link()
-        if request.method == "GET":
-            # Never act on a GET: link scanners and prefetchers fetch every URL in a mail.
+        if request.method != "POST":
+            # Never act on a GET (or HEAD): link scanners and prefetchers fetch every URL in a
+            # mail.
             return self.page(
                 "web/unsubscribe.html",
                 self.t["unsubscribe_title"],

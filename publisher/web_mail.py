@@ -79,8 +79,11 @@ def _tls_context(cfg: Config) -> ssl.SSLContext:
 def deliver(cfg: Config, msg: EmailMessage) -> None:
     """Hand one message to the configured SMTP server, or to the Maildir outbox."""
     if not cfg.smtp.host:
-        cfg.smtp.outbox.mkdir(parents=True, exist_ok=True)
-        mailbox.Maildir(cfg.smtp.outbox, create=True).add(msg)
+        # Maildir(create=True) makes only a missing folder; an empty existing one (e.g. made by
+        # hand) still needs its tmp/new/cur.
+        for sub in ("tmp", "new", "cur"):
+            (cfg.smtp.outbox / sub).mkdir(parents=True, exist_ok=True)
+        mailbox.Maildir(cfg.smtp.outbox, create=False).add(msg)
         return
     smtp = cfg.smtp
     where = f"{smtp.host}:{smtp.port}"
