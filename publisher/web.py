@@ -385,10 +385,7 @@ class WebSide:
         return Response(body, media_type="application/json", headers=headers)
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 404)
-        if status != 404:
-            detail = getattr(exc, "detail", "") or "Error"
-            return Response(detail, status_code=status, media_type="text/plain")
+        """404 in the site's look (missing pages, dotfiles, paths outside the archive)."""
         return self.message("404", self.t["bad_link_body"], status=404)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import feedparser
 import httpx
 import pytest
+from aiosmtpd.smtp import AuthResult
 from click.testing import CliRunner
 
 from publisher import store as st
@@ -26,7 +27,7 @@ from publisher.i18n import strings
 from publisher.store import Store
 from publisher.tokens import sign
 from publisher.web import create_app, manage_url, unsubscribe_url
-from publisher.web_mail import build_confirmation, send_confirmation
+from publisher.web_mail import MailError, build_confirmation, send_confirmation
 
 from .webhelpers import SECRET, Clock, Inbox, live_server, smtp_server, web_config
 
@@ -479,6 +480,27 @@ def test_confirmation_in_english(tmp_path: Path) -> None:
     assert msg["Message-ID"].endswith("@localhost>")
     html = msg.get_body(("html",)).get_content()
     assert 'lang="en"' in html and "Confirm subscription" in html
+
+
+def test_confirmation_logs_in_with_the_password_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def authenticator(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+        ok = (auth_data.login, auth_data.password) == (b"papers", b"s3cret")
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends 535
+
+    with smtp_server(authenticator=authenticator, auth_require_tls=False) as (inbox, port):
+        cfg = web_config(tmp_path, "https://papers.example.org/", port)
+        cfg = dataclasses.replace(cfg, smtp=dataclasses.replace(cfg.smtp, username="papers"))
+        monkeypatch.setenv(cfg.smtp.password_env, "wrong")
+        with pytest.raises(MailError, match="refused the login"):
+            send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+        monkeypatch.setenv(cfg.smtp.password_env, "s3cret")
+        send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+        assert len(inbox.to("ada@example.com")) == 1
+        monkeypatch.delenv(cfg.smtp.password_env)
+        with pytest.raises(MailError, match=cfg.smtp.password_env):
+            send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
 
 
 def test_serve_refuses_to_start_without_the_secret(tmp_path: Path) -> None:

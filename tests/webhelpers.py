@@ -86,10 +86,10 @@ class Inbox:
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[Inbox, int]]:
+def smtp_server(**controller_args: object) -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
     port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, **controller_args)
     controller.start()
     try:
         yield inbox, port
