@@ -278,16 +278,22 @@ class WebSide:
         mail a confirmation link, at most once per address per `confirm_resend_minutes`."""
         now = self.clock()
         key = _address_key(email)
+        # Check and stamp under the lock, send outside it: a slow SMTP server must not hold up
+        # every other signup. A failed send takes the stamp back so the person may retry.
         with self._address_lock:
             last = self.store.get_meta(key)
             if last is not None and now - float(last) < self.cfg.web.confirm_resend_minutes * 60:
                 return
-            if self.store.get(email) is None:
-                # Only a new row takes the form's name: an unconfirmed form must not rename an
-                # existing subscriber.
-                self.store.add_subscriber(email, name, status=st.PENDING, source="web")
-            self.sender(self.cfg, email, confirm_url(self.cfg, self.secret, email, now))
             self.store.set_meta(key, repr(now))
+        if self.store.get(email) is None:
+            # Only a new row takes the form's name: an unconfirmed form must not rename an
+            # existing subscriber.
+            self.store.add_subscriber(email, name, status=st.PENDING, source="web")
+        try:
+            self.sender(self.cfg, email, confirm_url(self.cfg, self.secret, email, now))
+        except MailError:
+            self.store.set_meta(key, last if last is not None else "0")
+            raise
 
     async def confirm(self, request: Request) -> Response:
         try:

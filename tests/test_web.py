@@ -9,6 +9,8 @@ import email
 import json
 import re
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
@@ -501,6 +503,45 @@ def test_confirmation_logs_in_with_the_password_from_the_environment(
         monkeypatch.delenv(cfg.smtp.password_env)
         with pytest.raises(MailError, match=cfg.smtp.password_env):
             send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+
+
+@pytest.fixture(scope="module")
+def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A TLS context with a self-signed certificate for 127.0.0.1 (made by openssl)."""
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        + ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_confirmation_over_tls_verifies_the_certificate_unless_told_not_to(
+    tmp_path: Path, server_tls: ssl.SSLContext, security: str
+) -> None:
+    args = (
+        {"tls_context": server_tls, "require_starttls": True}
+        if security == "starttls"
+        else {"ssl_context": server_tls}
+    )
+    with smtp_server(**args) as (inbox, port):
+        cfg = web_config(tmp_path, "https://papers.example.org/", port)
+        smtp = dataclasses.replace(cfg.smtp, security=security, timeout=10)
+        cfg = dataclasses.replace(cfg, smtp=smtp)
+        # The default: a self-signed certificate is refused, nothing is sent.
+        with pytest.raises(MailError, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+            send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+        assert inbox.messages == []
+        insecure = dataclasses.replace(cfg, smtp=dataclasses.replace(smtp, verify_tls=False))
+        send_confirmation(insecure, "ada@example.com", "https://papers.example.org/confirm/x.y")
+        assert len(inbox.to("ada@example.com")) == 1
 
 
 def test_serve_refuses_to_start_without_the_secret(tmp_path: Path) -> None:
