@@ -349,6 +349,40 @@ def _send_for_real(cfg: Config, digest_path: Path | None, retry_failed: bool) ->
         sys.exit(1)
 
 
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on (default: [web] host).")
+@click.option("--port", default=None, type=int, help="Port to listen on (default: [web] port).")
+def serve(config_path: Path, host: str | None, port: int | None) -> None:
+    """Serve the web archive, the feeds, signup (double opt-in) and one-click unsubscribe.
+
+    Needs the token secret in the environment variable named by [web] secret_env. Put it
+    behind a reverse proxy that terminates https; site.base_url is the public address.
+
+    \b
+    Example:
+      export PUBLISHER_SECRET=$(openssl rand -base64 32)
+      publisher serve --port 8000
+    """
+    import uvicorn
+
+    from .tokens import secret_from_env
+    from .web import create_app
+
+    cfg = get_config(config_path)
+    app = create_app(cfg, secret=secret_from_env(cfg))
+    host = host or cfg.web.host
+    port = cfg.web.port if port is None else port
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"Serving {cfg.feed.output} and the signup pages at http://{shown}:{port}/ "
+        f"(public address {cfg.site.base_url}); Ctrl-C stops"
+    )
+    # proxy_headers: behind a reverse proxy on this machine the client address (for the signup
+    # rate limit) comes from X-Forwarded-For; FORWARDED_ALLOW_IPS widens the trusted proxies.
+    uvicorn.run(app, host=host, port=port, proxy_headers=True, log_level="info")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

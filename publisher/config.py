@@ -112,6 +112,10 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     secret_env: str = "PUBLISHER_SECRET"
+    # Signup limits: confirmation mails per client address (token bucket, in memory) and the
+    # least time between two confirmation mails to one address (kept in the database).
+    signups_per_client_per_hour: int = 10
+    confirm_resend_minutes: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +242,12 @@ def _validate(cfg: Config) -> None:
         ("smtp.connections", cfg.smtp.connections),
         ("smtp.port", cfg.smtp.port),
         ("smtp.max_attempts", cfg.smtp.max_attempts),
+        ("web.signups_per_client_per_hour", cfg.web.signups_per_client_per_hour),
     ):
         if v < 1:
             raise ConfigError(f"{p}: '{dotted}' must be at least 1, not {v}")
+    if cfg.web.confirm_resend_minutes < 0:
+        raise ConfigError(f"{p}: 'web.confirm_resend_minutes' must not be negative")
     if not 0 <= cfg.feed.publish_hour <= 23:
         raise ConfigError(f"{p}: 'feed.publish_hour' must be between 0 and 23")
 

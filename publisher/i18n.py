@@ -27,6 +27,52 @@ _STRINGS: dict[str, dict[str, str]] = {
         "sent_to": "This email was sent to {email}.",
         "summary_shortened": "Summaries are shortened today; the full text is on the web.",
         "newsletter_intro": "{n} papers today",
+        # The web side (publisher serve) and its confirmation email.
+        "subscribe_title": "Subscribe by email",
+        "subscribe_intro": (
+            "Get each day's digest in your inbox. We send a confirmation link "
+            "first; nothing is sent until you click it."
+        ),
+        "email_label": "Email address",
+        "name_label": "Name (optional)",
+        "subscribe_button": "Subscribe",
+        "invalid_email": "That does not look like an email address we can deliver to.",
+        "check_inbox_title": "Check your inbox",
+        "check_inbox_body": (
+            "If the address can receive mail, a confirmation link is on its way. "
+            "Click it to start your subscription; without a click nothing more is "
+            "sent."
+        ),
+        "send_failed": "We could not send the confirmation email just now. Please try again later.",
+        "too_many": "Too many requests from your network. Please try again later.",
+        "too_large": "The request is too large.",
+        "confirm_subject": "Confirm your subscription to {title}",
+        "confirm_greeting": "Someone (hopefully you) asked to receive {title} at this address.",
+        "confirm_action": "Confirm subscription",
+        "confirm_ignore": (
+            "If it was not you, ignore this email: you will not be subscribed and "
+            "we will not write again."
+        ),
+        "confirmed_title": "Subscribed",
+        "confirmed_body": "{email} will receive {title} from the next issue on.",
+        "bad_link_title": "This link does not work",
+        "bad_link_body": (
+            "The link is incomplete, altered or expired. Copy the whole link from "
+            "the email, or subscribe again."
+        ),
+        "unsubscribe_title": "Unsubscribe",
+        "unsubscribe_question": "Stop sending {title} to {email}?",
+        "unsubscribe_button": "Unsubscribe",
+        "unsubscribed_title": "Unsubscribed",
+        "unsubscribed_body": "{email} will receive no more emails from {title}.",
+        "preferences_title": "Your subscription",
+        "status_label": "Status",
+        "status_active": "subscribed",
+        "status_pending": "waiting for confirmation",
+        "status_inactive": "not subscribed",
+        "resubscribe_button": "Subscribe again",
+        "download_data": "Download what is stored about this address (JSON)",
+        "manage_link": "Manage your subscription",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -48,6 +94,53 @@ _STRINGS: dict[str, dict[str, str]] = {
         "sent_to": "{email} 주소로 보낸 메일입니다.",
         "summary_shortened": "오늘은 요약을 줄였습니다. 전체 요약은 웹에서 볼 수 있습니다.",
         "newsletter_intro": "오늘의 논문 {n}편",
+        # The web side (publisher serve) and its confirmation email.
+        "subscribe_title": "이메일로 구독하기",
+        "subscribe_intro": (
+            "매일의 요약을 메일함으로 받아 보세요. 먼저 확인 링크를 보내 드리며, "
+            "링크를 누르기 전에는 아무것도 보내지 않습니다."
+        ),
+        "email_label": "이메일 주소",
+        "name_label": "이름 (선택)",
+        "subscribe_button": "구독하기",
+        "invalid_email": "메일을 보낼 수 있는 이메일 주소가 아닌 것 같습니다.",
+        "check_inbox_title": "메일함을 확인해 주세요",
+        "check_inbox_body": (
+            "메일을 받을 수 있는 주소라면 확인 링크가 발송되었습니다. 링크를 누르면 "
+            "구독이 시작되며, 누르지 않으면 더 이상 메일을 보내지 않습니다."
+        ),
+        "send_failed": "지금은 확인 메일을 보낼 수 없습니다. 잠시 후 다시 시도해 주세요.",
+        "too_many": "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요.",
+        "too_large": "요청이 너무 큽니다.",
+        "confirm_subject": "{title} 구독을 확인해 주세요",
+        "confirm_greeting": (
+            "누군가(아마도 본인께서) 이 주소로 {title}을(를) 받아 보겠다고 신청했습니다."
+        ),
+        "confirm_action": "구독 확인",
+        "confirm_ignore": (
+            "본인이 신청하지 않았다면 이 메일을 무시하세요. 구독되지 않으며 다시 "
+            "메일을 보내지 않습니다."
+        ),
+        "confirmed_title": "구독되었습니다",
+        "confirmed_body": "다음 호부터 {email}(으)로 {title}을(를) 보내 드립니다.",
+        "bad_link_title": "올바르지 않은 링크입니다",
+        "bad_link_body": (
+            "링크가 잘렸거나, 바뀌었거나, 만료되었습니다. 메일의 링크 전체를 "
+            "복사하거나 다시 구독해 주세요."
+        ),
+        "unsubscribe_title": "구독 취소",
+        "unsubscribe_question": "{email}(으)로 {title}을(를) 그만 보낼까요?",
+        "unsubscribe_button": "구독 취소",
+        "unsubscribed_title": "구독이 취소되었습니다",
+        "unsubscribed_body": "{email}(으)로 더 이상 {title} 메일을 보내지 않습니다.",
+        "preferences_title": "구독 설정",
+        "status_label": "상태",
+        "status_active": "구독 중",
+        "status_pending": "확인 대기 중",
+        "status_inactive": "구독하지 않음",
+        "resubscribe_button": "다시 구독하기",
+        "download_data": "이 주소에 대해 저장된 정보 내려받기 (JSON)",
+        "manage_link": "구독 관리",
     },
 }
 

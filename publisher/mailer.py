@@ -33,6 +33,7 @@ from .newsletter import (
     Newsletter,
     one_line,
 )
+from .site import base_url
 from .tokens import sign
 
 CRLF = b"\r\n"
@@ -74,8 +75,7 @@ def sender_domain(cfg: Config) -> str:
 
 def unsubscribe_url(cfg: Config, token: str) -> str:
     """The one-click unsubscribe URL for a signed token (served by the web server)."""
-    base = cfg.site.base_url if cfg.site.base_url.endswith("/") else cfg.site.base_url + "/"
-    return f"{base}unsubscribe/{token}"
+    return f"{base_url(cfg)}unsubscribe/{token}"
 
 
 def unsubscribe_mailto(cfg: Config) -> str:

@@ -1,0 +1,480 @@
+"""`publisher serve`: the public web side.
+
+- The static archive from `[feed] output` (pages, feeds with their own content types, ETag and
+  Last-Modified with 304s). Dotfiles (the private `.build-manifest.json`) and anything outside the
+  folder answer 404.
+- Double opt-in: GET /subscribe shows a form; POST /subscribe stores the address as pending and
+  mails `{base_url}confirm/TOKEN`; GET /confirm/TOKEN makes it active. The answer to a valid
+  address is the same page whether or not it is already on the list, and the mail is
+  rate-limited per address (in the database, so it survives restarts) and per client (in memory).
+- /unsubscribe/TOKEN: GET shows a button and never changes anything (mail scanners prefetch
+  links); POST, including RFC 8058's one-click `List-Unsubscribe=One-Click`, unsubscribes and
+  suppresses the address and answers 200 with no cookie and no redirect, however often.
+- /preferences/TOKEN: status, subscribe again, and a JSON copy of what is stored.
+
+The store is the one source of truth for who is mailed, so an unsubscribe here is honoured by the
+very next `queue_pending`/`pending_for`, whatever process runs the send.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from . import store as st
+from .config import Config
+from .i18n import strings
+from .mailer import unsubscribe_url as mailer_unsubscribe_url
+from .site import ATOM_FILE, RSS_FILE, base_url
+from .store import InvalidAddress, Store, normalize_email
+from .templating import jinja_env
+from .tokens import TokenError, sign, verify
+from .web_mail import MailError, send_confirmation
+
+# A confirmation link older than this no longer works: an old mail found by a scanner months after
+# an unsubscribe must not subscribe anyone again.
+CONFIRM_MAX_AGE = dt.timedelta(days=7)
+# Forms and one-click bodies are a few dozen bytes; anything bigger is not one of ours.
+MAX_BODY = 8 * 1024
+FEED_TYPES = {
+    RSS_FILE: "application/rss+xml; charset=utf-8",
+    ATOM_FILE: "application/atom+xml; charset=utf-8",
+}
+# Pages behind a token: never cached, never framed, and the token never leaks in a Referer.
+PRIVATE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+
+Sender = Callable[[Config, str, str], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Links (the newsletter's List-Unsubscribe header uses unsubscribe_url)
+
+
+def unsubscribe_url(cfg: Config, secret: bytes, email: str) -> str:
+    """`{base_url}unsubscribe/TOKEN`: the List-Unsubscribe (RFC 8058) and footer link."""
+    return mailer_unsubscribe_url(cfg, sign(secret, "unsubscribe", normalize_email(email)))
+
+
+def manage_url(cfg: Config, secret: bytes, email: str) -> str:
+    """`{base_url}preferences/TOKEN`: status, subscribe again, download the stored data."""
+    return f"{base_url(cfg)}preferences/{sign(secret, 'manage', normalize_email(email))}"
+
+
+def confirm_url(cfg: Config, secret: bytes, email: str, issued: float) -> str:
+    """`{base_url}confirm/TOKEN`; the token names the address and when it was issued."""
+    return f"{base_url(cfg)}confirm/{sign(secret, 'confirm', f'{email}|{int(issued)}')}"
+
+
+def confirm_subject(secret: bytes, token: str, now: float) -> str:
+    """The address a confirmation token names; TokenError if forged, altered or expired."""
+    email, sep, issued = verify(secret, token, "confirm").rpartition("|")
+    if not sep or not issued.isdigit():
+        raise TokenError("malformed confirmation token")
+    age = now - int(issued)
+    if age < -300 or age > CONFIRM_MAX_AGE.total_seconds():
+        raise TokenError("expired confirmation token")
+    return email
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limits
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class ClientLimiter:
+    """A token bucket per client address, in memory: `per_hour` signups, refilled evenly."""
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(self, per_hour: int, clock: Callable[[], float]) -> None:
+        self.capacity = float(max(per_hour, 1))
+        self.rate = self.capacity / 3600.0
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            bucket = self._buckets.get(client)
+            if bucket is None:
+                if len(self._buckets) >= self.MAX_CLIENTS:
+                    self._forget_full(now)
+                bucket = self._buckets[client] = _Bucket(self.capacity, now)
+            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.rate)
+            bucket.at = now
+            if bucket.tokens < 1.0:
+                return False
+            bucket.tokens -= 1.0
+            return True
+
+    def _forget_full(self, now: float) -> None:
+        # A bucket that has refilled is the same as no bucket: drop those to bound memory.
+        full = [
+            k
+            for k, b in self._buckets.items()
+            if b.tokens + (now - b.at) * self.rate >= self.capacity
+        ]
+        for k in full or list(self._buckets)[: len(self._buckets) // 2]:
+            del self._buckets[k]
+
+
+def _address_key(email: str) -> str:
+    # meta keys are at most 100 characters; addresses may be 320.
+    return "web.confirm_sent." + hashlib.sha256(email.encode()).hexdigest()[:40]
+
+
+# ---------------------------------------------------------------------------------------------
+# Static archive
+
+
+class ArchiveFiles(StaticFiles):
+    """StaticFiles (ETag, Last-Modified, 304, traversal checks) that also refuses dotfiles, gives
+    the feeds their own content types, and tolerates an output folder not built yet."""
+
+    async def check_config(self) -> None:
+        if self.directory is not None and not os.path.isdir(self.directory):
+            return  # not built yet: every path is a 404 until `publisher build` runs
+        await super().check_config()
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        raw = scope.get("path", "")
+        if any(p.startswith(".") for p in raw.split("/")) or any(
+            p.startswith(".") for p in PurePosixPath(path).parts
+        ):
+            raise HTTPException(status_code=404)
+        response = await super().get_response(path, scope)
+        name = PurePosixPath(path).name
+        if name in FEED_TYPES and response.status_code == 200:
+            response.headers["content-type"] = FEED_TYPES[name]
+        if response.status_code in (200, 304):
+            # Revalidate every time: the ETag makes that a cheap 304, and a new day shows at once.
+            response.headers["cache-control"] = "no-cache"
+        return response
+
+
+# ---------------------------------------------------------------------------------------------
+# The application
+
+
+class WebSide:
+    """The endpoints, bound to one config, store, secret and clock."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        secret: bytes,
+        store: Store,
+        sender: Sender,
+        clock: Callable[[], float],
+    ) -> None:
+        self.cfg = cfg
+        self.secret = secret
+        self.store = store
+        self.sender = sender
+        self.clock = clock
+        self.t = strings(cfg.site.language)
+        self.clients = ClientLimiter(cfg.web.signups_per_client_per_hour, clock)
+        # Serialises check-and-stamp of the per-address limit within this process.
+        self._address_lock = threading.Lock()
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def page(self, template: str, heading: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        base = base_url(self.cfg)
+        html = (
+            jinja_env(self.cfg)
+            .get_template(template)
+            .render(
+                site=self.cfg.site,
+                root=base,
+                rss_url=base + RSS_FILE,
+                atom_url=base + ATOM_FILE,
+                heading=heading,
+                **ctx,
+            )
+        )
+        return HTMLResponse(html, status_code=status, headers=PRIVATE_HEADERS)
+
+    def message(self, heading: str, *lines: str, status: int = 200) -> HTMLResponse:
+        return self.page("web/page.html", heading, status, lines=lines)
+
+    def bad_link(self) -> HTMLResponse:
+        return self.message(self.t["bad_link_title"], self.t["bad_link_body"], status=400)
+
+    # -- subscribe ---------------------------------------------------------------------------
+
+    def subscribe_form(
+        self, error: str = "", email: str = "", name: str = "", status: int = 200
+    ) -> HTMLResponse:
+        return self.page(
+            "web/subscribe.html",
+            self.t["subscribe_title"],
+            status,
+            action=base_url(self.cfg) + "subscribe",
+            error=error,
+            email=email,
+            name=name,
+        )
+
+    async def subscribe(self, request: Request) -> Response:
+        if request.method != "POST":  # GET, and the HEAD Starlette adds to every GET route
+            return self.subscribe_form()
+        body = await _read_body(request)
+        if body is None:
+            return self.message(self.t["too_large"], self.t["too_large"], status=413)
+        client = request.client.host if request.client else "unknown"
+        if not self.clients.allow(client):
+            return self.message(self.t["too_many"], self.t["too_many"], status=429)
+        form = await request.form(max_files=0, max_fields=10)
+        raw_email, name, trap = (_field(form, k) for k in ("email", "name", "website"))
+        try:
+            email = normalize_email(
+                raw_email, check_deliverability=self.cfg.subscribers.check_deliverability
+            )
+        except InvalidAddress:
+            return self.subscribe_form(
+                self.t["invalid_email"], raw_email[:320], name[:200], status=400
+            )
+        neutral = self.message(self.t["check_inbox_title"], self.t["check_inbox_body"])
+        if trap:
+            return neutral
+        try:
+            await run_in_threadpool(self._signup, email, name.strip()[:200])
+        except MailError:
+            return self.message(self.t["send_failed"], self.t["send_failed"], status=503)
+        return neutral
+
+    def _signup(self, email: str, name: str) -> None:
+        """Store the address as pending (an existing subscriber keeps its status and name) and
+        mail a confirmation link, at most once per address per `confirm_resend_minutes`."""
+        now = self.clock()
+        key = _address_key(email)
+        # Check and stamp under the lock, send outside it: a slow SMTP server must not hold up
+        # every other signup. A failed send takes the stamp back so the person may retry.
+        with self._address_lock:
+            last = self.store.get_meta(key)
+            if last is not None and now - float(last) < self.cfg.web.confirm_resend_minutes * 60:
+                return
+            self.store.set_meta(key, repr(now))
+        if self.store.get(email) is None:
+            # Only a new row takes the form's name: an unconfirmed form must not rename an
+            # existing subscriber.
+            self.store.add_subscriber(email, name, status=st.PENDING, source="web")
+        try:
+            self.sender(self.cfg, email, confirm_url(self.cfg, self.secret, email, now))
+        except MailError:
+            self.store.set_meta(key, last if last is not None else "0")
+            raise
+
+    async def confirm(self, request: Request) -> Response:
+        try:
+            email = confirm_subject(self.secret, request.path_params["token"], self.clock())
+            email = normalize_email(email)
+        except (TokenError, InvalidAddress):
+            return self.bad_link()
+        # A confirmed opt-in is fresh consent: it lifts an earlier unsubscribe or bounce.
+        await run_in_threadpool(self.store.resubscribe, email, "", "web")
+        return self.page(
+            "web/page.html",
+            self.t["confirmed_title"],
+            lines=[self.t["confirmed_body"].format(email=email, title=self.cfg.site.title)],
+        )
+
+    # -- unsubscribe -------------------------------------------------------------------------
+
+    def _subject(self, token: str, purposes: tuple[str, ...]) -> str | None:
+        for purpose in purposes:
+            try:
+                return verify(self.secret, token, purpose)
+            except TokenError:
+                continue
+        return None
+
+    async def unsubscribe(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        email = self._subject(token, ("unsubscribe",))
+        if email is None:
+            return self.bad_link()
+        if request.method != "POST":
+            # Never act on a GET (or HEAD): link scanners and prefetchers fetch every URL in a
+            # mail.
+            return self.page(
+                "web/unsubscribe.html",
+                self.t["unsubscribe_title"],
+                email=email,
+                action=f"{base_url(self.cfg)}unsubscribe/{token}",
+            )
+        # RFC 8058: the body is `List-Unsubscribe=One-Click`, urlencoded or multipart. Our own
+        # button posts the same. The signed token is the authority, so the body is only size-
+        # checked: a client that garbles it must still be able to leave the list.
+        if await _read_body(request) is None:
+            return self.message(self.t["too_large"], self.t["too_large"], status=413)
+        # Suppresses even an address with no subscriber row, so a later CSV row cannot mail it.
+        await run_in_threadpool(self.store.unsubscribe, email)
+        return self.page(
+            "web/page.html",
+            self.t["unsubscribed_title"],
+            lines=[self.t["unsubscribed_body"].format(email=email, title=self.cfg.site.title)],
+        )
+
+    # -- preferences -------------------------------------------------------------------------
+
+    async def preferences(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        email = self._subject(token, ("manage", "unsubscribe"))
+        if email is None:
+            return self.bad_link()
+        if request.method == "POST":
+            if await _read_body(request) is None:
+                return self.message(self.t["too_large"], self.t["too_large"], status=413)
+            form = await request.form(max_files=0, max_fields=5)
+            if _field(form, "action") == "resubscribe":
+                # The token was mailed to this address: using it is the owner's fresh consent.
+                await run_in_threadpool(self.store.resubscribe, email, "", "web")
+        sub = await run_in_threadpool(self.store.get, email)
+        status = sub.status if sub else None
+        if status == st.ACTIVE and not await run_in_threadpool(self.store.is_suppressed, email):
+            status_text, active = self.t["status_active"], True
+        elif status == st.PENDING:
+            status_text, active = self.t["status_pending"], False
+        else:
+            status_text, active = self.t["status_inactive"], False
+        base = base_url(self.cfg)
+        return self.page(
+            "web/preferences.html",
+            self.t["preferences_title"],
+            email=email,
+            status_text=status_text,
+            active=active,
+            action=f"{base}preferences/{token}",
+            unsubscribe_action=unsubscribe_url(self.cfg, self.secret, email),
+            data_url=f"{base}preferences/{token}/data.json",
+        )
+
+    async def preferences_data(self, request: Request) -> Response:
+        email = self._subject(request.path_params["token"], ("manage", "unsubscribe"))
+        if email is None:
+            return self.bad_link()
+        data = await run_in_threadpool(stored_data, self.store, email)
+        body = json.dumps(data, ensure_ascii=False, indent=2, default=_json_default)
+        headers = dict(PRIVATE_HEADERS)
+        headers["Content-Disposition"] = 'attachment; filename="subscription.json"'
+        return Response(body, media_type="application/json", headers=headers)
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        """404 in the site's look (missing pages, dotfiles, paths outside the archive)."""
+        return self.message("404", self.t["bad_link_body"], status=404)
+
+
+def stored_data(store: Store, email: str) -> dict[str, Any]:
+    """Everything the database holds about one address: subscriber row, suppression, ledger."""
+    key = normalize_email(email)
+    with store.engine.connect() as conn:
+        sub = conn.execute(sa.select(st.subscribers).where(st.subscribers.c.email == key)).first()
+        sup = conn.execute(sa.select(st.suppressions).where(st.suppressions.c.email == key)).first()
+        rows = conn.execute(
+            sa.select(
+                st.ledger.c.digest_date,
+                st.ledger.c.status,
+                st.ledger.c.attempts,
+                st.ledger.c.last_reply,
+                st.ledger.c.updated_at,
+            )
+            .where(st.ledger.c.email == key)
+            .order_by(st.ledger.c.digest_date)
+        ).all()
+    subscriber = None
+    if sub is not None:
+        subscriber = {k: v for k, v in sub._mapping.items() if k not in ("id", "csv_run")}
+    return {
+        "email": key,
+        "subscriber": subscriber,
+        "suppression": dict(sup._mapping) if sup else None,
+        "sends": [dict(r._mapping) for r in rows],
+    }
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _field(form: Any, name: str) -> str:
+    value = form.get(name)
+    return "" if value is None or isinstance(value, UploadFile) else str(value)
+
+
+async def _read_body(request: Request, limit: int = MAX_BODY) -> bytes | None:
+    """The request body, or None if it is larger than `limit` bytes (read no further)."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    # Starlette's form parser reads from here instead of the (consumed) stream.
+    request._body = body
+    return body
+
+
+def create_app(
+    cfg: Config,
+    *,
+    secret: bytes | None = None,
+    store: Store | None = None,
+    sender: Sender | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The web application; `secret` defaults to the environment (`[web] secret_env`)."""
+    if secret is None:
+        from .tokens import secret_from_env
+
+        secret = secret_from_env(cfg)
+    side = WebSide(cfg, secret, store or Store.open(cfg), sender or send_confirmation, clock)
+    routes = [
+        Route("/subscribe", side.subscribe, methods=["GET", "POST"]),
+        Route("/confirm/{token}", side.confirm, methods=["GET"]),
+        Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
+        Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),
+        Route("/preferences/{token}/data.json", side.preferences_data, methods=["GET"]),
+        Mount("/", ArchiveFiles(directory=cfg.feed.output, html=True, check_dir=False)),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: side.not_found})
+    app.state.web = side
+    return app

@@ -1,0 +1,553 @@
+"""The web side over real HTTP on loopback: uvicorn in a thread, httpx as the client, a real
+aiosmtpd server for the confirmation mail and the real SQLite store behind it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email
+import json
+import re
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import feedparser
+import httpx
+import pytest
+from aiosmtpd.smtp import AuthResult
+from click.testing import CliRunner
+
+from publisher import store as st
+from publisher.cli import cli
+from publisher.config import Config
+from publisher.i18n import strings
+from publisher.store import Store
+from publisher.tokens import sign
+from publisher.web import create_app, manage_url, unsubscribe_url
+from publisher.web_mail import MailError, build_confirmation, send_confirmation
+
+from .webhelpers import SECRET, Clock, Inbox, live_server, smtp_server, web_config
+
+DAY = dt.date(2024, 5, 16)  # the next issue
+T = strings("ko")
+ONE_CLICK = b"List-Unsubscribe=One-Click"
+
+
+@dataclasses.dataclass
+class Web:
+    cfg: Config
+    base: str
+    store: Store
+    inbox: Inbox
+    clock: Clock
+    http: httpx.Client
+
+    def post_one_click(self, url: str, multipart: bool = False) -> httpx.Response:
+        """The exact request RFC 8058 describes: POST, the one-click body, no cookies."""
+        if multipart:
+            boundary = "rfc8058boundary"
+            body = (
+                f"--{boundary}\r\n"
+                'Content-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+                f"One-Click\r\n--{boundary}--\r\n"
+            ).encode()
+            ctype = f"multipart/form-data; boundary={boundary}"
+        else:
+            body, ctype = ONE_CLICK, "application/x-www-form-urlencoded"
+        return self.http.post(url, content=body, headers={"Content-Type": ctype})
+
+    def signup(self, address: str, name: str = "", **extra: str) -> httpx.Response:
+        return self.http.post(
+            self.base + "subscribe", data={"email": address, "name": name, **extra}
+        )
+
+    def state(self, address: str) -> tuple[str | None, bool]:
+        sub = self.store.get(address)
+        return (sub.status if sub else None), self.store.is_suppressed(address)
+
+
+def make_web(tmp_path: Path, **web: object) -> Iterator[Web]:
+    clock = Clock()
+    with smtp_server() as (inbox, port):
+        holder: dict[str, object] = {}
+
+        def make_app(base: str):  # noqa: ANN202
+            cfg = web_config(tmp_path, base, port, **web)
+            store = Store.open(cfg)
+            holder.update(cfg=cfg, store=store)
+            return create_app(cfg, secret=SECRET, store=store, clock=clock)
+
+        with (
+            live_server(make_app) as base,
+            httpx.Client(follow_redirects=False, timeout=30) as http,
+        ):
+            yield Web(holder["cfg"], base, holder["store"], inbox, clock, http)  # type: ignore[arg-type]
+        holder["store"].close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Web]:
+    yield from make_web(tmp_path)
+
+
+def confirmation_link(msg: EmailMessage, base: str) -> str:
+    text = msg.get_body(("plain",)).get_content()
+    links = re.findall(re.escape(base) + r"confirm/\S+", text)
+    assert len(links) == 1, text
+    html = msg.get_body(("html",)).get_content()
+    assert f'href="{links[0]}"' in html
+    return links[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# One-click unsubscribe (RFC 8058)
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["urlencoded", "multipart"])
+def test_one_click_post_suppresses_and_the_next_send_leaves_it_out(
+    web: Web, multipart: bool
+) -> None:
+    web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="csv")
+    web.store.add_subscriber("bob@example.com", "Bob", status=st.ACTIVE, source="csv")
+    # The List-Unsubscribe URL exactly as the newsletter builds it.
+    url = f"{web.cfg.site.base_url}unsubscribe/{sign(SECRET, 'unsubscribe', 'ada@example.com')}"
+    assert unsubscribe_url(web.cfg, SECRET, "Ada@Example.com") == url
+
+    r = web.post_one_click(url, multipart=multipart)
+
+    assert r.status_code == 200
+    assert not r.is_redirect and "set-cookie" not in r.headers
+    assert T["unsubscribed_title"] in r.text
+    assert web.state("ada@example.com") == (st.UNSUBSCRIBED, True)
+    # The very next send: only Bob is queued.
+    assert web.store.queue_pending(DAY) == 1
+    assert web.store.ledger_entry(DAY, "ada@example.com") is None
+    assert web.store.ledger_entry(DAY, "bob@example.com") is not None
+    assert [e.email for e in web.store.pending_for(DAY)] == ["bob@example.com"]
+
+
+def test_one_click_after_queueing_is_still_honoured(web: Web) -> None:
+    """Unsubscribing while a send is queued: the rest of that send skips the address."""
+    web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
+    assert web.store.queue_pending(DAY) == 1
+    assert (
+        web.post_one_click(unsubscribe_url(web.cfg, SECRET, "ada@example.com")).status_code == 200
+    )
+    assert list(web.store.pending_for(DAY)) == []
+
+
+def test_get_shows_a_button_and_changes_nothing(web: Web) -> None:
+    web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
+    url = unsubscribe_url(web.cfg, SECRET, "ada@example.com")
+    for _ in range(3):  # scanners fetch, and fetch again
+        r = web.http.get(url)
+        assert r.status_code == 200
+        assert re.search(r'<form[^>]*method="post"[^>]*action="' + re.escape(url) + '"', r.text)
+        assert "ada@example.com" in r.text
+    assert web.http.head(url).status_code in (200, 405)
+    assert web.state("ada@example.com") == (st.ACTIVE, False)
+
+
+def _tampered(token: str) -> str:
+    body, mac = token.split(".")
+    flipped = mac[:-2] + ("A" if mac[-2] != "A" else "B") + mac[-1]
+    return f"{body}.{flipped}"
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(lambda: _tampered(sign(SECRET, "unsubscribe", "ada@example.com")), id="mac"),
+        pytest.param(
+            # Bob's valid signature glued to Ada's address.
+            lambda: (
+                sign(SECRET, "unsubscribe", "ada@example.com").split(".")[0]
+                + "."
+                + sign(SECRET, "unsubscribe", "bob@example.com").split(".")[1]
+            ),
+            id="swapped-subject",
+        ),
+        pytest.param(lambda: sign(SECRET, "confirm", "ada@example.com"), id="confirm-purpose"),
+        pytest.param(lambda: sign(SECRET, "manage", "ada@example.com"), id="manage-purpose"),
+        pytest.param(lambda: sign(b"another secret", "unsubscribe", "ada@example.com"), id="key"),
+        pytest.param(lambda: "not-a-token", id="garbage"),
+        pytest.param(lambda: "YWRhQGV4YW1wbGUuY29t.", id="no-mac"),
+    ],
+)
+def test_forged_tokens_are_refused_and_change_nothing(web: Web, make_token) -> None:  # noqa: ANN001
+    web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
+    url = f"{web.base}unsubscribe/{make_token()}"
+    assert web.post_one_click(url).status_code == 400
+    assert web.http.get(url).status_code == 400
+    assert web.state("ada@example.com") == (st.ACTIVE, False)
+    assert web.store.queue_pending(DAY) == 1
+
+
+def test_unsubscribing_twice_is_harmless(web: Web) -> None:
+    web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
+    url = unsubscribe_url(web.cfg, SECRET, "ada@example.com")
+    assert web.post_one_click(url).status_code == 200
+    assert web.post_one_click(url).status_code == 200
+    assert web.state("ada@example.com") == (st.UNSUBSCRIBED, True)
+
+
+def test_unknown_but_signed_address_is_suppressed_for_later_imports(web: Web) -> None:
+    url = unsubscribe_url(web.cfg, SECRET, "ghost@example.com")
+    assert web.post_one_click(url).status_code == 200
+    assert web.store.is_suppressed("ghost@example.com")
+    sub, _ = web.store.add_subscriber("ghost@example.com", status=st.ACTIVE, source="csv")
+    assert sub.status == st.UNSUBSCRIBED
+    assert web.store.queue_pending(DAY) == 0
+
+
+def test_oversized_unsubscribe_body_is_refused(web: Web) -> None:
+    web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
+    url = unsubscribe_url(web.cfg, SECRET, "ada@example.com")
+    r = web.http.post(url, content=b"x" * 100_000, headers={"Content-Type": "text/plain"})
+    assert r.status_code == 413
+    assert web.state("ada@example.com") == (st.ACTIVE, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Double opt-in
+
+
+def test_signup_mail_confirm_then_the_next_issue_includes_it(web: Web) -> None:
+    r = web.signup("Grace@Example.com", "Grace")
+    assert r.status_code == 200
+    assert T["check_inbox_title"] in r.text
+    assert web.state("grace@example.com") == (st.PENDING, False)
+    assert web.store.queue_pending(DAY) == 0  # pending is not mailable
+
+    [msg] = web.inbox.to("grace@example.com")
+    assert msg["Subject"] == T["confirm_subject"].format(title=web.cfg.site.title)
+    assert msg["From"] == web.cfg.email.from_
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert "List-Unsubscribe" not in msg  # a confirmation is not list mail
+    link = confirmation_link(msg, web.cfg.site.base_url)
+
+    r = web.http.get(link)
+    assert r.status_code == 200
+    assert T["confirmed_title"] in r.text
+    sub = web.store.get("grace@example.com")
+    assert (sub.status, sub.name, sub.source) == (st.ACTIVE, "Grace", "web")
+    assert web.store.queue_pending(DAY) == 1
+    assert web.store.ledger_entry(DAY, "grace@example.com") is not None
+    # Following the link again (a scanner, a second click) changes nothing.
+    assert web.http.get(link).status_code == 200
+    assert web.state("grace@example.com") == (st.ACTIVE, False)
+
+
+def test_confirming_lifts_an_earlier_unsubscribe(web: Web) -> None:
+    web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
+    web.store.unsubscribe("ada@example.com")
+    assert web.signup("ada@example.com").status_code == 200
+    assert web.state("ada@example.com") == (st.UNSUBSCRIBED, True)  # not before the click
+    link = confirmation_link(web.inbox.to("ada@example.com")[0], web.base)
+    assert web.http.get(link).status_code == 200
+    assert web.state("ada@example.com") == (st.ACTIVE, False)
+
+
+def test_signup_never_reveals_membership_nor_downgrades(web: Web) -> None:
+    web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="csv")
+    known = web.signup("ada@example.com", "Mallory")
+    unknown = web.signup("new@example.com", "Mallory")
+    assert known.status_code == unknown.status_code == 200
+    assert known.text == unknown.text
+    sub = web.store.get("ada@example.com")
+    assert (sub.status, sub.name) == (st.ACTIVE, "Ada")
+
+
+def test_tampered_or_expired_confirmation_changes_nothing(web: Web) -> None:
+    web.signup("grace@example.com")
+    link = confirmation_link(web.inbox.to("grace@example.com")[0], web.base)
+    token = link.rsplit("/", 1)[1]
+    for bad in (
+        _tampered(token),
+        sign(SECRET, "unsubscribe", token),
+        sign(SECRET, "confirm", "grace@example.com"),  # no issue time
+        sign(SECRET, "unsubscribe", "grace@example.com"),
+    ):
+        assert web.http.get(f"{web.base}confirm/{bad}").status_code == 400
+    web.clock.advance(8 * 86400)  # links live seven days
+    assert web.http.get(link).status_code == 400
+    assert web.state("grace@example.com") == (st.PENDING, False)
+
+
+def test_second_signup_within_the_window_sends_no_second_mail(web: Web) -> None:
+    first = web.signup("grace@example.com")
+    web.clock.advance(60)
+    second = web.signup("grace@example.com")
+    assert first.text == second.text and second.status_code == 200
+    assert len(web.inbox.to("grace@example.com")) == 1
+    web.clock.advance(web.cfg.web.confirm_resend_minutes * 60)
+    web.signup("grace@example.com")
+    assert len(web.inbox.to("grace@example.com")) == 2
+
+
+def test_per_client_limit_answers_429(tmp_path: Path) -> None:
+    for web in make_web(tmp_path, signups_per_client_per_hour=2):
+        assert web.signup("a@example.com").status_code == 200
+        assert web.signup("b@example.com").status_code == 200
+        r = web.signup("c@example.com")
+        assert r.status_code == 429
+        assert web.store.get("c@example.com") is None
+        assert web.inbox.to("c@example.com") == []
+        web.clock.advance(1800)  # half an hour refills one
+        assert web.signup("c@example.com").status_code == 200
+        assert len(web.inbox.to("c@example.com")) == 1
+
+
+@pytest.mark.parametrize("address", ["not an address", "a@b", "a@@example.com", ""])
+def test_invalid_address_shows_the_form_again(web: Web, address: str) -> None:
+    r = web.signup(address)
+    assert r.status_code == 400
+    assert T["invalid_email"] in r.text and 'name="email"' in r.text
+    assert web.inbox.messages == []
+    assert web.store.counts_by_status()[st.PENDING] == 0
+
+
+def test_bot_filling_the_hidden_field_gets_the_page_but_no_mail(web: Web) -> None:
+    r = web.signup("bot@example.com", website="http://spam.example")
+    assert r.status_code == 200 and T["check_inbox_title"] in r.text
+    assert web.inbox.messages == [] and web.store.get("bot@example.com") is None
+
+
+def test_oversized_signup_is_refused(web: Web) -> None:
+    r = web.http.post(
+        web.base + "subscribe",
+        content=b"email=a%40example.com&name=" + b"x" * 20_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 413
+    assert web.inbox.messages == []
+
+
+def test_subscribe_form_is_in_the_site_language(web: Web) -> None:
+    r = web.http.get(web.base + "subscribe")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert '<html lang="ko">' in r.text and T["subscribe_button"] in r.text
+    assert f'action="{web.base}subscribe"' in r.text
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_unreachable_smtp_answers_503_and_may_retry(tmp_path: Path) -> None:
+    from .webhelpers import free_port
+
+    dead = free_port()  # nothing listens there
+
+    def make_app(base: str):  # noqa: ANN202
+        return create_app(web_config(tmp_path, base, dead), secret=SECRET)
+
+    with live_server(make_app) as base, httpx.Client() as http:
+        r = http.post(base + "subscribe", data={"email": "a@example.com"})
+        assert r.status_code == 503
+        assert http.post(base + "subscribe", data={"email": "a@example.com"}).status_code == 503
+
+
+# ---------------------------------------------------------------------------------------------
+# Preferences
+
+
+def test_preferences_resubscribe_and_download(web: Web) -> None:
+    web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="csv")
+    web.store.queue_pending(DAY)
+    web.post_one_click(unsubscribe_url(web.cfg, SECRET, "ada@example.com"))
+
+    url = manage_url(web.cfg, SECRET, "ada@example.com")
+    r = web.http.get(url)
+    assert r.status_code == 200
+    assert T["status_inactive"] in r.text and T["resubscribe_button"] in r.text
+    assert web.state("ada@example.com") == (st.UNSUBSCRIBED, True)  # GET changed nothing
+
+    data = web.http.get(url + "/data.json")
+    assert data.status_code == 200
+    assert data.headers["content-type"].startswith("application/json")
+    stored = json.loads(data.text)
+    assert stored["email"] == "ada@example.com"
+    assert stored["subscriber"]["name"] == "Ada"
+    assert stored["subscriber"]["status"] == st.UNSUBSCRIBED
+    assert stored["suppression"]["reason"] == st.UNSUBSCRIBED
+    assert [s["digest_date"] for s in stored["sends"]] == [DAY.isoformat()]
+
+    r = web.http.post(url, data={"action": "resubscribe"})
+    assert r.status_code == 200 and T["status_active"] in r.text
+    assert web.state("ada@example.com") == (st.ACTIVE, False)
+
+    # The unsubscribe token opens the same page; a forged one does not.
+    assert (
+        web.http.get(f"{web.base}preferences/{_tampered(url.rsplit('/', 1)[1])}").status_code == 400
+    )
+    unsub_token = unsubscribe_url(web.cfg, SECRET, "ada@example.com").rsplit("/", 1)[1]
+    assert web.http.get(f"{web.base}preferences/{unsub_token}").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# The static archive
+
+
+def test_feeds_have_their_content_types_and_parse(web: Web) -> None:
+    for name, ctype, version in (
+        ("feed.xml", "application/rss+xml; charset=utf-8", "rss20"),
+        ("atom.xml", "application/atom+xml; charset=utf-8", "atom10"),
+    ):
+        r = web.http.get(web.base + name)
+        assert r.status_code == 200 and r.headers["content-type"] == ctype
+        parsed = feedparser.parse(r.content)
+        assert parsed.version == version and not parsed.bozo and len(parsed.entries) == 3
+
+
+def test_pages_and_css_are_served(web: Web) -> None:
+    home = web.http.get(web.base)
+    assert home.status_code == 200 and "text/html" in home.headers["content-type"]
+    assert home.content == (web.cfg.feed.output / "index.html").read_bytes()
+    day = web.http.get(web.base + "2024/05/15/")
+    assert day.content == (web.cfg.feed.output / "2024/05/15/index.html").read_bytes()
+    assert web.http.get(web.base + "2024/05/15").status_code in (301, 307)
+    css = web.http.get(web.base + "style.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert web.http.get(web.base + "2024/05/31/").status_code == 404
+
+
+def test_etag_and_last_modified_give_304(web: Web) -> None:
+    r = web.http.get(web.base + "feed.xml")
+    etag, modified = r.headers["etag"], r.headers["last-modified"]
+    again = web.http.get(web.base + "feed.xml", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    since = web.http.get(web.base + "feed.xml", headers={"If-Modified-Since": modified})
+    assert since.status_code == 304
+    stale = web.http.get(web.base + "feed.xml", headers={"If-None-Match": '"other"'})
+    assert stale.status_code == 200
+
+
+def _raw_get(base: str, target: str) -> tuple[int, bytes]:
+    """A request line sent as is: httpx would normalise the dot segments away."""
+    host, port = base.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/.build-manifest.json",
+        "/2024/../.build-manifest.json",
+        "/%2ebuild-manifest.json",
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/2024/05/../../../secret.txt",
+        "/..%2fsecret.txt",
+        "/.hidden/x.html",
+    ],
+)
+def test_dotfiles_and_traversal_are_404(web: Web, target: str) -> None:
+    outside = web.cfg.feed.output.parent / "secret.txt"
+    outside.write_text("TOP SECRET")
+    (web.cfg.feed.output / ".hidden").mkdir(exist_ok=True)
+    (web.cfg.feed.output / ".hidden" / "x.html").write_text("TOP SECRET")
+    status, raw = _raw_get(web.base, target)
+    assert status == 404 or 400 <= status < 500
+    assert b"TOP SECRET" not in raw and b"manifest_version" not in raw.lower()
+    assert b'"version"' not in raw
+
+
+# ---------------------------------------------------------------------------------------------
+# The confirmation mail and the command
+
+
+def test_confirmation_goes_to_the_maildir_without_smtp_host(tmp_path: Path) -> None:
+    cfg = web_config(tmp_path, "https://papers.example.org/")
+    assert cfg.smtp.host == ""
+    send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+    [path] = (cfg.smtp.outbox / "new").iterdir()
+    msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert msg["To"] == "ada@example.com"
+    assert "https://papers.example.org/confirm/x.y" in msg.get_body(("plain",)).get_content()
+
+
+def test_confirmation_in_english(tmp_path: Path) -> None:
+    cfg = web_config(tmp_path, "https://papers.example.org/")
+    cfg = dataclasses.replace(cfg, site=dataclasses.replace(cfg.site, language="en"))
+    msg = build_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+    assert msg["Subject"] == "Confirm your subscription to Daily Papers"
+    assert msg["Message-ID"].endswith("@localhost>")
+    html = msg.get_body(("html",)).get_content()
+    assert 'lang="en"' in html and "Confirm subscription" in html
+
+
+def test_confirmation_logs_in_with_the_password_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def authenticator(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+        ok = (auth_data.login, auth_data.password) == (b"papers", b"s3cret")
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends 535
+
+    with smtp_server(authenticator=authenticator, auth_require_tls=False) as (inbox, port):
+        cfg = web_config(tmp_path, "https://papers.example.org/", port)
+        cfg = dataclasses.replace(cfg, smtp=dataclasses.replace(cfg.smtp, username="papers"))
+        monkeypatch.setenv(cfg.smtp.password_env, "wrong")
+        with pytest.raises(MailError, match="refused the login"):
+            send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+        monkeypatch.setenv(cfg.smtp.password_env, "s3cret")
+        send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+        assert len(inbox.to("ada@example.com")) == 1
+        monkeypatch.delenv(cfg.smtp.password_env)
+        with pytest.raises(MailError, match=cfg.smtp.password_env):
+            send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+
+
+@pytest.fixture(scope="module")
+def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A TLS context with a self-signed certificate for 127.0.0.1 (made by openssl)."""
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        + ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_confirmation_over_tls_verifies_the_certificate_unless_told_not_to(
+    tmp_path: Path, server_tls: ssl.SSLContext, security: str
+) -> None:
+    args = (
+        {"tls_context": server_tls, "require_starttls": True}
+        if security == "starttls"
+        else {"ssl_context": server_tls}
+    )
+    with smtp_server(**args) as (inbox, port):
+        cfg = web_config(tmp_path, "https://papers.example.org/", port)
+        smtp = dataclasses.replace(cfg.smtp, security=security, timeout=10)
+        cfg = dataclasses.replace(cfg, smtp=smtp)
+        # The default: a self-signed certificate is refused, nothing is sent.
+        with pytest.raises(MailError, match="certificate not trusted"):
+            send_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+        assert inbox.messages == []
+        insecure = dataclasses.replace(cfg, smtp=dataclasses.replace(smtp, verify_tls=False))
+        send_confirmation(insecure, "ada@example.com", "https://papers.example.org/confirm/x.y")
+        assert len(inbox.to("ada@example.com")) == 1
+
+
+def test_serve_refuses_to_start_without_the_secret(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('[web]\nsecret_env = "PUBLISHER_TEST_NO_SUCH_SECRET"\n')
+    result = CliRunner().invoke(cli, ["serve", "--config", str(tmp_path / "config.toml")])
+    assert result.exit_code != 0
+    assert "PUBLISHER_TEST_NO_SUCH_SECRET" in str(result.exception)
+    help_text = CliRunner().invoke(cli, ["serve", "--help"]).output
+    assert "--host" in help_text and "--port" in help_text

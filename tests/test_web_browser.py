@@ -1,0 +1,77 @@
+"""A real browser fills in the signup form: Debian's headless Chromium driven by Playwright.
+
+Playwright is told where Chromium is (`executable_path`), so nothing is downloaded (no
+`playwright install`). Skips, saying why, where /usr/bin/chromium is absent (`.ci/run` installs
+it from `.ci/apt-packages` when it runs as root on Debian).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from publisher.i18n import strings
+from publisher.store import PENDING, Store
+from publisher.web import create_app
+
+from .webhelpers import SECRET, live_server, smtp_server, web_config
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)",
+)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (test extras)"
+    )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_browser_fills_in_the_signup_form(tmp_path: Path, browser) -> None:  # noqa: ANN001
+    t = strings("ko")
+    with smtp_server() as (inbox, port):
+        stores: list[Store] = []
+
+        def make_app(base: str):  # noqa: ANN202
+            cfg = web_config(tmp_path, base, port)
+            stores.append(Store.open(cfg))
+            return create_app(cfg, secret=SECRET, store=stores[0])
+
+        with live_server(make_app) as base:
+            page = browser.new_page()
+            page.goto(base + "subscribe")
+            page.fill("#email", "Grace.Hopper@Example.com")
+            page.fill("#name", "그레이스")
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert page.locator("h1").inner_text() == t["check_inbox_title"]
+            assert page.url == base + "subscribe"
+            # The page is styled by the archive's stylesheet (the shared look).
+            bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert bg in ("rgb(244, 245, 247)", "rgb(13, 17, 23)")
+            page.close()
+        [msg] = inbox.to("grace.hopper@example.com")
+        assert msg["Subject"] == t["confirm_subject"].format(title="Daily Papers")
+        sub = stores[0].get("grace.hopper@example.com")
+        assert (sub.status, sub.name) == (PENDING, "그레이스")
+        stores[0].close()

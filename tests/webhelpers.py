@@ -1,0 +1,116 @@
+"""Helpers for the web tests: the app on a real loopback port, a real SMTP server, a config."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+import uvicorn
+from aiosmtpd.controller import Controller
+from starlette.applications import Starlette
+
+from publisher.config import Config
+from publisher.site import build_site
+
+from .sitehelpers import DAYS, site_config, write_digest
+
+SECRET = b"test-secret-0123456789abcdef0123456789"
+
+
+class Clock:
+    """A clock the test moves by hand: rate limits and link expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(make_app: Callable[[str], Starlette]) -> Iterator[str]:
+    """Run `make_app(base_url)` under uvicorn in a thread on a free loopback port; yield the
+    base URL. The socket is bound first so the app's config can carry the real address."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    app = make_app(base)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@dataclass
+class Inbox:
+    """What the loopback SMTP server received: (envelope recipients, parsed message)."""
+
+    messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        msg = BytesParser(policy=policy.default).parsebytes(envelope.content)  # type: ignore[attr-defined]
+        self.messages.append((list(envelope.rcpt_tos), msg))  # type: ignore[attr-defined]
+        return "250 OK"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for rcpts, m in self.messages if address in rcpts]
+
+
+@contextmanager
+def smtp_server(**controller_args: object) -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, **controller_args)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+def web_config(tmp_path: Path, base: str, smtp_port: int | None = None, **web: object) -> Config:
+    """A config rooted in tmp_path whose archive is built, base_url is the live server and SMTP
+    (if given) is the loopback server, plain text (security none)."""
+    cfg = site_config(tmp_path)
+    if not (cfg.feed.output / "index.html").exists():
+        for day in DAYS:
+            write_digest(cfg.digests.inbox, day)
+        build_site(cfg)
+    smtp = cfg.smtp
+    if smtp_port is not None:
+        smtp = dataclasses.replace(smtp, host="127.0.0.1", port=smtp_port, security="none")
+    return dataclasses.replace(
+        cfg,
+        site=dataclasses.replace(cfg.site, base_url=base),
+        smtp=smtp,
+        web=dataclasses.replace(cfg.web, **web),
+    )
