@@ -329,6 +329,55 @@ def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" (total {total})")
 
 
+@cli.command()
+@config_option
+def run(config_path: Path) -> None:
+    """Run the scheduler: publish each new digest once, with no manual step.
+
+    Every [schedule] poll_seconds it looks for new or changed digests in [digests] inbox and
+    rebuilds the feeds and the archive; each digest's email goes out once, ever, at the next
+    [schedule] send_at (in site.timezone), or at once with send_on_arrival = true. Digests
+    older than [schedule] max_age_days are never emailed automatically (use `publisher send
+    --digest FILE`). SIGTERM or Ctrl-C: the messages in flight are finished, then it exits 0.
+
+    \b
+    Example:
+      PUBLISHER_SECRET=... publisher run --config /srv/publisher/config.toml
+    """
+    import logging
+
+    from .scheduler import run_forever
+    from .tokens import secret_from_env
+
+    cfg = get_config(config_path)
+    secret = secret_from_env(cfg)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    sys.exit(run_forever(cfg, secret=secret))
+
+
+@cli.command()
+@config_option
+@click.option("--limit", default=10, show_default=True, help="How many recent digests to show.")
+def status(config_path: Path, limit: int) -> None:
+    """Show the latest digests seen, what was published and emailed, what is pending, and
+    the next scheduled send.
+
+    \b
+    Example:
+      publisher status --config /srv/publisher/config.toml
+    """
+    from .scheduler import status_lines
+    from .store import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        for line in status_lines(cfg, store, limit=limit):
+            click.echo(line)
+
+
 def _send_for_real(cfg: Config, digest_path: Path | None, retry_failed: bool) -> None:
     from .delivery import default_progress
     from .publish import newest_digest, send_digest

@@ -65,6 +65,15 @@ class BuildProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class BuiltDay:
+    """One day in the archive: what the scheduler needs to decide about its email."""
+
+    date: dt.date
+    source: str
+    sha: str
+
+
+@dataclass(frozen=True, slots=True)
 class BuildReport:
     output: Path
     days: int
@@ -74,6 +83,7 @@ class BuildReport:
     problems: tuple[BuildProblem, ...]
     rss: Path
     atom: Path
+    built: tuple[BuiltDay, ...] = ()  # every day in the archive, newest first
 
     @property
     def ok(self) -> bool:
@@ -568,6 +578,7 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         problems=tuple(problems),
         rss=out / RSS_FILE,
         atom=out / ATOM_FILE,
+        built=tuple(BuiltDay(d.date, d.source, d.sha) for d in days),
     )
 
 

@@ -225,6 +225,22 @@ class Publication:
     failed: int
     email_started_at: dt.datetime | None
     email_finished_at: dt.datetime | None
+    created_at: dt.datetime | None = None  # when the digest was first seen
+
+
+def _publication(row: Any) -> Publication:
+    return Publication(
+        digest_date=row.digest_date,
+        source=row.source,
+        content_hash=row.content_hash,
+        feed_built_at=row.feed_built_at,
+        email_status=row.email_status,
+        sent=row.sent,
+        failed=row.failed,
+        email_started_at=row.email_started_at,
+        email_finished_at=row.email_finished_at,
+        created_at=row.created_at,
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -792,19 +808,15 @@ class Store:
             row = conn.execute(
                 sa.select(publications).where(publications.c.digest_date == digest_date)
             ).first()
-        if row is None:
-            return None
-        return Publication(
-            digest_date=row.digest_date,
-            source=row.source,
-            content_hash=row.content_hash,
-            feed_built_at=row.feed_built_at,
-            email_status=row.email_status,
-            sent=row.sent,
-            failed=row.failed,
-            email_started_at=row.email_started_at,
-            email_finished_at=row.email_finished_at,
-        )
+        return None if row is None else _publication(row)
+
+    def list_publications(self, limit: int | None = None) -> list[Publication]:
+        """Publications, newest digest date first."""
+        query = sa.select(publications).order_by(publications.c.digest_date.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_publication(row) for row in conn.execute(query)]
 
     def record_publication(self, digest_date: dt.date, source: str, content_hash: str) -> None:
         """Create or update the publication row of a digest (source path and content hash)."""

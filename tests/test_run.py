@@ -1,0 +1,254 @@
+"""`publisher run` as a user runs it: a real subprocess, a real SMTP server on loopback, a
+temporary inbox. The schedule fires quickly through configuration (send on arrival, a short poll
+interval), never by sleeping through real minutes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import feedparser
+import pytest
+
+from publisher.config import Config, load_config
+from publisher.store import Store
+
+from .sitehelpers import digest_text, write_digest
+from .smtp_server import Recorder, start_server
+
+TZ = ZoneInfo("Asia/Seoul")
+SECRET = "run-test-secret"
+
+
+def today() -> dt.date:
+    return dt.datetime.now(TZ).date()
+
+
+def project(tmp: Path, port: int, subscribers: int = 3, connections: int = 2) -> Config:
+    (tmp / "inbox").mkdir()
+    (tmp / "subs.csv").write_text(
+        "email,name\n" + "".join(f"r{i}@example.com,Reader {i}\n" for i in range(subscribers))
+    )
+    (tmp / "config.toml").write_text(
+        f"""
+[site]
+base_url = "https://papers.example.org/"
+timezone = "Asia/Seoul"
+[digests]
+inbox = "inbox"
+[feed]
+output = "public"
+[smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+connections = {connections}
+retry_base_seconds = 0.01
+max_attempts = 3
+timeout = 5.0
+[subscribers]
+file = "subs.csv"
+[schedule]
+poll_seconds = 0.2
+send_on_arrival = true
+max_age_days = 2
+[state]
+database = "state.sqlite3"
+""",
+        encoding="utf-8",
+    )
+    return load_config(tmp / "config.toml")
+
+
+class Run:
+    """A `publisher run` subprocess whose log is collected in a file."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.log = cfg.root / f"run-{time.monotonic_ns()}.log"
+        self.fh = self.log.open("wb")
+        env = {**os.environ, "PUBLISHER_SECRET": SECRET}
+        cmd = [sys.executable, "-m", "publisher.cli", "run", "--config", str(cfg.path)]
+        self.proc = subprocess.Popen(cmd, stdout=self.fh, stderr=subprocess.STDOUT, env=env)
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for(self, what: str, cond: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"publisher run exited while waiting for {what}:\n{self.text()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}:\n{self.text()}")
+            time.sleep(0.05)
+
+    def ticks(self, cfg: Config) -> str | None:
+        with Store.open(cfg) as store:
+            return store.get_meta("run:last_tick")
+
+    def terminate(self, timeout: float = 10) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.fh.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.fh.close()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Recorder, int]]:
+    recorder = Recorder()
+    controller = start_server(recorder)
+    try:
+        yield recorder, controller.port
+    finally:
+        controller.stop()
+
+
+def total(recorder: Recorder) -> int:
+    return sum(recorder.received().values())
+
+
+def test_new_digest_is_published_once_and_not_again_after_restart(
+    tmp_path: Path, server: tuple[Recorder, int]
+) -> None:
+    recorder, port = server
+    cfg = project(tmp_path, port)
+    run = Run(cfg)
+    try:
+        run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
+        write_digest(cfg.digests.inbox, today(), digest_text(today(), n=3))
+        run.wait_for("3 emails", lambda: total(recorder) == 3)
+        feed = feedparser.parse(str(cfg.feed.output / "feed.xml"))
+        assert feed.bozo == 0 and len(feed.entries) == 1
+        assert today().isoformat() in feed.entries[0].title
+        assert (cfg.feed.output / f"{today():%Y/%m/%d}" / "index.html").is_file()
+        msg = email.message_from_bytes(recorder.messages[0][1], policy=email.policy.default)
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert today().isoformat() in msg["Subject"]
+    finally:
+        assert run.terminate() == 0
+    assert sorted(recorder.received()) == [f"r{i}@example.com" for i in range(3)]
+
+    # A restart sees the same digest, published: it sends nothing again.
+    first_tick = Run(cfg)
+    try:
+        before = first_tick.ticks(cfg)
+        first_tick.wait_for("a tick after the restart", lambda: first_tick.ticks(cfg) != before)
+        time.sleep(0.5)  # a few more poll intervals
+    finally:
+        assert first_tick.terminate() == 0
+    assert total(recorder) == 3
+
+    # An edit after the email went out updates the feed entry only.
+    path = write_digest(cfg.digests.inbox, today(), digest_text(today(), n=4))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    edit = Run(cfg)
+    try:
+        edit.wait_for(
+            "the feed to show the edit",
+            lambda: "changed: feed entry and page updated" in edit.text(),
+        )
+        time.sleep(0.5)
+    finally:
+        assert edit.terminate() == 0
+    assert total(recorder) == 3
+    atom = feedparser.parse(str(cfg.feed.output / "atom.xml"))
+    assert atom.bozo == 0 and len(atom.entries) == 1
+    assert atom.entries[0].updated_parsed > atom.entries[0].published_parsed
+
+
+def test_malformed_digest_is_reported_and_the_next_good_one_still_goes_out(
+    tmp_path: Path, server: tuple[Recorder, int]
+) -> None:
+    recorder, port = server
+    cfg = project(tmp_path, port, subscribers=2)
+    bad = cfg.digests.inbox / "notes.md"
+    bad.write_text("# not a digest\n\njust notes\n", encoding="utf-8")
+    old = today() - dt.timedelta(days=30)
+    write_digest(cfg.digests.inbox, old)  # an old digest joins the archive but is never mailed
+    run = Run(cfg)
+    try:
+        run.wait_for("the bad file reported", lambda: f"{bad}:1: not a digest" in run.text())
+        yesterday = today() - dt.timedelta(days=1)
+        write_digest(cfg.digests.inbox, yesterday)
+        run.wait_for("2 emails", lambda: total(recorder) == 2)
+        time.sleep(0.5)
+    finally:
+        assert run.terminate() == 0
+    assert run.text().count("not a digest") == 1  # reported once, not on every poll
+    assert total(recorder) == 2
+    subjects = {
+        email.message_from_bytes(raw, policy=email.policy.default)["Subject"]
+        for _, raw in recorder.messages
+    }
+    assert all(yesterday.isoformat() in s for s in subjects)
+    status = subprocess.run(
+        [sys.executable, "-m", "publisher.cli", "status", "--config", str(cfg.path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"{bad}:1: not a digest" in status.stdout
+    assert f"{yesterday}  in feed  email sent: 2 sent, 0 failed" in status.stdout
+    assert f"{old}  in feed  email not sent" in status.stdout
+    assert "1 older than [schedule] max_age_days = 2 are not emailed" in status.stdout
+
+
+def test_kill_9_mid_send_then_restart_completes_with_nothing_lost(
+    tmp_path: Path, server: tuple[Recorder, int]
+) -> None:
+    recorder, port = server
+    n, connections = 1500, 2
+    cfg = project(tmp_path, port, subscribers=n, connections=connections)
+    run = Run(cfg)
+    run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
+    write_digest(cfg.digests.inbox, today())
+    run.wait_for("a third of the send", lambda: total(recorder) >= n // 3, timeout=60)
+    run.kill()
+    assert total(recorder) < n, "the send finished before it could be killed"
+    again = Run(cfg)
+    try:
+        again.wait_for("every subscriber", lambda: len(recorder.received()) == n, timeout=90)
+        again.wait_for("the send recorded", lambda: "every active subscriber" in again.text())
+    finally:
+        assert again.terminate() == 0
+    counts = recorder.received()
+    assert sum(c - 1 for c in counts.values()) <= connections
+
+
+def test_sigterm_mid_send_exits_0_quickly_with_the_ledger_consistent(
+    tmp_path: Path, server: tuple[Recorder, int]
+) -> None:
+    recorder, port = server
+    n = 1500
+    cfg = project(tmp_path, port, subscribers=n)
+    run = Run(cfg)
+    run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
+    write_digest(cfg.digests.inbox, today())
+    run.wait_for("the send under way", lambda: total(recorder) >= 100, timeout=60)
+    t0 = time.monotonic()
+    assert run.terminate(timeout=10) == 0
+    assert time.monotonic() - t0 < 5
+    arrived = recorder.received()
+    assert len(arrived) < n, "the send finished before SIGTERM"
+    with Store.open(cfg) as store:
+        counts = store.ledger_counts(today())
+        assert counts["sent"] == len(arrived)  # every accepted message is recorded, no more
+        assert store.get_publication(today()).email_status != "sent"
