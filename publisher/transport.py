@@ -102,6 +102,15 @@ def _rcpt_kind(code: int) -> Kind:
     return "bounce" if 500 <= code <= 599 else "transient"
 
 
+def _dot_stuff(message: bytes) -> bytes:
+    """RFC 5321 dot-stuffing, as smtplib.data() does it. Newsletter lines are base64 or headers
+    and almost never start with ".", so a find() (C speed) spares the regex, which costs ~250 us
+    on a 50 KB message: more than everything else publisher does per message together."""
+    if message.startswith(b".") or b"\n." in message:
+        return smtplib._quote_periods(message)
+    return message
+
+
 class SmtpTransport:
     """One SMTP connection, opened lazily, reused for `messages_per_connection` messages and
     dropped after any error so the next message starts on a fresh connection. Not thread-safe:
@@ -210,7 +219,7 @@ class SmtpTransport:
             conn.send(b".\r\n")
             conn.getreply()
             raise failure
-        body = smtplib._quote_periods(message)  # the same dot-stuffing smtplib.data() does
+        body = _dot_stuff(message)
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         conn.send(body + b".\r\n")

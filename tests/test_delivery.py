@@ -24,7 +24,7 @@ from publisher.config import Config, load_config
 from publisher.delivery import deliver
 from publisher.store import Store
 from publisher.subscribers import import_csv
-from publisher.transport import SmtpSetupError
+from publisher.transport import SmtpSettings, SmtpSetupError, SmtpTransport
 
 from .smtp_server import Recorder, self_signed_cert, start_server
 
@@ -296,3 +296,28 @@ def test_rate_limit_spaces_messages_across_workers() -> None:
     unlimited = Recording()
     RateLimiter(0).wait(unlimited)  # type: ignore[arg-type]
     assert unlimited.waits == []
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelining"])
+def test_lines_starting_with_a_dot_arrive_intact(
+    tmp_path: Path, recorder: Recorder, pipelining: bool
+) -> None:
+    # The pipelined path dot-stuffs by itself (with a fast path for messages that need none).
+    recorder.pipelining = pipelining
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port)
+        message = (
+            b"From: a@example.com\r\nTo: b@example.com\r\nSubject: dots\r\n\r\n"
+            b".leading dot\r\n..two dots\r\nmiddle . dot\r\n.\r\nend\r\n"
+        )
+        transport = SmtpTransport(SmtpSettings.from_config(cfg))
+        try:
+            assert transport.send("a@example.com", "b@example.com", message).startswith("250")
+            plain = message.split(b"\r\n\r\n")[0] + b"\r\n\r\nno line starts with a dot.\r\n"
+            transport.send("a@example.com", "c@example.com", plain)
+        finally:
+            transport.close()
+        assert [raw for _, raw in recorder.messages] == [message, plain]
+    finally:
+        server.stop()
