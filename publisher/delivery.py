@@ -6,11 +6,12 @@ iterator that reads the database a batch at a time; each worker owns one transpo
 SMTP connection, PIPELINING when offered) and builds each message on the fly with
 `build(email, name) -> bytes`. Memory stays flat: no list of subscribers or messages is built.
 
-Exactly-once, as far as SMTP allows: `sent` is committed to the ledger right after the server
-accepts a message and before that worker takes the next (group commit across workers). A kill -9
-at any moment therefore loses nothing, and a re-run sends only what is not yet `sent`; the only
-duplicates are the messages accepted but not yet recorded at the crash, at most one per
-connection.
+Exactly-once, as far as SMTP allows: when the server accepts a message, its `sent` row goes to
+a ledger-writer thread that commits whatever is waiting in one transaction, while the worker
+goes on with the next message; the worker sends that next message's final "." (the point where
+the server may accept it) only once the previous one is committed. A kill -9 at any moment
+therefore loses nothing, and a re-run sends only what is not yet `sent`; the only duplicates
+are the messages accepted but not yet recorded at the crash, at most one per connection.
 
 Failures: transient ones (4xx, timeouts, dropped connections) are retried on a fresh connection
 with exponential backoff (`retry_base_seconds` x 2^n) up to `max_attempts`, then marked failed
@@ -234,20 +235,35 @@ def deliver(
     stop = threading.Event()
     tally = _Tally()
     limiter = RateLimiter(cfg.smtp.rate_limit)
-    ledger = _GroupCommit(store)
+    ledger = _LedgerWriter(store)
     progress.start(total)
 
     def worker() -> None:
         transport = factory()
+        last = 0  # ledger ticket of this worker's last accepted message
         try:
-            while not stop.is_set():
-                entry = feed.next()
-                if entry is None:
-                    return
-                _deliver_one(
-                    cfg, store, ledger, transport, sender, build, entry, tally, limiter, stop
+            entry = feed.next()
+            while entry is not None and not stop.is_set():
+                # The next entry is taken early so a pipelining connection can announce it;
+                # if the send stops first it simply stays queued in the ledger.
+                upcoming = feed.next()
+                ticket = _deliver_one(
+                    cfg,
+                    store,
+                    transport,
+                    sender,
+                    build,
+                    entry,
+                    tally,
+                    limiter,
+                    stop,
+                    ledger,
+                    ready=lambda t=last: ledger.wait(t),
+                    next_recipient=upcoming.email if upcoming is not None else None,
                 )
+                last = ticket or last
                 progress.update(tally.sent, tally.failed)
+                entry = upcoming
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             with tally.lock:
                 tally.fatal = tally.fatal or exc
@@ -274,11 +290,13 @@ def deliver(
             t.join()
         raise
     finally:
-        ledger.close()
+        ledger.close()  # commits every accepted message before anything else happens
         progress.update(tally.sent, tally.failed)
         progress.finish()
     if tally.fatal is not None:
         raise tally.fatal
+    if ledger.error is not None:
+        raise ledger.error
     unsent = store.unsent_active(digest_date)
     counts = store.ledger_counts(digest_date)
     store.update_publication(
@@ -314,49 +332,69 @@ class _Feed:
             return next(self.entries, None)
 
 
-class _GroupCommit:
-    """Record `sent` in the ledger, committed before the worker sends its next message.
-
-    That order is the duplicate bound after kill -9: at most one accepted-but-unrecorded
-    message per connection. Group commit keeps it cheap: whichever worker finds no commit
-    running commits everything pending (its own and others'), the rest wait for it. One
-    long-lived connection, one transaction per group, no extra thread.
-    """
+class _LedgerWriter:
+    """Commits `sent` rows on its own thread: each commit takes everything submitted meanwhile,
+    in one transaction on one long-lived connection. Workers do not wait for their own row;
+    they wait (`wait(ticket)`) only before letting the server accept their next message."""
 
     def __init__(self, store: Store) -> None:
         self.recorder: SentRecorder = store.sent_recorder()
-        self.cond = threading.Condition()
+        lock = threading.Lock()
+        self.work = threading.Condition(lock)  # rows submitted, or closing
+        self.committed = threading.Condition(lock)  # `done` moved, or an error
         self.pending: list[tuple[int, str, int]] = []
-        self.gen = 1  # the generation the pending rows will be committed as
-        self.done = 0  # the last generation committed
-        self.busy = False
+        self.submitted = 0  # tickets handed out: row n of this run has ticket n
+        self.done = 0  # every ticket <= done is committed
+        self.closing = False
         self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ledger", daemon=True)
+        self.thread.start()
 
-    def sent(self, entry_id: int, reply: str, attempts: int) -> None:
-        with self.cond:
+    def submit(self, entry_id: int, reply: str, attempts: int) -> int:
+        with self.work:
+            if self.error is not None:
+                raise self.error
             self.pending.append((entry_id, reply, attempts))
-            mine = self.gen
-            while self.done < mine:
-                if self.busy:
-                    self.cond.wait()
-                    continue
-                self.busy = True
-                batch, self.pending = self.pending, []
-                gen, self.gen = self.gen, self.gen + 1
-                self.cond.release()
-                try:
-                    self.recorder.record(batch)
-                except BaseException as exc:  # noqa: BLE001 - raised in every waiter below
-                    self.error = exc
-                finally:
-                    self.cond.acquire()
-                    self.busy = False
-                    self.done = gen
-                    self.cond.notify_all()
+            self.submitted += 1
+            self.work.notify()
+            return self.submitted
+
+    def wait(self, ticket: int) -> None:
+        """Return once the row with `ticket` (0: none) is committed; raise if committing failed."""
+        with self.committed:
+            while self.done < ticket and self.error is None:
+                self.committed.wait()
             if self.error is not None:
                 raise self.error
 
+    def _run(self) -> None:
+        with self.work:
+            while True:
+                while not self.pending and not self.closing:
+                    self.work.wait()
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+                upto = self.submitted
+                self.work.release()
+                try:
+                    self.recorder.record(batch)
+                except BaseException as exc:  # noqa: BLE001 - raised in every waiter
+                    self.error = exc
+                finally:
+                    self.work.acquire()
+                if self.error is None:
+                    self.done = upto
+                self.committed.notify_all()
+                if self.error is not None:
+                    return
+
     def close(self) -> None:
+        """Commit what is submitted, stop the thread; `error` says if a commit failed."""
+        with self.work:
+            self.closing = True
+            self.work.notify()
+        self.thread.join()
         self.recorder.close()
 
 
@@ -367,7 +405,6 @@ def _utcnow() -> dt.datetime:
 def _deliver_one(
     cfg: Config,
     store: Store,
-    ledger: _GroupCommit,
     transport: Transport,
     sender: str,
     build: Builder,
@@ -375,8 +412,14 @@ def _deliver_one(
     tally: _Tally,
     limiter: RateLimiter,
     stop: threading.Event,
-) -> None:
-    """Send one message with retries and record the outcome in the ledger."""
+    ledger: _LedgerWriter,
+    *,
+    ready: Callable[[], None],
+    next_recipient: str | None,
+) -> int | None:
+    """Send one message with retries and record the outcome in the ledger; return the ledger
+    ticket of a `sent` row (None if the message failed). `ready` and `next_recipient` go to
+    the transport (see Transport.send)."""
     message = build(entry.email, entry.name)
     max_attempts = max(cfg.smtp.max_attempts, 1)
     attempt = 0
@@ -384,7 +427,9 @@ def _deliver_one(
         attempt += 1
         limiter.wait(stop)
         try:
-            reply = transport.send(sender, entry.email, message)
+            reply = transport.send(
+                sender, entry.email, message, next_recipient=next_recipient, ready=ready
+            )
         except DeliveryError as exc:
             if exc.kind == "transient" and attempt < max_attempts and not stop.is_set():
                 with tally.lock:
@@ -403,11 +448,11 @@ def _deliver_one(
                 tally.failed += 1
                 tally.attempted += 1
                 tally.bounced += bounced
-            return
+            return None
         except SmtpSetupError:
             raise
-        ledger.sent(entry.id, reply, attempt)
+        ticket = ledger.submit(entry.id, reply, attempt)
         with tally.lock:
             tally.sent += 1
             tally.attempted += 1
-        return
+        return ticket

@@ -61,9 +61,11 @@ class Recorder:
         self.defer_data: dict[str, int] = {}
         self.drop_data: dict[str, int] = {}
         self.pipelining = False  # advertise PIPELINING (aiosmtpd handles it, but is silent)
+        self.sessions = 0  # EHLOs seen: how many connections a client opened
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201
         session.host_name = hostname
+        self.sessions += 1
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
         return responses

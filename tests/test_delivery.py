@@ -24,7 +24,7 @@ from publisher.config import Config, load_config
 from publisher.delivery import deliver
 from publisher.store import Store
 from publisher.subscribers import import_csv
-from publisher.transport import SmtpSettings, SmtpSetupError, SmtpTransport
+from publisher.transport import DeliveryError, SmtpSettings, SmtpSetupError, SmtpTransport
 
 from .smtp_server import Recorder, self_signed_cert, start_server
 
@@ -319,5 +319,134 @@ def test_lines_starting_with_a_dot_arrive_intact(
         finally:
             transport.close()
         assert [raw for _, raw in recorder.messages] == [message, plain]
+    finally:
+        server.stop()
+
+
+def plain_message(rcpt: str) -> bytes:
+    return f"From: a@example.com\r\nTo: {rcpt}\r\nSubject: hi\r\n\r\nhello {rcpt}\r\n".encode()
+
+
+def pipelining_transport(tmp_path: Path, recorder: Recorder) -> tuple[object, SmtpTransport]:
+    recorder.pipelining = True
+    server = start_server(recorder)
+    cfg = write_config(tmp_path, server.port, messages_per_connection=10)
+    return server, SmtpTransport(SmtpSettings.from_config(cfg))
+
+
+def test_pipelined_next_envelope_refused_keeps_the_connection(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    # b@'s MAIL/RCPT/DATA go out with a@'s final "."; its 550 must land on b@, not on a@.
+    server, transport = pipelining_transport(tmp_path, recorder)
+    recorder.refuse_rcpt.add("b@example.com")
+    try:
+        first = transport.send(
+            "s@example.com",
+            "a@example.com",
+            plain_message("a@example.com"),
+            next_recipient="b@example.com",
+        )
+        assert first.startswith("250")
+        with pytest.raises(DeliveryError) as refused:
+            transport.send(
+                "s@example.com",
+                "b@example.com",
+                plain_message("b@example.com"),
+                next_recipient="c@example.com",
+            )
+        assert refused.value.kind == "bounce" and refused.value.reply.startswith("550")
+        assert transport.send(
+            "s@example.com", "c@example.com", plain_message("c@example.com")
+        ).startswith("250")
+        transport.close()
+        assert recorder.received() == {"a@example.com": 1, "c@example.com": 1}
+        assert [raw for _, raw in recorder.messages] == [
+            plain_message("a@example.com"),
+            plain_message("c@example.com"),
+        ]
+        assert recorder.sessions == 1  # RSET after the refusal, not a new connection
+    finally:
+        server.stop()
+
+
+def test_pipelined_451_on_first_while_second_is_announced(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    server, transport = pipelining_transport(tmp_path, recorder)
+    recorder.defer_data["a@example.com"] = 1
+    recorder.defer_data["c@example.com"] = 1
+    try:
+        # a@'s 451 is a@'s, though b@'s envelope was already sent behind it.
+        with pytest.raises(DeliveryError) as deferred:
+            transport.send(
+                "s@example.com",
+                "a@example.com",
+                plain_message("a@example.com"),
+                next_recipient="b@example.com",
+            )
+        assert deferred.value.kind == "transient" and deferred.value.reply.startswith("451")
+        # Moving on to the announced b@ uses the same connection.
+        transport.send(
+            "s@example.com",
+            "b@example.com",
+            plain_message("b@example.com"),
+            next_recipient="c@example.com",
+        )
+        assert recorder.sessions == 1
+        with pytest.raises(DeliveryError):
+            transport.send(
+                "s@example.com",
+                "c@example.com",
+                plain_message("c@example.com"),
+                next_recipient="d@example.com",
+            )
+        # Retrying c@ while d@'s DATA is open: only a new connection aborts d@ safely.
+        transport.send("s@example.com", "c@example.com", plain_message("c@example.com"))
+        transport.send("s@example.com", "a@example.com", plain_message("a@example.com"))
+        transport.close()
+        assert recorder.sessions == 2
+        assert recorder.received() == {"a@example.com": 1, "b@example.com": 1, "c@example.com": 1}
+        assert all(raw == plain_message(rcpt) for rcpt, raw in recorder.messages)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelining"])
+def test_no_message_is_accepted_before_ready_returns(
+    tmp_path: Path, recorder: Recorder, pipelining: bool
+) -> None:
+    # `ready` is where delivery waits for the previous message's ledger commit; if that fails,
+    # the server must not have accepted this message (else a crash could duplicate two).
+    recorder.pipelining = pipelining
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port)
+        transport = SmtpTransport(SmtpSettings.from_config(cfg))
+        seen: list[int] = []
+
+        def ledger_down() -> None:
+            seen.append(len(recorder.messages))
+            raise RuntimeError("ledger down")
+
+        with pytest.raises(RuntimeError, match="ledger down"):
+            transport.send(
+                "s@example.com",
+                "a@example.com",
+                plain_message("a@example.com"),
+                next_recipient="b@example.com",
+                ready=ledger_down,
+            )
+        assert seen == [0]
+        # The half-sent message was abandoned with its connection; the transport still works.
+        transport.send(
+            "s@example.com",
+            "b@example.com",
+            plain_message("b@example.com"),
+            ready=lambda: seen.append(len(recorder.messages)),
+        )
+        transport.close()
+        assert seen == [0, 0]
+        assert recorder.received() == {"b@example.com": 1}
     finally:
         server.stop()
