@@ -35,6 +35,7 @@ from .store import LedgerEntry, SentRecorder, Store
 from .transport import (
     DeliveryError,
     SmtpSetupError,
+    SmtpUnreachable,
     Transport,
     envelope_sender,
     make_transport_factory,
@@ -437,6 +438,13 @@ def _deliver_one(
                 stop.wait(cfg.smtp.retry_base_seconds * 2 ** (attempt - 1))
                 if not stop.is_set():
                     continue
+            if exc.connect:
+                # The server is down, not this message: stop the whole send instead of failing
+                # every reader in turn; what is not sent stays queued for the next run.
+                raise SmtpUnreachable(
+                    f"{exc.reply} (after {attempt} attempts); nothing was marked failed, "
+                    "the send resumes on the next run"
+                ) from None
             final = exc.kind != "transient"
             store.mark_failed(entry.id, exc.reply, final=final, attempts=attempt)
             bounced = False

@@ -32,14 +32,20 @@ Kind = Literal["transient", "permanent", "bounce"]
 class DeliveryError(Exception):
     """One message was not delivered; `kind` says whether retrying can help."""
 
-    def __init__(self, kind: Kind, reply: str) -> None:
+    def __init__(self, kind: Kind, reply: str, *, connect: bool = False) -> None:
         super().__init__(reply)
         self.kind: Kind = kind
         self.reply = reply
+        self.connect = connect  # no connection could be made: the server, not the message
 
 
 class SmtpSetupError(PublisherError):
     """The SMTP server cannot be used at all (TLS, login, configuration)."""
+
+
+class SmtpUnreachable(SmtpSetupError):
+    """No connection to the SMTP server after every attempt: an outage. Nothing is marked
+    failed; the messages stay queued for the next run."""
 
 
 Ready = Callable[[], None]
@@ -210,7 +216,9 @@ class SmtpTransport:
             reply = _reply(exc.smtp_code, exc.smtp_error)
             raise DeliveryError(_kind(exc.smtp_code), reply) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError("transient", f"cannot connect to {where}: {exc}") from None
+            raise DeliveryError(
+                "transient", f"cannot connect to {where}: {exc}", connect=True
+            ) from None
         return conn
 
     def send(

@@ -252,3 +252,38 @@ def test_sigterm_mid_send_exits_0_quickly_with_the_ledger_consistent(
         counts = store.ledger_counts(today())
         assert counts["sent"] == len(arrived)  # every accepted message is recorded, no more
         assert store.get_publication(today()).email_status != "sent"
+
+
+def test_smtp_outage_leaves_the_send_pending_and_a_later_tick_completes_it(
+    tmp_path: Path,
+) -> None:
+    from publisher.scheduler import tick
+    from publisher.store import QUEUED
+
+    from .smtp_server import free_port
+
+    port = free_port()  # nothing listens here yet: the outage
+    cfg = project(tmp_path, port, subscribers=5)
+    write_digest(cfg.digests.inbox, today())
+    with Store.open(cfg) as store:
+        report = tick(cfg, store, secret=SECRET.encode())
+        assert report.sent == []
+        assert [d for d, _ in report.pending] == [today()]
+        assert report.pending[0][1].startswith("send failed: ")
+        assert "nothing was marked failed" in report.pending[0][1]
+        counts = store.ledger_counts(today())
+        assert counts.get("failed", 0) == 0 and counts[QUEUED] == 5  # nothing lost or failed
+        assert store.get_publication(today()).email_status != "sent"
+
+        recorder = Recorder()
+        from aiosmtpd.controller import Controller
+
+        controller = Controller(recorder, hostname="127.0.0.1", port=port)
+        controller.start()  # the server is back
+        try:
+            report = tick(cfg, store, secret=SECRET.encode())
+        finally:
+            controller.stop()
+        assert report.sent == [today()]
+        assert sorted(recorder.received()) == [f"r{i}@example.com" for i in range(5)]
+        assert store.get_publication(today()).email_status == "sent"
