@@ -45,6 +45,9 @@ def cli() -> None:
       publisher send --dry-run                preview the newest digest's email in ./preview
       publisher parse digests/2024/05/15.md   check that a digest parses
       publisher build                         write the feeds and the web archive
+      publisher run                           publish each new digest once, on schedule
+      publisher serve                         the archive, signup and one-click unsubscribe
+      publisher status                        what was published, what is pending
     """
 
 
