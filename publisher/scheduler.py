@@ -88,8 +88,9 @@ def tick(
     report.problems = [str(p) for p in build.problems]
     store.set_meta(META_PROBLEMS, json.dumps(report.problems, ensure_ascii=False))
 
+    known = {pub.digest_date: pub for pub in store.list_publications()}  # one query a tick
     for day in build.built:
-        pub = store.get_publication(day.date)
+        pub = known.get(day.date)
         if pub is None:
             store.record_publication(day.date, day.source, day.sha)
             store.update_publication(day.date, feed_built_at=now.replace(tzinfo=None))
@@ -104,7 +105,9 @@ def tick(
     for day in sorted(build.built, key=lambda d: d.date):
         if stop is not None and stop.is_set():
             break
-        pub = store.get_publication(day.date)
+        pub = known.get(day.date)
+        if pub is None or day.date in report.edited:
+            pub = store.get_publication(day.date)  # new or edited this tick: read it back
         if pub is None or pub.email_status == "sent":
             continue
         due = email_due(cfg, day.date, _arrived(day.source, _utc(pub.created_at), now), now)
