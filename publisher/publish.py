@@ -17,6 +17,7 @@ from .digest import Digest, find_digests, parse_file
 from .errors import PublisherError
 from .mailer import MessageFactory
 from .newsletter import render_newsletter
+from .site import digest_sha
 from .store import Store
 from .subscribers import import_csv
 from .tokens import secret_from_env
@@ -64,7 +65,9 @@ def send_digest(
     sync_subscribers(cfg, store, log)
     factory = MessageFactory(render_newsletter(digest, cfg), cfg, secret)
     if store.get_publication(digest.date) is None:
-        store.record_publication(digest.date, digest.source, "")
+        # The same source and hash the scheduler records, so it does not take this for an edit.
+        source = str(Path(digest.source).resolve())
+        store.record_publication(digest.date, source, digest_sha(digest))
     return deliver(
         cfg,
         store,

@@ -287,3 +287,35 @@ def test_smtp_outage_leaves_the_send_pending_and_a_later_tick_completes_it(
         assert report.sent == [today()]
         assert sorted(recorder.received()) == [f"r{i}@example.com" for i in range(5)]
         assert store.get_publication(today()).email_status == "sent"
+
+
+def test_a_manual_send_is_not_taken_for_an_edit_by_the_scheduler(
+    tmp_path: Path, server: tuple[Recorder, int]
+) -> None:
+    from publisher.scheduler import tick
+
+    recorder, port = server
+    cfg = project(tmp_path, port, subscribers=2)
+    path = write_digest(cfg.digests.inbox, today())
+    env = {**os.environ, "PUBLISHER_SECRET": SECRET}
+    sent = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "publisher.cli",
+            "send",
+            "--config",
+            str(cfg.path),
+            "--digest",
+            os.path.relpath(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert sent.returncode == 0, sent.stderr
+    with Store.open(cfg) as store:
+        report = tick(cfg, store, secret=SECRET.encode())
+    assert report.edited == [] and report.new == [] and report.sent == []
+    assert total(recorder) == 2
