@@ -169,7 +169,7 @@ def _sent_params(rows: Iterable[tuple[int, str, int]]) -> list[dict[str, Any]]:
 
 
 class SentRecorder:
-    """Records accepted messages on one connection; one thread only. Each call commits."""
+    """Records accepted messages on one connection; one thread at a time. Each call commits."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.conn = engine.connect()
@@ -743,7 +743,7 @@ class Store:
                 conn.execute(_MARK_SENT, params)
 
     def sent_recorder(self) -> SentRecorder:
-        """A `mark_sent_many` on one long-lived connection, for a single writer thread
+        """A `mark_sent_many` on one long-lived connection, used by one thread at a time
         (checking a connection out of the pool per batch costs more than the UPDATE)."""
         return SentRecorder(self.engine)
 
