@@ -34,7 +34,7 @@ from .newsletter import (
     one_line,
 )
 from .site import base_url
-from .tokens import sign
+from .tokens import Signer
 
 CRLF = b"\r\n"
 _B64_LINE = 57  # raw bytes per 76-character base64 line (RFC 2045)
@@ -197,7 +197,7 @@ class MessageFactory:
     def __init__(self, newsletter: Newsletter, cfg: Config, secret: bytes) -> None:
         self.newsletter = newsletter
         self.cfg = cfg
-        self._secret = secret
+        self._unsubscribe_signer = Signer(secret, "unsubscribe")
         self.domain = sender_domain(cfg)
         from_name, from_addr = parseaddr(one_line(cfg.email.from_))
         self._unsub_base = unsubscribe_url(cfg, "")
@@ -251,7 +251,7 @@ class MessageFactory:
         return self._date
 
     def unsubscribe_url(self, email: str) -> str:
-        return self._unsub_base + sign(self._secret, "unsubscribe", email)
+        return self._unsub_base + self._unsubscribe_signer.sign(email)
 
     def build(self, email: str, name: str = "") -> bytes:
         """The complete message for one reader, CRLF line endings, DKIM-signed if configured."""

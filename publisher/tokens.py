@@ -45,6 +45,25 @@ def sign(secret: bytes, purpose: str, subject: str) -> str:
     return f"{_b64(subject.encode())}.{_b64(_mac(secret, purpose, subject))}"
 
 
+class Signer:
+    """`sign(secret, purpose, subject)` for many subjects: the HMAC keyed with the secret and fed
+    the purpose is set up once and copied per token (a fresh hmac.new per reader was a tenth of
+    the per-message work of a send). Tokens are identical to `sign`'s."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, secret: bytes, purpose: str) -> None:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        self._prefix = hmac.new(secret, f"{purpose}\x00".encode(), hashlib.sha256)
+
+    def sign(self, subject: str) -> str:
+        raw = subject.encode()
+        mac = self._prefix.copy()
+        mac.update(raw)
+        return f"{_b64(raw)}.{_b64(mac.digest()[:16])}"
+
+
 def verify(secret: bytes, token: str, purpose: str) -> str:
     """The subject named by a valid token for `purpose`; TokenError otherwise."""
     try:

@@ -35,7 +35,7 @@ from publisher.mailer import (
 )
 from publisher.newsletter import PLACEHOLDERS, Newsletter, render_newsletter
 from publisher.site import day_url
-from publisher.tokens import verify
+from publisher.tokens import Signer, sign, verify
 
 from .conftest import CORPUS, FIXTURES, ROOT, corpus_files, needs_corpus
 
@@ -475,3 +475,14 @@ def test_text_part_is_real_text(cfg: Config, sample_newsletter: Newsletter) -> N
                    "- **What's New**: a *bold* claim\n  - (1) nested\n")  # fmt: skip
     nl = render_newsletter(digest, cfg)
     assert " - What's New: a bold claim\n    - (1) nested\n" in nl.text
+
+
+@pytest.mark.parametrize("subject", ["ada@example.com", "읽는이@예시.한국", ""])
+def test_signer_makes_the_same_tokens_as_sign(subject: str) -> None:
+    # MessageFactory signs every unsubscribe link with a Signer; the web server checks them
+    # with verify(), which recomputes sign()'s HMAC.
+    for secret in (b"s", b"a much longer secret " * 8):
+        token = Signer(secret, "unsubscribe").sign(subject)
+        assert token == sign(secret, "unsubscribe", subject)
+        assert verify(secret, token, "unsubscribe") == subject
+        assert Signer(secret, "confirm").sign(subject) != token
