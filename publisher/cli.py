@@ -245,7 +245,7 @@ def subscribers() -> None:
 )
 def subscribers_add(config_path: Path, email: str, name: str, resubscribe: bool) -> None:
     """Add EMAIL as an active subscriber (not touched by later CSV imports)."""
-    from .store import ACTIVE, Store
+    from .state import ACTIVE, Store
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -267,7 +267,7 @@ def subscribers_add(config_path: Path, email: str, name: str, resubscribe: bool)
 @click.argument("email")
 def subscribers_remove(config_path: Path, email: str) -> None:
     """Unsubscribe EMAIL for good: it is not mailed again, even if the CSV still lists it."""
-    from .store import Store
+    from .state import Store
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -288,7 +288,7 @@ def subscribers_import(config_path: Path, file: Path | None) -> None:
     from it become "removed". Another FILE only adds. Invalid rows are reported as file:line
     and skipped; the exit status is 1 if there were any.
     """
-    from .store import Store
+    from .state import Store
     from .subscribers import import_csv
 
     cfg = get_config(config_path)
@@ -306,7 +306,7 @@ def subscribers_import(config_path: Path, file: Path | None) -> None:
 @click.option("--status", default=None, help="Only subscribers with this status.")
 def subscribers_export(config_path: Path, status: str | None) -> None:
     """Write every subscriber as CSV to stdout (email, name, status, source, ...)."""
-    from .store import Store
+    from .state import Store
     from .subscribers import export_csv
 
     cfg = get_config(config_path)
@@ -320,7 +320,7 @@ def subscribers_export(config_path: Path, status: str | None) -> None:
 @click.option("--counts", "counts_only", is_flag=True, help="Only the counts by status.")
 def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -> None:
     """List subscribers (address, status, source, name), then the counts by status."""
-    from .store import Store
+    from .state import Store
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -373,7 +373,7 @@ def status(config_path: Path, limit: int) -> None:
       publisher status --config /srv/publisher/config.toml
     """
     from .scheduler import status_lines
-    from .store import Store
+    from .state import Store
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -384,7 +384,7 @@ def status(config_path: Path, limit: int) -> None:
 def _send_for_real(cfg: Config, digest_path: Path | None, retry_failed: bool) -> None:
     from .delivery import default_progress
     from .publish import newest_digest, send_digest
-    from .store import Store
+    from .state import Store
 
     digest = parse_file(digest_path or newest_digest(cfg))
     with Store.open(cfg) as store:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .config import Config
-from .store import LedgerEntry, SentRecorder, Store
+from .state import LedgerEntry, SentRecorder, Store
 from .transport import (
     DeliveryError,
     SmtpSetupError,

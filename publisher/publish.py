@@ -18,7 +18,7 @@ from .errors import PublisherError
 from .mailer import MessageFactory
 from .newsletter import render_newsletter
 from .site import digest_sha
-from .store import Store
+from .state import Store
 from .subscribers import import_csv
 from .tokens import secret_from_env
 

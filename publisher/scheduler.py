@@ -38,7 +38,7 @@ from .errors import PublisherError
 from .policy import email_due, next_send_moment, send_time, too_old
 from .publish import send_digest
 from .site import build_site
-from .store import Store
+from .state import Store
 
 log = logging.getLogger("publisher.run")
 

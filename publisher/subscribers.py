@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import PublisherError
-from .store import InvalidAddress, Store, normalize_email
+from .state import InvalidAddress, Store, normalize_email
 
 BATCH = 1000
 

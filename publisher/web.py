@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -40,12 +39,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from . import store as st
+from . import state as st
 from .config import Config
 from .i18n import strings
 from .mailer import unsubscribe_url as mailer_unsubscribe_url
 from .site import ATOM_FILE, RSS_FILE, base_url
-from .store import InvalidAddress, Store, normalize_email
+from .state import InvalidAddress, Store, normalize_email
 from .templating import jinja_env
 from .tokens import TokenError, sign, verify
 from .web_mail import MailError, send_confirmation
@@ -385,7 +384,7 @@ class WebSide:
         email = self._subject(request.path_params["token"], ("manage", "unsubscribe"))
         if email is None:
             return self.bad_link()
-        data = await run_in_threadpool(stored_data, self.store, email)
+        data = await run_in_threadpool(self.store.stored_data, email)
         body = json.dumps(data, ensure_ascii=False, indent=2, default=_json_default)
         headers = dict(PRIVATE_HEADERS)
         headers["Content-Disposition"] = 'attachment; filename="subscription.json"'
@@ -394,34 +393,6 @@ class WebSide:
     async def not_found(self, request: Request, exc: Exception) -> Response:
         """404 in the site's look (missing pages, dotfiles, paths outside the archive)."""
         return self.message("404", self.t["bad_link_body"], status=404)
-
-
-def stored_data(store: Store, email: str) -> dict[str, Any]:
-    """Everything the database holds about one address: subscriber row, suppression, ledger."""
-    key = normalize_email(email)
-    with store.engine.connect() as conn:
-        sub = conn.execute(sa.select(st.subscribers).where(st.subscribers.c.email == key)).first()
-        sup = conn.execute(sa.select(st.suppressions).where(st.suppressions.c.email == key)).first()
-        rows = conn.execute(
-            sa.select(
-                st.ledger.c.digest_date,
-                st.ledger.c.status,
-                st.ledger.c.attempts,
-                st.ledger.c.last_reply,
-                st.ledger.c.updated_at,
-            )
-            .where(st.ledger.c.email == key)
-            .order_by(st.ledger.c.digest_date)
-        ).all()
-    subscriber = None
-    if sub is not None:
-        subscriber = {k: v for k, v in sub._mapping.items() if k not in ("id", "csv_run")}
-    return {
-        "email": key,
-        "subscriber": subscriber,
-        "suppression": dict(sup._mapping) if sup else None,
-        "sends": [dict(r._mapping) for r in rows],
-    }
 
 
 def _json_default(value: object) -> str:

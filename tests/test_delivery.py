@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from publisher.cli import cli
 from publisher.config import Config, load_config
 from publisher.delivery import deliver
-from publisher.store import Store
+from publisher.state import Store
 from publisher.subscribers import import_csv
 from publisher.transport import DeliveryError, SmtpSettings, SmtpSetupError, SmtpTransport
 

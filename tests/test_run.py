@@ -20,7 +20,7 @@ import feedparser
 import pytest
 
 from publisher.config import Config, load_config
-from publisher.store import Store
+from publisher.state import Store
 
 from .sitehelpers import digest_text, write_digest
 from .smtp_server import Recorder, start_server
@@ -258,7 +258,7 @@ def test_smtp_outage_leaves_the_send_pending_and_a_later_tick_completes_it(
     tmp_path: Path,
 ) -> None:
     from publisher.scheduler import tick
-    from publisher.store import QUEUED
+    from publisher.state import QUEUED
 
     from .smtp_server import free_port
 

@@ -10,7 +10,7 @@ import pytest
 
 from publisher.config import default_config
 from publisher.errors import PublisherError
-from publisher.store import InvalidAddress, Store
+from publisher.state import InvalidAddress, Store
 
 DAY = dt.date(2024, 5, 15)
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from publisher.cli import cli
 from publisher.config import load_config
-from publisher.store import Store
+from publisher.state import Store
 from publisher.subscribers import SubscriberFileError, import_csv
 
 

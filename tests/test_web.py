@@ -22,11 +22,11 @@ import pytest
 from aiosmtpd.smtp import AuthResult
 from click.testing import CliRunner
 
-from publisher import store as st
+from publisher import state as st
 from publisher.cli import cli
 from publisher.config import Config
 from publisher.i18n import strings
-from publisher.store import Store
+from publisher.state import Store
 from publisher.tokens import sign
 from publisher.web import create_app, manage_url, unsubscribe_url
 from publisher.web_mail import MailError, build_confirmation, send_confirmation

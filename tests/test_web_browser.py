@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from publisher.i18n import strings
-from publisher.store import PENDING, Store
+from publisher.state import PENDING, Store
 from publisher.web import create_app
 
 from .webhelpers import SECRET, live_server, smtp_server, web_config

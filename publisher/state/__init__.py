@@ -1,0 +1,78 @@
+"""The state database: subscribers, suppressions, the send ledger and publications.
+
+One module per concern, each a mixin over the shared engine (`schema.StoreBase`); `Store` is
+their sum, so callers keep one handle. The tables are in `schema` (not re-exported: the
+name `subscribers` is a module here).
+
+
+- `schema`: tables, statuses, the address key, the engine (SQLite pragmas);
+- `subscribers`: subscribers, the suppression list, the CSV sync's database half;
+- `ledger`: the send ledger and its group-commit recorder;
+- `publications`: what the scheduler has seen and emailed, and the meta key/value table.
+
+Quick tour::
+
+    store = Store.open(cfg)
+    sub, created = store.add_subscriber("ada@example.com", "Ada", status="active", source="web")
+    store.unsubscribe("ada@example.com")          # status unsubscribed + suppression
+    store.counts_by_status()                      # {"active": 3, "unsubscribed": 1, ...}
+    store.queue_pending(date(2024, 5, 15))        # one queued ledger row per active subscriber
+    for entry in store.pending_for(date(2024, 5, 15)):
+        store.mark_sent(entry.id, "250 OK")
+"""
+
+from __future__ import annotations
+
+from .ledger import LedgerEntry, LedgerMixin, SentRecorder
+from .publications import Publication, PublicationsMixin
+from .schema import (
+    ACTIVE,
+    BOUNCED,
+    EMAIL_STATUSES,
+    FAILED,
+    PENDING,
+    QUEUED,
+    REMOVED,
+    SENT,
+    SOURCES,
+    STATUSES,
+    UNSUBSCRIBED,
+    InvalidAddress,
+    StoreBase,
+    UnknownSubscriber,
+    normalize_email,
+)
+from .subscribers import Subscriber, SubscribersMixin
+
+
+class Store(SubscribersMixin, LedgerMixin, PublicationsMixin, StoreBase):
+    """The state database. Thread-safe: every method takes its own short transaction."""
+
+
+__all__ = [
+    "ACTIVE",
+    "BOUNCED",
+    "EMAIL_STATUSES",
+    "FAILED",
+    "PENDING",
+    "QUEUED",
+    "REMOVED",
+    "SENT",
+    "SOURCES",
+    "STATUSES",
+    "UNSUBSCRIBED",
+    "InvalidAddress",
+    "LedgerEntry",
+    "Publication",
+    "SentRecorder",
+    "Store",
+    "Subscriber",
+    "UnknownSubscriber",
+    "ledger",
+    "meta",
+    "metadata",
+    "normalize_email",
+    "publications",
+    "subscribers",
+    "suppressions",
+]

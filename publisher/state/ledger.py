@@ -1,0 +1,293 @@
+"""The send ledger: one row per (digest, subscriber), queued -> sent | failed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .schema import ACTIVE, FAILED, QUEUED, SENT, _key, _now, ledger, subscribers, suppressions
+
+_MARK_SENT = (
+    ledger.update()
+    .where(ledger.c.id == sa.bindparam("b_id"))
+    .values(
+        status=SENT,
+        attempts=ledger.c.attempts + sa.bindparam("b_attempts"),
+        last_reply=sa.bindparam("b_reply"),
+        final=False,
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+
+def _sent_params(rows: Iterable[tuple[int, str, int]]) -> list[dict[str, Any]]:
+    now = _now()
+    return [{"b_id": i, "b_reply": r[:500], "b_attempts": a, "b_now": now} for i, r, a in rows]
+
+
+class SentRecorder:
+    """Records accepted messages on one connection; one thread at a time. Each call commits.
+
+    The UPDATE is compiled once for the engine's dialect (so still portable SQL) and run with
+    the driver's executemany on a raw connection: SQLAlchemy's per-execute machinery cost
+    more than the UPDATE and COMMIT themselves, on the path each message's final "." waits on.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        dialect = engine.dialect
+        compiled = _MARK_SENT.compile(dialect=dialect)
+        self._sql = compiled.string
+        # name -> (fixed value or None, the dialect's conversion or None), by rendered name
+        self._binds = {
+            compiled.bind_names[bind]: (
+                None if bind.key.startswith("b_") else bind.value,
+                bind.type.dialect_impl(dialect).bind_processor(dialect),
+            )
+            for bind in compiled.binds.values()
+        }
+        self._order = list(compiled.positiontup or ()) if compiled.positional else None
+        self.conn = engine.raw_connection()
+
+    def _params(self, rows: Iterable[tuple[int, str, int]]) -> list[Any]:
+        out: list[Any] = []
+        for values in _sent_params(rows):
+            row = {}
+            for name, (fixed, process) in self._binds.items():
+                value = values[name] if fixed is None else fixed
+                row[name] = value if process is None else process(value)
+            out.append(row if self._order is None else [row[n] for n in self._order])
+        return out
+
+    def record(self, rows: Iterable[tuple[int, str, int]]) -> None:
+        params = self._params(rows)
+        if not params:
+            return
+        cursor = self.conn.cursor()
+        try:
+            cursor.executemany(self._sql, params)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One (digest, subscriber) row waiting to be sent; `name` comes from the subscriber."""
+
+    id: int
+    digest_date: dt.date
+    subscriber_id: int
+    email: str
+    name: str
+    status: str
+    attempts: int
+    last_reply: str
+
+
+class LedgerMixin:
+    engine: sa.Engine
+
+    # -- the ledger --------------------------------------------------------------------------
+
+    def _mailable(self) -> Any:
+        """Subscribers that may be mailed: active and not suppressed."""
+        return sa.and_(
+            subscribers.c.status == ACTIVE,
+            ~sa.exists().where(suppressions.c.email == subscribers.c.email),
+        )
+
+    def queue_pending(self, digest_date: dt.date) -> int:
+        """Add a queued ledger row for every mailable subscriber without one for this digest.
+
+        One INSERT ... SELECT: no subscriber list in memory. Returns the number of rows added.
+        """
+        now = _now()
+        sel = sa.select(
+            sa.literal(digest_date, sa.Date),
+            subscribers.c.id,
+            subscribers.c.email,
+            sa.literal(QUEUED),
+            sa.literal(0),
+            sa.literal(False),
+            sa.literal(""),
+            sa.literal(now, sa.DateTime),
+        ).where(
+            self._mailable(),
+            ~sa.exists().where(
+                ledger.c.digest_date == digest_date, ledger.c.email == subscribers.c.email
+            ),
+        )
+        ins = ledger.insert().from_select(
+            [
+                "digest_date",
+                "subscriber_id",
+                "email",
+                "status",
+                "attempts",
+                "final",
+                "last_reply",
+                "updated_at",
+            ],
+            sel,
+        )
+        with self.engine.begin() as conn:
+            res = conn.execute(ins)
+        return max(res.rowcount, 0)
+
+    @staticmethod
+    def _wanted(retry_failed: bool) -> Any:
+        wanted = ledger.c.status == QUEUED
+        if retry_failed:
+            wanted = sa.or_(wanted, sa.and_(ledger.c.status == FAILED, ~ledger.c.final))
+        return wanted
+
+    def count_pending(self, digest_date: dt.date, retry_failed: bool = False) -> int:
+        """How many rows `pending_for` would yield now."""
+        q = (
+            sa.select(sa.func.count())
+            .select_from(ledger.join(subscribers, subscribers.c.id == ledger.c.subscriber_id))
+            .where(ledger.c.digest_date == digest_date, self._wanted(retry_failed))
+            .where(self._mailable())
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def pending_for(
+        self, digest_date: dt.date, retry_failed: bool = False, batch: int = 1000
+    ) -> Iterator[LedgerEntry]:
+        """Ledger rows still to send for a digest, streamed by id in batches.
+
+        Queued rows, plus (with retry_failed) failed rows whose failure was not final; only for
+        subscribers who are still mailable right now.
+        """
+        wanted = self._wanted(retry_failed)
+        last = 0
+        while True:
+            q = (
+                sa.select(
+                    ledger.c.id,
+                    ledger.c.digest_date,
+                    ledger.c.subscriber_id,
+                    ledger.c.email,
+                    subscribers.c.name,
+                    ledger.c.status,
+                    ledger.c.attempts,
+                    ledger.c.last_reply,
+                )
+                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+                .where(ledger.c.digest_date == digest_date, ledger.c.id > last, wanted)
+                .where(self._mailable())
+                .order_by(ledger.c.id)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return
+            for r in rows:
+                yield LedgerEntry(
+                    id=r.id,
+                    digest_date=r.digest_date,
+                    subscriber_id=r.subscriber_id,
+                    email=r.email,
+                    name=r.name,
+                    status=r.status,
+                    attempts=r.attempts,
+                    last_reply=r.last_reply,
+                )
+            last = rows[-1].id
+
+    def mark_sent(self, entry_ids: int | Iterable[int], reply: str, attempts: int = 1) -> None:
+        """Record that the server accepted these messages (one id or a small batch), each after
+        `attempts` more attempts. Commits before returning: this is what makes resume exact."""
+        ids = [entry_ids] if isinstance(entry_ids, int) else list(entry_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                ledger.update()
+                .where(ledger.c.id.in_(ids))
+                .values(
+                    status=SENT,
+                    attempts=ledger.c.attempts + attempts,
+                    last_reply=reply[:500],
+                    final=False,
+                    updated_at=_now(),
+                )
+            )
+
+    def mark_sent_many(self, rows: Iterable[tuple[int, str, int]]) -> None:
+        """`mark_sent` for a batch of (entry id, reply, attempts), in one transaction."""
+        params = _sent_params(rows)
+        if params:
+            with self.engine.begin() as conn:
+                conn.execute(_MARK_SENT, params)
+
+    def sent_recorder(self) -> SentRecorder:
+        """A `mark_sent_many` on one long-lived connection, used by one thread at a time
+        (checking a connection out of the pool per batch costs more than the UPDATE)."""
+        return SentRecorder(self.engine)
+
+    def mark_failed(self, entry_id: int, reply: str, *, final: bool, attempts: int = 1) -> None:
+        """Record a failure after `attempts` more attempts; `final` (a 5xx) is never retried."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                ledger.update()
+                .where(ledger.c.id == entry_id)
+                .values(
+                    status=FAILED,
+                    final=final,
+                    attempts=ledger.c.attempts + attempts,
+                    last_reply=reply[:500],
+                    updated_at=_now(),
+                )
+            )
+
+    def ledger_counts(self, digest_date: dt.date) -> dict[str, int]:
+        """{queued, sent, failed} counts for a digest (zeros included)."""
+        counts = dict.fromkeys((QUEUED, SENT, FAILED), 0)
+        with self.engine.connect() as conn:
+            for status, n in conn.execute(
+                sa.select(ledger.c.status, sa.func.count())
+                .where(ledger.c.digest_date == digest_date)
+                .group_by(ledger.c.status)
+            ):
+                counts[status] = n
+        return counts
+
+    def unsent_active(self, digest_date: dt.date) -> int:
+        """Mailable subscribers that have no `sent` ledger row for this digest (0 = all done)."""
+        q = (
+            sa.select(sa.func.count())
+            .select_from(subscribers)
+            .where(
+                self._mailable(),
+                ~sa.exists().where(
+                    ledger.c.digest_date == digest_date,
+                    ledger.c.email == subscribers.c.email,
+                    ledger.c.status == SENT,
+                ),
+            )
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def ledger_entry(self, digest_date: dt.date, email: str) -> dict[str, Any] | None:
+        """The raw ledger row for (digest, address), for inspection and tests."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(ledger).where(
+                    ledger.c.digest_date == digest_date, ledger.c.email == _key(email)
+                )
+            ).first()
+        return dict(row._mapping) if row else None

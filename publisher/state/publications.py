@@ -1,0 +1,118 @@
+"""Publications (what the scheduler has seen and emailed) and the small key/value meta table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .schema import EMAIL_STATUSES, _now, meta, publications
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    digest_date: dt.date
+    source: str
+    content_hash: str
+    feed_built_at: dt.datetime | None
+    email_status: str
+    sent: int
+    failed: int
+    email_started_at: dt.datetime | None
+    email_finished_at: dt.datetime | None
+    created_at: dt.datetime | None = None  # when the digest was first seen
+
+
+def _publication(row: Any) -> Publication:
+    return Publication(
+        digest_date=row.digest_date,
+        source=row.source,
+        content_hash=row.content_hash,
+        feed_built_at=row.feed_built_at,
+        email_status=row.email_status,
+        sent=row.sent,
+        failed=row.failed,
+        email_started_at=row.email_started_at,
+        email_finished_at=row.email_finished_at,
+        created_at=row.created_at,
+    )
+
+
+class PublicationsMixin:
+    engine: sa.Engine
+
+    def get_meta(self, key: str) -> str | None:
+        """A small key/value setting kept in the database (e.g. the last imported CSV's hash)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            res = conn.execute(meta.update().where(meta.c.key == key).values(value=value))
+            if res.rowcount == 0:
+                conn.execute(meta.insert().values(key=key, value=value))
+
+    # -- publications (used by the scheduler) ------------------------------------------------
+
+    def get_publication(self, digest_date: dt.date) -> Publication | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(publications).where(publications.c.digest_date == digest_date)
+            ).first()
+        return None if row is None else _publication(row)
+
+    def list_publications(self, limit: int | None = None) -> list[Publication]:
+        """Publications, newest digest date first."""
+        query = sa.select(publications).order_by(publications.c.digest_date.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_publication(row) for row in conn.execute(query)]
+
+    def record_publication(self, digest_date: dt.date, source: str, content_hash: str) -> None:
+        """Create or update the publication row of a digest (source path and content hash)."""
+        now = _now()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                publications.update()
+                .where(publications.c.digest_date == digest_date)
+                .values(source=source, content_hash=content_hash, updated_at=now)
+            )
+            if res.rowcount == 0:
+                conn.execute(
+                    publications.insert().values(
+                        digest_date=digest_date,
+                        source=source,
+                        content_hash=content_hash,
+                        email_status="none",
+                        sent=0,
+                        failed=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+
+    def update_publication(self, digest_date: dt.date, **values: Any) -> None:
+        """Set columns of an existing publication row: feed_built_at, email_status, sent,
+        failed, email_started_at, email_finished_at."""
+        allowed = {
+            "feed_built_at",
+            "email_status",
+            "sent",
+            "failed",
+            "email_started_at",
+            "email_finished_at",
+        }
+        bad = set(values) - allowed
+        if bad:
+            raise ValueError(f"not publication columns: {sorted(bad)}")
+        if values.get("email_status", "none") not in EMAIL_STATUSES:
+            raise ValueError(f"unknown email_status {values['email_status']!r}")
+        with self.engine.begin() as conn:
+            conn.execute(
+                publications.update()
+                .where(publications.c.digest_date == digest_date)
+                .values(updated_at=_now(), **values)
+            )

@@ -1,0 +1,389 @@
+"""Subscribers, the suppression list, and the CSV sync's half in the database.
+
+The rule that matters: an address that is unsubscribed, bounced or on the suppression list is
+never mailed again; only `resubscribe` (fresh consent, e.g. a confirmed double opt-in) lifts it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import PublisherError
+from .schema import (
+    ACTIVE,
+    BOUNCED,
+    PENDING,
+    REMOVED,
+    SOURCES,
+    STATUSES,
+    UNSUBSCRIBED,
+    UnknownSubscriber,
+    _key,
+    _now,
+    ledger,
+    meta,
+    normalize_email,
+    subscribers,
+    suppressions,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: str
+    source: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    hard_bounces: int
+
+
+def _subscriber(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        status=row.status,
+        source=row.source,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        hard_bounces=row.hard_bounces,
+    )
+
+
+class SubscribersMixin:
+    engine: sa.Engine
+
+    # -- subscribers -------------------------------------------------------------------------
+
+    def add_subscriber(
+        self, email: str, name: str = "", status: str = ACTIVE, source: str = "cli"
+    ) -> tuple[Subscriber, bool]:
+        """Add an address; return (subscriber, created).
+
+        An existing subscriber keeps its status (so this never resubscribes anyone); a non-empty
+        `name` replaces the stored one. Raises InvalidAddress for a bad address.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}")
+        key = normalize_email(email)
+        now = _now()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).first()
+            if row is None:
+                if self._suppressed(conn, key) and status == ACTIVE:
+                    status = UNSUBSCRIBED
+                conn.execute(
+                    subscribers.insert().values(
+                        email=key,
+                        name=name.strip(),
+                        status=status,
+                        source=source,
+                        created_at=now,
+                        updated_at=now,
+                        hard_bounces=0,
+                    )
+                )
+                created = True
+            else:
+                if name.strip() and name.strip() != row.name:
+                    conn.execute(
+                        subscribers.update()
+                        .where(subscribers.c.id == row.id)
+                        .values(name=name.strip(), updated_at=now)
+                    )
+                created = False
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+        return _subscriber(row), created
+
+    def get(self, email: str) -> Subscriber | None:
+        """The subscriber with this address, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(subscribers).where(subscribers.c.email == _key(email))
+            ).first()
+        return _subscriber(row) if row else None
+
+    def set_status(self, email: str, status: str) -> Subscriber:
+        """Set a subscriber's status (e.g. pending -> active on confirmation).
+
+        Setting `active` on a suppressed address raises PublisherError: use `resubscribe`.
+        Setting unsubscribed or bounced also suppresses the address.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        key = _key(email)
+        with self.engine.begin() as conn:
+            if status == ACTIVE and self._suppressed(conn, key):
+                raise PublisherError(
+                    f"{key} is on the suppression list (unsubscribed or bounced); "
+                    "only a fresh subscription can lift that"
+                )
+            res = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.email == key)
+                .values(status=status, updated_at=_now())
+            )
+            if res.rowcount == 0:
+                raise UnknownSubscriber(f"no subscriber {key}")
+            if status in (UNSUBSCRIBED, BOUNCED):
+                self._suppress(conn, key, status)
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+        return _subscriber(row)
+
+    def unsubscribe(self, email: str, reason: str = UNSUBSCRIBED) -> bool:
+        """Unsubscribe and suppress an address for good; True if a subscriber was changed.
+
+        Idempotent. An address with no subscriber row is still suppressed (so a later CSV row
+        cannot mail it).
+        """
+        key = _key(email)
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.email == key, subscribers.c.status != UNSUBSCRIBED)
+                .values(status=UNSUBSCRIBED, updated_at=_now())
+            )
+            self._suppress(conn, key, reason)
+        return res.rowcount > 0
+
+    def resubscribe(self, email: str, name: str = "", source: str = "web") -> Subscriber:
+        """Fresh consent (a confirmed opt-in, an operator's explicit add): lift any suppression
+        and make the address active, creating it if needed."""
+        key = normalize_email(email)
+        with self.engine.begin() as conn:
+            conn.execute(suppressions.delete().where(suppressions.c.email == key))
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.email == key)
+                .values(status=ACTIVE, hard_bounces=0, updated_at=_now())
+            )
+        sub, _ = self.add_subscriber(key, name, status=ACTIVE, source=source)
+        return sub
+
+    def record_hard_bounce(self, email: str, reply: str, limit: int) -> bool:
+        """Count a hard bounce (5xx on RCPT); at `limit` bounces the address is bounced and
+        suppressed. Returns True when this bounce suppressed it."""
+        key = _key(email)
+        with self.engine.begin() as conn:
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.email == key)
+                .values(hard_bounces=subscribers.c.hard_bounces + 1, updated_at=_now())
+            )
+            bounces = conn.execute(
+                sa.select(subscribers.c.hard_bounces).where(subscribers.c.email == key)
+            ).scalar()
+            if bounces is not None and bounces >= max(limit, 1):
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.email == key)
+                    .values(status=BOUNCED, updated_at=_now())
+                )
+                self._suppress(conn, key, f"bounced: {reply}"[:200])
+                return True
+        return False
+
+    def iter_subscribers(
+        self, status: str | None = None, batch: int = 1000
+    ) -> Iterator[Subscriber]:
+        """All subscribers (or those with `status`) by id, fetched `batch` at a time so memory
+        stays flat and no read transaction stays open between batches."""
+        last = 0
+        while True:
+            q = sa.select(subscribers).where(subscribers.c.id > last)
+            if status is not None:
+                q = q.where(subscribers.c.status == status)
+            q = q.order_by(subscribers.c.id).limit(batch)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _subscriber(row)
+            last = rows[-1].id
+
+    def iter_active(self, batch: int = 1000) -> Iterator[Subscriber]:
+        """Active subscribers, streamed (see iter_subscribers)."""
+        return self.iter_subscribers(ACTIVE, batch)
+
+    def counts_by_status(self) -> dict[str, int]:
+        """{status: count} for every status (zeros included)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        with self.engine.connect() as conn:
+            for status, n in conn.execute(
+                sa.select(subscribers.c.status, sa.func.count()).group_by(subscribers.c.status)
+            ):
+                counts[status] = n
+        return counts
+
+    # -- CSV synchronisation (used by publisher.subscribers) ---------------------------------
+
+    def new_csv_run(self) -> int:
+        """A fresh id for one CSV import."""
+        with self.engine.begin() as conn:
+            cur = conn.execute(sa.select(sa.func.max(subscribers.c.csv_run))).scalar() or 0
+            stored = conn.execute(sa.select(meta.c.value).where(meta.c.key == "csv_run")).scalar()
+            run = max(cur, int(stored or 0)) + 1
+            if stored is None:
+                conn.execute(meta.insert().values(key="csv_run", value=str(run)))
+            else:
+                conn.execute(meta.update().where(meta.c.key == "csv_run").values(value=str(run)))
+        return run
+
+    def upsert_csv_batch(
+        self, run: int, rows: Iterable[tuple[str, str]], source: str = "csv"
+    ) -> tuple[int, int, int]:
+        """Apply one batch of normalised (email, name) CSV rows for import `run`.
+
+        New addresses become active (or unsubscribed if suppressed); existing ones keep their
+        status except `removed`, which becomes active again; names are updated. Returns
+        (added, reactivated, duplicates) where duplicates were already seen in this run.
+        """
+        merged: dict[str, str] = {}
+        dups = 0
+        for email, name in rows:
+            if email in merged:
+                dups += 1
+                merged[email] = merged[email] or name
+            else:
+                merged[email] = name
+        if not merged:
+            return 0, 0, dups
+        now = _now()
+        added = reactivated = 0
+        with self.engine.begin() as conn:
+            existing = {
+                r.email: r
+                for r in conn.execute(
+                    sa.select(
+                        subscribers.c.id,
+                        subscribers.c.email,
+                        subscribers.c.name,
+                        subscribers.c.status,
+                        subscribers.c.csv_run,
+                    ).where(subscribers.c.email.in_(list(merged)))
+                )
+            }
+            suppressed = {
+                e
+                for (e,) in conn.execute(
+                    sa.select(suppressions.c.email).where(suppressions.c.email.in_(list(merged)))
+                )
+            }
+            new_rows = []
+            for email, name in merged.items():
+                row = existing.get(email)
+                if row is None:
+                    new_rows.append(
+                        {
+                            "email": email,
+                            "name": name,
+                            "status": UNSUBSCRIBED if email in suppressed else ACTIVE,
+                            "source": source,
+                            "created_at": now,
+                            "updated_at": now,
+                            "hard_bounces": 0,
+                            "csv_run": run,
+                        }
+                    )
+                    added += 1
+                    continue
+                if row.csv_run == run:
+                    dups += 1
+                values: dict[str, Any] = {"csv_run": run}
+                if name and name != row.name:
+                    values["name"] = name
+                if row.status == REMOVED and email not in suppressed:
+                    values["status"] = ACTIVE
+                    reactivated += 1
+                if len(values) > 1:
+                    values["updated_at"] = now
+                conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(values))
+            if new_rows:
+                conn.execute(subscribers.insert(), new_rows)
+        return added, reactivated, dups
+
+    def remove_csv_absent(self, run: int) -> int:
+        """Mark `removed` the active/pending CSV subscribers that import `run` did not see."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                subscribers.update()
+                .where(
+                    subscribers.c.source == "csv",
+                    subscribers.c.status.in_([ACTIVE, PENDING]),
+                    sa.or_(subscribers.c.csv_run.is_(None), subscribers.c.csv_run != run),
+                )
+                .values(status=REMOVED, updated_at=_now())
+            )
+        return res.rowcount
+
+    # -- suppressions ------------------------------------------------------------------------
+
+    @staticmethod
+    def _suppressed(conn: sa.Connection, key: str) -> bool:
+        q = sa.select(suppressions.c.email).where(suppressions.c.email == key)
+        return conn.execute(q).first() is not None
+
+    @staticmethod
+    def _suppress(conn: sa.Connection, key: str, reason: str) -> None:
+        if not SubscribersMixin._suppressed(conn, key):
+            conn.execute(suppressions.insert().values(email=key, reason=reason, created_at=_now()))
+
+    def suppress(self, email: str, reason: str) -> None:
+        """Put an address on the suppression list (idempotent); it is never mailed again."""
+        with self.engine.begin() as conn:
+            self._suppress(conn, _key(email), reason)
+
+    def unsuppress(self, email: str) -> bool:
+        """Take an address off the suppression list; True if it was on it."""
+        with self.engine.begin() as conn:
+            res = conn.execute(suppressions.delete().where(suppressions.c.email == _key(email)))
+        return res.rowcount > 0
+
+    def is_suppressed(self, email: str) -> bool:
+        with self.engine.connect() as conn:
+            return self._suppressed(conn, _key(email))
+
+    def suppression_reason(self, email: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(suppressions.c.reason).where(suppressions.c.email == _key(email))
+            ).scalar()
+
+    def stored_data(self, email: str) -> dict[str, Any]:
+        """Everything the database holds about one address: subscriber row, suppression, sends
+        (what `/preferences/TOKEN/data.json` shows the reader)."""
+        key = normalize_email(email)
+        with self.engine.connect() as conn:
+            sub = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).first()
+            sup = conn.execute(sa.select(suppressions).where(suppressions.c.email == key)).first()
+            rows = conn.execute(
+                sa.select(
+                    ledger.c.digest_date,
+                    ledger.c.status,
+                    ledger.c.attempts,
+                    ledger.c.last_reply,
+                    ledger.c.updated_at,
+                )
+                .where(ledger.c.email == key)
+                .order_by(ledger.c.digest_date)
+            ).all()
+        subscriber = None
+        if sub is not None:
+            subscriber = {k: v for k, v in sub._mapping.items() if k not in ("id", "csv_run")}
+        return {
+            "email": key,
+            "subscriber": subscriber,
+            "suppression": dict(sup._mapping) if sup else None,
+            "sends": [dict(r._mapping) for r in rows],
+        }
