@@ -48,6 +48,7 @@ def cli() -> None:
       publisher run                           publish each new digest once, on schedule
       publisher serve                         the archive, signup and one-click unsubscribe
       publisher status                        what was published, what is pending
+      publisher db upgrade                    create or upgrade the state database
     """
 
 
@@ -213,6 +214,40 @@ def send(
             "secret and will be refused by the real server"
         )
     click.echo("dry run: no server contacted, nothing recorded")
+
+
+@cli.group()
+def db() -> None:
+    """The state database ([state] database: a SQLite file or a PostgreSQL URL)."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: Path) -> None:
+    """Create the state database's tables, or upgrade them to this release's schema.
+
+    Every command does this by itself when it finds an empty or older database (one process
+    at a time: the others wait); run it by hand to upgrade before starting the services, e.g.
+    after installing a new release on several machines.
+
+    \b
+    Example:
+      publisher db upgrade --config /etc/publisher/config.toml
+    """
+    from .state.migrate import upgrade
+    from .state.schema import make_engine
+
+    cfg = get_config(config_path)
+    engine = make_engine(cfg.database_url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        click.echo(f"{where}: already at revision {after} (the newest)")
+    else:
+        click.echo(f"{where}: upgraded from {before or 'an empty database'} to revision {after}")
 
 
 @cli.group()

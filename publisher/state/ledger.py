@@ -51,6 +51,9 @@ class SentRecorder:
         }
         self._order = list(compiled.positiontup or ()) if compiled.positional else None
         self.conn = engine.raw_connection()
+        # SQLite's driver runs in autocommit here (schema._sqlite_connect): one transaction per
+        # batch must be begun by hand, or each row would be a commit of its own.
+        self._begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
 
     def _params(self, rows: Iterable[tuple[int, str, int]]) -> list[Any]:
         out: list[Any] = []
@@ -68,6 +71,8 @@ class SentRecorder:
             return
         cursor = self.conn.cursor()
         try:
+            if self._begin:
+                cursor.execute(self._begin)
             cursor.executemany(self._sql, params)
             self.conn.commit()
         except BaseException:
@@ -140,7 +145,7 @@ class LedgerMixin:
             ],
             sel,
         )
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(ins)
         return max(res.rowcount, 0)
 
@@ -213,7 +218,7 @@ class LedgerMixin:
         ids = [entry_ids] if isinstance(entry_ids, int) else list(entry_ids)
         if not ids:
             return
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 ledger.update()
                 .where(ledger.c.id.in_(ids))
@@ -230,7 +235,7 @@ class LedgerMixin:
         """`mark_sent` for a batch of (entry id, reply, attempts), in one transaction."""
         params = _sent_params(rows)
         if params:
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 conn.execute(_MARK_SENT, params)
 
     def sent_recorder(self) -> SentRecorder:
@@ -240,7 +245,7 @@ class LedgerMixin:
 
     def mark_failed(self, entry_id: int, reply: str, *, final: bool, attempts: int = 1) -> None:
         """Record a failure after `attempts` more attempts; `final` (a 5xx) is never retried."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 ledger.update()
                 .where(ledger.c.id == entry_id)

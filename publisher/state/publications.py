@@ -49,7 +49,7 @@ class PublicationsMixin:
             return conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(meta.update().where(meta.c.key == key).values(value=value))
             if res.rowcount == 0:
                 conn.execute(meta.insert().values(key=key, value=value))
@@ -74,7 +74,7 @@ class PublicationsMixin:
     def record_publication(self, digest_date: dt.date, source: str, content_hash: str) -> None:
         """Create or update the publication row of a digest (source path and content hash)."""
         now = _now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(
                 publications.update()
                 .where(publications.c.digest_date == digest_date)
@@ -110,7 +110,7 @@ class PublicationsMixin:
             raise ValueError(f"not publication columns: {sorted(bad)}")
         if values.get("email_status", "none") not in EMAIL_STATUSES:
             raise ValueError(f"unknown email_status {values['email_status']!r}")
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 publications.update()
                 .where(publications.c.digest_date == digest_date)

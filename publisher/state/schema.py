@@ -1,8 +1,9 @@
 """The state database's tables, the address key, and the engine every part shares.
 
-SQLAlchemy Core only, and only portable SQL, so `[state] database` may be a PostgreSQL URL
-instead of the default SQLite file. SQLite runs in WAL mode with a busy timeout because the
-scheduler, the CLI and the web server may share the file.
+SQLAlchemy Core, portable SQL where it can be: `[state] database` is a SQLite file or a
+PostgreSQL URL, and any number of processes (`run`, `serve`, `send`, several machines on
+PostgreSQL) share it. Write transactions go through `StoreBase._write`; the schema is created
+and upgraded by Alembic migrations (publisher/state/migrate.py), never by `create_all`.
 
 Addresses are keys: every method taking an address normalises it with `normalize_email`
 (email-validator, then lower-cased whole so `Ada@Example.com` and `ada@example.com` are one
@@ -11,7 +12,10 @@ subscriber). Times are naive UTC.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Self
 
 import sqlalchemy as sa
@@ -106,8 +110,13 @@ ledger = sa.Table(
     sa.Column("final", sa.Boolean, nullable=False, default=False),
     sa.Column("last_reply", sa.String(500), nullable=False, default=""),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # The claim (a work queue, publisher/state/ledger.py): which sender holds this row, and
+    # until when its lease runs; another sender takes the row over once the lease has expired.
+    sa.Column("claimed_by", sa.String(100), nullable=True),
+    sa.Column("lease_until", sa.DateTime, nullable=True),
     sa.UniqueConstraint("digest_date", "email", name="uq_ledger_digest_email"),
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
+    sa.Index("ix_ledger_claimed_by", "claimed_by"),
 )
 
 publications = sa.Table(
@@ -134,35 +143,68 @@ meta = sa.Table(
 )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # The driver's own transaction handling is off (isolation_level None) so that `_begin`
+    # decides how each transaction starts.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    # busy_timeout first: switching to WAL needs a lock another process may hold.
+    cur.execute("PRAGMA busy_timeout=30000")
     # WAL: readers (web server) never block the writer (a send); NORMAL sync is still durable
     # against a killed process, which is the crash the ledger must survive.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # A write transaction takes SQLite's write lock at BEGIN (IMMEDIATE), waiting up to the
+    # busy timeout. A deferred one that reads and then writes fails at once with "database is
+    # locked" when another process wrote in between (no busy wait can save a stale snapshot),
+    # which is what two processes on one file do all day.
+    write = conn.get_execution_options().get("write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def make_engine(url: str) -> sa.Engine:
+    """The engine for a state database URL: SQLite with WAL and write transactions that take
+    the lock up front, or any other SQLAlchemy URL (PostgreSQL with psycopg 3 is tested)."""
+    # preserve_rowcount: psycopg 3 resets rowcount when the cursor closes; callers count rows.
+    engine = sa.create_engine(url, execution_options={"preserve_rowcount": True})
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+        db_path = engine.url.database
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    return engine
 
 
 class StoreBase:
     """The engine; the concerns (publisher/state/*.py) add their methods as mixins."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, upgrade: bool = True) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            db_path = self.engine.url.database
-            if db_path and db_path != ":memory:":
-                from pathlib import Path
+        self.engine = make_engine(url)
+        if upgrade:
+            from .migrate import upgrade as _upgrade
 
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        metadata.create_all(self.engine)
+            _upgrade(self.engine)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction (`with self._write() as conn:`, committed at the end): on SQLite
+        it holds the write lock from BEGIN, so a read-then-write never meets a stale snapshot."""
+        with self.engine.connect() as conn:
+            conn.execution_options(write=True)
+            with conn.begin():
+                yield conn
 
     @classmethod
     def open(cls, cfg: Config) -> Self:
-        """Open (creating tables if needed) the database named by cfg.database_url."""
+        """Open the database named by cfg.database_url, creating or upgrading its tables (an
+        Alembic migration, serialised between processes) when it is empty or older."""
         return cls(cfg.database_url)
 
     def close(self) -> None:

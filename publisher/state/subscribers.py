@@ -77,7 +77,7 @@ class SubscribersMixin:
             raise ValueError(f"unknown source {source!r}")
         key = normalize_email(email)
         now = _now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).first()
             if row is None:
                 if self._suppressed(conn, key) and status == ACTIVE:
@@ -122,7 +122,7 @@ class SubscribersMixin:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         key = _key(email)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if status == ACTIVE and self._suppressed(conn, key):
                 raise PublisherError(
                     f"{key} is on the suppression list (unsubscribed or bounced); "
@@ -147,7 +147,7 @@ class SubscribersMixin:
         cannot mail it).
         """
         key = _key(email)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(
                 subscribers.update()
                 .where(subscribers.c.email == key, subscribers.c.status != UNSUBSCRIBED)
@@ -160,7 +160,7 @@ class SubscribersMixin:
         """Fresh consent (a confirmed opt-in, an operator's explicit add): lift any suppression
         and make the address active, creating it if needed."""
         key = normalize_email(email)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(suppressions.delete().where(suppressions.c.email == key))
             conn.execute(
                 subscribers.update()
@@ -174,7 +174,7 @@ class SubscribersMixin:
         """Count a hard bounce (5xx on RCPT); at `limit` bounces the address is bounced and
         suppressed. Returns True when this bounce suppressed it."""
         key = _key(email)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 subscribers.update()
                 .where(subscribers.c.email == key)
@@ -230,7 +230,7 @@ class SubscribersMixin:
 
     def new_csv_run(self) -> int:
         """A fresh id for one CSV import."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             cur = conn.execute(sa.select(sa.func.max(subscribers.c.csv_run))).scalar() or 0
             stored = conn.execute(sa.select(meta.c.value).where(meta.c.key == "csv_run")).scalar()
             run = max(cur, int(stored or 0)) + 1
@@ -261,7 +261,7 @@ class SubscribersMixin:
             return 0, 0, dups
         now = _now()
         added = reactivated = 0
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             existing = {
                 r.email: r
                 for r in conn.execute(
@@ -315,7 +315,7 @@ class SubscribersMixin:
 
     def remove_csv_absent(self, run: int) -> int:
         """Mark `removed` the active/pending CSV subscribers that import `run` did not see."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(
                 subscribers.update()
                 .where(
@@ -341,12 +341,12 @@ class SubscribersMixin:
 
     def suppress(self, email: str, reason: str) -> None:
         """Put an address on the suppression list (idempotent); it is never mailed again."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._suppress(conn, _key(email), reason)
 
     def unsuppress(self, email: str) -> bool:
         """Take an address off the suppression list; True if it was on it."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(suppressions.delete().where(suppressions.c.email == _key(email)))
         return res.rowcount > 0
 
