@@ -26,6 +26,7 @@ from publisher.state import Store
 from publisher.subscribers import import_csv
 from publisher.transport import DeliveryError, SmtpSettings, SmtpSetupError, SmtpTransport
 
+from .pg import state_toml
 from .smtp_server import Recorder, self_signed_cert, start_server
 
 DAY = dt.date(2024, 5, 15)
@@ -49,7 +50,9 @@ def build(email_addr: str, name: str) -> bytes:
     return msg.as_bytes(policy=email.policy.SMTP)
 
 
-def write_config(tmp: Path, port: int | None, **smtp: object) -> Config:
+def write_config(tmp: Path, port: int | None, db_url: str | None = None, **smtp: object) -> Config:
+    """config.toml for the loopback server; `db_url` (conftest's fixture) for the state
+    database, else the default SQLite file (for tests that never open the store)."""
     lines = ["[smtp]"]
     settings = {
         "host": "127.0.0.1" if port else "",
@@ -68,7 +71,8 @@ def write_config(tmp: Path, port: int | None, **smtp: object) -> Config:
             else f"{k} = {str(v).lower()}"
         )
     lines += ["[subscribers]", 'file = "subs.csv"', "[digests]", f'inbox = "{ROOT / "digests"}"']
-    (tmp / "config.toml").write_text("\n".join(lines) + "\n")
+    state = state_toml(db_url) if db_url else ""
+    (tmp / "config.toml").write_text("\n".join(lines) + "\n" + state)
     return load_config(tmp / "config.toml")
 
 
@@ -103,6 +107,7 @@ def test_starttls_auth_retries_bounces_and_ledger(
     cert: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
     pipelining: bool,
+    db_url: str,
 ) -> None:
     recorder.pipelining = pipelining
     server = start_server(recorder, tls=cert, users={"mailer": "s3cret"})
@@ -111,6 +116,7 @@ def test_starttls_auth_retries_bounces_and_ledger(
         cfg = write_config(
             tmp_path,
             server.port,
+            db_url,
             security="starttls",
             username="mailer",
             verify_tls=False,
@@ -157,13 +163,17 @@ def test_starttls_auth_retries_bounces_and_ledger(
 
 
 def test_wrong_password_is_a_clear_error(
-    tmp_path: Path, recorder: Recorder, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    recorder: Recorder,
+    cert: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
 ) -> None:
     server = start_server(recorder, tls=cert, users={"mailer": "s3cret"})
     try:
         monkeypatch.setenv("PUBLISHER_SMTP_PASSWORD", "wrong")
         cfg = write_config(
-            tmp_path, server.port, security="starttls", username="mailer", verify_tls=False
+            tmp_path, server.port, db_url, security="starttls", username="mailer", verify_tls=False
         )
         with Store.open(cfg) as store:
             subscribe(cfg, store, ["a@example.com"])
@@ -175,11 +185,15 @@ def test_wrong_password_is_a_clear_error(
 
 
 def test_certificates_are_verified_by_default(
-    tmp_path: Path, recorder: Recorder, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    recorder: Recorder,
+    cert: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
 ) -> None:
     server = start_server(recorder, tls=cert)
     try:
-        cfg = write_config(tmp_path, server.port, security="starttls")
+        cfg = write_config(tmp_path, server.port, db_url, security="starttls")
         assert cfg.smtp.verify_tls
         with Store.open(cfg) as store:
             subscribe(cfg, store, ["a@example.com"])
@@ -194,10 +208,12 @@ def test_certificates_are_verified_by_default(
         server.stop()
 
 
-def test_unsubscribed_address_in_csv_is_not_mailed(tmp_path: Path, recorder: Recorder) -> None:
+def test_unsubscribed_address_in_csv_is_not_mailed(
+    tmp_path: Path, recorder: Recorder, db_url: str
+) -> None:
     server = start_server(recorder)
     try:
-        cfg = write_config(tmp_path, server.port)
+        cfg = write_config(tmp_path, server.port, db_url)
         with Store.open(cfg) as store:
             subscribe(cfg, store, ["a@example.com", "b@example.com"])
             store.unsubscribe("b@example.com")
@@ -209,8 +225,8 @@ def test_unsubscribed_address_in_csv_is_not_mailed(tmp_path: Path, recorder: Rec
         server.stop()
 
 
-def test_maildir_outbox_when_no_host(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, None)
+def test_maildir_outbox_when_no_host(tmp_path: Path, db_url: str) -> None:
+    cfg = write_config(tmp_path, None, db_url)
     with Store.open(cfg) as store:
         subscribe(cfg, store, ["a@example.com", "b@example.com"])
         report = deliver(cfg, store, DAY, build)
@@ -223,10 +239,10 @@ def test_maildir_outbox_when_no_host(tmp_path: Path) -> None:
     assert len(os.listdir(cfg.smtp.outbox / "new")) == 2
 
 
-def test_send_command_exit_status(tmp_path: Path, recorder: Recorder) -> None:
+def test_send_command_exit_status(tmp_path: Path, recorder: Recorder, db_url: str) -> None:
     server = start_server(recorder)
     try:
-        cfg = write_config(tmp_path, server.port)
+        cfg = write_config(tmp_path, server.port, db_url)
         cfg.subscribers.file.write_text("email,name\nok@example.com,Ok\nbad@example.com,Bad\n")
         recorder.refuse_rcpt.add("bad@example.com")
         runner = CliRunner()
@@ -242,12 +258,12 @@ def test_send_command_exit_status(tmp_path: Path, recorder: Recorder) -> None:
 
 
 def test_kill_minus_9_midway_then_resume_sends_each_once(
-    tmp_path: Path, recorder: Recorder
+    tmp_path: Path, recorder: Recorder, db_url: str
 ) -> None:
     n, connections = 3000, 4
     server = start_server(recorder)
     try:
-        cfg = write_config(tmp_path, server.port, connections=connections)
+        cfg = write_config(tmp_path, server.port, db_url, connections=connections)
         cfg.subscribers.file.write_text(
             "email,name\n" + "".join(f"s{i}@example.com,S {i}\n" for i in range(n))
         )

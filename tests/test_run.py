@@ -22,6 +22,7 @@ import pytest
 from publisher.config import Config, load_config
 from publisher.state import Store
 
+from .pg import state_toml
 from .sitehelpers import digest_text, write_digest
 from .smtp_server import Recorder, start_server
 
@@ -33,7 +34,10 @@ def today() -> dt.date:
     return dt.datetime.now(TZ).date()
 
 
-def project(tmp: Path, port: int, subscribers: int = 3, connections: int = 2) -> Config:
+def project(
+    tmp: Path, port: int, db_url: str, subscribers: int = 3, connections: int = 2
+) -> Config:
+    """A project folder: inbox, subscribers, config.toml on the state database `db_url`."""
     (tmp / "inbox").mkdir()
     (tmp / "subs.csv").write_text(
         "email,name\n" + "".join(f"r{i}@example.com,Reader {i}\n" for i in range(subscribers))
@@ -61,9 +65,8 @@ file = "subs.csv"
 poll_seconds = 0.2
 send_on_arrival = true
 max_age_days = 2
-[state]
-database = "state.sqlite3"
-""",
+"""
+        + state_toml(db_url),
         encoding="utf-8",
     )
     return load_config(tmp / "config.toml")
@@ -125,10 +128,10 @@ def total(recorder: Recorder) -> int:
 
 
 def test_new_digest_is_published_once_and_not_again_after_restart(
-    tmp_path: Path, server: tuple[Recorder, int]
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
 ) -> None:
     recorder, port = server
-    cfg = project(tmp_path, port)
+    cfg = project(tmp_path, port, db_url)
     run = Run(cfg)
     try:
         run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
@@ -174,10 +177,10 @@ def test_new_digest_is_published_once_and_not_again_after_restart(
 
 
 def test_malformed_digest_is_reported_and_the_next_good_one_still_goes_out(
-    tmp_path: Path, server: tuple[Recorder, int]
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
 ) -> None:
     recorder, port = server
-    cfg = project(tmp_path, port, subscribers=2)
+    cfg = project(tmp_path, port, db_url, subscribers=2)
     bad = cfg.digests.inbox / "notes.md"
     bad.write_text("# not a digest\n\njust notes\n", encoding="utf-8")
     old = today() - dt.timedelta(days=30)
@@ -212,11 +215,11 @@ def test_malformed_digest_is_reported_and_the_next_good_one_still_goes_out(
 
 
 def test_kill_9_mid_send_then_restart_completes_with_nothing_lost(
-    tmp_path: Path, server: tuple[Recorder, int]
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
 ) -> None:
     recorder, port = server
     n, connections = 1500, 2
-    cfg = project(tmp_path, port, subscribers=n, connections=connections)
+    cfg = project(tmp_path, port, db_url, subscribers=n, connections=connections)
     run = Run(cfg)
     run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
     write_digest(cfg.digests.inbox, today())
@@ -234,11 +237,11 @@ def test_kill_9_mid_send_then_restart_completes_with_nothing_lost(
 
 
 def test_sigterm_mid_send_exits_0_quickly_with_the_ledger_consistent(
-    tmp_path: Path, server: tuple[Recorder, int]
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
 ) -> None:
     recorder, port = server
     n = 1500
-    cfg = project(tmp_path, port, subscribers=n)
+    cfg = project(tmp_path, port, db_url, subscribers=n)
     run = Run(cfg)
     run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
     write_digest(cfg.digests.inbox, today())
@@ -255,7 +258,7 @@ def test_sigterm_mid_send_exits_0_quickly_with_the_ledger_consistent(
 
 
 def test_smtp_outage_leaves_the_send_pending_and_a_later_tick_completes_it(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
     from publisher.scheduler import tick
     from publisher.state import QUEUED
@@ -263,7 +266,7 @@ def test_smtp_outage_leaves_the_send_pending_and_a_later_tick_completes_it(
     from .smtp_server import free_port
 
     port = free_port()  # nothing listens here yet: the outage
-    cfg = project(tmp_path, port, subscribers=5)
+    cfg = project(tmp_path, port, db_url, subscribers=5)
     write_digest(cfg.digests.inbox, today())
     with Store.open(cfg) as store:
         report = tick(cfg, store, secret=SECRET.encode())
@@ -290,12 +293,12 @@ def test_smtp_outage_leaves_the_send_pending_and_a_later_tick_completes_it(
 
 
 def test_a_manual_send_is_not_taken_for_an_edit_by_the_scheduler(
-    tmp_path: Path, server: tuple[Recorder, int]
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
 ) -> None:
     from publisher.scheduler import tick
 
     recorder, port = server
-    cfg = project(tmp_path, port, subscribers=2)
+    cfg = project(tmp_path, port, db_url, subscribers=2)
     path = write_digest(cfg.digests.inbox, today())
     env = {**os.environ, "PUBLISHER_SECRET": SECRET}
     sent = subprocess.run(

@@ -1,4 +1,4 @@
-"""The state database on a real SQLite file."""
+"""The state database, on a real SQLite file and on a real PostgreSQL (conftest's `db_url`)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,49 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from publisher.config import default_config
 from publisher.errors import PublisherError
 from publisher.state import InvalidAddress, Store
 
+from .pg import config_for
+
 DAY = dt.date(2024, 5, 15)
 
 
+TABLES = {"subscribers", "suppressions", "ledger", "publications", "meta"}
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(default_config(tmp_path))
+def store(tmp_path: Path, db_url: str) -> Store:
+    s = Store.open(config_for(tmp_path, db_url))
     yield s
     s.close()
 
 
-def test_open_creates_tables_in_wal_mode(tmp_path: Path, store: Store) -> None:
+def table_names(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as con:
+            return set(sa.inspect(con).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_each_test_gets_an_empty_database_and_open_creates_the_tables(
+    tmp_path: Path, db_url: str
+) -> None:
+    if db_url.startswith("sqlite"):
+        (tmp_path / "state").mkdir()
+    assert table_names(db_url) == set()
+    with Store.open(config_for(tmp_path, db_url)):
+        pass
+    assert table_names(db_url) >= TABLES
+
+
+def test_open_creates_tables_in_wal_mode(tmp_path: Path) -> None:
+    Store.open(default_config(tmp_path)).close()
     db = tmp_path / "state" / "publisher.sqlite3"
     assert db.exists()
     con = sqlite3.connect(db)

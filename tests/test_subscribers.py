@@ -14,10 +14,13 @@ from publisher.config import load_config
 from publisher.state import Store
 from publisher.subscribers import SubscriberFileError, import_csv
 
+from .pg import state_toml
+
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "config.toml").write_text('[subscribers]\nfile = "subs.csv"\n')
+def project(tmp_path: Path, db_url: str) -> Path:
+    """A config.toml with the CSV file and the state database (each backend in turn)."""
+    (tmp_path / "config.toml").write_text('[subscribers]\nfile = "subs.csv"\n' + state_toml(db_url))
     return tmp_path
 
 

@@ -1,5 +1,6 @@
 """The web side over real HTTP on loopback: uvicorn in a thread, httpx as the client, a real
-aiosmtpd server for the confirmation mail and the real SQLite store behind it."""
+aiosmtpd server for the confirmation mail and the real store behind it (SQLite and PostgreSQL:
+conftest's `db_url`; the static archive's tests only on SQLite, they never read the store)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from publisher.tokens import sign
 from publisher.web import create_app, manage_url, unsubscribe_url
 from publisher.web_mail import MailError, build_confirmation, send_confirmation
 
+from .pg import with_database
 from .webhelpers import SECRET, Clock, Inbox, live_server, smtp_server, web_config
 
 DAY = dt.date(2024, 5, 16)  # the next issue
@@ -71,13 +73,16 @@ class Web:
         return (sub.status if sub else None), self.store.is_suppressed(address)
 
 
-def make_web(tmp_path: Path, **web: object) -> Iterator[Web]:
+def make_web(tmp_path: Path, db_url: str | None = None, **web: object) -> Iterator[Web]:
+    """The app on a live server; the store on `db_url`, else the default SQLite file."""
     clock = Clock()
     with smtp_server() as (inbox, port):
         holder: dict[str, object] = {}
 
         def make_app(base: str):  # noqa: ANN202
             cfg = web_config(tmp_path, base, port, **web)
+            if db_url is not None:
+                cfg = with_database(cfg, db_url)
             store = Store.open(cfg)
             holder.update(cfg=cfg, store=store)
             return create_app(cfg, secret=SECRET, store=store, clock=clock)
@@ -91,7 +96,14 @@ def make_web(tmp_path: Path, **web: object) -> Iterator[Web]:
 
 
 @pytest.fixture
-def web(tmp_path: Path) -> Iterator[Web]:
+def web(tmp_path: Path, db_url: str) -> Iterator[Web]:
+    """The app and its store, once per database backend."""
+    yield from make_web(tmp_path, db_url)
+
+
+@pytest.fixture
+def site_web(tmp_path: Path) -> Iterator[Web]:
+    """The app on the default SQLite store, for what never touches the store (the archive)."""
     yield from make_web(tmp_path)
 
 
@@ -290,8 +302,8 @@ def test_second_signup_within_the_window_sends_no_second_mail(web: Web) -> None:
     assert len(web.inbox.to("grace@example.com")) == 2
 
 
-def test_per_client_limit_answers_429(tmp_path: Path) -> None:
-    for web in make_web(tmp_path, signups_per_client_per_hour=2):
+def test_per_client_limit_answers_429(tmp_path: Path, db_url: str) -> None:
+    for web in make_web(tmp_path, db_url, signups_per_client_per_hour=2):
         assert web.signup("a@example.com").status_code == 200
         assert web.signup("b@example.com").status_code == 200
         r = web.signup("c@example.com")
@@ -328,7 +340,8 @@ def test_oversized_signup_is_refused(web: Web) -> None:
     assert web.inbox.messages == []
 
 
-def test_subscribe_form_is_in_the_site_language(web: Web) -> None:
+def test_subscribe_form_is_in_the_site_language(site_web: Web) -> None:
+    web = site_web
     r = web.http.get(web.base + "subscribe")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert '<html lang="ko">' in r.text and T["subscribe_button"] in r.text
@@ -336,13 +349,13 @@ def test_subscribe_form_is_in_the_site_language(web: Web) -> None:
     assert r.headers["cache-control"] == "no-store"
 
 
-def test_unreachable_smtp_answers_503_and_may_retry(tmp_path: Path) -> None:
+def test_unreachable_smtp_answers_503_and_may_retry(tmp_path: Path, db_url: str) -> None:
     from .webhelpers import free_port
 
     dead = free_port()  # nothing listens there
 
     def make_app(base: str):  # noqa: ANN202
-        return create_app(web_config(tmp_path, base, dead), secret=SECRET)
+        return create_app(with_database(web_config(tmp_path, base, dead), db_url), secret=SECRET)
 
     with live_server(make_app) as base, httpx.Client() as http:
         r = http.post(base + "subscribe", data={"email": "a@example.com"})
@@ -391,7 +404,8 @@ def test_preferences_resubscribe_and_download(web: Web) -> None:
 # The static archive
 
 
-def test_feeds_have_their_content_types_and_parse(web: Web) -> None:
+def test_feeds_have_their_content_types_and_parse(site_web: Web) -> None:
+    web = site_web
     for name, ctype, version in (
         ("feed.xml", "application/rss+xml; charset=utf-8", "rss20"),
         ("atom.xml", "application/atom+xml; charset=utf-8", "atom10"),
@@ -402,7 +416,8 @@ def test_feeds_have_their_content_types_and_parse(web: Web) -> None:
         assert parsed.version == version and not parsed.bozo and len(parsed.entries) == 3
 
 
-def test_pages_and_css_are_served(web: Web) -> None:
+def test_pages_and_css_are_served(site_web: Web) -> None:
+    web = site_web
     home = web.http.get(web.base)
     assert home.status_code == 200 and "text/html" in home.headers["content-type"]
     assert home.content == (web.cfg.feed.output / "index.html").read_bytes()
@@ -414,7 +429,8 @@ def test_pages_and_css_are_served(web: Web) -> None:
     assert web.http.get(web.base + "2024/05/31/").status_code == 404
 
 
-def test_etag_and_last_modified_give_304(web: Web) -> None:
+def test_etag_and_last_modified_give_304(site_web: Web) -> None:
+    web = site_web
     r = web.http.get(web.base + "feed.xml")
     etag, modified = r.headers["etag"], r.headers["last-modified"]
     again = web.http.get(web.base + "feed.xml", headers={"If-None-Match": etag})
@@ -449,7 +465,8 @@ def _raw_get(base: str, target: str) -> tuple[int, bytes]:
         "/.hidden/x.html",
     ],
 )
-def test_dotfiles_and_traversal_are_404(web: Web, target: str) -> None:
+def test_dotfiles_and_traversal_are_404(site_web: Web, target: str) -> None:
+    web = site_web
     outside = web.cfg.feed.output.parent / "secret.txt"
     outside.write_text("TOP SECRET")
     (web.cfg.feed.output / ".hidden").mkdir(exist_ok=True)
