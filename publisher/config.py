@@ -105,6 +105,9 @@ class ScheduleConfig:
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     database: str = "state/publisher.sqlite3"
+    # How long a sender's claim on a batch of ledger rows lasts without renewal: another
+    # sender takes over the rows of one that died (kill -9, a lost machine) after this long.
+    lease_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +115,8 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     secret_env: str = "PUBLISHER_SECRET"
-    # Signup limits: confirmation mails per client address (token bucket, in memory) and the
-    # least time between two confirmation mails to one address (kept in the database).
+    # Signup limits, kept in the database (shared by every `serve` process): confirmation mails
+    # per client address (a token bucket) and the least time between two to one address.
     signups_per_client_per_hour: int = 10
     confirm_resend_minutes: int = 10
 

@@ -1,10 +1,18 @@
 """Deliver one digest's newsletter to every mailable subscriber, once each.
 
-The pipe: the ledger is filled (`queue_pending`, one INSERT ... SELECT), then
-`[smtp] connections` worker threads take pending ledger rows one at a time from a shared
-iterator that reads the database a batch at a time; each worker owns one transport (one reused
-SMTP connection, PIPELINING when offered) and builds each message on the fly with
-`build(email, name) -> bytes`. Memory stays flat: no list of subscribers or messages is built.
+The pipe: the ledger is filled (`queue_pending`, one INSERT ... SELECT, idempotent), then
+`[smtp] connections` worker threads take ledger rows one at a time from this sender's claims
+(`_Claims`: batches of rows claimed in the database with a lease, so any number of senders, in
+any number of processes or machines, split one digest between them and never take the same
+row); each worker owns one transport (one reused SMTP connection, PIPELINING when offered) and
+builds each message on the fly with `build(email, name) -> bytes`. Memory stays flat: no list of
+subscribers or messages is built.
+
+Unsubscribes during a send: the claimed rows are checked against the subscribers' status at
+most `_Claims.STALE` seconds before each message's final "." (a background check every
+`_Claims.REFRESH` s, redone on the spot if it is late), and a row whose reader unsubscribed,
+bounced or was suppressed meanwhile is not sent (its connection is dropped if the message was
+already on the wire). The same check notices a claim taken over by another sender.
 
 Exactly-once, as far as SMTP allows: when the server accepts a message, its `sent` row is
 queued for the ledger while the worker goes on with the next message; the worker sends that
@@ -24,10 +32,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import secrets
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,6 +70,7 @@ class DeliveryReport:
     retries: int
     unsent_active: int
     seconds: float
+    skipped: int = 0  # claimed, then left out: unsubscribed (or suppressed) during the send
 
     @property
     def ok(self) -> bool:
@@ -70,6 +83,7 @@ class DeliveryReport:
             f"{self.digest_date}: {self.sent} sent, {self.failed} failed "
             f"({self.bounced} hard bounces), {self.retries} retries, in {self.seconds:.1f}s "
             f"({rate:.0f}/s) via {self.transport}; "
+            + (f"{self.skipped} left out (unsubscribed during the send); " if self.skipped else "")
             + (
                 "every active subscriber has it"
                 if self.ok
@@ -199,6 +213,7 @@ class _Tally:
     bounced: int = 0
     retries: int = 0
     attempted: int = 0
+    skipped: int = 0
     fatal: BaseException | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -233,8 +248,15 @@ def deliver(
     total = store.count_pending(digest_date, retry_failed)
     store.update_publication(digest_date, email_status="sending", email_started_at=_utcnow())
     workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
-    feed = _Feed(store.pending_for(digest_date, retry_failed))
     stop = threading.Event()
+    feed = _Claims(
+        store,
+        digest_date,
+        retry_failed=retry_failed,
+        lease_seconds=cfg.state.lease_seconds,
+        batch=max(CLAIM_BATCH, 8 * workers_n),
+        stop=stop,
+    )
     tally = _Tally()
     limiter = RateLimiter(cfg.smtp.rate_limit)
     ledger = _LedgerWriter(store)
@@ -248,7 +270,7 @@ def deliver(
             while entry is not None and not stop.is_set():
                 # The next entry is taken early so a pipelining connection can announce it;
                 # if the send stops first it simply stays queued in the ledger.
-                upcoming = feed.next()
+                upcoming = feed.next(wait=False)
                 ticket = _deliver_one(
                     cfg,
                     store,
@@ -260,12 +282,16 @@ def deliver(
                     limiter,
                     stop,
                     ledger,
-                    ready=lambda t=last: ledger.wait(t),
+                    feed,
+                    ready=lambda t=last, i=entry.id: (ledger.wait(t), feed.check(i)),
                     next_recipient=upcoming.email if upcoming is not None else None,
                 )
+                # Sent, failed or left out: settled. (A row whose send raised stays claimed
+                # until close() gives it back.)
+                feed.done(entry.id)
                 last = ticket or last
                 progress.update(tally.sent, tally.failed)
-                entry = upcoming
+                entry = upcoming if upcoming is not None else feed.next()
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             with tally.lock:
                 tally.fatal = tally.fatal or exc
@@ -293,6 +319,7 @@ def deliver(
         raise
     finally:
         ledger.close()  # commits every accepted message before anything else happens
+        feed.close()  # gives back the claimed rows not sent (a stop), for any sender to take
         progress.update(tally.sent, tally.failed)
         progress.finish()
     if tally.fatal is not None:
@@ -318,20 +345,158 @@ def deliver(
         retries=tally.retries,
         unsent_active=unsent,
         seconds=time.monotonic() - t0,
+        skipped=tally.skipped,
     )
 
 
-class _Feed:
-    """The pending ledger rows, shared by the workers: each takes the next under a lock (the
-    generator fetches from the database one batch at a time)."""
+CLAIM_BATCH = 100  # ledger rows a sender claims at a time (at least 8 per connection)
 
-    def __init__(self, entries: Iterator[LedgerEntry]) -> None:
-        self.entries = entries
+
+class ClaimRevoked(Exception):
+    """The row must not be sent after all: its reader unsubscribed (or bounced, or was
+    suppressed) since it was claimed, or another sender took the claim over."""
+
+
+class _Claims:
+    """This sender's share of one digest's ledger: rows claimed in batches with a lease, handed
+    to the workers one at a time, kept honest by a background thread.
+
+    The thread renews the lease every third of `lease_seconds` and checks every `REFRESH`
+    seconds which claimed rows may no longer be sent (`Store.revoked_claims`); `check(id)`,
+    called right before a message can be accepted, raises `ClaimRevoked` for those, and redoes
+    the check itself if the last one started more than `STALE` seconds ago, so an unsubscribe
+    committed before that is always seen. When nothing is left to claim but other senders hold
+    rows under live leases, `next()` waits for them (they finish, or their lease runs out and
+    their rows are claimed here): a send returns when the digest is delivered, not earlier.
+    """
+
+    REFRESH = 0.25
+    STALE = 0.5
+
+    def __init__(
+        self,
+        store: Store,
+        digest_date: dt.date,
+        *,
+        retry_failed: bool,
+        lease_seconds: float,
+        batch: int,
+        stop: threading.Event,
+    ) -> None:
+        self.store = store
+        self.digest_date = digest_date
+        self.retry_failed = retry_failed
+        self.lease = max(lease_seconds, 1.0)
+        self.batch = batch
+        self.stop = stop
+        self.host = socket.gethostname()[:60].replace(":", "-")
+        self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.queue: deque[LedgerEntry] = deque()
+        self.open: set[int] = set()  # claimed and not finished: renewed, checked, released
+        self.revoked: set[int] = set()
+        self.checked_at = time.monotonic()
         self.lock = threading.Lock()
+        self.fetching = threading.Lock()  # one claim query at a time
+        self.refreshing = threading.Lock()
+        self.closed = threading.Event()
+        self.keeper = threading.Thread(target=self._keep, name="claims", daemon=True)
+        self.keeper.start()
 
-    def next(self) -> LedgerEntry | None:
+    def next(self, wait: bool = True) -> LedgerEntry | None:
+        """The next row to send, or None when this sender has nothing left of the digest.
+
+        `wait=False` (a worker looking one message ahead, for pipelining) never blocks: a worker
+        must not hold its own row back while waiting for other senders, who may be waiting for
+        that very row."""
+        while True:
+            with self.lock:
+                while self.queue:
+                    entry = self.queue.popleft()
+                    if entry.id not in self.revoked:
+                        return entry
+            if self.stop.is_set() or not self.fetching.acquire(blocking=wait):
+                return None
+            try:
+                with self.lock:
+                    refilled = bool(self.queue)  # by another worker while this one waited
+                if not refilled:
+                    entries = self.store.claim(
+                        self.digest_date, self.owner, self.batch, self.lease, self.retry_failed
+                    )
+                    with self.lock:
+                        self.queue.extend(entries)
+                        self.open.update(e.id for e in entries)
+                    refilled = bool(entries)
+                if not refilled and not wait:
+                    return None
+                others = refilled or self._others()
+            finally:
+                self.fetching.release()
+            if not others:
+                return None
+            if not refilled:
+                self.stop.wait(self.REFRESH)
+
+    def _others(self) -> bool:
+        """Whether other live senders hold rows of this digest. A sender on this machine whose
+        process is gone (kill -9) does not count: its rows are given back at once instead of
+        after its lease."""
+        others = self.store.other_claimants(self.digest_date, self.owner, self.retry_failed)
+        for other in others:
+            host, _, rest = other.partition(":")
+            pid = rest.partition(":")[0]
+            if host == self.host and pid.isdigit() and not _pid_alive(int(pid)):
+                log.info("taking over the claims of %s (that process is gone)", other)
+                self.store.expire_claims(self.digest_date, other)
+        return bool(others)  # a dead one's rows are claimed on the next round
+
+    def check(self, entry_id: int) -> None:
+        """Raise ClaimRevoked unless `entry_id` may still be sent (see the class)."""
+        if time.monotonic() - self.checked_at > self.STALE:
+            self._refresh()
+        if entry_id in self.revoked:
+            raise ClaimRevoked(entry_id)
+
+    def done(self, entry_id: int) -> None:
+        """The row is sent or failed: no longer this sender's to renew or release. (A row left
+        out stays open, so close() gives it back for when its reader comes back.)"""
         with self.lock:
-            return next(self.entries, None)
+            if entry_id not in self.revoked:
+                self.open.discard(entry_id)
+
+    def _refresh(self) -> None:
+        with self.refreshing:
+            started = time.monotonic()
+            if started - self.checked_at <= self.REFRESH / 2:
+                return  # another thread has just done it
+            with self.lock:
+                ids = list(self.open)
+            revoked = self.store.revoked_claims(self.owner, ids)
+            with self.lock:
+                self.revoked = revoked
+                self.checked_at = started
+
+    def _keep(self) -> None:
+        renewed = time.monotonic()
+        while not self.closed.wait(self.REFRESH):
+            try:
+                self._refresh()
+                if time.monotonic() - renewed > self.lease / 3:
+                    renewed = time.monotonic()
+                    with self.lock:
+                        ids = list(self.open)
+                    self.store.renew_claims(self.owner, ids, self.lease)
+            except Exception:  # noqa: BLE001 - the workers' own check() raises it if it lasts
+                log.warning("checking claims failed; retrying", exc_info=True)
+
+    def close(self) -> None:
+        """Stop the keeper and give back every claimed row not sent."""
+        self.closed.set()
+        self.keeper.join()
+        with self.lock:
+            ids, self.open = list(self.open), set()
+            self.queue.clear()
+        self.store.release_claims(self.owner, ids)
 
 
 class _LedgerWriter:
@@ -406,6 +571,16 @@ class _LedgerWriter:
         self.recorder.close()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -421,6 +596,7 @@ def _deliver_one(
     limiter: RateLimiter,
     stop: threading.Event,
     ledger: _LedgerWriter,
+    claims: _Claims,
     *,
     ready: Callable[[], None],
     next_recipient: str | None,
@@ -454,7 +630,9 @@ def _deliver_one(
                     "the send resumes on the next run"
                 ) from None
             final = exc.kind != "transient"
-            store.mark_failed(entry.id, exc.reply, final=final, attempts=attempt)
+            store.mark_failed(
+                entry.id, exc.reply, final=final, attempts=attempt, owner=claims.owner
+            )
             bounced = False
             if exc.kind == "bounce":
                 bounced = True
@@ -464,6 +642,11 @@ def _deliver_one(
                 tally.failed += 1
                 tally.attempted += 1
                 tally.bounced += bounced
+            return None
+        except ClaimRevoked:
+            log.info("left out %s: unsubscribed (or claim lost) during the send", entry.email)
+            with tally.lock:
+                tally.skipped += 1
             return None
         except SmtpSetupError:
             raise

@@ -24,6 +24,7 @@ Quick tour::
 from __future__ import annotations
 
 from .ledger import LedgerEntry, LedgerMixin, SentRecorder
+from .locks import LocksMixin
 from .publications import Publication, PublicationsMixin
 from .schema import (
     ACTIVE,
@@ -45,7 +46,7 @@ from .schema import (
 from .subscribers import Subscriber, SubscribersMixin
 
 
-class Store(SubscribersMixin, LedgerMixin, PublicationsMixin, StoreBase):
+class Store(SubscribersMixin, LedgerMixin, PublicationsMixin, LocksMixin, StoreBase):
     """The state database. Thread-safe: every method takes its own short transaction."""
 
 

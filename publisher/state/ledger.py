@@ -114,7 +114,8 @@ class LedgerMixin:
     def queue_pending(self, digest_date: dt.date) -> int:
         """Add a queued ledger row for every mailable subscriber without one for this digest.
 
-        One INSERT ... SELECT: no subscriber list in memory. Returns the number of rows added.
+        One INSERT ... SELECT: no subscriber list in memory; idempotent, and safe when several
+        senders queue at once. Returns the number of rows added.
         """
         now = _now()
         sel = sa.select(
@@ -132,7 +133,7 @@ class LedgerMixin:
                 ledger.c.digest_date == digest_date, ledger.c.email == subscribers.c.email
             ),
         )
-        ins = ledger.insert().from_select(
+        ins = _insert(self.engine, ledger).from_select(
             [
                 "digest_date",
                 "subscriber_id",
@@ -145,6 +146,9 @@ class LedgerMixin:
             ],
             sel,
         )
+        # Two senders may queue the same digest at once: the NOT EXISTS skips the rows that
+        # are there, ON CONFLICT the ones another transaction adds meanwhile.
+        ins = ins.on_conflict_do_nothing(index_elements=["digest_date", "email"])
         with self._write() as conn:
             res = conn.execute(ins)
         return max(res.rowcount, 0)
@@ -200,16 +204,7 @@ class LedgerMixin:
             if not rows:
                 return
             for r in rows:
-                yield LedgerEntry(
-                    id=r.id,
-                    digest_date=r.digest_date,
-                    subscriber_id=r.subscriber_id,
-                    email=r.email,
-                    name=r.name,
-                    status=r.status,
-                    attempts=r.attempts,
-                    last_reply=r.last_reply,
-                )
+                yield _entry(r)
             last = rows[-1].id
 
     def mark_sent(self, entry_ids: int | Iterable[int], reply: str, attempts: int = 1) -> None:
@@ -243,20 +238,34 @@ class LedgerMixin:
         (checking a connection out of the pool per batch costs more than the UPDATE)."""
         return SentRecorder(self.engine)
 
-    def mark_failed(self, entry_id: int, reply: str, *, final: bool, attempts: int = 1) -> None:
-        """Record a failure after `attempts` more attempts; `final` (a 5xx) is never retried."""
+    def mark_failed(
+        self,
+        entry_id: int,
+        reply: str,
+        *,
+        final: bool,
+        attempts: int = 1,
+        owner: str | None = None,
+    ) -> bool:
+        """Record a failure after `attempts` more attempts; `final` (a 5xx) is never retried.
+
+        With `owner`, only while that sender still holds the row's claim (a sender whose lease
+        was taken over must not fail a row the new holder may have sent). True if recorded."""
+        fence = sa.true() if owner is None else ledger.c.claimed_by == owner
         with self._write() as conn:
-            conn.execute(
+            res = conn.execute(
                 ledger.update()
-                .where(ledger.c.id == entry_id)
+                .where(ledger.c.id == entry_id, ledger.c.status != SENT, fence)
                 .values(
                     status=FAILED,
                     final=final,
+                    lease_until=None,  # settled: a --retry-failed may claim it at once
                     attempts=ledger.c.attempts + attempts,
                     last_reply=reply[:500],
                     updated_at=_now(),
                 )
             )
+        return res.rowcount > 0
 
     def ledger_counts(self, digest_date: dt.date) -> dict[str, int]:
         """{queued, sent, failed} counts for a digest (zeros included)."""
@@ -296,3 +305,166 @@ class LedgerMixin:
                 )
             ).first()
         return dict(row._mapping) if row else None
+
+    # -- claims: the ledger as a work queue ------------------------------------------------
+
+    def _clock(self, conn: sa.Connection) -> dt.datetime:
+        """Now, naive UTC, by the database's clock on PostgreSQL (senders on several machines
+        compare leases on one clock) and by this machine's on SQLite (one machine)."""
+        if conn.dialect.name == "postgresql":
+            return conn.execute(sa.select(sa.func.timezone("UTC", sa.func.now()))).scalar_one()
+        return _now()
+
+    def claim(
+        self,
+        digest_date: dt.date,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        retry_failed: bool = False,
+    ) -> list[LedgerEntry]:
+        """Claim up to `limit` rows to send (oldest first): wanted rows of mailable
+        subscribers that nobody holds or whose holder's lease has run out. The claim is
+        `owner`'s until `lease_seconds` from now (renewed by `renew_claims`).
+
+        PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent senders take disjoint batches
+        without waiting on each other; SQLite: the write lock of BEGIN IMMEDIATE."""
+        with self._write() as conn:
+            now = self._clock(conn)
+            free = sa.or_(ledger.c.lease_until.is_(None), ledger.c.lease_until < now)
+            candidates = (
+                sa.select(ledger.c.id)
+                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+                .where(ledger.c.digest_date == digest_date, self._wanted(retry_failed), free)
+                .where(self._mailable())
+                .order_by(ledger.c.id)
+                .limit(limit)
+            )
+            if conn.dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True, of=ledger)
+            ids = (
+                conn.execute(
+                    ledger.update()
+                    .where(ledger.c.id.in_(candidates.scalar_subquery()))
+                    .values(
+                        claimed_by=owner,
+                        lease_until=now + dt.timedelta(seconds=lease_seconds),
+                    )
+                    .returning(ledger.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                return []
+            rows = conn.execute(
+                sa.select(
+                    ledger.c.id,
+                    ledger.c.digest_date,
+                    ledger.c.subscriber_id,
+                    ledger.c.email,
+                    subscribers.c.name,
+                    ledger.c.status,
+                    ledger.c.attempts,
+                    ledger.c.last_reply,
+                )
+                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+                .where(ledger.c.id.in_(ids))
+                .order_by(ledger.c.id)
+            ).all()
+        return [_entry(r) for r in rows]
+
+    def renew_claims(self, owner: str, ids: Iterable[int], lease_seconds: float) -> int:
+        """Extend `owner`'s lease on those of `ids` it still holds; returns how many."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._write() as conn:
+            until = self._clock(conn) + dt.timedelta(seconds=lease_seconds)
+            res = conn.execute(
+                ledger.update()
+                .where(ledger.c.id.in_(ids), ledger.c.claimed_by == owner)
+                .where(ledger.c.status != SENT)
+                .values(lease_until=until)
+            )
+        return res.rowcount
+
+    def revoked_claims(self, owner: str, ids: Iterable[int]) -> set[int]:
+        """Those of `ids` that must not be sent now: the subscriber unsubscribed, bounced or
+        was suppressed since the claim, or the row is sent or held by another sender (a lease
+        taken over). One indexed query, however many rows are asked about."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        q = (
+            sa.select(ledger.c.id)
+            .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+            .where(ledger.c.id.in_(ids), ledger.c.claimed_by == owner, ledger.c.status != SENT)
+            .where(self._mailable())
+        )
+        with self.engine.connect() as conn:
+            ok = set(conn.execute(q).scalars())
+        return set(ids) - ok
+
+    def release_claims(self, owner: str, ids: Iterable[int]) -> int:
+        """Give back claimed rows not sent (a stop): any sender may take them at once."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._write() as conn:
+            res = conn.execute(
+                ledger.update()
+                .where(ledger.c.id.in_(ids), ledger.c.claimed_by == owner)
+                .where(ledger.c.status != SENT)
+                .values(claimed_by=None, lease_until=None)
+            )
+        return res.rowcount
+
+    def other_claimants(
+        self, digest_date: dt.date, owner: str, retry_failed: bool = False
+    ) -> set[str]:
+        """The other senders holding rows still to send for this digest under a live lease."""
+        with self.engine.connect() as conn:
+            now = self._clock(conn)
+            q = (
+                sa.select(ledger.c.claimed_by)
+                .distinct()
+                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+                .where(ledger.c.digest_date == digest_date, self._wanted(retry_failed))
+                .where(ledger.c.lease_until >= now, ledger.c.claimed_by != owner)
+                .where(self._mailable())
+            )
+            return set(conn.execute(q).scalars())
+
+    def expire_claims(self, digest_date: dt.date, owner: str) -> int:
+        """End `owner`'s leases on this digest's unsent rows (a sender known to be dead)."""
+        with self._write() as conn:
+            res = conn.execute(
+                ledger.update()
+                .where(ledger.c.digest_date == digest_date, ledger.c.claimed_by == owner)
+                .where(ledger.c.status != SENT)
+                .values(claimed_by=None, lease_until=None)
+            )
+        return res.rowcount
+
+
+def _entry(r: Any) -> LedgerEntry:
+    return LedgerEntry(
+        id=r.id,
+        digest_date=r.digest_date,
+        subscriber_id=r.subscriber_id,
+        email=r.email,
+        name=r.name,
+        status=r.status,
+        attempts=r.attempts,
+        last_reply=r.last_reply,
+    )
+
+
+def _insert(engine: sa.Engine, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)

@@ -116,7 +116,6 @@ ledger = sa.Table(
     sa.Column("lease_until", sa.DateTime, nullable=True),
     sa.UniqueConstraint("digest_date", "email", name="uq_ledger_digest_email"),
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
-    sa.Index("ix_ledger_claimed_by", "claimed_by"),
 )
 
 publications = sa.Table(

@@ -20,12 +20,10 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("ledger", sa.Column("claimed_by", sa.String(100), nullable=True))
     op.add_column("ledger", sa.Column("lease_until", sa.DateTime, nullable=True))
-    op.create_index("ix_ledger_claimed_by", "ledger", ["claimed_by"])
     op.execute("DELETE FROM meta WHERE key LIKE 'csv_sha256:%'")
 
 
 def downgrade() -> None:
-    op.drop_index("ix_ledger_claimed_by", "ledger")
     with op.batch_alter_table("ledger") as batch:
         batch.drop_column("lease_until")
         batch.drop_column("claimed_by")
