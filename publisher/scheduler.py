@@ -11,8 +11,11 @@ then email every digest whose email is due under publisher/policy.py, through th
   poll interval is.
 
 Both run on a one-thread executor, so two ticks never overlap (max_instances=1, coalesce=True,
-a misfire grace of `misfire_grace_hours`). SIGTERM/SIGINT set a stop event: no new tick or send
-starts, the messages in flight are finished and recorded, and the process exits 0.
+a misfire grace of `misfire_grace_hours`). Several `publisher run` (several machines on one
+PostgreSQL) may run at once: the build and the bookkeeping of a tick hold a database lock, and
+the sends are shared through the ledger's claims (publisher/delivery.py). SIGTERM/SIGINT set a
+stop event: no new tick or send starts, the messages in flight are finished and recorded, and
+the process exits 0.
 """
 
 from __future__ import annotations
@@ -83,24 +86,27 @@ def tick(
     """Build the site and feeds, record every digest seen, and send the emails that are due."""
     now = now or dt.datetime.now(dt.UTC)
     report = TickReport()
-    build = build_site(cfg)
-    report.built = len(build.built)
-    report.problems = [str(p) for p in build.problems]
-    store.set_meta(META_PROBLEMS, json.dumps(report.problems, ensure_ascii=False))
+    # The duties that must happen once (the build, recording what was seen) run one process
+    # at a time across every `publisher run` on this database; the sends below are shared.
+    with store.lock("tick"):
+        build = build_site(cfg)
+        report.built = len(build.built)
+        report.problems = [str(p) for p in build.problems]
+        store.set_meta(META_PROBLEMS, json.dumps(report.problems, ensure_ascii=False))
 
-    known = {pub.digest_date: pub for pub in store.list_publications()}  # one query a tick
-    for day in build.built:
-        pub = known.get(day.date)
-        if pub is None:
-            store.record_publication(day.date, day.source, day.sha)
-            store.update_publication(day.date, feed_built_at=now.replace(tzinfo=None))
-            report.new.append(day.date)
-        elif pub.content_hash != day.sha or pub.source != day.source:
-            # Edited after it was seen: the feed and page are rebuilt above; an email that
-            # already went out is not sent again.
-            store.record_publication(day.date, day.source, day.sha)
-            store.update_publication(day.date, feed_built_at=now.replace(tzinfo=None))
-            report.edited.append(day.date)
+        known = {pub.digest_date: pub for pub in store.list_publications()}  # one query a tick
+        for day in build.built:
+            pub = known.get(day.date)
+            if pub is None:
+                store.record_publication(day.date, day.source, day.sha)
+                store.update_publication(day.date, feed_built_at=now.replace(tzinfo=None))
+                report.new.append(day.date)
+            elif pub.content_hash != day.sha or pub.source != day.source:
+                # Edited after it was seen: the feed and page are rebuilt above; an email that
+                # already went out is not sent again.
+                store.record_publication(day.date, day.source, day.sha)
+                store.update_publication(day.date, feed_built_at=now.replace(tzinfo=None))
+                report.edited.append(day.date)
 
     for day in sorted(build.built, key=lambda d: d.date):
         if stop is not None and stop.is_set():

@@ -122,7 +122,8 @@ def import_csv(
 
     `sync` (default: True for the configured list, False for any other file) also marks CSV
     subscribers missing from the file `removed`. A synced list whose bytes did not change since
-    the last sync is skipped unless `force`. Raises SubscriberFileError when the file is unreadable.
+    the last sync (and whose result is intact) is skipped unless `force`. Imports run one at a
+    time (a database lock). Raises SubscriberFileError when the file is unreadable.
     """
     configured = cfg.subscribers.file.resolve()
     path = (path or configured).resolve()
@@ -130,10 +131,23 @@ def import_csv(
         sync = path == configured
     if not path.is_file():
         raise SubscriberFileError(f"{path}: subscriber file not found")
+    # One import at a time, on every backend and machine: an import marks `removed` the CSV
+    # rows it did not stamp, so another import stamping rows meanwhile would lose them.
+    with store.lock("subscribers-import"):
+        return _import_locked(cfg, store, path, sync=sync, force=force)
+
+
+def _import_locked(
+    cfg: Config, store: Store, path: Path, *, sync: bool, force: bool
+) -> ImportReport:
     fingerprint = _digest(path)
     key = "csv_sha256:" + hashlib.sha256(str(path).encode()).hexdigest()[:32]
-    if sync and not force and store.get_meta(key) == fingerprint:
-        return ImportReport(str(path), 0, 0, 0, 0, 0, (), skipped_unchanged=True)
+    if sync and not force:
+        # "fingerprint run": the file's bytes and the import that read them. Skipped only if
+        # both the file and what that import left behind are unchanged.
+        last_hash, _, last_run = (store.get_meta(key) or "").partition(" ")
+        if last_hash == fingerprint and last_run.isdigit() and store.csv_run_intact(int(last_run)):
+            return ImportReport(str(path), 0, 0, 0, 0, 0, (), skipped_unchanged=True)
 
     run = store.new_csv_run()
     invalid: list[str] = []
@@ -152,7 +166,7 @@ def import_csv(
     removed = 0
     if sync:
         removed = store.remove_csv_absent(run)
-        store.set_meta(key, fingerprint)
+        store.set_meta(key, f"{fingerprint} {run}")
     rows += len(invalid)
     return ImportReport(str(path), rows, added, reactivated, dups, removed, tuple(invalid))
 

@@ -387,3 +387,15 @@ class SubscribersMixin:
             "suppression": dict(sup._mapping) if sup else None,
             "sends": [dict(r._mapping) for r in rows],
         }
+
+    def csv_run_intact(self, run: int) -> bool:
+        """Whether every address CSV import `run` saw is still as it left it: none of them is
+        `removed` (only a later import removes, and it would have a newer run). Lets a sync
+        skip an unchanged file without trusting a state something else may have changed."""
+        with self.engine.connect() as conn:
+            broken = conn.execute(
+                sa.select(subscribers.c.id)
+                .where(subscribers.c.csv_run == run, subscribers.c.status == REMOVED)
+                .limit(1)
+            ).first()
+        return broken is None
