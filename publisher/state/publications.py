@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .schema import EMAIL_STATUSES, _now, meta, publications
+from .schema import EMAIL_STATUSES, _now, meta, publications, upsert
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +49,9 @@ class PublicationsMixin:
             return conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
 
     def set_meta(self, key: str, value: str) -> None:
+        """Create or replace a meta value (safe against a concurrent set of the same key)."""
         with self._write() as conn:
-            res = conn.execute(meta.update().where(meta.c.key == key).values(value=value))
-            if res.rowcount == 0:
-                conn.execute(meta.insert().values(key=key, value=value))
+            upsert(conn, meta, {"key": key, "value": value}, ["key"], update={"value": value})
 
     # -- publications (used by the scheduler) ------------------------------------------------
 

@@ -4,6 +4,8 @@ SQLAlchemy Core, portable SQL where it can be: `[state] database` is a SQLite fi
 PostgreSQL URL, and any number of processes (`run`, `serve`, `send`, several machines on
 PostgreSQL) share it. Write transactions go through `StoreBase._write`; the schema is created
 and upgraded by Alembic migrations (publisher/state/migrate.py), never by `create_all`.
+An insert that may meet a concurrent insert of the same key (two web processes, one signup)
+goes through `upsert` (INSERT ... ON CONFLICT), so it never fails on the unique key.
 
 Addresses are keys: every method taking an address normalises it with `normalize_email`
 (email-validator, then lower-cased whole so `Ada@Example.com` and `ada@example.com` are one
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -140,6 +142,41 @@ meta = sa.Table(
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.String(1000), nullable=False),
 )
+
+
+def upsert(
+    conn: sa.Connection,
+    table: sa.Table,
+    values: dict[str, Any],
+    index_elements: Sequence[str],
+    update: dict[str, Any] | None = None,
+) -> int:
+    """INSERT one row; if a row with the same `index_elements` (a primary key or unique
+    constraint) exists or is being inserted concurrently, do nothing (`update` None) or set the
+    `update` columns on it instead. Never raises an integrity error for that key: the database
+    decides (INSERT ... ON CONFLICT on SQLite and PostgreSQL). Returns the row count: for "do
+    nothing", 1 if the row was inserted and 0 if it existed."""
+    name = conn.dialect.name
+    if name in ("sqlite", "postgresql"):
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table).values(values)
+        if update is None:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(index_elements))
+        else:
+            stmt = stmt.on_conflict_do_update(index_elements=list(index_elements), set_=update)
+        return conn.execute(stmt).rowcount
+    # Another database: insert in a savepoint, and update (or not) if that hits the key.
+    try:
+        with conn.begin_nested():
+            return conn.execute(table.insert().values(values)).rowcount
+    except sa.exc.IntegrityError:
+        if update is None:
+            return 0
+        where = sa.and_(*(table.c[k] == values[k] for k in index_elements))
+        return conn.execute(table.update().where(where).values(update)).rowcount
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

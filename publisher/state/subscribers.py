@@ -30,6 +30,7 @@ from .schema import (
     normalize_email,
     subscribers,
     suppressions,
+    upsert,
 )
 
 
@@ -64,44 +65,46 @@ class SubscribersMixin:
     # -- subscribers -------------------------------------------------------------------------
 
     def add_subscriber(
-        self, email: str, name: str = "", status: str = ACTIVE, source: str = "cli"
+        self,
+        email: str,
+        name: str = "",
+        status: str = ACTIVE,
+        source: str = "cli",
+        *,
+        rename: bool = True,
     ) -> tuple[Subscriber, bool]:
         """Add an address; return (subscriber, created).
 
         An existing subscriber keeps its status (so this never resubscribes anyone); a non-empty
-        `name` replaces the stored one. Raises InvalidAddress for a bad address.
+        `name` replaces the stored one unless `rename` is false. Raises InvalidAddress for a bad
+        address. Safe against a concurrent add of the same address (INSERT ... ON CONFLICT).
         """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}")
         key = normalize_email(email)
+        name = name.strip()
         now = _now()
         with self._write() as conn:
-            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).first()
-            if row is None:
-                if self._suppressed(conn, key) and status == ACTIVE:
-                    status = UNSUBSCRIBED
+            if status == ACTIVE and self._suppressed(conn, key):
+                status = UNSUBSCRIBED
+            values = {
+                "email": key,
+                "name": name,
+                "status": status,
+                "source": source,
+                "created_at": now,
+                "updated_at": now,
+                "hard_bounces": 0,
+            }
+            created = upsert(conn, subscribers, values, ["email"]) == 1
+            if not created and rename and name:
                 conn.execute(
-                    subscribers.insert().values(
-                        email=key,
-                        name=name.strip(),
-                        status=status,
-                        source=source,
-                        created_at=now,
-                        updated_at=now,
-                        hard_bounces=0,
-                    )
+                    subscribers.update()
+                    .where(subscribers.c.email == key, subscribers.c.name != name)
+                    .values(name=name, updated_at=now)
                 )
-                created = True
-            else:
-                if name.strip() and name.strip() != row.name:
-                    conn.execute(
-                        subscribers.update()
-                        .where(subscribers.c.id == row.id)
-                        .values(name=name.strip(), updated_at=now)
-                    )
-                created = False
             row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
         return _subscriber(row), created
 
@@ -148,27 +151,51 @@ class SubscribersMixin:
         """
         key = _key(email)
         with self._write() as conn:
-            res = conn.execute(
-                subscribers.update()
-                .where(subscribers.c.email == key, subscribers.c.status != UNSUBSCRIBED)
-                .values(status=UNSUBSCRIBED, updated_at=_now())
-            )
+            # Lock the row even when it is already unsubscribed (an UPDATE filtered on the
+            # status would not): a concurrent resubscribe then either ends before this reads the
+            # row, or waits for this to end; the row and the suppression list always agree.
+            status = conn.execute(
+                sa.select(subscribers.c.status).where(subscribers.c.email == key).with_for_update()
+            ).scalar()
+            changed = status is not None and status != UNSUBSCRIBED
+            if changed:
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.email == key)
+                    .values(status=UNSUBSCRIBED, updated_at=_now())
+                )
             self._suppress(conn, key, reason)
-        return res.rowcount > 0
+        return changed
 
     def resubscribe(self, email: str, name: str = "", source: str = "web") -> Subscriber:
         """Fresh consent (a confirmed opt-in, an operator's explicit add): lift any suppression
-        and make the address active, creating it if needed."""
+        and make the address active, creating it if needed (a non-empty `name` replaces the
+        stored one). One transaction, safe against a concurrent add or unsubscribe."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}")
         key = normalize_email(email)
+        name = name.strip()
+        now = _now()
+        values = {
+            "email": key,
+            "name": name,
+            "status": ACTIVE,
+            "source": source,
+            "created_at": now,
+            "updated_at": now,
+            "hard_bounces": 0,
+        }
+        update: dict[str, Any] = {"status": ACTIVE, "hard_bounces": 0, "updated_at": now}
+        if name:
+            update["name"] = name
         with self._write() as conn:
+            # The subscriber row first, then the suppression: every writer (unsubscribe,
+            # set_status, record_hard_bounce) takes them in that order, so two of them never
+            # wait for each other's row on PostgreSQL (a deadlock).
+            upsert(conn, subscribers, values, ["email"], update=update)
             conn.execute(suppressions.delete().where(suppressions.c.email == key))
-            conn.execute(
-                subscribers.update()
-                .where(subscribers.c.email == key)
-                .values(status=ACTIVE, hard_bounces=0, updated_at=_now())
-            )
-        sub, _ = self.add_subscriber(key, name, status=ACTIVE, source=source)
-        return sub
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+        return _subscriber(row)
 
     def record_hard_bounce(self, email: str, reply: str, limit: int) -> bool:
         """Count a hard bounce (5xx on RCPT); at `limit` bounces the address is bounced and
@@ -336,8 +363,9 @@ class SubscribersMixin:
 
     @staticmethod
     def _suppress(conn: sa.Connection, key: str, reason: str) -> None:
-        if not SubscribersMixin._suppressed(conn, key):
-            conn.execute(suppressions.insert().values(email=key, reason=reason, created_at=_now()))
+        # An existing suppression keeps its reason; a concurrent one for the same address wins.
+        values = {"email": key, "reason": reason, "created_at": _now()}
+        upsert(conn, suppressions, values, ["email"])
 
     def suppress(self, email: str, reason: str) -> None:
         """Put an address on the suppression list (idempotent); it is never mailed again."""
