@@ -6,7 +6,8 @@
 - Double opt-in: GET /subscribe shows a form; POST /subscribe stores the address as pending and
   mails `{base_url}confirm/TOKEN`; GET /confirm/TOKEN makes it active. The answer to a valid
   address is the same page whether or not it is already on the list, and the mail is
-  rate-limited per address (in the database, so it survives restarts) and per client (in memory).
+  rate-limited per address and per client, in the database: it survives restarts, and any
+  number of `publisher serve` processes on one database behave as one.
 - /unsubscribe/TOKEN: GET shows a button and never changes anything (mail scanners prefetch
   links); POST, including RFC 8058's one-click `List-Unsubscribe=One-Click`, unsubscribes and
   suppresses the address and answers 200 with no cookie and no redirect, however often.
@@ -22,10 +23,8 @@ import datetime as dt
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -103,53 +102,22 @@ def confirm_subject(secret: bytes, token: str, now: float) -> str:
 # Rate limits
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
+# The per-client and the per-address limits are token buckets in the database
+# (publisher/state/limits.py), shared by every `publisher serve` process on it: N processes
+# behind one proxy allow what one would.
+CLIENT_PERIOD = 3600.0  # signups_per_client_per_hour
 
 
-class ClientLimiter:
-    """A token bucket per client address, in memory: `per_hour` signups, refilled evenly."""
-
-    MAX_CLIENTS = 10_000
-
-    def __init__(self, per_hour: int, clock: Callable[[], float]) -> None:
-        self.capacity = float(max(per_hour, 1))
-        self.rate = self.capacity / 3600.0
-        self.clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, client: str) -> bool:
-        now = self.clock()
-        with self._lock:
-            bucket = self._buckets.get(client)
-            if bucket is None:
-                if len(self._buckets) >= self.MAX_CLIENTS:
-                    self._forget_full(now)
-                bucket = self._buckets[client] = _Bucket(self.capacity, now)
-            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.rate)
-            bucket.at = now
-            if bucket.tokens < 1.0:
-                return False
-            bucket.tokens -= 1.0
-            return True
-
-    def _forget_full(self, now: float) -> None:
-        # A bucket that has refilled is the same as no bucket: drop those to bound memory.
-        full = [
-            k
-            for k, b in self._buckets.items()
-            if b.tokens + (now - b.at) * self.rate >= self.capacity
-        ]
-        for k in full or list(self._buckets)[: len(self._buckets) // 2]:
-            del self._buckets[k]
+def _client_key(client: str) -> str:
+    # Keys are at most 100 characters; a client address is short, anything else is hashed.
+    if len(client) <= 64 and client.isprintable():
+        return "web.client:" + client
+    return "web.client#" + hashlib.sha256(client.encode()).hexdigest()[:40]
 
 
 def _address_key(email: str) -> str:
-    # meta keys are at most 100 characters; addresses may be 320.
-    return "web.confirm_sent." + hashlib.sha256(email.encode()).hexdigest()[:40]
+    # Addresses may be 320 characters, and the table need not show them.
+    return "web.confirm:" + hashlib.sha256(email.encode()).hexdigest()[:40]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,9 +170,6 @@ class WebSide:
         self.sender = sender
         self.clock = clock
         self.t = strings(cfg.site.language)
-        self.clients = ClientLimiter(cfg.web.signups_per_client_per_hour, clock)
-        # Serialises check-and-stamp of the per-address limit within this process.
-        self._address_lock = threading.Lock()
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -252,7 +217,14 @@ class WebSide:
         if body is None:
             return self.message(self.t["too_large"], self.t["too_large"], status=413)
         client = request.client.host if request.client else "unknown"
-        if not self.clients.allow(client):
+        allowed = await run_in_threadpool(
+            self.store.take_token,
+            _client_key(client),
+            max(self.cfg.web.signups_per_client_per_hour, 1),
+            CLIENT_PERIOD,
+            self.clock(),
+        )
+        if not allowed:
             return self.message(self.t["too_many"], self.t["too_many"], status=429)
         form = await request.form(max_files=0, max_fields=10)
         raw_email, name, trap = (_field(form, k) for k in ("email", "name", "website"))
@@ -278,21 +250,19 @@ class WebSide:
         mail a confirmation link, at most once per address per `confirm_resend_minutes`."""
         now = self.clock()
         key = _address_key(email)
-        # Check and stamp under the lock, send outside it: a slow SMTP server must not hold up
-        # every other signup. A failed send takes the stamp back so the person may retry.
-        with self._address_lock:
-            last = self.store.get_meta(key)
-            if last is not None and now - float(last) < self.cfg.web.confirm_resend_minutes * 60:
-                return
-            self.store.set_meta(key, repr(now))
-        if self.store.get(email) is None:
-            # Only a new row takes the form's name: an unconfirmed form must not rename an
-            # existing subscriber.
-            self.store.add_subscriber(email, name, status=st.PENDING, source="web")
+        period = self.cfg.web.confirm_resend_minutes * 60.0
+        # The check and the take are one transaction, shared by every process; the mail goes
+        # out after it: a slow SMTP server must not hold up every other signup. A failed send
+        # gives the token back so the person may retry.
+        if not self.store.take_token(key, 1, period, now):
+            return
+        # Only a new row takes the form's name: an unconfirmed form must not rename an existing
+        # subscriber.
+        self.store.add_subscriber(email, name, status=st.PENDING, source="web", rename=False)
         try:
             self.sender(self.cfg, email, confirm_url(self.cfg, self.secret, email, now))
         except MailError:
-            self.store.set_meta(key, last if last is not None else "0")
+            self.store.give_back_token(key, 1, period, self.clock())
             raise
 
     async def confirm(self, request: Request) -> Response:

@@ -8,6 +8,7 @@ name `subscribers` is a module here).
 - `schema`: tables, statuses, the address key, the engine (SQLite pragmas);
 - `subscribers`: subscribers, the suppression list, the CSV sync's database half;
 - `ledger`: the send ledger and its group-commit recorder;
+- `limits`: rate limits every process shares (token buckets in the database);
 - `publications`: what the scheduler has seen and emailed, and the meta key/value table.
 
 Quick tour::
@@ -24,6 +25,7 @@ Quick tour::
 from __future__ import annotations
 
 from .ledger import LedgerEntry, LedgerMixin, SentRecorder
+from .limits import LimitsMixin
 from .locks import LocksMixin
 from .publications import Publication, PublicationsMixin
 from .schema import (
@@ -46,7 +48,7 @@ from .schema import (
 from .subscribers import Subscriber, SubscribersMixin
 
 
-class Store(SubscribersMixin, LedgerMixin, PublicationsMixin, LocksMixin, StoreBase):
+class Store(SubscribersMixin, LedgerMixin, LimitsMixin, PublicationsMixin, LocksMixin, StoreBase):
     """The state database. Thread-safe: every method takes its own short transaction."""
 
 

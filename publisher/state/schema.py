@@ -143,6 +143,17 @@ meta = sa.Table(
     sa.Column("value", sa.String(1000), nullable=False),
 )
 
+# Rate limits shared by every web process (publisher/state/limits.py): one token bucket a key.
+# A row whose bucket has refilled (`expires_at` passed) is the same as no row, and is deleted.
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
+)
+
 
 def upsert(
     conn: sa.Connection,
