@@ -291,7 +291,12 @@ def deliver(
                 feed.done(entry.id)
                 last = ticket or last
                 progress.update(tally.sent, tally.failed)
-                entry = upcoming if upcoming is not None else feed.next()
+                if upcoming is None:
+                    # Commit this worker's last acceptance before next() may wait for other
+                    # senders: they may be waiting for that very row.
+                    ledger.wait(last)
+                    upcoming = feed.next()
+                entry = upcoming
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             with tally.lock:
                 tally.fatal = tally.fatal or exc

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class Recorder:
         self.drop_data: dict[str, int] = {}
         self.pipelining = False  # advertise PIPELINING (aiosmtpd handles it, but is silent)
         self.sessions = 0  # EHLOs seen: how many connections a client opened
+        self.arrived: dict[str, float] = {}  # recipient -> time.monotonic() of its first "250"
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201
         session.host_name = hostname
@@ -90,8 +92,10 @@ class Recorder:
             if self.defer_data.get(rcpt, 0) > 0:
                 self.defer_data[rcpt] -= 1
                 return "451 4.3.0 Try again later"
+            now = time.monotonic()
             for r in envelope.rcpt_tos:
                 self.messages.append((r, envelope.original_content))
+                self.arrived.setdefault(r, now)
         return "250 2.0.0 Queued"
 
 

@@ -9,7 +9,8 @@ name `subscribers` is a module here).
 - `subscribers`: subscribers, the suppression list, the CSV sync's database half;
 - `ledger`: the send ledger and its group-commit recorder;
 - `limits`: rate limits every process shares (token buckets in the database);
-- `publications`: what the scheduler has seen and emailed, and the meta key/value table.
+- `publications`: what the scheduler has seen and emailed, and the meta key/value table;
+- `locks`: named locks across processes and machines (advisory locks, flock).
 
 Quick tour::
 
