@@ -236,3 +236,49 @@ def test_unsubscribes_during_a_send_are_never_mailed_a_second_later(
         assert max(recorder.received().values()) == 1
     finally:
         server.stop()
+
+
+def test_two_schedulers_and_a_manual_send_publish_a_digest_once(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Two `publisher run` (two machines on one database) and an operator's `publisher send`
+    of the same new digest, all at once: every reader gets it once, both runs exit 0."""
+    from .sitehelpers import digest_text, write_digest
+    from .test_run import SECRET, Run, project, today
+
+    n = 1200
+    recorder = Recorder()
+    server = start_server(recorder)
+    try:
+        cfg = project(tmp_path, server.port, db_url, subscribers=n, connections=3)
+        runs = [Run(cfg), Run(cfg)]
+        try:
+            for run in runs:
+                run.wait_for("the first tick", lambda r=run: "watching" in r.text())
+            digest = write_digest(cfg.digests.inbox, today(), digest_text(today(), n=3))
+            manual = subprocess.Popen(
+                [sys.executable, "-m", "publisher.cli", "send", "--config", str(cfg.path)]
+                + ["--digest", str(digest)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PUBLISHER_SECRET": SECRET},
+            )
+            out, _ = manual.communicate(timeout=180)
+            assert manual.returncode == 0, out.decode()
+            runs[0].wait_for(
+                "every reader", lambda: sum(recorder.received().values()) >= n, timeout=120
+            )
+            for run in runs:
+                before = run.ticks(cfg)
+                run.wait_for("two more ticks", lambda r=run, b=before: r.ticks(cfg) != b)
+            time.sleep(0.5)
+        finally:
+            codes = [run.terminate(30) for run in runs]
+        assert codes == [0, 0], [run.text()[-2000:] for run in runs]
+        counts = recorder.received()
+        assert len(counts) == n and max(counts.values()) == 1
+        with Store.open(cfg) as store:
+            assert store.get_publication(today()).email_status == "sent"
+            assert store.ledger_counts(today())["sent"] == n
+    finally:
+        server.stop()
