@@ -73,25 +73,20 @@ class PublicationsMixin:
     def record_publication(self, digest_date: dt.date, source: str, content_hash: str) -> None:
         """Create or update the publication row of a digest (source path and content hash)."""
         now = _now()
+        row = {
+            "digest_date": digest_date,
+            "source": source,
+            "content_hash": content_hash,
+            "email_status": "none",
+            "sent": 0,
+            "failed": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        changed = {"source": source, "content_hash": content_hash, "updated_at": now}
         with self._write() as conn:
-            res = conn.execute(
-                publications.update()
-                .where(publications.c.digest_date == digest_date)
-                .values(source=source, content_hash=content_hash, updated_at=now)
-            )
-            if res.rowcount == 0:
-                conn.execute(
-                    publications.insert().values(
-                        digest_date=digest_date,
-                        source=source,
-                        content_hash=content_hash,
-                        email_status="none",
-                        sent=0,
-                        failed=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
+            # An upsert: a manual send and a scheduler may record the same new digest at once.
+            upsert(conn, publications, row, ["digest_date"], update=changed)
 
     def update_publication(self, digest_date: dt.date, **values: Any) -> None:
         """Set columns of an existing publication row: feed_built_at, email_status, sent,

@@ -155,6 +155,15 @@ rate_limits = sa.Table(
 )
 
 
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """The dialect's INSERT construct, which has ON CONFLICT (SQLite and PostgreSQL)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
 def upsert(
     conn: sa.Connection,
     table: sa.Table,
@@ -167,13 +176,8 @@ def upsert(
     `update` columns on it instead. Never raises an integrity error for that key: the database
     decides (INSERT ... ON CONFLICT on SQLite and PostgreSQL). Returns the row count: for "do
     nothing", 1 if the row was inserted and 0 if it existed."""
-    name = conn.dialect.name
-    if name in ("sqlite", "postgresql"):
-        if name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(table).values(values)
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        stmt = dialect_insert(conn.dialect.name, table).values(values)
         if update is None:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(index_elements))
         else:

@@ -25,6 +25,7 @@ from .schema import (
     UnknownSubscriber,
     _key,
     _now,
+    dialect_insert,
     ledger,
     meta,
     normalize_email,
@@ -337,7 +338,15 @@ class SubscribersMixin:
                     values["updated_at"] = now
                 conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(values))
             if new_rows:
-                conn.execute(subscribers.insert(), new_rows)
+                # A web signup of one of these addresses may commit meanwhile: it stays as it
+                # is (a known address keeps its status), stamped as seen by this import.
+                ins = dialect_insert(conn.dialect.name, subscribers)
+                conn.execute(
+                    ins.on_conflict_do_update(
+                        index_elements=["email"], set_={"csv_run": ins.excluded.csv_run}
+                    ),
+                    new_rows,
+                )
         return added, reactivated, dups
 
     def remove_csv_absent(self, run: int) -> int:
