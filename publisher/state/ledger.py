@@ -208,17 +208,7 @@ class LedgerMixin:
         last = 0
         while True:
             q = (
-                sa.select(
-                    ledger.c.id,
-                    ledger.c.digest_date,
-                    ledger.c.subscriber_id,
-                    ledger.c.email,
-                    subscribers.c.name,
-                    ledger.c.status,
-                    ledger.c.attempts,
-                    ledger.c.last_reply,
-                )
-                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+                _entries()
                 .where(ledger.c.digest_date == digest_date, ledger.c.id > last, wanted)
                 .where(self._mailable())
                 .order_by(ledger.c.id)
@@ -382,21 +372,7 @@ class LedgerMixin:
             )
             if not ids:
                 return []
-            rows = conn.execute(
-                sa.select(
-                    ledger.c.id,
-                    ledger.c.digest_date,
-                    ledger.c.subscriber_id,
-                    ledger.c.email,
-                    subscribers.c.name,
-                    ledger.c.status,
-                    ledger.c.attempts,
-                    ledger.c.last_reply,
-                )
-                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
-                .where(ledger.c.id.in_(ids))
-                .order_by(ledger.c.id)
-            ).all()
+            rows = conn.execute(_entries().where(ledger.c.id.in_(ids)).order_by(ledger.c.id)).all()
         return [_entry(r) for r in rows]
 
     def renew_claims(self, owner: str, ids: Iterable[int], lease_seconds: float) -> int:
@@ -471,6 +447,20 @@ class LedgerMixin:
                 .values(claimed_by=None, lease_until=None)
             )
         return res.rowcount
+
+
+def _entries() -> sa.Select[Any]:
+    """SELECT of what a LedgerEntry holds (the ledger row and its subscriber's name)."""
+    return sa.select(
+        ledger.c.id,
+        ledger.c.digest_date,
+        ledger.c.subscriber_id,
+        ledger.c.email,
+        subscribers.c.name,
+        ledger.c.status,
+        ledger.c.attempts,
+        ledger.c.last_reply,
+    ).join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
 
 
 def _entry(r: Any) -> LedgerEntry:
