@@ -208,12 +208,21 @@ def send(
     click.echo(f"preview:    {report.html_path}")
     for path, size in zip(report.eml_paths, report.message_bytes, strict=True):
         click.echo(f"message:    {path} ({size:,} bytes)")
+    if report.dkim is None:
+        click.echo("dkim:       not signed ([email.dkim] selector, domain and key_file unset)")
+    else:
+        selector, domain = report.dkim
+        ok, what = report.dkim_check or (False, "not checked")
+        click.echo(f"dkim:       signed, selector {selector}, domain (d=) {domain}")
+        click.echo(f"dkim check: {'ok' if ok else 'FAILED'}: {what}")
     if report.preview_secret:
         click.echo(
             f"note: ${cfg.web.secret_env} is not set; unsubscribe links use the preview "
             "secret and will be refused by the real server"
         )
     click.echo("dry run: no server contacted, nothing recorded")
+    if report.dkim_check is not None and not report.dkim_check[0]:
+        sys.exit(1)
 
 
 @cli.group()

@@ -17,6 +17,7 @@ import types
 import typing
 import zoneinfo
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,16 @@ class FeedConfig:
 
 @dataclass(frozen=True, slots=True)
 class DkimConfig:
+    # All three or none: a partial section is an error, never a silent unsigned send.
     selector: str = ""
     domain: str = ""
     key_file: Path | None = None
+    # Sign with a d= domain that does not align with the From domain (see dkim_aligned).
+    allow_unaligned: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.selector and self.domain and self.key_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +230,55 @@ def _resolve_paths(obj: Any, root: Path) -> Any:
     return dataclasses.replace(obj, **changes)
 
 
+_DKIM_KEYS = ("selector", "domain", "key_file")
+_LABELS = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*$")
+
+
+def dkim_aligned(dkim_domain: str, from_domain: str) -> bool:
+    """DMARC relaxed alignment, simplified: one domain equals the other or is a subdomain of it.
+
+    `example.org` aligns with `news.example.org` and the other way round; two sibling
+    subdomains (`mail.example.org`, `news.example.org`), which DMARC itself would accept through
+    the Public Suffix List, do not: set `[email.dkim] allow_unaligned = true` for those. Never
+    says yes where DMARC says no (barring a d= that is itself a public suffix).
+    """
+    d = dkim_domain.strip().rstrip(".").lower()
+    f = from_domain.strip().rstrip(".").lower()
+    return bool(d and f) and (d == f or d.endswith("." + f) or f.endswith("." + d))
+
+
+def check_dkim(cfg: Config) -> None:
+    """`[email.dkim]`: all of selector, domain and key_file or none; d= aligned with From.
+
+    The key itself is checked where it is used (MessageFactory), before any message is built.
+    """
+    d, p = cfg.email.dkim, cfg.path
+    present = [k for k in _DKIM_KEYS if getattr(d, k)]
+    if not present:
+        return
+    missing = [k for k in _DKIM_KEYS if not getattr(d, k)]
+    if missing:
+        names = " and ".join(f"'email.dkim.{k}'" for k in missing)
+        raise ConfigError(
+            f"{p}: {names} {'is' if len(missing) == 1 else 'are'} missing: DKIM signing needs "
+            "selector, domain and key_file together (or none of them, to send unsigned)"
+        )
+    for key in ("selector", "domain"):
+        value = getattr(d, key)
+        if not _LABELS.match(value):
+            raise ConfigError(f"{p}: 'email.dkim.{key}' is not a DNS name: {value!r}")
+    addr = parseaddr(cfg.email.from_)[1]
+    from_domain = addr.rpartition("@")[2] if "@" in addr else ""
+    if not from_domain:
+        raise ConfigError(f"{p}: 'email.from' has no address with a domain: {addr!r}")
+    if not d.allow_unaligned and not dkim_aligned(d.domain, from_domain):
+        raise ConfigError(
+            f"{p}: 'email.dkim.domain' {d.domain!r} does not align with the From domain "
+            f"{from_domain!r} (it must be the same domain, a parent or a subdomain of it, or "
+            "DMARC fails); set 'email.dkim.allow_unaligned = true' to sign with it anyway"
+        )
+
+
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -253,6 +310,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{p}: 'web.confirm_resend_minutes' must not be negative")
     if not 0 <= cfg.feed.publish_hour <= 23:
         raise ConfigError(f"{p}: 'feed.publish_hour' must be between 0 and 23")
+    check_dkim(cfg)
 
 
 def load_config(path: str | os.PathLike[str] = "config.toml") -> Config:

@@ -21,9 +21,9 @@ import re
 import time
 from email.utils import format_datetime, formataddr, parseaddr
 from html import escape
-from pathlib import Path
 
-from .config import Config
+from . import signing
+from .config import Config, check_dkim
 from .errors import ConfigError, PublisherError
 from .newsletter import (
     PLACEHOLDER_EMAIL,
@@ -39,21 +39,6 @@ from .tokens import Signer
 CRLF = b"\r\n"
 _B64_LINE = 57  # raw bytes per 76-character base64 line (RFC 2045)
 _WORD_BYTES = 42  # UTF-8 bytes per encoded-word: "=?utf-8?b?" + 56 + "?=" fits a 78-char line
-# DKIM covers these (when present); dkimpy's default list leaves out List-Unsubscribe-Post,
-# and RFC 8058 asks that both List-Unsubscribe headers be signed.
-DKIM_HEADERS = (
-    b"From",
-    b"To",
-    b"Subject",
-    b"Date",
-    b"Message-ID",
-    b"MIME-Version",
-    b"Content-Type",
-    b"Reply-To",
-    b"List-Id",
-    b"List-Unsubscribe",
-    b"List-Unsubscribe-Post",
-)
 _PLACEHOLDER_RE = re.compile(("(" + "|".join(PLACEHOLDERS) + ")").encode())
 _EMAIL, _NAME, _UNSUB = (
     p.encode() for p in (PLACEHOLDER_EMAIL, PLACEHOLDER_NAME, PLACEHOLDER_UNSUBSCRIBE)
@@ -231,16 +216,21 @@ class MessageFactory:
 
     @staticmethod
     def _dkim_settings(cfg: Config) -> tuple[bytes, bytes, bytes] | None:
+        """(selector, domain, key) when signing; the key is read and tried here, once."""
+        check_dkim(cfg)  # also for a Config not from load_config: all three keys or none
         d = cfg.email.dkim
-        if not (d.selector and d.domain and d.key_file):
+        if not d.enabled:
             return None
-        try:
-            key = Path(d.key_file).read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"{cfg.path}: 'email.dkim.key_file' cannot be read: {d.key_file}: {exc.strerror}"
-            ) from None
-        return d.selector.encode(), d.domain.encode(), key
+        return d.selector.encode(), d.domain.encode(), signing.load_key(cfg)
+
+    @property
+    def dkim(self) -> tuple[str, str] | None:
+        """(selector, domain) the messages are signed with, or None when unsigned."""
+        return (self._dkim[0].decode(), self._dkim[1].decode()) if self._dkim else None
+
+    @property
+    def dkim_key(self) -> bytes | None:
+        return self._dkim[2] if self._dkim else None
 
     def _date_header(self) -> str:
         # formatting a date costs more than everything else in a header; once a second is enough
@@ -282,22 +272,5 @@ class MessageFactory:
         return message
 
     def _sign(self, message: bytes) -> bytes:
-        import dkim  # imported only when signing: dkimpy is slow to import
-
-        selector, domain, key = self._dkim
-        present = {
-            line.split(b":", 1)[0].lower()
-            for line in message.split(CRLF + CRLF, 1)[0].split(CRLF)
-            if line[:1] not in (b" ", b"\t")
-        }
-        include = [h for h in DKIM_HEADERS if h.lower() in present]
-        signature = dkim.sign(
-            message,
-            selector,
-            domain,
-            key,
-            canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=include,
-            linesep=CRLF,
-        )
-        return signature + message
+        selector, domain, key = self._dkim  # type: ignore[misc]
+        return signing.sign(message, selector, domain, key) + message

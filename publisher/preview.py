@@ -1,7 +1,8 @@
 """`publisher send --dry-run`: render a digest exactly as it would be sent, to files only.
 
 Contacts no server and writes nothing to the state database: it reads the digest and the
-subscriber CSV and writes `preview.html` and one `.eml` per sample recipient.
+subscriber CSV and writes `preview.html` and one `.eml` per sample recipient. When DKIM is
+configured, the first message's signature is verified offline against the key's public half.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import signing
 from .config import Config
 from .digest import Digest, parse_file
 from .errors import PublisherError
@@ -35,6 +37,8 @@ class PreviewReport:
     html_bytes: int  # the HTML part as a reader gets it
     message_bytes: tuple[int, ...]
     preview_secret: bool  # True when the secret is unset and links carry the preview secret
+    dkim: tuple[str, str] | None = None  # (selector, domain) when the messages are signed
+    dkim_check: tuple[bool, str] | None = None  # the first message verified offline: (ok, what)
 
 
 def read_subscribers(cfg: Config) -> list[tuple[str, str]]:
@@ -80,6 +84,7 @@ def dry_run(
     emls: list[Path] = []
     sizes: list[int] = []
     html_bytes = 0
+    dkim_check = None
     for addr, name in samples:
         raw = factory.build(addr, name)
         target = out / _file_name(addr)
@@ -92,6 +97,8 @@ def dry_run(
             html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
             html_bytes = len(html.encode())
             (out / "preview.html").write_text(html, encoding="utf-8")
+            if factory.dkim_key is not None:
+                dkim_check = signing.verify_offline(raw, factory.dkim_key)
     return PreviewReport(
         digest=digest,
         newsletter=newsletter,
@@ -102,4 +109,6 @@ def dry_run(
         html_bytes=html_bytes,
         message_bytes=tuple(sizes),
         preview_secret=secret == PREVIEW_SECRET,
+        dkim=factory.dkim,
+        dkim_check=dkim_check,
     )

@@ -36,6 +36,14 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("[feed]\nmax_items = 'ten'\n", "'feed.max_items' must be an integer"),
         ("[smtp]\nverify_tls = 1\n", "'smtp.verify_tls' must be true or false"),
         ("[email.dkim]\nselectr = 's'\n", "unknown key 'email.dkim.selectr'"),
+        (
+            "[email.dkim]\nselector = 's'\ndomain = 'localhost'\n",
+            "'email.dkim.key_file' is missing",
+        ),
+        (
+            "[email.dkim]\nselector = 's'\ndomain = 'example.com'\nkey_file = 'k.key'\n",
+            "'email.dkim.domain' 'example.com' does not align with the From domain 'localhost'",
+        ),
         ("site = 3\n", "'site' must be a table"),
         ("[smtp]\nsecurity = 'tls'\n", "'smtp.security' must be starttls, ssl or none"),
         ("[schedule]\nsend_at = '7am'\n", "'schedule.send_at' must be HH:MM"),
