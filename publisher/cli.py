@@ -155,6 +155,12 @@ def build(config_path: Path) -> None:
     is_flag=True,
     help="Also retry messages that failed for a temporary reason (4xx, timeouts) last time.",
 )
+@click.option(
+    "--include-final",
+    is_flag=True,
+    help="With --retry-failed: also retry messages refused for good (5xx, e.g. content "
+    "rejected), say after fixing what the server objected to.",
+)
 def send(
     config_path: Path,
     dry_run: bool,
@@ -162,15 +168,23 @@ def send(
     to: tuple[str, ...],
     out: Path,
     retry_failed: bool,
+    include_final: bool,
 ) -> None:
     """Email a digest to every active subscriber who does not have it yet.
 
     Imports the subscriber CSV first, then sends the newest digest in the inbox (or --digest
     FILE) over SMTP ([smtp] host), or into the Maildir outbox when no host is set. Safe to
     interrupt and run again: the ledger in the state database records each accepted message, so
-    a re-run mails only those not yet sent. Exit status 0 only when every active subscriber has
-    the message. The unsubscribe links are signed with the secret in $PUBLISHER_SECRET (the
-    variable [web] secret_env names).
+    a re-run mails only those not yet sent. The unsubscribe links are signed with the secret in
+    $PUBLISHER_SECRET (the variable [web] secret_env names).
+
+    \b
+    Exit status:
+      0    every active subscriber has it, or was refused it for good (5xx)
+      1    an error stopped the send (one line: an outage, a 421, TLS, login),
+           or some still lack it after temporary failures (--retry-failed)
+      130  stopped by SIGTERM or Ctrl-C: the messages in flight were finished and
+           recorded; run it again to finish
 
     With --dry-run nothing is sent or recorded: the digest is rendered exactly as it would be
     sent and OUT/preview.html and one .eml per sample recipient (the first three subscribers, or
@@ -182,10 +196,13 @@ def send(
       publisher send --dry-run --digest digests/2024/05/15.md --to me@example.org --out /tmp/p
       publisher send                          the newest digest in the inbox, for real
       publisher send --retry-failed           after a temporary outage
+      publisher send --retry-failed --include-final   also the ones refused with a 5xx
     """
+    if include_final and not retry_failed:
+        raise click.UsageError("--include-final goes with --retry-failed")
     cfg = get_config(config_path)
     if not dry_run:
-        _send_for_real(cfg, digest_path, retry_failed)
+        _send_for_real(cfg, digest_path, retry_failed, include_final)
         return
     from .preview import dry_run as run_dry_run  # keeps `publisher --help` fast
 
@@ -425,22 +442,56 @@ def status(config_path: Path, limit: int) -> None:
             click.echo(line)
 
 
-def _send_for_real(cfg: Config, digest_path: Path | None, retry_failed: bool) -> None:
+EXIT_INTERRUPTED = 130  # `publisher send` stopped by SIGTERM or SIGINT before the end
+
+
+def _send_for_real(
+    cfg: Config, digest_path: Path | None, retry_failed: bool, include_final: bool
+) -> None:
+    import signal
+    import threading
+
     from .delivery import default_progress
     from .publish import newest_digest, send_digest
     from .state import Store
 
-    digest = parse_file(digest_path or newest_digest(cfg))
-    with Store.open(cfg) as store:
-        result = send_digest(
-            cfg,
-            store,
-            digest,
-            retry_failed=retry_failed,
-            progress=default_progress(),
-            log=lambda line: click.echo(line, err=True),
-        )
+    # SIGTERM (systemd, kill) is as graceful as Ctrl-C: the connections finish and record the
+    # message they are sending, the claims are given back, then exit 130.
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not received:
+            name = signal.Signals(signum).name
+            received.append(name)
+            click.echo(f"{name}: finishing the messages in flight, then stopping", err=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        digest = parse_file(digest_path or newest_digest(cfg))
+        with Store.open(cfg) as store:
+            result = send_digest(
+                cfg,
+                store,
+                digest,
+                retry_failed=retry_failed,
+                include_final=include_final,
+                progress=default_progress(),
+                stop=stop,
+                log=lambda line: click.echo(line, err=True),
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     click.echo(result.summary())
+    if received and not result.ok:
+        click.echo(
+            f"stopped by {received[0]}: every accepted message is recorded; run the same "
+            "`publisher send` again to finish",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
     if not result.ok:
         sys.exit(1)
 

@@ -24,8 +24,16 @@ are the messages accepted but not yet recorded at the crash, at most one per con
 
 Failures: transient ones (4xx, timeouts, dropped connections) are retried on a fresh connection
 with exponential backoff (`retry_base_seconds` x 2^n) up to `max_attempts`, then marked failed
-(retried by `send --retry-failed`). 5xx replies fail the message for good; a 5xx to RCPT is a
-hard bounce, and `[subscribers] bounce_limit` of them suppress the address.
+(retried by `send --retry-failed`). A server that cannot be reached, or answers 421 at the
+greeting, EHLO or MAIL, that long is an outage: the send stops (`SmtpUnreachable`) and nothing is
+marked failed. 5xx replies fail the message for good (`final`, retried only by `--retry-failed
+--include-final`): a 5xx to RCPT, or at DATA naming a bad address (transport._data_kind), is a
+hard bounce, and `[subscribers] bounce_limit` of them suppress the address; any other 5xx (e.g.
+content rejected) is a rejection of that message. A final failure is settled: it does not count
+as "still without it" (`unsent_active`).
+
+Stopping (`stop`, set on SIGTERM/SIGINT): each worker finishes the message it is sending, a
+message waiting for a retry stays queued (not failed), and the claims are given back.
 """
 
 from __future__ import annotations
@@ -71,10 +79,13 @@ class DeliveryReport:
     unsent_active: int
     seconds: float
     skipped: int = 0  # claimed, then left out: unsubscribed (or suppressed) during the send
+    rejected: int = 0  # failed for good for a reason not the address (e.g. 554 content)
+    stopped: bool = False  # `stop` was set (SIGTERM/SIGINT) before the end
 
     @property
     def ok(self) -> bool:
-        """True when every mailable subscriber has the message (the exit status is 0)."""
+        """True when every mailable subscriber has the message or a final failure (a 5xx:
+        nothing a re-run would do); the exit status is then 0."""
         return self.unsent_active == 0
 
     def summary(self) -> str:
@@ -85,7 +96,15 @@ class DeliveryReport:
             f"({rate:.0f}/s) via {self.transport}; "
             + (f"{self.skipped} left out (unsubscribed during the send); " if self.skipped else "")
             + (
-                "every active subscriber has it"
+                f"{self.rejected} rejected by the server for content or policy (5xx, final; "
+                "`publisher send --retry-failed --include-final` retries them); "
+                if self.rejected
+                else ""
+            )
+            + (
+                "every active subscriber has it or a final failure"
+                if self.ok and self.rejected
+                else "every active subscriber has it"
                 if self.ok
                 else f"{self.unsent_active} active subscribers still without it"
             )
@@ -214,6 +233,7 @@ class _Tally:
     retries: int = 0
     attempted: int = 0
     skipped: int = 0
+    rejected: int = 0
     fatal: BaseException | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -225,6 +245,7 @@ def deliver(
     build: Builder,
     *,
     retry_failed: bool = False,
+    include_final: bool = False,
     progress: Progress | None = None,
     transport_factory: Callable[[], Transport] | None = None,
     stop: threading.Event | None = None,
@@ -233,9 +254,12 @@ def deliver(
 
     `build(email, name)` returns the RFC 5322 message bytes (CRLF) for one subscriber.
     Raises SmtpSetupError (a PublisherError) if the server cannot be used at all; whatever was
-    sent until then is in the ledger. Setting `stop` (SIGTERM in `publisher run`) makes every
-    worker finish and record the message it is sending, then return.
+    sent until then is in the ledger. Setting `stop` (SIGTERM or SIGINT in `publisher run` and
+    `publisher send`) makes every worker finish and record the message it is sending, then
+    return (`stopped` in the report). `include_final` (with `retry_failed`) also retries the
+    messages failed for good (5xx).
     """
+    retry_failed = retry_failed or include_final
     shutdown = stop
     progress = progress or NoProgress()
     factory = transport_factory or make_transport_factory(cfg)
@@ -245,7 +269,7 @@ def deliver(
     sender = envelope_sender(cfg)
     t0 = time.monotonic()
     store.queue_pending(digest_date)
-    total = store.count_pending(digest_date, retry_failed)
+    total = store.count_pending(digest_date, retry_failed, include_final)
     store.update_publication(digest_date, email_status="sending", email_started_at=_utcnow())
     workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
     stop = threading.Event()
@@ -253,6 +277,7 @@ def deliver(
         store,
         digest_date,
         retry_failed=retry_failed,
+        include_final=include_final,
         lease_seconds=cfg.state.lease_seconds,
         batch=max(CLAIM_BATCH, 8 * workers_n),
         stop=stop,
@@ -286,6 +311,8 @@ def deliver(
                     ready=lambda t=last, i=entry.id: (ledger.wait(t), feed.check(i)),
                     next_recipient=upcoming.email if upcoming is not None else None,
                 )
+                if ticket is _UNFINISHED:
+                    break  # stopped before its retry: the row stays open, close() gives it back
                 # Sent, failed or left out: settled. (A row whose send raised stays claimed
                 # until close() gives it back.)
                 feed.done(entry.id)
@@ -304,6 +331,8 @@ def deliver(
         finally:
             transport.close()
 
+    if shutdown is not None and shutdown.is_set():
+        stop.set()  # stopped before the send began (e.g. during the CSV import)
     threads = [
         threading.Thread(target=worker, name=f"smtp-{i}", daemon=True) for i in range(workers_n)
     ]
@@ -351,6 +380,8 @@ def deliver(
         unsent_active=unsent,
         seconds=time.monotonic() - t0,
         skipped=tally.skipped,
+        rejected=tally.rejected,
+        stopped=shutdown is not None and shutdown.is_set(),
     )
 
 
@@ -384,6 +415,7 @@ class _Claims:
         digest_date: dt.date,
         *,
         retry_failed: bool,
+        include_final: bool = False,
         lease_seconds: float,
         batch: int,
         stop: threading.Event,
@@ -391,6 +423,7 @@ class _Claims:
         self.store = store
         self.digest_date = digest_date
         self.retry_failed = retry_failed
+        self.include_final = include_final
         self.lease = max(lease_seconds, 1.0)
         self.batch = batch
         self.stop = stop
@@ -426,7 +459,12 @@ class _Claims:
                     refilled = bool(self.queue)  # by another worker while this one waited
                 if not refilled:
                     entries = self.store.claim(
-                        self.digest_date, self.owner, self.batch, self.lease, self.retry_failed
+                        self.digest_date,
+                        self.owner,
+                        self.batch,
+                        self.lease,
+                        self.retry_failed,
+                        self.include_final,
                     )
                     with self.lock:
                         self.queue.extend(entries)
@@ -446,7 +484,9 @@ class _Claims:
         """Whether other live senders hold rows of this digest. A sender on this machine whose
         process is gone (kill -9) does not count: its rows are given back at once instead of
         after its lease."""
-        others = self.store.other_claimants(self.digest_date, self.owner, self.retry_failed)
+        others = self.store.other_claimants(
+            self.digest_date, self.owner, self.retry_failed, self.include_final
+        )
         for other in others:
             host, _, rest = other.partition(":")
             pid = rest.partition(":")[0]
@@ -590,6 +630,9 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+_UNFINISHED = -1  # _deliver_one: stopped while waiting to retry; the row stays queued
+
+
 def _deliver_one(
     cfg: Config,
     store: Store,
@@ -607,8 +650,8 @@ def _deliver_one(
     next_recipient: str | None,
 ) -> int | None:
     """Send one message with retries and record the outcome in the ledger; return the ledger
-    ticket of a `sent` row (None if the message failed). `ready` and `next_recipient` go to
-    the transport (see Transport.send)."""
+    ticket of a `sent` row (None if the message failed, _UNFINISHED if the send was stopped
+    before a retry). `ready` and `next_recipient` go to the transport (see Transport.send)."""
     message = build(entry.email, entry.name)
     max_attempts = max(cfg.smtp.max_attempts, 1)
     attempt = 0
@@ -627,6 +670,9 @@ def _deliver_one(
                 stop.wait(cfg.smtp.retry_base_seconds * 2 ** (attempt - 1))
                 if not stop.is_set():
                     continue
+            if exc.kind == "transient" and attempt < max_attempts:
+                # Stopped with attempts left: not a failure (nor an outage), the next run sends it.
+                return _UNFINISHED
             if exc.connect:
                 # The server is down, not this message: stop the whole send instead of failing
                 # every reader in turn; what is not sent stays queued for the next run.
@@ -647,6 +693,7 @@ def _deliver_one(
                 tally.failed += 1
                 tally.attempted += 1
                 tally.bounced += bounced
+                tally.rejected += exc.kind == "permanent"
             return None
         except ClaimRevoked:
             log.info("left out %s: unsubscribed (or claim lost) during the send", entry.email)

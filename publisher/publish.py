@@ -55,6 +55,7 @@ def send_digest(
     digest: Digest,
     *,
     retry_failed: bool = False,
+    include_final: bool = False,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     secret: bytes | None = None,
@@ -74,6 +75,7 @@ def send_digest(
         digest.date,
         factory.build,
         retry_failed=retry_failed,
+        include_final=include_final,
         progress=progress,
         stop=stop,
     )

@@ -3,16 +3,24 @@
 Every failure to deliver one message is a `DeliveryError` with a `kind`:
 
 - ``transient``: a 4xx reply, a timeout, a dropped or refused connection: retry later;
-- ``permanent``: a 5xx reply: this message is failed for good;
-- ``bounce``: a 5xx reply to RCPT TO: the address does not exist (a hard bounce).
+- ``permanent``: a 5xx reply that is not about the reader's address (e.g. 554 content rejected
+  at the end of DATA, 552 5.2.2 mailbox full): this message is failed for good;
+- ``bounce``: a 5xx reply to RCPT TO, or one at DATA whose enhanced status code says the address
+  is bad (5.1.x but 5.1.7/5.1.8, which are the sender's) or disabled (5.2.1): a hard bounce.
+
+`connect=True` marks a failure of the server, not of the message: no connection, or a 421
+("service not available") in the greeting or to EHLO or MAIL. Retried like any transient
+failure; if it lasts, the send stops as an outage (`SmtpUnreachable`) and nothing is failed.
 
 What no retry can fix for any message (a certificate that does not verify, a refused login, a
-server without STARTTLS) is an `SmtpSetupError` (a PublisherError): the send stops.
+server without STARTTLS, a 5xx greeting or EHLO) is an `SmtpSetupError` (a PublisherError): the
+send stops.
 """
 
 from __future__ import annotations
 
 import mailbox
+import re
 import smtplib
 import socket
 import ssl
@@ -126,6 +134,33 @@ def _rcpt_kind(code: int) -> Kind:
     return "bounce" if 500 <= code <= 599 else "transient"
 
 
+_ENHANCED = re.compile(rb"\s*5\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def _data_kind(code: int, text: bytes | str) -> Kind:
+    """A reply to DATA or to the end of the message: a 5xx is a bounce only when its enhanced
+    status code (RFC 3463) blames the recipient's address: 5.1.x (bad mailbox, system, syntax;
+    not 5.1.7/5.1.8, the sender's address) or 5.2.1 (mailbox disabled). Any other 5xx (5.2.2
+    mailbox full, 5.6.x/5.7.x content or policy, no code at all) refuses this message only."""
+    if not 500 <= code <= 599:
+        return "transient"
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    m = _ENHANCED.match(raw)
+    if m is None:
+        return "permanent"
+    subject, detail = int(m[1]), int(m[2])
+    if (subject == 1 and detail not in (7, 8)) or (subject, detail) == (2, 1):
+        return "bounce"
+    return "permanent"
+
+
+def _service_refused(where: str, code: int, text: bytes | str) -> DeliveryError:
+    """A 421 at the greeting, EHLO or MAIL: the server is not taking mail now (an outage)."""
+    return DeliveryError(
+        "transient", f"SMTP server {where} refuses service: {_reply(code, text)}", connect=True
+    )
+
+
 def _needs_dot_stuffing(message: bytes) -> bool:
     """Whether a line starts with ".". Newsletter lines are base64 or headers, with a handful of
     dots in all: hopping from dot to dot with find(b".") (memchr) takes ~2 us on a 50 KB
@@ -187,7 +222,7 @@ class SmtpTransport:
             # A pipelined message's end follows its body in a second small write; Nagle would
             # hold that back until the body is acknowledged (a delayed ACK: up to 40 ms).
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.ehlo()
+            self._ehlo(conn, where)
             if s.security == "starttls":
                 if not conn.has_extn("starttls"):
                     conn.close()
@@ -197,7 +232,7 @@ class SmtpTransport:
                         'only, "none"'
                     )
                 conn.starttls(context=s.tls_context())
-                conn.ehlo()
+                self._ehlo(conn, where)
             if s.username:
                 conn.login(s.username, s.password or "")
         except ssl.SSLCertVerificationError as exc:
@@ -212,6 +247,14 @@ class SmtpTransport:
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
             raise SmtpSetupError(f"SMTP server {where}: {exc}") from None
+        except smtplib.SMTPConnectError as exc:
+            # The greeting was not 220: a 4xx (421) is an outage, a 5xx (554) a server that
+            # takes no mail from us at all. Neither is about any message.
+            if 400 <= exc.smtp_code <= 499:
+                raise _service_refused(where, exc.smtp_code, exc.smtp_error) from None
+            raise SmtpSetupError(
+                f"SMTP server {where} refuses connections: {_reply(exc.smtp_code, exc.smtp_error)}"
+            ) from None
         except smtplib.SMTPResponseException as exc:
             reply = _reply(exc.smtp_code, exc.smtp_error)
             raise DeliveryError(_kind(exc.smtp_code), reply) from None
@@ -220,6 +263,25 @@ class SmtpTransport:
                 "transient", f"cannot connect to {where}: {exc}", connect=True
             ) from None
         return conn
+
+    @staticmethod
+    def _ehlo(conn: smtplib.SMTP, where: str) -> None:
+        """EHLO (HELO if EHLO is not known): a 4xx is an outage, a 5xx to both a setup error."""
+        code, text = conn.ehlo()
+        if code == 250:
+            return
+        if 400 <= code <= 499:
+            conn.close()
+            raise _service_refused(where, code, text)
+        code, text = conn.helo()
+        if code != 250:
+            conn.close()
+            if 400 <= code <= 499:
+                raise _service_refused(where, code, text)
+            raise SmtpSetupError(f"SMTP server {where} refused EHLO/HELO: {_reply(code, text)}")
+
+    def _where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
 
     def send(
         self,
@@ -245,6 +307,8 @@ class SmtpTransport:
             if self._pipelining:
                 return self._send_pipelined(conn, sender, recipient, message, next_recipient, ready)
             code, text = conn.mail(sender, [options.strip()] if options else [])
+            if code == 421:
+                raise _service_refused(self._where(), code, text)
             if code != 250:
                 raise DeliveryError(_kind(code), _reply(code, text))
             code, text = conn.rcpt(recipient)
@@ -256,13 +320,21 @@ class SmtpTransport:
             self._used += 1
             if code != 250:
                 # data() raises only for the 354; the final reply comes back as a value.
-                raise DeliveryError(_kind(code), _reply(code, text))
+                raise DeliveryError(_data_kind(code, text), _reply(code, text))
             return _reply(code, text)
-        except DeliveryError:
-            self._reset()
+        except DeliveryError as exc:
+            if exc.connect:
+                self._drop()  # a 421 closes the channel
+            else:
+                self._reset()
             raise
+        except smtplib.SMTPDataError as exc:
+            # DATA refused (no 354): the connection is still usable.
+            self._reset()
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise DeliveryError(_data_kind(exc.smtp_code, exc.smtp_error), reply) from None
         except smtplib.SMTPResponseException as exc:
-            # A refused command (e.g. DATA's 354 missing): the connection is still usable.
+            # Another refused command: the connection is still usable.
             self._reset()
             reply = _reply(exc.smtp_code, exc.smtp_error)
             raise DeliveryError(_kind(exc.smtp_code), reply) from None
@@ -289,14 +361,19 @@ class SmtpTransport:
         if self._announced is None:
             conn.send(_envelope(sender, recipient))
         self._announced = None
-        mail, rcpt, data = conn.getreply(), conn.getreply(), conn.getreply()
+        mail = conn.getreply()
+        if mail[0] == 421:
+            # The server is closing the channel; the RCPT and DATA replies may never come.
+            self._drop()
+            raise _service_refused(self._where(), *mail)
+        rcpt, data = conn.getreply(), conn.getreply()
         failure: DeliveryError | None = None
         if mail[0] != 250:
             failure = DeliveryError(_kind(mail[0]), _reply(*mail))
         elif rcpt[0] not in (250, 251):
             failure = DeliveryError(_rcpt_kind(rcpt[0]), _reply(*rcpt))
         if data[0] != 354:
-            raise failure or DeliveryError(_kind(data[0]), _reply(*data))
+            raise failure or DeliveryError(_data_kind(*data), _reply(*data))
         if failure is not None:
             # A server that accepted DATA without a recipient: end the empty message.
             conn.send(b".\r\n")
@@ -322,7 +399,7 @@ class SmtpTransport:
         self._used += 1
         if code != 250:
             # The transaction is over; an announced envelope stays valid for the next send.
-            raise DeliveryError(_kind(code), _reply(code, text))
+            raise DeliveryError(_data_kind(code, text), _reply(code, text))
         return _reply(code, text)
 
     def _reset(self) -> None:
@@ -379,8 +456,16 @@ class MaildirTransport:
         data = message.replace(b"\r\n", b"\n")
         if ready is not None:
             ready()
-        with self._lock:
-            key = self._box.add(data)
+        try:
+            with self._lock:
+                key = self._box.add(data)
+        except OSError as exc:
+            # A full disk or a read-only folder is the outbox's, not this message's: stop the
+            # send with one line; what was stored is in the ledger, the next run goes on.
+            raise SmtpSetupError(
+                f"{self.outbox}: cannot write to the Maildir outbox ({exc.strerror or exc}); "
+                "free space or fix its permissions, then run the same command again"
+            ) from None
         return f"stored {key}"
 
     def close(self) -> None:

@@ -179,18 +179,25 @@ class LedgerMixin:
         return max(res.rowcount, 0)
 
     @staticmethod
-    def _wanted(retry_failed: bool) -> Any:
+    def _wanted(retry_failed: bool, include_final: bool = False) -> Any:
+        """Rows to send: queued; with retry_failed also failed ones not final; with
+        include_final every failed one (a 5xx the operator wants tried again)."""
         wanted = ledger.c.status == QUEUED
-        if retry_failed:
+        if include_final:
+            wanted = sa.or_(wanted, ledger.c.status == FAILED)
+        elif retry_failed:
             wanted = sa.or_(wanted, sa.and_(ledger.c.status == FAILED, ~ledger.c.final))
         return wanted
 
-    def count_pending(self, digest_date: dt.date, retry_failed: bool = False) -> int:
+    def count_pending(
+        self, digest_date: dt.date, retry_failed: bool = False, include_final: bool = False
+    ) -> int:
         """How many rows `pending_for` would yield now."""
         q = (
             sa.select(sa.func.count())
             .select_from(ledger.join(subscribers, subscribers.c.id == ledger.c.subscriber_id))
-            .where(ledger.c.digest_date == digest_date, self._wanted(retry_failed))
+            .where(ledger.c.digest_date == digest_date)
+            .where(self._wanted(retry_failed, include_final))
             .where(self._mailable())
         )
         with self.engine.connect() as conn:
@@ -295,7 +302,11 @@ class LedgerMixin:
         return counts
 
     def unsent_active(self, digest_date: dt.date) -> int:
-        """Mailable subscribers that have no `sent` ledger row for this digest (0 = all done)."""
+        """Mailable subscribers whose ledger row for this digest is not settled: neither `sent`
+        nor failed for good (`final`, a 5xx that no re-run would change). 0 = all done."""
+        settled = sa.or_(
+            ledger.c.status == SENT, sa.and_(ledger.c.status == FAILED, ledger.c.final)
+        )
         q = (
             sa.select(sa.func.count())
             .select_from(subscribers)
@@ -304,7 +315,7 @@ class LedgerMixin:
                 ~sa.exists().where(
                     ledger.c.digest_date == digest_date,
                     ledger.c.email == subscribers.c.email,
-                    ledger.c.status == SENT,
+                    settled,
                 ),
             )
         )
@@ -337,6 +348,7 @@ class LedgerMixin:
         limit: int,
         lease_seconds: float,
         retry_failed: bool = False,
+        include_final: bool = False,
     ) -> list[LedgerEntry]:
         """Claim up to `limit` rows to send (oldest first): wanted rows of mailable
         subscribers that nobody holds or whose holder's lease has run out. The claim is
@@ -350,7 +362,8 @@ class LedgerMixin:
             candidates = (
                 sa.select(ledger.c.id)
                 .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
-                .where(ledger.c.digest_date == digest_date, self._wanted(retry_failed), free)
+                .where(ledger.c.digest_date == digest_date, free)
+                .where(self._wanted(retry_failed, include_final))
                 .where(self._mailable())
                 .order_by(ledger.c.id)
                 .limit(limit)
@@ -422,7 +435,11 @@ class LedgerMixin:
         return res.rowcount
 
     def other_claimants(
-        self, digest_date: dt.date, owner: str, retry_failed: bool = False
+        self,
+        digest_date: dt.date,
+        owner: str,
+        retry_failed: bool = False,
+        include_final: bool = False,
     ) -> set[str]:
         """The other senders holding rows still to send for this digest under a live lease."""
         with self.engine.connect() as conn:
@@ -431,7 +448,8 @@ class LedgerMixin:
                 sa.select(ledger.c.claimed_by)
                 .distinct()
                 .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
-                .where(ledger.c.digest_date == digest_date, self._wanted(retry_failed))
+                .where(ledger.c.digest_date == digest_date)
+                .where(self._wanted(retry_failed, include_final))
                 .where(ledger.c.lease_until >= now, ledger.c.claimed_by != owner)
                 .where(self._mailable())
             )
