@@ -435,9 +435,11 @@ def status(config_path: Path, limit: int) -> None:
     """
     from .scheduler import status_lines
     from .state import Store
+    from .state.health import check_integrity
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
+        check_integrity(store.engine)
         for line in status_lines(cfg, store, limit=limit):
             click.echo(line)
 
@@ -535,6 +537,12 @@ def main() -> None:
         cli(standalone_mode=True)
     except PublisherError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        # A file the command writes or reads outside the database (the Maildir outbox, the
+        # archive, a lock file): full disk, read-only folder, permissions. One line, exit 1.
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(1)
 
 

@@ -19,6 +19,7 @@ from .mailer import MessageFactory
 from .newsletter import render_newsletter
 from .site import digest_sha
 from .state import Store
+from .state.health import check_integrity
 from .subscribers import import_csv
 from .tokens import secret_from_env
 
@@ -63,6 +64,7 @@ def send_digest(
 ) -> DeliveryReport:
     """Email `digest` to every active subscriber who does not have it yet; resumable."""
     secret = secret if secret is not None else secret_from_env(cfg)
+    check_integrity(store.engine)  # nothing is mailed from a database known to be damaged
     sync_subscribers(cfg, store, log)
     factory = MessageFactory(render_newsletter(digest, cfg), cfg, secret)
     if store.get_publication(digest.date) is None:

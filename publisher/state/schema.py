@@ -223,6 +223,10 @@ def make_engine(url: str) -> sa.Engine:
     the lock up front, or any other SQLAlchemy URL (PostgreSQL with psycopg 3 is tested)."""
     # preserve_rowcount: psycopg 3 resets rowcount when the cursor closes; callers count rows.
     engine = sa.create_engine(url, execution_options={"preserve_rowcount": True})
+    from .health import translate
+
+    # A full disk, a damaged file, an unreachable server: one line, not a driver traceback.
+    sa.event.listen(engine, "handle_error", translate)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
