@@ -163,3 +163,21 @@ def test_an_unreachable_postgresql_server_is_one_line(tmp_path: Path) -> None:
     config = project(tmp_path, 3, state=url)
     line = one_line_error(publisher(config, "status"), "cannot use the PostgreSQL server")
     assert "127.0.0.1" in line
+
+
+@pytest.mark.parametrize("damage", ["header", "truncated"])
+def test_a_file_that_is_no_longer_a_database_is_one_line(tmp_path: Path, damage: str) -> None:
+    config = project(tmp_path, 500)
+    assert publisher(config, "subscribers", "import").returncode == 0
+    db = tmp_path / "state" / "publisher.sqlite3"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    data = db.read_bytes()
+    if damage == "header":
+        db.write_bytes(b"\0" * 100 + data[100:])  # the 100-byte header zeroed
+    else:
+        db.write_bytes(data[: len(data) // 3])  # the last two thirds of the file gone
+    for command in (["send", "--digest", str(SAMPLE)], ["status"]):
+        one_line_error(publisher(config, *command), str(db))
+    assert not (tmp_path / "outbox").exists() or not delivered(tmp_path / "outbox")
