@@ -134,3 +134,51 @@ def test_publications(store: Store) -> None:
     store.update_publication(DAY, email_status="sent", sent=3)
     pub = store.get_publication(DAY)
     assert pub.email_status == "sent" and pub.sent == 3 and pub.content_hash == "abc"
+
+
+def test_claims_go_on_after_the_last_one_and_take_rows_given_back_at_the_end(
+    store: Store,
+) -> None:
+    for i in range(6):
+        store.add_subscriber(f"c{i}@example.com", f"C{i}")
+    store.queue_pending(DAY)
+
+    def claim(owner: str, limit: int) -> list[str]:
+        return [e.email for e in store.claim(DAY, owner, limit, lease_seconds=60)]
+
+    first = store.claim(DAY, "a", 2, lease_seconds=60)
+    assert [e.email for e in first] == ["c0@example.com", "c1@example.com"]
+    assert first[0].name == "C0"
+    store.mark_sent([e.id for e in first], "250 ok")
+    second = store.claim(DAY, "a", 2, lease_seconds=60)
+    store.release_claims("a", [second[0].id])  # c2 given back, as by a sender that stopped
+    store.mark_sent([second[1].id], "250 ok")
+    # Sender a goes on after c3; c2 waits until nothing is left after it.
+    assert claim("a", 2) == ["c4@example.com", "c5@example.com"]
+    assert claim("a", 2) == ["c2@example.com"]
+    assert claim("a", 2) == []
+    assert claim("b", 2) == []  # all held by a
+
+
+def test_the_sent_recorder_commits_each_call_on_a_connection_of_its_own(store: Store) -> None:
+    store.add_subscriber("r@example.com")
+    store.queue_pending(DAY)
+    entry = next(store.pending_for(DAY))
+    recorder = store.sent_recorder()
+    try:
+        recorder.record([(entry.id, "250 ok", 1)])
+        assert store.ledger_entry(DAY, "r@example.com")["status"] == "sent"
+    finally:
+        recorder.close()
+    if store.engine.dialect.name == "postgresql":
+        # Its settings (synchronous_commit = off, autocommit) stay on its own connection,
+        # closed with it: none of the pool's has them.
+        q = "SELECT source FROM pg_settings WHERE name = 'synchronous_commit'"
+        conns = [store.engine.connect() for _ in range(6)]  # every pooled one, and more
+        try:
+            for conn in conns:
+                assert conn.exec_driver_sql(q).scalar() != "session"
+                assert not conn.connection.dbapi_connection.autocommit
+        finally:
+            for conn in conns:
+                conn.close()

@@ -22,6 +22,11 @@ from .schema import (
     suppressions,
 )
 
+# Rows queued at once from which queue_pending refreshes PostgreSQL's statistics (below).
+ANALYZE_AFTER = 1000
+# Now, naive UTC, by PostgreSQL's clock (what LedgerMixin._clock reads there), in a statement.
+_PG_NOW = sa.func.timezone("UTC", sa.func.now(), type_=sa.DateTime)
+
 _MARK_SENT = (
     ledger.update()
     .where(ledger.c.id == sa.bindparam("b_id"))
@@ -66,19 +71,22 @@ class SentRecorder:
         # batch must be begun by hand, or each row would be a commit of its own.
         self._begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
         if dialect.name == "postgresql":
-            # Each commit here is what a message's final "." waits for, and with PostgreSQL's
-            # default synchronous_commit each one waits for a WAL flush to disk: a few ms, so a
-            # send on PostgreSQL ran at half SQLite's speed. Off for this connection only: a
-            # committed row still survives any crash of this process (the crash the ledger
-            # must survive); only a crash of the database server itself may lose the last
-            # fraction of a second of `sent` marks, which means re-sends, never losses. That is
-            # SQLite's durability here too (WAL with synchronous=NORMAL, schema._sqlite_connect).
-            # The connection leaves the pool so the setting never reaches another user.
+            # Each call here is what a message's final "." waits for. With PostgreSQL's
+            # default synchronous_commit every commit waits for a WAL flush to disk (a few ms),
+            # and BEGIN, the UPDATEs and COMMIT were three round trips: a send ran at half
+            # SQLite's speed. So, for this connection only:
+            # - synchronous_commit off. A committed row still survives any crash of this
+            #   process, the crash the ledger must survive; only a crash of the database server
+            #   itself may lose the last fraction of a second of `sent` marks: re-sends, never
+            #   losses. The same durability as SQLite's here (WAL, synchronous=NORMAL).
+            # - autocommit: each UPDATE commits by itself and psycopg pipelines executemany,
+            #   so a call is one round trip (commit() below is then a no-op).
+            # The connection leaves the pool, so neither setting reaches another user.
             self.conn.detach()
+            self.conn.dbapi_connection.autocommit = True
             cursor = self.conn.cursor()
             cursor.execute("SET synchronous_commit = off")
             cursor.close()
-            self.conn.commit()
 
     def _params(self, rows: Iterable[tuple[int, str, int]]) -> list[Any]:
         out: list[Any] = []
@@ -175,8 +183,16 @@ class LedgerMixin:
         # are there, ON CONFLICT the ones another transaction adds meanwhile.
         ins = ins.on_conflict_do_nothing(index_elements=["digest_date", "email"])
         with self._write() as conn:
-            res = conn.execute(ins)
-        return max(res.rowcount, 0)
+            added = max(conn.execute(ins).rowcount, 0)
+            if added >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
+                # The claims' plan rests on the tables' statistics, which autovacuum refreshes
+                # only some time after a big change: with none yet (a day's rows just queued, a
+                # list just imported) PostgreSQL planned each claim as a scan of every
+                # subscriber per ledger row (seconds per claim at 5,000, for the first minute
+                # of a send). In this transaction: a sender queueing at the same moment waits
+                # for it (ON CONFLICT), so no claim runs on the stale statistics.
+                conn.exec_driver_sql("ANALYZE ledger, subscribers")
+        return added
 
     @staticmethod
     def _wanted(retry_failed: bool, include_final: bool = False) -> Any:
@@ -355,37 +371,83 @@ class LedgerMixin:
         `owner`'s until `lease_seconds` from now (renewed by `renew_claims`).
 
         PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent senders take disjoint batches
-        without waiting on each other; SQLite: the write lock of BEGIN IMMEDIATE."""
-        with self._write() as conn:
-            now = self._clock(conn)
-            free = sa.or_(ledger.c.lease_until.is_(None), ledger.c.lease_until < now)
-            candidates = (
-                sa.select(ledger.c.id)
-                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
-                .where(ledger.c.digest_date == digest_date, free)
-                .where(self._wanted(retry_failed, include_final))
-                .where(self._mailable())
-                .order_by(ledger.c.id)
-                .limit(limit)
-            )
-            if conn.dialect.name == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True, of=ledger)
-            ids = (
-                conn.execute(
-                    ledger.update()
-                    .where(ledger.c.id.in_(candidates.scalar_subquery()))
-                    .values(
-                        claimed_by=owner,
-                        lease_until=now + dt.timedelta(seconds=lease_seconds),
-                    )
-                    .returning(ledger.c.id)
+        without waiting on each other; SQLite: the write lock of BEGIN IMMEDIATE.
+
+        Each claim of `owner` starts after the last row its previous claim took: rows are
+        sent roughly in id order, so looking from the start again would step over every row
+        already sent, each claim slower than the last (at 20,000 subscribers most of a claim's
+        time on PostgreSQL). Rows before that point which are free again (given back by a
+        sender that stopped, or of a dead one) are claimed once nothing is left after it."""
+        hints = self.__dict__.setdefault("_claim_hints", {})
+        key = (digest_date, owner)
+        # Not when failed rows are wanted again: they are claimed in order.
+        again = retry_failed or include_final
+        after = 0 if again else hints.pop(key, 0)
+        if self.engine.dialect.name == "postgresql":
+            # Each claim query is one statement, so a transaction by itself: no BEGIN and
+            # COMMIT round trips.
+            session = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            session = self._write()
+        with session as conn:
+            wanted = self._wanted(retry_failed, include_final)
+            entries = self._take(conn, digest_date, owner, limit, lease_seconds, wanted, after)
+            if after and len(entries) < limit:
+                more = limit - len(entries)
+                entries += self._take(conn, digest_date, owner, more, lease_seconds, wanted, 0)
+        if entries and not again:
+            hints[key] = max(after, max(e.id for e in entries))
+        return sorted(entries, key=lambda e: e.id)
+
+    def _take(
+        self,
+        conn: sa.Connection,
+        digest_date: dt.date,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        wanted: Any,
+        after: int,
+    ) -> list[LedgerEntry]:
+        """One claim query of `claim`: `wanted` rows with an id above `after`."""
+        pg = conn.dialect.name == "postgresql"
+        # PostgreSQL: the database's clock inside the statement (the same now() _clock reads),
+        # not a query of its own.
+        now = _PG_NOW if pg else self._clock(conn)
+        free = sa.or_(ledger.c.lease_until.is_(None), ledger.c.lease_until < now)
+        candidates = (
+            sa.select(ledger.c.id)
+            .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+            .where(ledger.c.digest_date == digest_date, wanted, free)
+            .where(self._mailable())
+            .order_by(ledger.c.id)
+            .limit(limit)
+        )
+        if after:
+            candidates = candidates.where(ledger.c.id > after)
+        if pg:
+            candidates = candidates.with_for_update(skip_locked=True, of=ledger)
+        take = (
+            ledger.update()
+            .where(ledger.c.id.in_(candidates.scalar_subquery()))
+            .values(claimed_by=owner, lease_until=now + dt.timedelta(seconds=lease_seconds))
+        )
+        if pg:
+            # One statement: UPDATE ... FROM subscribers RETURNING hands back the entries with
+            # their names (SQLite cannot return another table's columns). A claim holds up all
+            # of a sender's connections once its batch is used up, and the clock, the claim and
+            # a SELECT of the rows (planned as a hash join over every subscriber) were three
+            # round trips.
+            rows = conn.execute(
+                take.where(subscribers.c.id == ledger.c.subscriber_id).returning(
+                    *_entries().selected_columns
                 )
-                .scalars()
-                .all()
-            )
-            if not ids:
-                return []
-            rows = conn.execute(_entries().where(ledger.c.id.in_(ids)).order_by(ledger.c.id)).all()
+            ).all()
+            return [_entry(r) for r in rows]
+        ids = conn.execute(take.returning(ledger.c.id)).scalars().all()
+        if not ids:
+            return []
+        rows = conn.execute(_entries().where(ledger.c.id.in_(ids))).all()
         return [_entry(r) for r in rows]
 
     def renew_claims(self, owner: str, ids: Iterable[int], lease_seconds: float) -> int:
