@@ -1,29 +1,58 @@
-"""Delivery speed and memory against Postfix's smtp-sink, with smtp-source as the reference.
+"""Delivery speed against Postfix's smtp-sink, with smtp-source as the reference, on SQLite and
+on PostgreSQL, by one `publisher send` and by several at once; memory at 1k and 100k subscribers.
 
-    python bench/deliver.py [--subscribers 10000] [--connections 4] [--memory-large 100000]
+    python bench/deliver.py [--subscribers 20000] [--connections 4]
+                            [--backends sqlite,postgresql] [--workers 3] [--rounds 1]
+                            [--memory-large 100000] [--skip-memory]
 
-1. starts `smtp-sink` on a free loopback port;
+1. starts `smtp-sink` on a free loopback port and, for PostgreSQL, a throwaway cluster of its own
+   (tests/pg.py's `Cluster(durable=True)`: on disk, fsync, synchronous_commit and
+   full_page_writes on: PostgreSQL's defaults, as in production; printed with the results);
 2. times `smtp-source` sending N copies of the very message publisher builds (same bytes, so
    same size) over the same number of parallel connections, each reused (-d);
-3. times `publisher send` (a subprocess, the real command) to N subscribers over SMTP;
-4. prints both rates and publisher / smtp-source (target >= 0.8 at 4 connections);
-5. runs `publisher send` to 1,000 and to --memory-large subscribers in fresh projects and compares
-   their peak RSS (resource.getrusage(RUSAGE_CHILDREN) in a wrapper process; target <= 1.2x).
+3. for each backend, in a fresh project with a fresh database (the subscriber list imported
+   first, untimed, as the previous day's send would have): times one `publisher send` (a
+   subprocess, the real command) to the N subscribers, then with --workers W > 1 times W
+   `publisher send` processes started together on one more fresh database, which split the
+   send through the ledger's claims (wall time until the last one exits; each has
+   --connections connections). Each must exit 0 with nothing failed, their counts adding up
+   to exactly N;
+4. prints one line per measurement (messages/s of the whole command) and the ratios:
+     (a) PostgreSQL / SQLite, one process each                         target >= 0.8
+     (b) W processes / one process, on PostgreSQL (the same N in all)  target >= 0.9
+     (c) SQLite / smtp-source, one process                             target >= 1.0
+         (about 1.05 at 20,000 before PostgreSQL support; the first target was 0.8)
+   (W processes / one on SQLite is printed too, without a target: SQLite has one writer).
+   With --rounds R every measurement is taken R times, interleaved, and the medians are used:
+   the machine's noise then hits all of them alike. Only ratios from one run compare;
+5. runs `publisher send` to 1,000 and to --memory-large subscribers in fresh SQLite projects and
+   compares their peak RSS (resource.getrusage(RUSAGE_CHILDREN) in a wrapper process; target
+   <= 1.2x). --skip-memory leaves this out.
 
-Needs /usr/sbin/smtp-sink and /usr/sbin/smtp-source (Debian package postfix).
+--backends defaults to both when PostgreSQL's server binaries are installed (Debian: apt-get
+install postgresql; tests/pg.py finds them), else to SQLite alone. `--backends sqlite --workers 1`
+is the bench as it was before PostgreSQL: smtp-source against one SQLite send, line (c), then the
+memory check. For a decision take --rounds 3 or more: on a busy machine one round's ratios vary
+by 10% or more. Needs /usr/sbin/smtp-sink and /usr/sbin/smtp-source (Debian package postfix).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = ROOT / "digests" / "2024" / "05" / "15.md"
@@ -68,7 +97,10 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     sys.exit(f"smtp-sink did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
 
 
-def make_project(folder: Path, port: int, n: int, connections: int) -> Path:
+def make_project(
+    folder: Path, port: int, n: int, connections: int, database: str | None = None
+) -> Path:
+    """A project sending to n subscribers; on `database` (a URL) or a new SQLite file in it."""
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "config.toml"
     cfg.write_text(
@@ -81,7 +113,7 @@ def make_project(folder: Path, port: int, n: int, connections: int) -> Path:
         "[subscribers]\n"
         'file = "subscribers.csv"\n'
         "[digests]\n"
-        f'inbox = "{DIGEST.parent}"\n'
+        f'inbox = "{DIGEST.parent}"\n' + (f'[state]\ndatabase = "{database}"\n' if database else "")
     )
     with (folder / "subscribers.csv").open("w") as fh:
         fh.write("email,name\n")
@@ -115,14 +147,45 @@ def publisher_cmd(cfg: Path) -> list[str]:
     ]
 
 
-def run_publisher(cfg: Path) -> float:
+def import_subscribers(cfg: Path) -> None:
+    """Import the list first, as the previous day's send would have: the timed send then finds
+    the CSV unchanged, like every steady-state daily send."""
+    subprocess.run(
+        [sys.executable, "-m", "publisher.cli", "subscribers", "import", "--config", str(cfg)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+
+
+SENT = re.compile(r": (\d+) sent, (\d+) failed")
+
+
+def run_publishers(cfg: Path, processes: int, n: int) -> tuple[float, str]:
+    """Start `processes` `publisher send` at once; the wall time until the last one exits, and
+    the sent counts. Exits unless all succeed and they sent exactly n between them."""
     t0 = time.perf_counter()
-    res = subprocess.run(publisher_cmd(cfg), capture_output=True, text=True, cwd=ROOT)
+    procs = [
+        subprocess.Popen(
+            publisher_cmd(cfg),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for _ in range(processes)
+    ]
+    outputs = [p.communicate() for p in procs]
     elapsed = time.perf_counter() - t0
-    if res.returncode != 0:
-        sys.exit(f"publisher send failed:\n{res.stdout}\n{res.stderr}")
-    print(f"  {res.stdout.strip()}")
-    return elapsed
+    counts = []
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        found = SENT.search(out)
+        if p.returncode != 0 or not found or found[2] != "0":
+            sys.exit(f"publisher send failed (exit {p.returncode}):\n{out}\n{err}")
+        counts.append(int(found[1]))
+    if sum(counts) != n:
+        sys.exit(f"{processes} senders sent {counts} = {sum(counts)} messages, not {n}")
+    return elapsed, "+".join(map(str, counts))
 
 
 def peak_rss_kib(cfg: Path) -> int:
@@ -143,70 +206,172 @@ def peak_rss_kib(cfg: Path) -> int:
     return int(out.stdout.strip())
 
 
+def start_postgresql() -> Any:
+    """A throwaway PostgreSQL cluster with production durability (tests/pg.py)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.pg import Cluster, ClusterError, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        sys.exit(
+            "PostgreSQL server binaries not found (initdb, pg_ctl, postgres); on Debian:\n"
+            "  apt-get install postgresql   (or leave it out: --backends sqlite)"
+        )
+    cluster = Cluster(bindir, durable=True)
+    try:
+        cluster.start()
+    except ClusterError as exc:
+        cluster.stop()
+        sys.exit(f"PostgreSQL did not start: {exc}")
+    return cluster
+
+
+def describe_postgresql(cluster: Any) -> str:
+    with psycopg.connect(
+        host="127.0.0.1", port=cluster.port, user=cluster.user, dbname="postgres"
+    ) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        shown = ", ".join(
+            f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}"
+            for name in ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
+        )
+    return (
+        f"PostgreSQL {version}, throwaway cluster on disk in {cluster.root}: {shown} "
+        "(publisher's own connection for sent marks sets synchronous_commit=off)"
+    )
+
+
+@dataclass
+class Measurement:
+    label: str
+    backend: str  # "sqlite", "postgresql" or "" (smtp-source)
+    processes: int
+    seconds: list[float] = field(default_factory=list)
+
+    def rate(self, n: int) -> float:
+        return n / statistics.median(self.seconds)
+
+
+def verdict(name: str, value: float, target: float, note: str = "") -> str:
+    mark = "PASS" if value >= target else "MISS"
+    return f"{name:<44} {value:5.2f}  (target >= {target}{note}) {mark}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--subscribers", type=int, default=10_000)
-    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--subscribers", type=int, default=20_000)
+    ap.add_argument("--connections", type=int, default=4, help="per `publisher send` process")
+    ap.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated: sqlite, postgresql (default: both if PostgreSQL is installed)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=3,
+        help="`publisher send` processes started together, per backend (1: one process only)",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="repeat and take medians")
     ap.add_argument("--memory-small", type=int, default=1_000)
     ap.add_argument("--memory-large", type=int, default=100_000)
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
+    if args.backends is None:
+        sys.path.insert(0, str(ROOT))
+        from tests.pg import find_bindir
+
+        args.backends = "sqlite,postgresql" if find_bindir() else "sqlite"
+        if args.backends == "sqlite":
+            print("PostgreSQL is not installed: SQLite only (apt-get install postgresql)")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends or set(backends) - {"sqlite", "postgresql"}:
+        ap.error("--backends: a comma-separated list of sqlite, postgresql")
     source = tool("smtp-source")
+    n, c = args.subscribers, args.connections
     port = free_port()
     sink = start_sink(port)
+    cluster = start_postgresql() if "postgresql" in backends else None
     try:
         with tempfile.TemporaryDirectory(prefix="publisher-bench-") as tmp:
             tmp_path = Path(tmp)
-            n, c = args.subscribers, args.connections
-            cfg = make_project(tmp_path / "speed", port, n, c)
-            message = built_message(cfg)
+            message = built_message(make_project(tmp_path / "message", port, 1, c))
             msg_file = tmp_path / "message.eml"
             # smtp-source wants the file with plain newlines; it sends CRLF itself.
             msg_file.write_bytes(message.replace(b"\r\n", b"\n"))
-            print(f"{n} messages of {len(message)} bytes over {c} connections")
-
-            t0 = time.perf_counter()
-            subprocess.run(
-                [
-                    source,
-                    "-d",
-                    "-s",
-                    str(c),
-                    "-m",
-                    str(n),
-                    "-F",
-                    str(msg_file),
-                    "-f",
-                    "papers@localhost",
-                    "-t",
-                    "reader@example.com",
-                    f"127.0.0.1:{port}",
-                ],
-                check=True,
+            print(
+                f"{n} messages of {len(message)} bytes, {c} connections per process, "
+                f"{args.rounds} round(s), whole commands timed"
             )
-            ref = n / (time.perf_counter() - t0)
-            print(f"smtp-source:     {ref:8.0f} msg/s")
+            if cluster is not None:
+                print(describe_postgresql(cluster))
 
-            # Import the list first, as the previous day's send would have: the timed send
-            # then finds the CSV unchanged, like every steady-state daily send.
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "publisher.cli",
-                    "subscribers",
-                    "import",
-                    "--config",
-                    str(cfg),
-                ],
-                check=True,
-                capture_output=True,
-                cwd=ROOT,
-            )
-            elapsed = run_publisher(cfg)
-            ours = n / elapsed
-            print(f"publisher send:  {ours:8.0f} msg/s (whole command, {elapsed:.2f}s)")
-            print(f"ratio publisher/smtp-source: {ours / ref:.2f} (target >= 0.8)")
+            source_m = Measurement("smtp-source", "", 1)
+            measurements = [source_m]
+            for backend in backends:
+                for procs in dict.fromkeys((1, max(args.workers, 1))):
+                    noun = "process" if procs == 1 else "processes started together"
+                    label = f"publisher send, {backend}, {procs} {noun}"
+                    measurements.append(Measurement(label, backend, procs))
+
+            runs = 0
+            for _round in range(args.rounds):
+                for m in measurements:
+                    if not m.backend:
+                        t0 = time.perf_counter()
+                        subprocess.run(
+                            [
+                                *(source, "-d", "-s", str(c), "-m", str(n)),
+                                *("-F", str(msg_file), "-f", "papers@localhost"),
+                                *("-t", "reader@example.com", f"127.0.0.1:{port}"),
+                            ],
+                            check=True,
+                        )
+                        m.seconds.append(time.perf_counter() - t0)
+                        continue
+                    runs += 1
+                    folder = tmp_path / f"run{runs}"
+                    dbname = cluster.create_database() if m.backend == "postgresql" else None
+                    database = cluster.url(dbname) if dbname else None
+                    cfg = make_project(folder, port, n, c, database=database)
+                    import_subscribers(cfg)
+                    elapsed, counts = run_publishers(cfg, m.processes, n)
+                    m.seconds.append(elapsed)
+                    print(f"  {m.label}: {elapsed:.2f}s, sent {counts}", flush=True)
+                    if dbname:
+                        cluster.drop_database(dbname)
+                    shutil.rmtree(folder, ignore_errors=True)
+
+            print()
+            for m in measurements:
+                each = ", ".join(f"{n / s:.0f}" for s in m.seconds)
+                more = f" (median of {each})" if len(m.seconds) > 1 else ""
+                print(f"{m.label + ':':<58} {m.rate(n):6.0f} msg/s{more}")
+
+            def rate(backend: str, procs: int) -> float | None:
+                for m in measurements:
+                    if m.backend == backend and m.processes == procs:
+                        return m.rate(n)
+                return None
+
+            ref = source_m.rate(n)
+            workers = max(args.workers, 1)
+            sqlite1, pg1 = rate("sqlite", 1), rate("postgresql", 1)
+            sqlite_w, pg_w = rate("sqlite", workers), rate("postgresql", workers)
+            print()
+            if sqlite1 and pg1:
+                print(verdict("(a) postgresql / sqlite, 1 process each:", pg1 / sqlite1, 0.8))
+            if pg1 and pg_w and workers > 1:
+                name = f"(b) postgresql, {workers} processes / 1 process:"
+                print(verdict(name, pg_w / pg1, 0.9))
+            if sqlite1:
+                note = "; about 1.05 before"
+                print(verdict("(c) sqlite / smtp-source, 1 process:", sqlite1 / ref, 1.0, note))
+            if pg1:
+                print(f"{'    postgresql / smtp-source, 1 process:':<44} {pg1 / ref:5.2f}")
+            if sqlite1 and sqlite_w and workers > 1:
+                name = f"    sqlite, {workers} processes / 1 process:"
+                print(f"{name:<44} {sqlite_w / sqlite1:5.2f}  (no target: one writer)")
 
             if not args.skip_memory:
                 small = make_project(tmp_path / "small", port, args.memory_small, c)
@@ -221,6 +386,8 @@ def main() -> None:
     finally:
         sink.terminate()
         sink.wait()
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 server on a free port on 127.0.0.1 with its unix socket in that folder too, durability off
 (fsync, synchronous_commit, full_page_writes) since nothing in it must survive, stopped with
 `pg_ctl stop -m immediate` and deleted at the end. Each test gets a database of its own
-(`create_database`), dropped after.
+(`create_database`), dropped after. `Cluster(bindir, durable=True)` (bench/deliver.py) keeps
+PostgreSQL's own durability defaults instead and its folder on disk.
 
 PostgreSQL refuses to run as root: as root the folder belongs to the `postgres` system user and
 initdb/pg_ctl run as that user (runuser); otherwise as the current user.
@@ -42,6 +43,8 @@ SETTINGS = {
     "full_page_writes": "off",
     "log_min_messages": "warning",
 }
+# A server as durable as a production one (PostgreSQL's defaults), for benchmarks.
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
 
 def with_database(cfg: Config, url: str) -> Config:
@@ -125,8 +128,12 @@ class Cluster:
 
     user = "postgres"  # the database superuser (initdb -U), whoever runs the server
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+        """`durable`: fsync, synchronous_commit and full_page_writes on (`DURABLE`) and the
+        folder on disk (the usual temporary folder, never /dev/shm where an fsync costs
+        nothing), for timings that mean something; the tests keep the default."""
         self.bindir = bindir
+        self.settings = {**SETTINGS, **DURABLE} if durable else dict(SETTINGS)
         self.as_root = os.geteuid() == 0
         if self.as_root:
             try:
@@ -136,7 +143,8 @@ class Cluster:
                     "running as root, and PostgreSQL refuses to: no 'postgres' system user to "
                     f"run it as ({INSTALL_HINT} creates it)"
                 ) from None
-        self.root = Path(tempfile.mkdtemp(prefix="publisher-tests-pg-", dir=_scratch_parent()))
+        parent = None if durable else _scratch_parent()
+        self.root = Path(tempfile.mkdtemp(prefix="publisher-tests-pg-", dir=parent))
         self.data = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.log = self.root / "server.log"
@@ -189,7 +197,7 @@ class Cluster:
             *(initdb, "-D", self.data, "-U", self.user, "-A", "trust"),
             *("-E", "UTF8", "--locale=C", "--no-sync"),
         )
-        settings = {**SETTINGS, "unix_socket_directories": f"'{self.socket_dir}'"}
+        settings = {**self.settings, "unix_socket_directories": f"'{self.socket_dir}'"}
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# publisher tests\n")
             conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
