@@ -105,7 +105,7 @@ def build(config_path: Path) -> None:
       publisher build
       publisher build --config /etc/publisher/config.toml
     """
-    from .site import build_site  # feedgen and lxml load only for this command
+    from .site import build_site  # deferred like every command's imports: `--help` stays fast
 
     cfg = get_config(config_path)
     started = time.perf_counter()
@@ -456,7 +456,9 @@ def _send_for_real(
     from .delivery import default_progress
     from .publish import newest_digest, send_digest
     from .state import Store
+    from .tokens import secret_from_env
 
+    secret = secret_from_env(cfg)  # before anything is opened or written: no secret, no send
     # SIGTERM (systemd, kill) is as graceful as Ctrl-C: the connections finish and record the
     # message they are sending, the claims are given back, then exit 130.
     stop = threading.Event()
@@ -481,6 +483,7 @@ def _send_for_real(
                 include_final=include_final,
                 progress=default_progress(),
                 stop=stop,
+                secret=secret,
                 log=lambda line: click.echo(line, err=True),
             )
     finally:

@@ -10,7 +10,10 @@ import dataclasses
 import datetime as dt
 import email
 import email.policy
+import os
 import re
+import subprocess
+import sys
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
@@ -37,7 +40,7 @@ from publisher.newsletter import PLACEHOLDERS, Newsletter, render_newsletter
 from publisher.site import day_url
 from publisher.tokens import Signer, sign, verify
 
-from .conftest import CORPUS, FIXTURES, ROOT, corpus_files, needs_corpus
+from .conftest import CORPUS, FIXTURES, ROOT, corpus_files, needs_corpus, shipped_copy
 
 SECRET = b"test-secret"
 SAMPLE = ROOT / "digests" / "2024" / "05" / "15.md"
@@ -408,13 +411,14 @@ def test_dkim_signature_verifies_offline(cfg: Config, sample_newsletter: Newslet
 def test_send_dry_run_on_the_shipped_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = load_config(ROOT / "config.toml")
+    config = shipped_copy(tmp_path / "site")
+    cfg = load_config(config)
     monkeypatch.delenv(cfg.web.secret_env, raising=False)
     state = Path(cfg.database_url.removeprefix("sqlite:///"))
-    state_existed = state.exists()
+    assert state.is_relative_to(tmp_path)  # the copy's own state path, not the checkout's
     out = tmp_path / "preview"
     result = CliRunner().invoke(
-        cli, ["send", "--dry-run", "--config", str(ROOT / "config.toml"), "--out", str(out)]
+        cli, ["send", "--dry-run", "--config", str(config), "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "2025-04-11" in result.output  # the newest sample digest, by date
@@ -433,7 +437,8 @@ def test_send_dry_run_on_the_shipped_config(
         assert msg["Subject"].startswith("Daily Papers 2025-04-11: ")
     page = read_html((out / "preview.html").read_text(encoding="utf-8"))
     assert day_url(cfg, dt.date(2025, 4, 11)) in page.links
-    assert state.exists() == state_existed  # nothing written to the state database
+    assert not state.exists() and not state.parent.exists()  # no state database written
+    assert not cfg.smtp.outbox.exists()  # and nothing put in the outbox
 
 
 def test_send_dry_run_with_digest_and_to(tmp_path: Path) -> None:
@@ -458,12 +463,27 @@ def test_send_dry_run_with_digest_and_to(tmp_path: Path) -> None:
     assert "2024-05-15" in msg["Subject"]
 
 
-def test_send_without_dry_run_is_refused_for_now(tmp_path: Path) -> None:
-    from publisher.errors import PublisherError
-
-    result = CliRunner().invoke(cli, ["send", "--config", str(ROOT / "config.toml")])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, PublisherError)
+def test_send_without_a_secret_is_one_line_and_sends_nothing(tmp_path: Path) -> None:
+    """A real send needs the signing secret: without it, `publisher send` (the installed entry
+    point, in a subprocess) exits 1 with one line naming the variable, and writes no outbox
+    message and no state database."""
+    config = shipped_copy(tmp_path)
+    cfg = load_config(config)
+    env = {k: v for k, v in os.environ.items() if k != cfg.web.secret_env}
+    r = subprocess.run(
+        [sys.executable, "-m", "publisher.cli", "send", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and cfg.web.secret_env in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not cfg.smtp.outbox.exists()
+    assert not Path(cfg.database_url.removeprefix("sqlite:///")).exists()
 
 
 def test_text_part_is_real_text(cfg: Config, sample_newsletter: Newsletter) -> None:
