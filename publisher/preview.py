@@ -7,7 +7,6 @@ configured, the first message's signature is verified offline against the key's 
 
 from __future__ import annotations
 
-import csv
 import email
 import email.policy
 import re
@@ -21,6 +20,7 @@ from .errors import PublisherError
 from .mailer import MessageFactory
 from .newsletter import Newsletter, render_newsletter
 from .publish import newest_digest
+from .subscribers import read_rows
 from .tokens import PREVIEW_SECRET, secret_from_env
 
 SAMPLE_RECIPIENTS = 3
@@ -31,7 +31,7 @@ class PreviewReport:
     digest: Digest
     newsletter: Newsletter
     subject: str
-    recipients: int  # rows in the subscriber CSV (who a real send would go to)
+    recipients: int  # valid rows in the subscriber CSV (statuses in the database not counted)
     html_path: Path
     eml_paths: tuple[Path, ...]
     html_bytes: int  # the HTML part as a reader gets it
@@ -41,21 +41,16 @@ class PreviewReport:
     dkim_check: tuple[bool, str] | None = None  # the first message verified offline: (ok, what)
 
 
-def read_subscribers(cfg: Config) -> list[tuple[str, str]]:
-    """(email, name) rows of `[subscribers] file`; missing file or column is a PublisherError."""
-    path = cfg.subscribers.file
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "email" not in reader.fieldnames:
-                raise PublisherError(f"{path}: line 1: the CSV needs an 'email' column")
-            return [
-                ((row.get("email") or "").strip(), (row.get("name") or "").strip())
-                for row in reader
-                if (row.get("email") or "").strip()
-            ]
-    except FileNotFoundError:
-        raise PublisherError(f"{path}: subscriber file not found ('subscribers.file')") from None
+def read_subscribers(cfg: Config, samples: int) -> tuple[list[tuple[str, str]], int]:
+    """The first `samples` valid (email, name) rows of `[subscribers] file` and the number of
+    valid rows, read by the same rules as `subscribers import` (one streaming pass)."""
+    first: list[tuple[str, str]] = []
+    count = 0
+    for row in read_rows(cfg.subscribers.file):
+        if count < samples:
+            first.append(row)
+        count += 1
+    return first, count
 
 
 def _file_name(addr: str) -> str:
@@ -71,8 +66,8 @@ def dry_run(
     """Render the newest (or given) digest and write preview.html and sample .eml files."""
     path = digest_path or newest_digest(cfg)
     digest = parse_file(path)
-    subscribers = read_subscribers(cfg)
-    samples = [(a, "") for a in to] if to else subscribers[:SAMPLE_RECIPIENTS]
+    first, recipients = read_subscribers(cfg, SAMPLE_RECIPIENTS)
+    samples = [(a, "") for a in to] if to else first
     if not samples:
         raise PublisherError(
             f"{cfg.subscribers.file}: no subscriber to preview for; pass --to ADDRESS"
@@ -103,7 +98,7 @@ def dry_run(
         digest=digest,
         newsletter=newsletter,
         subject=newsletter.subject,
-        recipients=len(subscribers),
+        recipients=recipients,
         html_path=out / "preview.html",
         eml_paths=tuple(emls),
         html_bytes=html_bytes,

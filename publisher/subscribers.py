@@ -102,6 +102,13 @@ def _rows(path: Path, check_deliverability: bool, invalid: list[str]) -> Iterato
             yield email, (record.get("name") or "").strip()
 
 
+def read_rows(path: Path, *, invalid: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """The (normalised email, name) rows an import of `path` would take, streamed, with the same
+    header and validation rules (no DNS lookups); invalid rows go to `invalid` as file:line.
+    Raises SubscriberFileError when the file is unreadable."""
+    return _rows(path, False, [] if invalid is None else invalid)
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
