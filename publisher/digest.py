@@ -256,7 +256,7 @@ class _PaperBuilder:
         self.votes: int | None = None
         self.authors: tuple[str, ...] = ()
         self.elided = False
-        # (indent, Bullet fields) kept mutable until build()
+        # (text, label, [(text, label) of its nested items]) kept mutable until build()
         self.bullets: list[tuple[str, str | None, list]] = []
 
     def feed(self, line: str) -> None:

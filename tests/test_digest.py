@@ -190,8 +190,9 @@ def test_repeated_header_keeps_each_paper_once_in_order() -> None:
     text = (CORPUS / "2025/02/19.md").read_text(encoding="utf-8")
     assert text.count("## Daily Papers (2025-02-19)") == 2
     digest = parse_file(CORPUS / "2025/02/19.md")
-    assert len(digest.papers) == len(_expected_ids(text)) == 68
-    assert len({p.arxiv_id for p in digest.papers}) == 68
+    expected = _expected_ids(text)
+    assert len(expected) > 1
+    assert [p.arxiv_id for p in digest.papers] == expected
 
 
 SYNTHETIC = """## Daily Papers (2024-01-02)

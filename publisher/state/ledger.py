@@ -264,16 +264,10 @@ class LedgerMixin:
                 )
             )
 
-    def mark_sent_many(self, rows: Iterable[tuple[int, str, int]]) -> None:
-        """`mark_sent` for a batch of (entry id, reply, attempts), in one transaction."""
-        params = _sent_params(rows)
-        if params:
-            with self._write() as conn:
-                conn.execute(_MARK_SENT, params)
-
     def sent_recorder(self) -> SentRecorder:
-        """A `mark_sent_many` on one long-lived connection, used by one thread at a time
-        (checking a connection out of the pool per batch costs more than the UPDATE)."""
+        """Sent marks for batches of (entry id, reply, attempts) on one long-lived connection,
+        used by one thread at a time (checking a connection out of the pool per batch costs
+        more than the UPDATE)."""
         return SentRecorder(self.engine)
 
     def mark_failed(

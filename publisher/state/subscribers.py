@@ -381,12 +381,6 @@ class SubscribersMixin:
         with self._write() as conn:
             self._suppress(conn, _key(email), reason)
 
-    def unsuppress(self, email: str) -> bool:
-        """Take an address off the suppression list; True if it was on it."""
-        with self._write() as conn:
-            res = conn.execute(suppressions.delete().where(suppressions.c.email == _key(email)))
-        return res.rowcount > 0
-
     def is_suppressed(self, email: str) -> bool:
         with self.engine.connect() as conn:
             return self._suppressed(conn, _key(email))
