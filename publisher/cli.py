@@ -453,7 +453,7 @@ def _send_for_real(
     import signal
     import threading
 
-    from .delivery import default_progress
+    from .progress import default_progress
     from .publish import newest_digest, send_digest
     from .state import Store
     from .tokens import secret_from_env

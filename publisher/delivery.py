@@ -43,15 +43,14 @@ import logging
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from .config import Config
+from .progress import NoProgress, Progress
 from .state import LedgerEntry, SentRecorder, Store
 from .transport import (
     DeliveryError,
@@ -109,101 +108,6 @@ class DeliveryReport:
                 else f"{self.unsent_active} active subscribers still without it"
             )
         )
-
-
-class Progress(Protocol):
-    def start(self, total: int) -> None: ...
-    def update(self, sent: int, failed: int) -> None: ...
-    def finish(self) -> None: ...
-
-
-class NoProgress:
-    def start(self, total: int) -> None:
-        pass
-
-    def update(self, sent: int, failed: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-class LogProgress:
-    """Plain lines (for logs and pipes), at most one every `every` seconds."""
-
-    def __init__(self, out=None, every: float = 5.0) -> None:  # noqa: ANN001
-        self.out = out or sys.stderr
-        self.every = every
-        self.total = 0
-        self.t0 = self.last = 0.0
-        self.lock = threading.Lock()
-
-    def start(self, total: int) -> None:
-        self.total = total
-        self.t0 = self.last = time.monotonic()
-        print(f"sending to {total} subscribers", file=self.out, flush=True)
-
-    def update(self, sent: int, failed: int) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        with self.lock:
-            if now - self.last < self.every:
-                return
-            self.last = now
-        done = sent + failed
-        rate = done / max(now - self.t0, 1e-9)
-        eta = (self.total - done) / rate if rate else 0
-        print(
-            f"{done}/{self.total}: {sent} sent, {failed} failed, {rate:.0f}/s, ETA {eta:.0f}s",
-            file=self.out,
-            flush=True,
-        )
-
-    def finish(self) -> None:
-        pass
-
-
-class RichProgress:
-    """A rich progress bar on a terminal: sent, failed, rate, ETA."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as _Progress
-
-        self.bar = _Progress(
-            TextColumn("sending"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("sent {task.fields[sent]} failed {task.fields[failed]}"),
-            TextColumn("{task.fields[rate]}/s"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.task = None
-        self.t0 = 0.0
-
-    def start(self, total: int) -> None:
-        self.t0 = time.monotonic()
-        self.bar.start()
-        self.task = self.bar.add_task("send", total=total, sent=0, failed=0, rate="0")
-
-    def update(self, sent: int, failed: int) -> None:
-        done = sent + failed
-        rate = done / max(time.monotonic() - self.t0, 1e-9)
-        self.bar.update(self.task, completed=done, sent=sent, failed=failed, rate=f"{rate:.0f}")
-
-    def finish(self) -> None:
-        self.bar.stop()
-
-
-def default_progress() -> Progress:
-    return RichProgress() if sys.stderr.isatty() else LogProgress()
 
 
 class RateLimiter:
@@ -270,7 +174,6 @@ def deliver(
     t0 = time.monotonic()
     store.queue_pending(digest_date)
     total = store.count_pending(digest_date, retry_failed, include_final)
-    store.update_publication(digest_date, email_status="sending", email_started_at=_utcnow())
     workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
     stop = threading.Event()
     feed = _Claims(
@@ -361,14 +264,6 @@ def deliver(
     if ledger.error is not None:
         raise ledger.error
     unsent = store.unsent_active(digest_date)
-    counts = store.ledger_counts(digest_date)
-    store.update_publication(
-        digest_date,
-        email_status="sent" if unsent == 0 else "partial",
-        sent=counts["sent"],
-        failed=counts["failed"],
-        email_finished_at=_utcnow(),
-    )
     return DeliveryReport(
         digest_date=digest_date,
         transport=transport_name,
@@ -624,10 +519,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 _UNFINISHED = -1  # _deliver_one: stopped while waiting to retry; the row stays queued

@@ -1,22 +1,25 @@
 """The one road a digest takes to its readers, shared by `publisher send` and `publisher run`.
 
-`send_digest` imports the subscriber CSV, renders the newsletter once (Jinja + premailer), and
-streams the per-reader messages through `delivery.deliver`. The scheduler (publisher/scheduler.py)
-adds only the decision of *when*; it never has a second way to publish.
+`send_digest` imports the subscriber CSV, renders the newsletter once (Jinja + premailer),
+streams the per-reader messages through `delivery.deliver`, and keeps the digest's publication
+row (email status, counts, times) that `publisher status` and the scheduler read. The scheduler
+(publisher/scheduler.py) adds only the decision of *when*; it never has a second way to publish.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config
-from .delivery import DeliveryReport, Progress, deliver
+from .delivery import DeliveryReport, deliver
 from .digest import Digest, find_digests, parse_file
 from .errors import PublisherError
 from .mailer import MessageFactory
 from .newsletter import render_newsletter
+from .progress import Progress
 from .site import digest_sha
 from .state import Store
 from .state.health import check_integrity
@@ -71,7 +74,8 @@ def send_digest(
         # The same source and hash the scheduler records, so it does not take this for an edit.
         source = str(Path(digest.source).resolve())
         store.record_publication(digest.date, source, digest_sha(digest))
-    return deliver(
+    store.update_publication(digest.date, email_status="sending", email_started_at=_utcnow())
+    report = deliver(
         cfg,
         store,
         digest.date,
@@ -81,3 +85,16 @@ def send_digest(
         progress=progress,
         stop=stop,
     )
+    counts = store.ledger_counts(digest.date)
+    store.update_publication(
+        digest.date,
+        email_status="sent" if report.unsent_active == 0 else "partial",
+        sent=counts["sent"],
+        failed=counts["failed"],
+        email_finished_at=_utcnow(),
+    )
+    return report
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -35,10 +35,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import Config
-from .delivery import LogProgress
 from .digest import parse_file
 from .errors import PublisherError
 from .policy import email_due, next_send_moment, send_time, too_old
+from .progress import LogProgress
 from .publish import send_digest
 from .site import build_site
 from .state import Store
