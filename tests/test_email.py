@@ -229,6 +229,7 @@ def test_crlf_in_data_cannot_inject_a_header(cfg: Config) -> None:
             "mime-version",
             "list-id",
             "list-unsubscribe-post",
+            "feedback-id",
             "content-type",
         ]
     )
