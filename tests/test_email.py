@@ -477,6 +477,12 @@ def test_send_dry_run_with_digest_and_to(tmp_path: Path) -> None:
     msg = parse_message((tmp_path / "me@example.org.eml").read_bytes())
     assert msg["To"].addresses[0].addr_spec == "me@example.org"
     assert "2024-05-15" in msg["Subject"]
+    # the size line reports the HTML part as sent (what the budget counts) and decoded
+    sent = len(html_part_as_sent((tmp_path / "me@example.org.eml").read_bytes()))
+    decoded = len(msg.get_body(("html",)).get_content().encode())
+    assert f"html part:  {sent:,} bytes as sent, {decoded:,} decoded (budget 95,000 as sent)" in (
+        result.output
+    )
 
 
 def test_send_without_dry_run_is_refused_for_now(tmp_path: Path) -> None:
