@@ -128,11 +128,18 @@ def test_korean_wraps_between_words_on_a_phone(cfg: Config, page) -> None:  # no
     assert page.evaluate(MID_WORD_BREAKS) == []
 
 
-def test_axe_finds_no_violation_in_the_preview(tmp_path: Path, cfg: Config, page) -> None:  # noqa: ANN001
+# A day with full cards only, and the 68-paper day (shortened cards, the "more papers" list).
+@pytest.mark.parametrize("day", [OVERFLOWED[0], "2025/02/19"])
+def test_axe_finds_no_violation_in_the_preview(
+    tmp_path: Path,
+    cfg: Config,
+    page,  # noqa: ANN001
+    day: str,
+) -> None:
     axe_module = pytest.importorskip(
         "axe_playwright_python.sync_playwright", reason="axe-playwright-python (test extras)"
     )
-    digest = CORPUS / f"{OVERFLOWED[0]}.md"
+    digest = CORPUS / f"{day}.md"
     report = dry_run(
         cfg,
         digest_path=digest if digest.exists() else None,
