@@ -215,7 +215,8 @@ def send(
     click.echo(f"subject:    {report.subject}")
     click.echo(f"recipients: {report.recipients} in {cfg.subscribers.file}")
     click.echo(
-        f"html part:  {report.html_bytes:,} bytes (budget {cfg.email.max_html_bytes:,}); "
+        f"html part:  {report.html_wire_bytes:,} bytes as sent, {report.html_bytes:,} decoded "
+        f"(budget {cfg.email.max_html_bytes:,} as sent); "
         f"text part: {len(nl.text.encode()):,} bytes"
     )
     click.echo(

@@ -73,7 +73,9 @@ class EmailConfig:
     list_id: str = ""
     unsubscribe_mailto: str = ""
     max_authors: int = 5
-    max_html_bytes: int = 95_000
+    max_html_bytes: int = 95_000  # of the HTML part as sent (base64), not decoded
+    # Feedback-ID header (Gmail's feedback loop); {date} is the YYYYMMDD. Empty: derived.
+    feedback_id: str = ""
     dkim: DkimConfig = field(default_factory=DkimConfig)
 
 

@@ -27,6 +27,11 @@ _STRINGS: dict[str, dict[str, str]] = {
         "sent_to": "This email was sent to {email}.",
         "summary_shortened": "Summaries are shortened today; the full text is on the web.",
         "newsletter_intro": "{n} papers today",
+        # The newsletter's landmarks and thumbnails (read by screen readers, shown when images
+        # are blocked; the alt text must not repeat the title next to it).
+        "email_papers_label": "Today's papers",
+        "email_footer_label": "About this email",
+        "thumbnail_alt": "Figure from the paper",
         # The web side (publisher serve) and its confirmation email.
         "subscribe_title": "Subscribe by email",
         "subscribe_intro": (
@@ -94,6 +99,9 @@ _STRINGS: dict[str, dict[str, str]] = {
         "sent_to": "{email} 주소로 보낸 메일입니다.",
         "summary_shortened": "오늘은 요약을 줄였습니다. 전체 요약은 웹에서 볼 수 있습니다.",
         "newsletter_intro": "오늘의 논문 {n}편",
+        "email_papers_label": "오늘의 논문",
+        "email_footer_label": "이 메일에 대하여",
+        "thumbnail_alt": "논문 대표 그림",
         # The web side (publisher serve) and its confirmation email.
         "subscribe_title": "이메일로 구독하기",
         "subscribe_intro": (

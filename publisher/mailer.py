@@ -71,13 +71,39 @@ def unsubscribe_mailto(cfg: Config) -> str:
     return f"mailto:{target}?subject=unsubscribe"
 
 
+def _list_slug(cfg: Config) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", cfg.site.title.lower()).strip("-") or "newsletter"
+
+
 def list_id(cfg: Config) -> str:
     """`[email] list_id`, or "<title> <slug.domain>" derived from the site title and From."""
     if cfg.email.list_id:
         value = one_line(cfg.email.list_id)
         return value if "<" in value else f"<{value.strip('<>')}>"
-    slug = re.sub(r"[^a-z0-9]+", "-", cfg.site.title.lower()).strip("-") or "newsletter"
-    return f"{encode_phrase(one_line(cfg.site.title))} <{slug}.{sender_domain(cfg)}>"
+    return f"{encode_phrase(one_line(cfg.site.title))} <{_list_slug(cfg)}.{sender_domain(cfg)}>"
+
+
+_FEEDBACK_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def feedback_id(cfg: Config, date: dt.date) -> str:
+    """The Feedback-ID header value (Gmail's feedback loop), `CampaignID:...:SenderId`.
+
+    `[email] feedback_id`, with `{date}` replaced by the issue's date as YYYYMMDD; by default
+    "YYYYMMDD:<slug of the site title>:digest:<From domain>" (the issue is the campaign, the
+    From domain the constant sender id). Printable ASCII without spaces, else a ConfigError.
+    """
+    template = cfg.email.feedback_id or f"{{date}}:{_list_slug(cfg)}:digest:{sender_domain(cfg)}"
+    try:
+        value = template.format(date=f"{date:%Y%m%d}")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"{cfg.path}: 'email.feedback_id' may use only {{date}}: {exc}") from None
+    if not _FEEDBACK_ID.match(value):
+        raise ConfigError(
+            f"{cfg.path}: 'email.feedback_id' must be printable ASCII without spaces "
+            f"(fields separated by ':'), not {value!r}"
+        )
+    return value
 
 
 def encode_words(text: str) -> str:
@@ -107,13 +133,27 @@ def _needs_encoding(text: str) -> bool:
 
 
 def encode_unstructured(text: str, name_len: int) -> str:
-    """A one-line unstructured value (Subject): plain ASCII folded at spaces, else encoded."""
+    """A one-line unstructured value (Subject), folded at spaces: ASCII words stay readable.
+
+    Only runs of words that need it (non-ASCII, or "=?") become RFC 2047 encoded-words; the
+    spaces inside a run are encoded with it (a decoder drops the whitespace between two
+    encoded-words), the spaces around it are plain, so the value decodes to exactly `text`.
+    """
     text = one_line(text)
-    if _needs_encoding(text):
-        return encode_words(text)
+    atoms: list[str] = []
+    run: list[str] = []
+    for word in [*text.split(" "), None]:
+        if word is not None and _needs_encoding(word):
+            run.append(word)
+            continue
+        if run:
+            atoms += encode_words(" ".join(run)).split("\r\n ")
+            run = []
+        if word is not None:
+            atoms.append(word)
     lines, line = [], ""
     width = 78 - name_len - 2
-    for word in text.split(" "):
+    for word in atoms:
         if line and len(line) + 1 + len(word) > width:
             lines.append(line)
             line, width = word, 77
@@ -203,6 +243,7 @@ class MessageFactory:
             fixed.append(f"Reply-To: {format_address(rname, check_address(raddr))}")
         fixed += [
             f"List-Id: {list_id(cfg)}",
+            f"Feedback-ID: {feedback_id(cfg, newsletter.date)}",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
             f'Content-Type: multipart/alternative; boundary="{self._boundary}"',
         ]

@@ -5,10 +5,12 @@ day); what differs per reader (address, name, unsubscribe URL) is left as placeh
 `publisher.mailer.MessageFactory` substitutes per message, so a 10,000-reader send costs one
 inlining, not 10,000.
 
-Size budget: Gmail clips an HTML part over ~102 KB, hiding the footer (and the unsubscribe link).
-The template renders every paper in all its forms (full card, short card, linked title) in one
-document; after the single premailer pass the document is cut at its `<!--pub:...-->` marks and
-each paper keeps the richest form that fits `[email] max_html_bytes`: first the summaries of the
+Size budget: Gmail clips an HTML part over ~102 KB, hiding the footer (and the unsubscribe link),
+and it is not settled whether Gmail counts the part as sent (base64) or decoded; the budget is
+on the bytes as sent, which are the larger, so both readings are covered. The template renders
+every paper in all its forms (full card, short card, linked title) in one document; after the
+single premailer pass the document is cut at its `<!--pub:...-->` marks and each paper keeps the
+richest form whose base64 fits `[email] max_html_bytes`: first the summaries of the
 least-voted papers are shortened, then the least-voted papers become linked titles in a list, and
 only then are the last ones left to a "N more papers on the web" link to the day's page (which
 lists every paper). No paper is ever dropped without a link to it.
@@ -81,6 +83,11 @@ class Newsletter:
     def html_bytes(self) -> int:
         return len(self.html.encode())
 
+    @property
+    def html_wire_bytes(self) -> int:
+        """The HTML part's body as sent, before per-reader substitution (base64, CRLF lines)."""
+        return wire_bytes(self.html)
+
     def personalise(self, email: str, name: str, unsubscribe_url: str) -> tuple[str, str]:
         """(html, text) for one reader. For previews and tests; the mailer has a faster path."""
         values = {
@@ -100,8 +107,42 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_B64_LINE_IN, _B64_LINE_OUT = 57, 78  # bytes per base64 line: 57 in, 76 out + CRLF (RFC 2045)
+_SENTENCE_END = re.compile(r"[.!?。](?=\s)")
+
+
+def _crlf_bytes(text: str) -> int:
+    """UTF-8 bytes of `text` once its LF line breaks are CRLF, as the mailer encodes it."""
+    return len(text.encode()) + text.count("\n")
+
+
+def wire_bytes(text: str) -> int:
+    """Bytes of `text` as a base64 body in 76-character lines (what `publisher.mailer` sends)."""
+    return -(-_crlf_bytes(text) // _B64_LINE_IN) * _B64_LINE_OUT
+
+
+def _decoded_budget(wire: int) -> int:
+    """The most CRLF bytes whose base64 body stays within `wire` bytes."""
+    return wire // _B64_LINE_OUT * _B64_LINE_IN
+
+
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """`text` in at most `limit` characters, shortened at a sentence end or else between words.
+
+    A sentence end in the second half of the room wins ("... 보입니다. …"); otherwise the cut
+    falls at the last space ("... 모델을…"), never inside a word. Only a text with no space at
+    all (one long URL) is cut mid-word.
+    """
+    if len(text) <= limit:
+        return text
+    room = text[: limit - 1]
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, limit - 1) if m.end() <= limit - 2]
+    if ends and ends[-1] >= limit // 2:
+        return text[: ends[-1]] + " …"
+    space = len(room) if text[limit - 1].isspace() else room.rfind(" ")
+    if space > 0:
+        return room[:space].rstrip(" ,;:·-–—(") + "…"
+    return room.rstrip() + "…"
 
 
 def _safe_url(url: str | None) -> str | None:
@@ -221,9 +262,9 @@ def _keep(name: str, forms: dict[int, Form]) -> bool:
 def _choose(
     views: list[_PaperView], prefix: str, pieces: list[tuple[str, str]], budget: int
 ) -> dict[int, Form]:
-    """Each paper's form: the richest that keeps the whole HTML within `budget` bytes."""
-    sizes = [(name, len(piece.encode())) for name, piece in pieces]
-    base = len(prefix.encode())
+    """Each paper's form: the richest that keeps the whole HTML within `budget` CRLF bytes."""
+    sizes = [(name, _crlf_bytes(piece)) for name, piece in pieces]
+    base = _crlf_bytes(prefix)
     forms: dict[int, Form] = {v.n: "full" for v in views}
 
     def total() -> int:
@@ -275,7 +316,7 @@ def render_newsletter(digest: Digest, cfg: Config) -> Newsletter:
         **common, papers=views, preheader=preheader, mark=_mark, more_count=_MORE_COUNT
     )
     prefix, pieces = _split(_inline_css(raw))
-    budget = cfg.email.max_html_bytes - SUBSTITUTION_RESERVE
+    budget = _decoded_budget(cfg.email.max_html_bytes) - SUBSTITUTION_RESERVE
     forms = _choose(views, prefix, pieces, budget)
     keys = {form: tuple(v.key for v in views if forms[v.n] == form) for form in forms.values()}
     html = prefix + "".join(piece for name, piece in pieces if _keep(name, forms))

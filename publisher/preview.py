@@ -39,6 +39,7 @@ class PreviewReport:
     preview_secret: bool  # True when the secret is unset and links carry the preview secret
     dkim: tuple[str, str] | None = None  # (selector, domain) when the messages are signed
     dkim_check: tuple[bool, str] | None = None  # the first message verified offline: (ok, what)
+    html_wire_bytes: int = 0  # the HTML part as sent (its base64 body), what the budget counts
 
 
 def read_subscribers(cfg: Config, samples: int) -> tuple[list[tuple[str, str]], int]:
@@ -78,7 +79,7 @@ def dry_run(
     out.mkdir(parents=True, exist_ok=True)
     emls: list[Path] = []
     sizes: list[int] = []
-    html_bytes = 0
+    html_bytes = html_wire_bytes = 0
     dkim_check = None
     for addr, name in samples:
         raw = factory.build(addr, name)
@@ -89,7 +90,9 @@ def dry_run(
         if len(emls) == 1:
             # preview.html is the first sample's HTML part, read back from the message itself
             msg = email.message_from_bytes(raw, policy=email.policy.default)
-            html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+            part = msg.get_body(("html",))
+            html = part.get_content()  # type: ignore[union-attr]
+            html_wire_bytes = len(part.get_payload().encode())  # type: ignore[union-attr]
             html_bytes = len(html.encode())
             (out / "preview.html").write_text(html, encoding="utf-8")
             if factory.dkim_key is not None:
@@ -106,4 +109,5 @@ def dry_run(
         preview_secret=secret == PREVIEW_SECRET,
         dkim=factory.dkim,
         dkim_check=dkim_check,
+        html_wire_bytes=html_wire_bytes,
     )

@@ -32,6 +32,7 @@ SIGNED_HEADERS = (
     b"List-Id",
     b"List-Unsubscribe",
     b"List-Unsubscribe-Post",
+    b"Feedback-ID",
 )
 # Listed in h= once more than they occur (RFC 6376 8.15): the extra entry signs "no further
 # header of this name", so one added in transit (above or below ours) fails verification.
@@ -45,6 +46,7 @@ OVERSIGNED = (
     b"Reply-To",
     b"List-Unsubscribe",
     b"List-Unsubscribe-Post",
+    b"Feedback-ID",
 )
 _PROBE = (
     b"From: probe@example.invalid\r\nTo: probe@example.invalid\r\nSubject: key check\r\n"

@@ -6,6 +6,7 @@ with html.parser, not searched for substrings where structure matters.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import email
@@ -29,6 +30,7 @@ from hypothesis import strategies as st
 from publisher.cli import cli
 from publisher.config import Config, DkimConfig, load_config
 from publisher.digest import Bullet, Digest, Paper, parse, parse_file
+from publisher.errors import ConfigError
 from publisher.mailer import (
     AddressError,
     MessageFactory,
@@ -44,6 +46,7 @@ from .conftest import CORPUS, FIXTURES, ROOT, corpus_files, needs_corpus, shippe
 
 SECRET = b"test-secret"
 SAMPLE = ROOT / "digests" / "2024" / "05" / "15.md"
+CFG = load_config(ROOT / "config.toml")
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +235,7 @@ def test_crlf_in_data_cannot_inject_a_header(cfg: Config) -> None:
             "mime-version",
             "list-id",
             "list-unsubscribe-post",
+            "feedback-id",
             "content-type",
         ]
     )
@@ -287,9 +291,26 @@ def test_authors_shortened_with_et_al(cfg: Config) -> None:
 # --- size budget -------------------------------------------------------------------------------
 
 
+def html_part_as_sent(raw: bytes) -> bytes:
+    """The HTML part's body as transmitted (base64 lines, CRLF), read from the message."""
+    part = parse_message(raw).get_body(("html",))
+    assert part is not None and part["Content-Transfer-Encoding"] == "base64"
+    return part.get_payload().encode("ascii")
+
+
 def assert_every_paper_present_or_linked(digest: Digest, nl: Newsletter, budget: int) -> None:
     html_after = nl.personalise("someone@example.com", "Some One", "https://x.example/u/t")[0]
     assert len(html_after.encode()) <= budget
+    # The budget holds for the part as sent (base64), the larger of Gmail's two readings, with
+    # a long address, name and unsubscribe URL substituted.
+    cfg = dataclasses.replace(CFG, email=dataclasses.replace(CFG.email, max_html_bytes=budget))
+    long_addr = "a" * 60 + "@" + "b" * 60 + ".example.com"
+    raw = MessageFactory(nl, cfg, SECRET).build(long_addr, "이름" * 20)
+    sent = html_part_as_sent(raw)
+    assert len(sent) <= budget, (digest.date, len(sent))
+    url = re.search(r"<(https?://[^>]+)>", parse_message(raw)["List-Unsubscribe"]).group(1)
+    html_sent = nl.personalise(long_addr, "이름" * 20, url)[0].replace("\n", "\r\n")
+    assert base64.b64decode(sent).decode() == html_sent
     decided = nl.full + nl.shortened + nl.linked + nl.on_web
     assert sorted(decided) == sorted(p.key for p in digest.papers)
     links = set(read_html(nl.html).links)
@@ -461,6 +482,12 @@ def test_send_dry_run_with_digest_and_to(tmp_path: Path) -> None:
     msg = parse_message((tmp_path / "me@example.org.eml").read_bytes())
     assert msg["To"].addresses[0].addr_spec == "me@example.org"
     assert "2024-05-15" in msg["Subject"]
+    # the size line reports the HTML part as sent (what the budget counts) and decoded
+    sent = len(html_part_as_sent((tmp_path / "me@example.org.eml").read_bytes()))
+    decoded = len(msg.get_body(("html",)).get_content().encode())
+    assert f"html part:  {sent:,} bytes as sent, {decoded:,} decoded (budget 95,000 as sent)" in (
+        result.output
+    )
 
 
 def test_send_without_a_secret_is_one_line_and_sends_nothing(tmp_path: Path) -> None:
@@ -506,3 +533,141 @@ def test_signer_makes_the_same_tokens_as_sign(subject: str) -> None:
         assert token == sign(secret, "unsubscribe", subject)
         assert verify(secret, token, "unsubscribe") == subject
         assert Signer(secret, "confirm").sign(subject) != token
+
+
+# --- how readers, phones and filters see it (issue 13) -----------------------------------------
+
+
+def test_titles_are_headings_in_labelled_landmarks(cfg: Config) -> None:
+    from lxml import html as lxml_html
+
+    digest = parse_file(SAMPLE)
+    nl = render_newsletter(digest, cfg)
+    doc = lxml_html.fromstring(nl.personalise("a@example.com", "A", "https://x.example/u/t")[0])
+    assert [h.text_content() for h in doc.iter("h1")] == [cfg.site.title]
+    titles = [h.text_content() for h in doc.xpath("//h2[contains(@class, 'title')]")]
+    assert titles == [p.title for p in digest.papers]  # one h2 per paper, in order
+    roles = {e.get("role"): e for e in doc.xpath("//*[@role='banner' or @role='main' or "
+                                                 "@role='contentinfo']")}  # fmt: skip
+    assert sorted(roles) == ["banner", "contentinfo", "main"]
+    assert all(e.get("aria-label") for e in roles.values())
+    # the headings and cards are inside main, the unsubscribe link inside contentinfo
+    assert len(roles["main"].xpath(".//h2")) == len(digest.papers)
+    assert roles["contentinfo"].xpath(".//a[@href='https://x.example/u/t']")
+    # a thumbnail's alt text does not repeat the title next to it (shown when images are blocked)
+    imgs = doc.xpath("//img")
+    assert imgs
+    for img in imgs:
+        alt = img.get("alt")
+        assert alt and alt not in titles
+
+
+def test_preheader_is_hidden_without_tiny_font(cfg: Config, sample_newsletter: Newsletter) -> None:
+    from lxml import html as lxml_html
+
+    body = lxml_html.fromstring(sample_newsletter.html).find("body")
+    preheader = body[0]
+    style = preheader.get("style").replace(" ", "")
+    assert "display:none" in style
+    assert parse_file(SAMPLE).papers[0].title in preheader.text_content()
+    # font-size:1px;line-height:1px is what SpamAssassin scores (FONT_INVIS_MSGID)
+    assert "font-size" not in style and "line-height" not in style
+
+
+def test_korean_keeps_words_and_long_words_wrap(cfg: Config, sample_newsletter: Newsletter) -> None:
+    from lxml import html as lxml_html
+
+    doc = lxml_html.fromstring(sample_newsletter.html)
+    [container] = doc.xpath("//table[contains(@class, 'container')]")
+    style = container.get("style").replace(" ", "")
+    # inherited by every card, list and footer inside it
+    assert "word-break:keep-all" in style and "overflow-wrap:anywhere" in style
+
+
+def test_shortened_summaries_end_on_a_word_or_sentence_boundary(cfg: Config) -> None:
+    words = [
+        "대규모",
+        "언어",
+        "모델의",
+        "추론",
+        "능력을",
+        "높이는",
+        "새로운",
+        "학습",
+        "방법을",
+        "제안한다",
+    ]
+    text = " ".join(words * 12) + ". 두 번째 문장은 더 짧다. " + " ".join(words * 6)
+    papers = [paper(i, summary=(Bullet(text, label="요약"), Bullet(text))) for i in range(1, 31)]
+    small = dataclasses.replace(cfg, email=dataclasses.replace(cfg.email, max_html_bytes=40_000))
+    nl = render_newsletter(digest_of(*papers), small)
+    assert nl.shortened
+    shortened = re.findall(r"^ - (?:요약: )?(.*…)$", nl.text, re.MULTILINE)
+    assert shortened
+    for cut in shortened:
+        kept = cut.removesuffix("…").rstrip()
+        assert text.startswith(kept)
+        # what follows the kept part in the original is a space: no word was cut
+        assert text[len(kept)] == " ", cut
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["모델", "추론을", "LLM", "a.", "높인다.", "x" * 30]), min_size=1,
+                max_size=60), st.integers(min_value=8, max_value=200))  # fmt: skip
+def test_cut_never_splits_a_word(words: list[str], limit: int) -> None:
+    from publisher.newsletter import _cut
+
+    text = " ".join(words)
+    cut = _cut(text, limit)
+    assert len(cut) <= limit
+    if cut == text:
+        return
+    kept = cut.removesuffix("…").rstrip()
+    assert text.startswith(kept)
+    if " " in text[: limit - 1]:
+        assert text[len(kept)] == " ", (text, cut)
+
+
+def test_subject_keeps_ascii_words_readable(cfg: Config) -> None:
+    title = "Self-Rewarding Language Models Beat Larger Baselines " * 2  # cut with a trailing …
+    nl = render_newsletter(digest_of(paper(1, title=title)), cfg)
+    assert nl.subject.endswith("…")
+    raw = MessageFactory(nl, cfg, SECRET).build("ada@example.com")
+    on_wire = raw_header(raw, "Subject")
+    assert parse_message(raw)["Subject"] == nl.subject
+    # only the word carrying the "…" is an encoded-word; the rest is readable ASCII
+    assert on_wire.count("=?utf-8?") == 1
+    assert "Daily Papers 2024-05-15: Self-Rewarding Language Models" in " ".join(on_wire.split())
+    assert all(len(line) <= 78 for line in on_wire.split("\r\n"))
+
+
+def test_feedback_id_default_configured_and_signed(cfg: Config, tmp_path: Path) -> None:
+    nl = render_newsletter(digest_of(paper(1)), cfg)
+    msg = parse_message(MessageFactory(nl, cfg, SECRET).build("ada@example.com"))
+    assert msg["Feedback-ID"] == "20240515:daily-papers:digest:localhost"
+    mine = dataclasses.replace(
+        cfg, email=dataclasses.replace(cfg.email, feedback_id="{date}:news:1:example.org")
+    )
+    msg = parse_message(MessageFactory(nl, mine, SECRET).build("ada@example.com"))
+    assert msg["Feedback-ID"] == "20240515:news:1:example.org"
+    # configurable from the TOML file, and a bad value is one line naming the key
+    path = tmp_path / "config.toml"
+    path.write_text('[email]\nfeedback_id = "campaign {date}"\n', encoding="utf-8")
+    bad = load_config(path)
+    assert bad.email.feedback_id == "campaign {date}"
+    with pytest.raises(ConfigError, match=r"'email\.feedback_id'.*printable ASCII without spaces"):
+        MessageFactory(nl, bad, SECRET)
+    # DKIM covers it (Gmail's feedback loop needs it signed by the sending domain)
+    key = FIXTURES / "dkim" / "test.key"
+    signed = dataclasses.replace(
+        cfg,
+        email=dataclasses.replace(
+            cfg.email,
+            from_="Daily Papers <papers@example.org>",
+            dkim=DkimConfig(selector="s1", domain="example.org", key_file=key),
+        ),
+    )
+    raw = MessageFactory(nl, signed, SECRET).build("ada@example.com")
+    sig = parse_message(raw)["DKIM-Signature"]
+    h = re.search(r"\bh=([^;]+)", " ".join(sig.split())).group(1)
+    assert "feedback-id" in h.replace(" ", "").lower().split(":")
