@@ -58,7 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DIGEST = ROOT / "digests" / "2024" / "05" / "15.md"
 SBIN = ("/usr/sbin", "/usr/local/sbin")
 
-os.environ.setdefault("PUBLISHER_SECRET", "bench-secret")  # signs unsubscribe links
+# signs unsubscribe links; at least 32 bytes (publisher/tokens.py)
+os.environ.setdefault("PUBLISHER_SECRET", "bench-secret-0123456789abcdefghij")
 
 
 def tool(name: str) -> str:

@@ -519,11 +519,10 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     """
     import uvicorn
 
-    from .tokens import secret_from_env
-    from .web import create_app
+    from .web import create_app, log_config
 
     cfg = get_config(config_path)
-    app = create_app(cfg, secret=secret_from_env(cfg))
+    app = create_app(cfg)  # the secrets from the environment; weak ones refused
     host = host or cfg.web.host
     port = cfg.web.port if port is None else port
     shown = f"[{host}]" if ":" in host else host
@@ -533,7 +532,11 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     )
     # proxy_headers: behind a reverse proxy on this machine the client address (for the signup
     # rate limit) comes from X-Forwarded-For; FORWARDED_ALLOW_IPS widens the trusted proxies.
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, log_level="info")
+    # log_config: uvicorn's own, with the tokens of /unsubscribe/, /confirm/ and /preferences/
+    # paths redacted from the access log.
+    uvicorn.run(
+        app, host=host, port=port, proxy_headers=True, log_level="info", log_config=log_config()
+    )
 
 
 def main() -> None:

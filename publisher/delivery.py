@@ -5,8 +5,8 @@ The pipe: the ledger is filled (`queue_pending`, one INSERT ... SELECT, idempote
 (`_Claims`: batches of rows claimed in the database with a lease, so any number of senders, in
 any number of processes or machines, split one digest between them and never take the same
 row); each worker owns one transport (one reused SMTP connection, PIPELINING when offered) and
-builds each message on the fly with `build(email, name) -> bytes`. Memory stays flat: no list of
-subscribers or messages is built.
+builds each message on the fly with `build(email, name, subscriber_id) -> bytes`. Memory stays
+flat: no list of subscribers or messages is built.
 
 Unsubscribes during a send: the claimed rows are checked against the subscribers' status at
 most `_Claims.STALE` seconds before each message's final "." (a background check every
@@ -63,7 +63,7 @@ from .transport import (
 
 log = logging.getLogger("publisher.delivery")
 
-Builder = Callable[[str, str], bytes]
+Builder = Callable[[str, str, int], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,8 @@ def deliver(
 ) -> DeliveryReport:
     """Send the digest of `digest_date` to every mailable subscriber not yet sent it.
 
-    `build(email, name)` returns the RFC 5322 message bytes (CRLF) for one subscriber.
+    `build(email, name, subscriber_id)` returns the RFC 5322 message bytes (CRLF) for one
+    subscriber.
     Raises SmtpSetupError (a PublisherError) if the server cannot be used at all; whatever was
     sent until then is in the ledger. Setting `stop` (SIGTERM or SIGINT in `publisher run` and
     `publisher send`) makes every worker finish and record the message it is sending, then
@@ -543,7 +544,7 @@ def _deliver_one(
     """Send one message with retries and record the outcome in the ledger; return the ledger
     ticket of a `sent` row (None if the message failed, _UNFINISHED if the send was stopped
     before a retry). `ready` and `next_recipient` go to the transport (see Transport.send)."""
-    message = build(entry.email, entry.name)
+    message = build(entry.email, entry.name, entry.subscriber_id)
     max_attempts = max(cfg.smtp.max_attempts, 1)
     attempt = 0
     while True:

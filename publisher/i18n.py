@@ -58,6 +58,9 @@ _STRINGS: dict[str, dict[str, str]] = {
             "If it was not you, ignore this email: you will not be subscribed and "
             "we will not write again."
         ),
+        "confirm_question": "Receive {title} at {email}?",
+        "expired_title": "This confirmation link has expired",
+        "expired_body": "Confirmation links work for seven days. Subscribe again for a new one:",
         "confirmed_title": "Subscribed",
         "confirmed_body": "{email} will receive {title} from the next issue on.",
         "bad_link_title": "This link does not work",
@@ -129,6 +132,9 @@ _STRINGS: dict[str, dict[str, str]] = {
             "본인이 신청하지 않았다면 이 메일을 무시하세요. 구독되지 않으며 다시 "
             "메일을 보내지 않습니다."
         ),
+        "confirm_question": "{email}(으)로 {title}을(를) 받으시겠어요?",
+        "expired_title": "확인 링크가 만료되었습니다",
+        "expired_body": "확인 링크는 7일 동안 유효합니다. 새 링크를 받으려면 다시 구독해 주세요:",
         "confirmed_title": "구독되었습니다",
         "confirmed_body": "다음 호부터 {email}(으)로 {title}을(를) 보내 드립니다.",
         "bad_link_title": "올바르지 않은 링크입니다",

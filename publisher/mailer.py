@@ -2,8 +2,9 @@
 
 `MessageFactory` prepares everything that is the same for every reader once (From, Subject
 encoded per RFC 2047, List-Id, the MIME skeleton, the base64 of each body part up to the first
-placeholder, the DKIM key); `build()` then only signs an unsubscribe token, substitutes the
-placeholders in the small tail of each part, encodes that tail, and writes the headers.
+placeholder, the DKIM key); `build()` then only signs an unsubscribe token (naming the
+subscriber's id), substitutes the placeholders in the small tail of each part, encodes that
+tail, and writes the headers.
 
 The headers are written here rather than by `email.message.EmailMessage`: serialising a 100 KB
 message with the email package costs milliseconds per reader, and `policy.SMTP` folds a long
@@ -281,13 +282,16 @@ class MessageFactory:
             self._date = format_datetime(dt.datetime.fromtimestamp(int(now), self._tz))
         return self._date
 
-    def unsubscribe_url(self, email: str) -> str:
-        return self._unsub_base + self._unsubscribe_signer.sign(email)
+    def unsubscribe_url(self, subscriber_id: int) -> str:
+        """The reader's link: an opaque token naming the subscriber's id (publisher/tokens.py)."""
+        return self._unsub_base + self._unsubscribe_signer.sign_id(subscriber_id)
 
-    def build(self, email: str, name: str = "") -> bytes:
-        """The complete message for one reader, CRLF line endings, DKIM-signed if configured."""
+    def build(self, email: str, name: str = "", subscriber_id: int | None = None) -> bytes:
+        """The complete message for one reader, CRLF line endings, DKIM-signed if configured.
+        `subscriber_id` (the ledger row's) is what the unsubscribe link names; a preview, which
+        has none, links id 0, which no subscriber has."""
         addr = check_address(email)
-        url = self.unsubscribe_url(addr)
+        url = self.unsubscribe_url(subscriber_id or 0)
         name = one_line(name)
         headers = (
             f"To: {format_address(name, addr)}\r\n"

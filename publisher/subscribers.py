@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import PublisherError
-from .state import InvalidAddress, Store, normalize_email
+from .state import InvalidAddress, Store, normalize_email, normalize_name
 
 BATCH = 1000
 
@@ -89,7 +89,7 @@ def _rows(path: Path, check_deliverability: bool, invalid: list[str]) -> Iterato
             # DictReader's line_num is the physical line the record ended on; quoted fields
             # may span lines, so report where it started.
             start, line = line + 1, reader.line_num
-            raw = (record.get("email") or "").strip()
+            raw = _unneutralised((record.get("email") or "").strip())
             if not raw:
                 if any((v or "").strip() for v in record.values() if isinstance(v, str)):
                     invalid.append(f"{path}:{start}: no email address")
@@ -99,7 +99,7 @@ def _rows(path: Path, check_deliverability: bool, invalid: list[str]) -> Iterato
             except InvalidAddress as exc:
                 invalid.append(f"{path}:{start}: {exc}")
                 continue
-            yield email, (record.get("name") or "").strip()
+            yield email, normalize_name(record.get("name") or "")
 
 
 def read_rows(path: Path, *, invalid: list[str] | None = None) -> Iterator[tuple[str, str]]:
@@ -179,18 +179,34 @@ def _import_locked(
 
 
 EXPORT_FIELDS = ("email", "name", "status", "source", "created_at", "hard_bounces")
+# A spreadsheet takes a cell starting with one of these for a formula (OWASP "CSV injection"):
+# `=HYPERLINK(...)` in a name would run when the operator opens the export.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """`value` as a spreadsheet shows it as text: a leading `'` before a formula character."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def _unneutralised(value: str) -> str:
+    """An address from an export read back: the `'` that neutralise_cell added removed."""
+    return value[1:] if value[:1] == "'" and value[1:].startswith(FORMULA_START) else value
 
 
 def export_csv(store: Store, out: io.TextIOBase, status: str | None = None) -> int:
-    """Write subscribers as CSV (email, name, status, ...) to `out`; returns the row count."""
-    writer = csv.writer(out, lineterminator="\n")
+    """Write subscribers as CSV (email, name, status, ...) to `out`; returns the row count.
+    Text cells that a spreadsheet would run as a formula are neutralised (`neutralise_cell`)."""
+    # CRLF rows (RFC 4180): the csv module quotes a field only for the line terminator's own
+    # characters, so with "\n" alone a CR in a name from an older release split the row.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_FIELDS)
     n = 0
     for sub in store.iter_subscribers(status):
         writer.writerow(
             [
-                sub.email,
-                sub.name,
+                neutralise_cell(sub.email),
+                neutralise_cell(sub.name),
                 sub.status,
                 sub.source,
                 sub.created_at.isoformat(timespec="seconds"),

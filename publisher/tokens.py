@@ -1,16 +1,33 @@
-"""HMAC-signed tokens for unsubscribe and confirmation links.
+"""HMAC-signed tokens for unsubscribe, preferences and confirmation links.
 
-A token names its purpose and the subscriber's address and carries an HMAC-SHA256 over both, so
-it cannot be forged, altered, or reused for another purpose. The secret comes from the
-environment variable that `[web] secret_env` names, never from config.toml.
+A token names its purpose and a subscriber and carries an HMAC-SHA256 (truncated to 128 bits)
+over both, so it cannot be forged, altered, or reused for another purpose.
+
+Two forms verify:
+
+- the current one, `sign_id`/`Signer.sign_id`: base64url of a version byte, the subscriber's id
+  (`subscribers.id`, minimal big-endian bytes; a confirmation token also carries its issue time)
+  and the MAC. Nothing in it says who the reader is: an access log or a proxy along the way
+  sees a number at most, never an address.
+- the old one that earlier releases mailed, `sign`: `base64url(address).base64url(mac)`. It
+  carries the address in clear, so it is no longer issued; links already mailed keep working.
+
+The secret comes from the environment variable that `[web] secret_env` names, never from
+config.toml; tokens signed with one of the previous secrets in `<secret_env>_PREVIOUS` still
+verify (rotation, `secrets_from_env`). A secret must be at least 32 bytes with some variety in it
+(`check_secret`).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from .config import Config
 from .errors import PublisherError
@@ -19,10 +36,32 @@ PURPOSES = frozenset({"unsubscribe", "confirm", "manage"})
 # Used only by `send --dry-run` and tests when no secret is set: previews carry links that the
 # real server will refuse, which is what a preview should do.
 PREVIEW_SECRET = b"publisher-preview-secret-not-for-production"
+# The rules for a signing secret (README "Web side"): `openssl rand -base64 32` gives 44
+# characters; a 16-byte hex string (32 characters, 128 bits) also passes.
+MIN_SECRET_BYTES = 32
+MIN_SECRET_DISTINCT = 8  # "aaaa...", "abababab..." and the like are refused whatever their length
+MAKE_SECRET = "openssl rand -base64 32"
+
+_VERSION = b"\x01"
+_MAC_BYTES = 16  # 128 bits
+_ISSUED_BYTES = 5  # seconds since the epoch, good until the year 36812
+_MAX_ID_BYTES = 8
+# The old form of a 320-character address (the longest email-validator takes) is 450 characters.
+MAX_TOKEN_CHARS = 600
 
 
 class TokenError(PublisherError):
     """A token is malformed, tampered with, or for another purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a valid token names: a subscriber id (current form) or an address (old form), and
+    for a confirmation the time it was issued."""
+
+    subscriber_id: int | None = None
+    email: str | None = None
+    issued: int | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -33,59 +72,191 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(secret: bytes, purpose: str, subject: str) -> bytes:
-    msg = f"{purpose}\x00{subject}".encode()
-    return hmac.new(secret, msg, hashlib.sha256).digest()[:16]
-
-
-def sign(secret: bytes, purpose: str, subject: str) -> str:
-    """A URL-safe token for `purpose` (e.g. "unsubscribe") naming `subject` (an address)."""
+def _check_purpose(purpose: str) -> None:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    return f"{_b64(subject.encode())}.{_b64(_mac(secret, purpose, subject))}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The current form: a signed subscriber id
+
+
+def _id_prefix(purpose: str) -> bytes:
+    # \x01 after the purpose where the old form has \x00: the two forms' MACs never collide.
+    return f"{purpose}\x01".encode() + _VERSION
+
+
+def _payload(subscriber_id: int, issued: int | None) -> bytes:
+    if subscriber_id < 0 or subscriber_id >= 1 << (8 * _MAX_ID_BYTES):
+        raise ValueError(f"subscriber id out of range: {subscriber_id}")
+    raw = subscriber_id.to_bytes(max(1, (subscriber_id.bit_length() + 7) // 8), "big")
+    if issued is not None:
+        raw = int(issued).to_bytes(_ISSUED_BYTES, "big") + raw
+    return raw
+
+
+def sign_id(secret: bytes, purpose: str, subscriber_id: int, issued: float | None = None) -> str:
+    """A URL-safe token for `purpose` naming subscriber `subscriber_id`; confirmation tokens
+    (`issued` given) also carry their issue time."""
+    _check_purpose(purpose)
+    if (purpose == "confirm") != (issued is not None):
+        raise ValueError("a confirmation token, and only it, carries its issue time")
+    payload = _payload(subscriber_id, None if issued is None else int(issued))
+    mac = hmac.new(secret, _id_prefix(purpose) + payload, hashlib.sha256).digest()
+    return _b64(_VERSION + payload + mac[:_MAC_BYTES])
+
+
+def _read_id(secrets: Iterable[bytes], token: str, purpose: str) -> Subject:
+    try:
+        raw = _unb64(token)
+    except (ValueError, binascii.Error):
+        raise TokenError("malformed token") from None
+    if _b64(raw) != token:  # one spelling per token: no padding, no stray characters
+        raise TokenError("malformed token")
+    extra = _ISSUED_BYTES if purpose == "confirm" else 0
+    payload, given = raw[1:-_MAC_BYTES], raw[-_MAC_BYTES:]
+    if raw[:1] != _VERSION or not extra < len(payload) <= extra + _MAX_ID_BYTES:
+        raise TokenError("malformed token")
+    msg = _id_prefix(purpose) + payload
+    for secret in secrets:
+        mac = hmac.new(secret, msg, hashlib.sha256).digest()[:_MAC_BYTES]
+        if hmac.compare_digest(given, mac):
+            issued = int.from_bytes(payload[:extra], "big") if extra else None
+            return Subject(subscriber_id=int.from_bytes(payload[extra:], "big"), issued=issued)
+    raise TokenError("invalid token")
 
 
 class Signer:
-    """`sign(secret, purpose, subject)` for many subjects: the HMAC keyed with the secret and fed
-    the purpose is set up once and copied per token (a fresh hmac.new per reader was a tenth of
-    the per-message work of a send). Tokens are identical to `sign`'s."""
+    """Tokens for one purpose and many subscribers: the HMAC keyed with the secret and fed the
+    purpose is set up once and copied per token (a fresh hmac.new per reader was a tenth of the
+    per-message work of a send). `sign_id` gives `sign_id()`'s tokens, `sign` the old form's."""
 
-    __slots__ = ("_prefix",)
+    __slots__ = ("_id_prefix", "_prefix")
 
     def __init__(self, secret: bytes, purpose: str) -> None:
-        if purpose not in PURPOSES:
-            raise ValueError(f"unknown token purpose {purpose!r}")
+        _check_purpose(purpose)
         self._prefix = hmac.new(secret, f"{purpose}\x00".encode(), hashlib.sha256)
+        self._id_prefix = hmac.new(secret, _id_prefix(purpose), hashlib.sha256)
+
+    def sign_id(self, subscriber_id: int) -> str:
+        # _payload inlined: this runs once per message of a send
+        payload = subscriber_id.to_bytes((subscriber_id.bit_length() + 7) // 8 or 1, "big")
+        if len(payload) > _MAX_ID_BYTES:
+            raise ValueError(f"subscriber id out of range: {subscriber_id}")
+        mac = self._id_prefix.copy()
+        mac.update(payload)
+        raw = _VERSION + payload + mac.digest()[:_MAC_BYTES]
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
     def sign(self, subject: str) -> str:
+        """The old form (the address in clear): kept for tests of links already mailed."""
         raw = subject.encode()
         mac = self._prefix.copy()
         mac.update(raw)
-        return f"{_b64(raw)}.{_b64(mac.digest()[:16])}"
+        return f"{_b64(raw)}.{_b64(mac.digest()[:_MAC_BYTES])}"
 
 
-def verify(secret: bytes, token: str, purpose: str) -> str:
-    """The subject named by a valid token for `purpose`; TokenError otherwise."""
+# ---------------------------------------------------------------------------------------------
+# The old form: base64url(address).base64url(mac)
+
+
+def _mac(secret: bytes, purpose: str, subject: str) -> bytes:
+    msg = f"{purpose}\x00{subject}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def sign(secret: bytes, purpose: str, subject: str) -> str:
+    """The old form, naming `subject` (an address) in clear. No longer issued: it exists so that
+    tests can make the links earlier releases mailed."""
+    _check_purpose(purpose)
+    return f"{_b64(subject.encode())}.{_b64(_mac(secret, purpose, subject))}"
+
+
+def verify(secret: bytes | Iterable[bytes], token: str, purpose: str) -> str:
+    """The subject (address) of a valid old-form token for `purpose`; TokenError otherwise."""
+    secrets = [secret] if isinstance(secret, bytes) else list(secret)
     try:
         body, mac = token.split(".")
         subject = _unb64(body).decode()
         given = _unb64(mac)
     except (ValueError, UnicodeDecodeError):
         raise TokenError("malformed token") from None
-    if not hmac.compare_digest(given, _mac(secret, purpose, subject)):
-        raise TokenError("invalid token")
-    return subject
+    for key in secrets:
+        if hmac.compare_digest(given, _mac(key, purpose, subject)):
+            return subject
+    raise TokenError("invalid token")
+
+
+# ---------------------------------------------------------------------------------------------
+# Either form
+
+
+def read(secrets: Iterable[bytes], token: str, purpose: str) -> Subject:
+    """What a valid token of either form for `purpose` names, under any of `secrets` (the
+    current one first); TokenError otherwise. An old confirmation token's subject is
+    `address|issued`, split here."""
+    _check_purpose(purpose)
+    secrets = list(secrets)
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError("malformed token")
+    if "." not in token:
+        return _read_id(secrets, token, purpose)
+    subject = verify(secrets, token, purpose)
+    if purpose != "confirm":
+        return Subject(email=subject)
+    email, sep, issued = subject.rpartition("|")
+    if not sep or not issued.isdigit():
+        raise TokenError("malformed confirmation token")
+    return Subject(email=email, issued=int(issued))
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+
+
+def check_secret(value: str, where: str, variable: str) -> bytes:
+    """`value` as bytes if it is a strong enough secret; PublisherError (one line, saying how to
+    make a good one) otherwise. `where` prefixes the message (the config file)."""
+    size = len(value.encode())
+    if size < MIN_SECRET_BYTES:
+        problem = f"is too short ({size} bytes; at least {MIN_SECRET_BYTES})"
+    elif len(set(value)) < MIN_SECRET_DISTINCT:
+        problem = f"is too repetitive (fewer than {MIN_SECRET_DISTINCT} different characters)"
+    else:
+        return value.encode()
+    raise PublisherError(
+        f"{where}: ${variable} {problem}; make one with `export {variable}=$({MAKE_SECRET})`"
+    )
+
+
+def previous_variable(cfg: Config) -> str:
+    """The environment variable with the previous secrets: `<secret_env>_PREVIOUS`."""
+    return f"{cfg.web.secret_env}_PREVIOUS"
 
 
 def secret_from_env(cfg: Config, *, required: bool = True) -> bytes:
-    """The signing secret from the environment; PREVIEW_SECRET when not required and unset."""
+    """The signing secret from the environment, refused if weak; PREVIEW_SECRET when not
+    required and unset."""
     value = os.environ.get(cfg.web.secret_env, "") if cfg.web.secret_env else ""
     if value:
-        return value.encode()
+        return check_secret(value, str(cfg.path), cfg.web.secret_env)
     if required:
         raise PublisherError(
             f"{cfg.path}: 'web.secret_env' names ${cfg.web.secret_env}, which is not set; "
             "set it to a long random string, e.g. "
-            f"`export {cfg.web.secret_env}=$(openssl rand -base64 32)`"
+            f"`export {cfg.web.secret_env}=$({MAKE_SECRET})`"
         )
     return PREVIEW_SECRET
+
+
+def secrets_from_env(cfg: Config) -> list[bytes]:
+    """The secrets a token may be signed with: the current one (`secret_from_env`), then each in
+    `<secret_env>_PREVIOUS` (separated by commas or whitespace), each held to the same rules."""
+    current = secret_from_env(cfg)
+    variable = previous_variable(cfg)
+    previous = [
+        check_secret(value, str(cfg.path), variable)
+        for value in re.split(r"[\s,]+", os.environ.get(variable, ""))
+        if value
+    ]
+    return [current, *(p for p in previous if p != current)]

@@ -4,7 +4,8 @@
   Last-Modified with 304s). Dotfiles (the private `.build-manifest.json`) and anything outside the
   folder answer 404.
 - Double opt-in: GET /subscribe shows a form; POST /subscribe stores the address as pending and
-  mails `{base_url}confirm/TOKEN`; GET /confirm/TOKEN makes it active. The answer to a valid
+  mails `{base_url}confirm/TOKEN`; GET /confirm/TOKEN shows a button and changes nothing (mail
+  scanners fetch every link), its POST makes the address active. The answer to a valid
   address is the same page whether or not it is already on the list, and the mail is
   rate-limited per address and per client, in the database: it survives restarts, and any
   number of `publisher serve` processes on one database behave as one.
@@ -12,6 +13,13 @@
   links); POST, including RFC 8058's one-click `List-Unsubscribe=One-Click`, unsubscribes and
   suppresses the address and answers 200 with no cookie and no redirect, however often.
 - /preferences/TOKEN: status, subscribe again, and a JSON copy of what is stored.
+- Every response carries the security headers (`SecurityHeaders`: Content-Security-Policy,
+  nosniff, frame-ancestors 'none', a Referrer-Policy); token pages are never cached and send no
+  Referer. `log_config()` is `publisher serve`'s logging: the access log shows no token.
+
+Tokens (publisher/tokens.py) name a subscriber id, never an address; the old form that earlier
+releases mailed (the address in clear) still verifies, as do tokens signed with a previous
+secret (`<secret_env>_PREVIOUS`).
 
 The store is the one source of truth for who is mailed, so an unsubscribe here is honoured by the
 very next `queue_pending`/`pending_for`, whatever process runs the send.
@@ -19,10 +27,13 @@ very next `queue_pending`/`pending_for`, whatever process runs the send.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import PurePosixPath
@@ -30,22 +41,23 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import state as st
 from .config import Config
 from .i18n import strings
 from .mailer import unsubscribe_url as mailer_unsubscribe_url
 from .site import ATOM_FILE, RSS_FILE, base_url
-from .state import InvalidAddress, Store, normalize_email
+from .state import InvalidAddress, Store, normalize_email, normalize_name
 from .templating import jinja_env
-from .tokens import TokenError, sign, verify
+from .tokens import TokenError, read, sign_id
 from .web_mail import MailError, send_confirmation
 
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
@@ -57,45 +69,146 @@ FEED_TYPES = {
     RSS_FILE: "application/rss+xml; charset=utf-8",
     ATOM_FILE: "application/atom+xml; charset=utf-8",
 }
-# Pages behind a token: never cached, never framed, and the token never leaks in a Referer.
+# Pages behind a token or a form: never cached, and no Referer (SecurityHeaders adds the rest,
+# and forces these two on every token path, whatever answers there).
 PRIVATE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
 }
 
 Sender = Callable[[Config, str, str], None]
+
+# ---------------------------------------------------------------------------------------------
+# Security headers
+
+# The Content-Security-Policy of every response. The pages have no script at all and no inline
+# style (the web pages' own CSS is /web.css); the archive's thumbnails come from https CDNs.
+# An archive search (Pagefind) would add "'self' 'wasm-unsafe-eval'" to script-src here.
+CSP_DIRECTIVES: dict[str, str] = {
+    "default-src": "'none'",
+    "script-src": "'none'",
+    "style-src": "'self'",
+    "img-src": "'self' https: data:",
+    "media-src": "'self' https:",
+    "font-src": "'self'",
+    "connect-src": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+    "base-uri": "'none'",
+}
+# The paths whose last segment is a token: the token must not leak through a Referer, a cache
+# or a log line.
+TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|preferences)/[^/?#\s\"]+")
+REDACTED = "[token]"
+
+
+def content_security_policy(cfg: Config) -> str:
+    """CSP_DIRECTIVES as a header value; forms may also post to `site.base_url`'s origin (the
+    public address behind a proxy)."""
+    directives = dict(CSP_DIRECTIVES)
+    origin = re.match(r"https?://[^/]+", base_url(cfg))
+    if origin:
+        directives["form-action"] += " " + origin.group(0)
+    return "; ".join(f"{k} {v}" for k, v in directives.items())
+
+
+def security_headers(cfg: Config, private: bool) -> dict[str, str]:
+    """The headers every response carries; `private` (token pages) adds no-store and
+    no-referrer, which always win over what the endpoint set."""
+    headers = {
+        "Content-Security-Policy": content_security_policy(cfg),
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+        "Referrer-Policy": "no-referrer" if private else "strict-origin-when-cross-origin",
+        "Cross-Origin-Opener-Policy": "same-origin",
+    }
+    if private:
+        headers["Cache-Control"] = "no-store"
+    return headers
+
+
+class SecurityHeaders:
+    """ASGI middleware: `security_headers` on every HTTP response, whatever produced it (the
+    endpoints, the static archive, a 404 or 405, an error page)."""
+
+    def __init__(self, app: ASGIApp, cfg: Config) -> None:
+        self.app = app
+        self.public = security_headers(cfg, private=False)
+        self.private = security_headers(cfg, private=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        private = TOKEN_PATH.match(scope.get("path", "")) is not None
+        extra = self.private if private else self.public
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra.items():
+                    if private or name.lower() not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging of `publisher serve`
+
+
+def redact(text: str) -> str:
+    """`text` with the token of every token path replaced by REDACTED."""
+    return TOKEN_PATH.sub(lambda m: f"/{m.group(1)}/{REDACTED}", text)
+
+
+class RedactTokens(logging.Filter):
+    """Redacts tokens from a log record (uvicorn's access log passes the path as an argument)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            args = record.args.items()
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in args}
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's default logging, with RedactTokens on every handler: no token in any line."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_tokens")
+    return config
 
 
 # ---------------------------------------------------------------------------------------------
 # Links (the newsletter's List-Unsubscribe header uses unsubscribe_url)
 
 
-def unsubscribe_url(cfg: Config, secret: bytes, email: str) -> str:
+def unsubscribe_url(cfg: Config, secret: bytes, subscriber_id: int) -> str:
     """`{base_url}unsubscribe/TOKEN`: the List-Unsubscribe (RFC 8058) and footer link."""
-    return mailer_unsubscribe_url(cfg, sign(secret, "unsubscribe", normalize_email(email)))
+    return mailer_unsubscribe_url(cfg, sign_id(secret, "unsubscribe", subscriber_id))
 
 
-def manage_url(cfg: Config, secret: bytes, email: str) -> str:
+def manage_url(cfg: Config, secret: bytes, subscriber_id: int) -> str:
     """`{base_url}preferences/TOKEN`: status, subscribe again, download the stored data."""
-    return f"{base_url(cfg)}preferences/{sign(secret, 'manage', normalize_email(email))}"
+    return f"{base_url(cfg)}preferences/{sign_id(secret, 'manage', subscriber_id)}"
 
 
-def confirm_url(cfg: Config, secret: bytes, email: str, issued: float) -> str:
-    """`{base_url}confirm/TOKEN`; the token names the address and when it was issued."""
-    return f"{base_url(cfg)}confirm/{sign(secret, 'confirm', f'{email}|{int(issued)}')}"
+def confirm_url(cfg: Config, secret: bytes, subscriber_id: int, issued: float) -> str:
+    """`{base_url}confirm/TOKEN`; the token names the subscriber and when it was issued."""
+    return f"{base_url(cfg)}confirm/{sign_id(secret, 'confirm', subscriber_id, issued)}"
 
 
-def confirm_subject(secret: bytes, token: str, now: float) -> str:
-    """The address a confirmation token names; TokenError if forged, altered or expired."""
-    email, sep, issued = verify(secret, token, "confirm").rpartition("|")
-    if not sep or not issued.isdigit():
-        raise TokenError("malformed confirmation token")
-    age = now - int(issued)
-    if age < -300 or age > CONFIRM_MAX_AGE.total_seconds():
-        raise TokenError("expired confirmation token")
-    return email
+class ExpiredLink(TokenError):
+    """A genuine confirmation link, older than CONFIRM_MAX_AGE."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,9 +276,11 @@ class WebSide:
         store: Store,
         sender: Sender,
         clock: Callable[[], float],
+        secrets: list[bytes] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.secret = secret
+        self.secret = secret  # signs
+        self.secrets = secrets or [secret]  # verify: the current secret, then previous ones
         self.store = store
         self.sender = sender
         self.clock = clock
@@ -194,6 +309,14 @@ class WebSide:
 
     def bad_link(self) -> HTMLResponse:
         return self.message(self.t["bad_link_title"], self.t["bad_link_body"], status=400)
+
+    def expired_link(self) -> HTMLResponse:
+        return self.page(
+            "web/expired.html",
+            self.t["expired_title"],
+            status=400,
+            subscribe_url=base_url(self.cfg) + "subscribe",
+        )
 
     # -- subscribe ---------------------------------------------------------------------------
 
@@ -234,13 +357,13 @@ class WebSide:
             )
         except InvalidAddress:
             return self.subscribe_form(
-                self.t["invalid_email"], raw_email[:320], name[:200], status=400
+                self.t["invalid_email"], raw_email[:320], normalize_name(name), status=400
             )
         neutral = self.message(self.t["check_inbox_title"], self.t["check_inbox_body"])
         if trap:
             return neutral
         try:
-            await run_in_threadpool(self._signup, email, name.strip()[:200])
+            await run_in_threadpool(self._signup, email, normalize_name(name))
         except MailError:
             return self.message(self.t["send_failed"], self.t["send_failed"], status=503)
         return neutral
@@ -258,20 +381,65 @@ class WebSide:
             return
         # Only a new row takes the form's name: an unconfirmed form must not rename an existing
         # subscriber.
-        self.store.add_subscriber(email, name, status=st.PENDING, source="web", rename=False)
+        sub, _ = self.store.add_subscriber(
+            email, name, status=st.PENDING, source="web", rename=False
+        )
         try:
-            self.sender(self.cfg, email, confirm_url(self.cfg, self.secret, email, now))
+            self.sender(self.cfg, email, confirm_url(self.cfg, self.secret, sub.id, now))
         except MailError:
             self.store.give_back_token(key, 1, period, self.clock())
             raise
 
-    async def confirm(self, request: Request) -> Response:
+    def _email(self, token: str, purposes: tuple[str, ...], now: float | None = None) -> str:
+        """The address a valid token for one of `purposes` names (an id is looked up);
+        TokenError otherwise, ExpiredLink for a confirmation older than CONFIRM_MAX_AGE."""
+        for purpose in purposes:
+            try:
+                subject = read(self.secrets, token, purpose)
+            except TokenError:
+                continue
+            if subject.issued is not None and now is not None:
+                age = now - subject.issued
+                if age < -300 or age > CONFIRM_MAX_AGE.total_seconds():
+                    raise ExpiredLink("expired confirmation token")
+            if subject.subscriber_id is not None:
+                sub = self.store.get_by_id(subject.subscriber_id)
+                if sub is None:
+                    raise TokenError("no such subscriber")
+                return sub.email
+            try:
+                return normalize_email(subject.email or "")
+            except InvalidAddress:
+                raise TokenError("not an address") from None
+        raise TokenError("invalid token")
+
+    async def _subject(self, token: str, purposes: tuple[str, ...]) -> str | None:
         try:
-            email = confirm_subject(self.secret, request.path_params["token"], self.clock())
-            email = normalize_email(email)
-        except (TokenError, InvalidAddress):
+            return await run_in_threadpool(self._email, token, purposes)
+        except TokenError:
+            return None
+
+    async def confirm(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            email = await run_in_threadpool(self._email, token, ("confirm",), self.clock())
+        except ExpiredLink:
+            return self.expired_link()
+        except TokenError:
             return self.bad_link()
+        if request.method != "POST":
+            # Never act on a GET (or HEAD): mail scanners and link previewers fetch every link
+            # in a message, and an address someone else typed in must not be confirmed by them.
+            return self.page(
+                "web/confirm.html",
+                self.t["confirm_action"],
+                email=email,
+                action=f"{base_url(self.cfg)}confirm/{token}",
+            )
+        if await _read_body(request) is None:
+            return self.message(self.t["too_large"], self.t["too_large"], status=413)
         # A confirmed opt-in is fresh consent: it lifts an earlier unsubscribe or bounce.
+        # Idempotent: a second POST finds the address active and leaves it so.
         await run_in_threadpool(self.store.resubscribe, email, "", "web")
         return self.page(
             "web/page.html",
@@ -281,17 +449,9 @@ class WebSide:
 
     # -- unsubscribe -------------------------------------------------------------------------
 
-    def _subject(self, token: str, purposes: tuple[str, ...]) -> str | None:
-        for purpose in purposes:
-            try:
-                return verify(self.secret, token, purpose)
-            except TokenError:
-                continue
-        return None
-
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
-        email = self._subject(token, ("unsubscribe",))
+        email = await self._subject(token, ("unsubscribe",))
         if email is None:
             return self.bad_link()
         if request.method != "POST":
@@ -320,7 +480,7 @@ class WebSide:
 
     async def preferences(self, request: Request) -> Response:
         token = request.path_params["token"]
-        email = self._subject(token, ("manage", "unsubscribe"))
+        email = await self._subject(token, ("manage", "unsubscribe"))
         if email is None:
             return self.bad_link()
         if request.method == "POST":
@@ -330,15 +490,20 @@ class WebSide:
             if _field(form, "action") == "resubscribe":
                 # The token was mailed to this address: using it is the owner's fresh consent.
                 await run_in_threadpool(self.store.resubscribe, email, "", "web")
+        base = base_url(self.cfg)
         sub = await run_in_threadpool(self.store.get, email)
         status = sub.status if sub else None
+        # The page's unsubscribe button: a token naming the id, or the very token the reader
+        # came with when the address has no row (an old-form link).
+        unsubscribe_action = (
+            unsubscribe_url(self.cfg, self.secret, sub.id) if sub else f"{base}unsubscribe/{token}"
+        )
         if status == st.ACTIVE and not await run_in_threadpool(self.store.is_suppressed, email):
             status_text, active = self.t["status_active"], True
         elif status == st.PENDING:
             status_text, active = self.t["status_pending"], False
         else:
             status_text, active = self.t["status_inactive"], False
-        base = base_url(self.cfg)
         return self.page(
             "web/preferences.html",
             self.t["preferences_title"],
@@ -346,12 +511,12 @@ class WebSide:
             status_text=status_text,
             active=active,
             action=f"{base}preferences/{token}",
-            unsubscribe_action=unsubscribe_url(self.cfg, self.secret, email),
+            unsubscribe_action=unsubscribe_action,
             data_url=f"{base}preferences/{token}/data.json",
         )
 
     async def preferences_data(self, request: Request) -> Response:
-        email = self._subject(request.path_params["token"], ("manage", "unsubscribe"))
+        email = await self._subject(request.path_params["token"], ("manage", "unsubscribe"))
         if email is None:
             return self.bad_link()
         data = await run_in_threadpool(self.store.stored_data, email)
@@ -359,6 +524,13 @@ class WebSide:
         headers = dict(PRIVATE_HEADERS)
         headers["Content-Disposition"] = 'attachment; filename="subscription.json"'
         return Response(body, media_type="application/json", headers=headers)
+
+    async def web_css(self, request: Request) -> Response:
+        """The web pages' own styles (templates/web/web.css): a file, so the CSP needs no
+        'unsafe-inline'."""
+        env = jinja_env(self.cfg)
+        css, _, _ = env.loader.get_source(env, "web/web.css")  # type: ignore[union-attr]
+        return Response(css, media_type="text/css; charset=utf-8")
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         """404 in the site's look (missing pages, dotfiles, paths outside the archive)."""
@@ -398,24 +570,35 @@ def create_app(
     cfg: Config,
     *,
     secret: bytes | None = None,
+    previous_secrets: list[bytes] | None = None,
     store: Store | None = None,
     sender: Sender | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """The web application; `secret` defaults to the environment (`[web] secret_env`)."""
+    """The web application. `secret` signs new links; it and `previous_secrets` verify them.
+    Without `secret`, both come from the environment (`[web] secret_env` and
+    `<secret_env>_PREVIOUS`), weak ones refused (publisher/tokens.py)."""
     if secret is None:
-        from .tokens import secret_from_env
+        from .tokens import secrets_from_env
 
-        secret = secret_from_env(cfg)
-    side = WebSide(cfg, secret, store or Store.open(cfg), sender or send_confirmation, clock)
+        secret, *previous_secrets = secrets_from_env(cfg)
+    secrets = [secret, *(previous_secrets or [])]
+    side = WebSide(
+        cfg, secret, store or Store.open(cfg), sender or send_confirmation, clock, secrets
+    )
     routes = [
         Route("/subscribe", side.subscribe, methods=["GET", "POST"]),
-        Route("/confirm/{token}", side.confirm, methods=["GET"]),
+        Route("/web.css", side.web_css, methods=["GET"]),
+        Route("/confirm/{token}", side.confirm, methods=["GET", "POST"]),
         Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),
         Route("/preferences/{token}/data.json", side.preferences_data, methods=["GET"]),
         Mount("/", ArchiveFiles(directory=cfg.feed.output, html=True, check_dir=False)),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: side.not_found})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: side.not_found},
+        middleware=[Middleware(SecurityHeaders, cfg=cfg)],
+    )
     app.state.web = side
     return app

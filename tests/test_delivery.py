@@ -37,10 +37,10 @@ SAMPLE = ROOT / "digests" / "2024" / "05" / "15.md"
 @pytest.fixture(autouse=True)
 def _signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     # A real send signs unsubscribe links; subprocesses inherit this environment.
-    monkeypatch.setenv("PUBLISHER_SECRET", "delivery-test-secret")
+    monkeypatch.setenv("PUBLISHER_SECRET", "delivery-test-secret-0123456789abcdef")
 
 
-def build(email_addr: str, name: str) -> bytes:
+def build(email_addr: str, name: str, subscriber_id: int = 0) -> bytes:
     """A deterministic message per subscriber, so what arrives can be compared byte for byte."""
     msg = EmailMessage()
     msg["From"] = "Daily Papers <papers@localhost>"

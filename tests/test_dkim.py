@@ -59,7 +59,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PUBLISHER_SECRET": "test-secret"},
+        env={**os.environ, "PUBLISHER_SECRET": "dkim-test-secret-0123456789abcdef"},
     )
 
 

@@ -34,7 +34,7 @@ from .test_delivery import DAY, SAMPLE, build, subscribe, write_config
 
 @pytest.fixture(autouse=True)
 def _signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PUBLISHER_SECRET", "faults-test-secret")
+    monkeypatch.setenv("PUBLISHER_SECRET", "faults-test-secret-0123456789abcdef")
 
 
 @pytest.fixture

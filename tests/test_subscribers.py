@@ -49,7 +49,7 @@ def test_invalid_rows_are_reported_with_file_and_line_and_skipped(project: Path)
         # Line numbers count physical lines: the quoted name spans lines 5-6.
         assert report.invalid[1].startswith(f"{path}:7: 'alan@exa mple.com'")
         assert store.get("ada@example.com").name == "Ada"
-        assert store.get("grace@example.com").name == "Grace\nHopper"
+        assert store.get("grace@example.com").name == "Grace Hopper"  # line break: a space
 
 
 def test_missing_email_column_is_an_error_naming_the_file(project: Path) -> None:

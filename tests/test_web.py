@@ -4,6 +4,7 @@ conftest's `db_url`; the static archive's tests only on SQLite, they never read 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import email
@@ -12,6 +13,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
@@ -28,7 +30,7 @@ from publisher.cli import cli
 from publisher.config import Config
 from publisher.i18n import strings
 from publisher.state import Store
-from publisher.tokens import sign
+from publisher.tokens import sign, sign_id
 from publisher.web import create_app, manage_url, unsubscribe_url
 from publisher.web_mail import MailError, build_confirmation, send_confirmation
 
@@ -67,6 +69,20 @@ class Web:
         return self.http.post(
             self.base + "subscribe", data={"email": address, "name": name, **extra}
         )
+
+    def unsub_url(self, address: str) -> str:
+        """The unsubscribe link the newsletter carries for `address` (its token names the id)."""
+        return unsubscribe_url(self.cfg, SECRET, self.store.get(address).id)  # type: ignore[union-attr]
+
+    def manage_url(self, address: str) -> str:
+        return manage_url(self.cfg, SECRET, self.store.get(address).id)  # type: ignore[union-attr]
+
+    def confirm(self, link: str) -> httpx.Response:
+        """The confirmation as a person gives it: the button on the page posts to the link."""
+        page = self.http.get(link)
+        assert page.status_code == 200, page.text
+        assert re.search(r'<form[^>]*method="post"[^>]*action="' + re.escape(link) + '"', page.text)
+        return self.http.post(link)
 
     def state(self, address: str) -> tuple[str | None, bool]:
         sub = self.store.get(address)
@@ -124,11 +140,11 @@ def confirmation_link(msg: EmailMessage, base: str) -> str:
 def test_one_click_post_suppresses_and_the_next_send_leaves_it_out(
     web: Web, multipart: bool
 ) -> None:
-    web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="csv")
+    ada, _ = web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="csv")
     web.store.add_subscriber("bob@example.com", "Bob", status=st.ACTIVE, source="csv")
     # The List-Unsubscribe URL exactly as the newsletter builds it.
-    url = f"{web.cfg.site.base_url}unsubscribe/{sign(SECRET, 'unsubscribe', 'ada@example.com')}"
-    assert unsubscribe_url(web.cfg, SECRET, "Ada@Example.com") == url
+    url = f"{web.cfg.site.base_url}unsubscribe/{sign_id(SECRET, 'unsubscribe', ada.id)}"
+    assert web.unsub_url("Ada@Example.com") == url
 
     r = web.post_one_click(url, multipart=multipart)
 
@@ -147,15 +163,13 @@ def test_one_click_after_queueing_is_still_honoured(web: Web) -> None:
     """Unsubscribing while a send is queued: the rest of that send skips the address."""
     web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
     assert web.store.queue_pending(DAY) == 1
-    assert (
-        web.post_one_click(unsubscribe_url(web.cfg, SECRET, "ada@example.com")).status_code == 200
-    )
+    assert web.post_one_click(web.unsub_url("ada@example.com")).status_code == 200
     assert list(web.store.pending_for(DAY)) == []
 
 
 def test_get_shows_a_button_and_changes_nothing(web: Web) -> None:
     web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
-    url = unsubscribe_url(web.cfg, SECRET, "ada@example.com")
+    url = web.unsub_url("ada@example.com")
     for _ in range(3):  # scanners fetch, and fetch again
         r = web.http.get(url)
         assert r.status_code == 200
@@ -166,50 +180,70 @@ def test_get_shows_a_button_and_changes_nothing(web: Web) -> None:
 
 
 def _tampered(token: str) -> str:
-    body, mac = token.split(".")
+    """`token` with one character of its MAC changed."""
+    body, dot, mac = token.rpartition(".")
     flipped = mac[:-2] + ("A" if mac[-2] != "A" else "B") + mac[-1]
-    return f"{body}.{flipped}"
+    return f"{body}{dot}{flipped}"
 
 
 @pytest.mark.parametrize(
     "make_token",
     [
-        pytest.param(lambda: _tampered(sign(SECRET, "unsubscribe", "ada@example.com")), id="mac"),
+        pytest.param(lambda i: _tampered(sign_id(SECRET, "unsubscribe", i)), id="id-mac"),
+        pytest.param(lambda i: sign_id(SECRET, "manage", i), id="id-manage-purpose"),
+        pytest.param(lambda i: sign_id(SECRET, "confirm", i, time.time()), id="id-confirm-purpose"),
+        pytest.param(lambda i: sign_id(b"another secret" * 3, "unsubscribe", i), id="id-key"),
+        pytest.param(
+            # Another subscriber's valid token with Ada's id put in.
+            lambda i: _with_id(sign_id(SECRET, "unsubscribe", i + 1), i),
+            id="id-swapped",
+        ),
+        pytest.param(lambda i: sign_id(SECRET, "unsubscribe", i) + "A", id="id-longer"),
+        pytest.param(lambda i: _tampered(sign(SECRET, "unsubscribe", "ada@example.com")), id="mac"),
         pytest.param(
             # Bob's valid signature glued to Ada's address.
-            lambda: (
+            lambda i: (
                 sign(SECRET, "unsubscribe", "ada@example.com").split(".")[0]
                 + "."
                 + sign(SECRET, "unsubscribe", "bob@example.com").split(".")[1]
             ),
             id="swapped-subject",
         ),
-        pytest.param(lambda: sign(SECRET, "confirm", "ada@example.com"), id="confirm-purpose"),
-        pytest.param(lambda: sign(SECRET, "manage", "ada@example.com"), id="manage-purpose"),
-        pytest.param(lambda: sign(b"another secret", "unsubscribe", "ada@example.com"), id="key"),
-        pytest.param(lambda: "not-a-token", id="garbage"),
-        pytest.param(lambda: "YWRhQGV4YW1wbGUuY29t.", id="no-mac"),
+        pytest.param(lambda i: sign(SECRET, "confirm", "ada@example.com"), id="confirm-purpose"),
+        pytest.param(lambda i: sign(SECRET, "manage", "ada@example.com"), id="manage-purpose"),
+        pytest.param(lambda i: sign(b"another secret", "unsubscribe", "ada@example.com"), id="key"),
+        pytest.param(lambda i: "not-a-token", id="garbage"),
+        pytest.param(lambda i: "YWRhQGV4YW1wbGUuY29t.", id="no-mac"),
     ],
 )
 def test_forged_tokens_are_refused_and_change_nothing(web: Web, make_token) -> None:  # noqa: ANN001
-    web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
-    url = f"{web.base}unsubscribe/{make_token()}"
+    ada, _ = web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
+    web.store.add_subscriber("bob@example.com", status=st.UNSUBSCRIBED, source="csv")
+    url = f"{web.base}unsubscribe/{make_token(ada.id)}"
     assert web.post_one_click(url).status_code == 400
     assert web.http.get(url).status_code == 400
     assert web.state("ada@example.com") == (st.ACTIVE, False)
     assert web.store.queue_pending(DAY) == 1
 
 
+def _with_id(token: str, subscriber_id: int) -> str:
+    """A current-form token with its subscriber id replaced (same length), MAC kept."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    payload = subscriber_id.to_bytes(len(raw) - 17, "big")
+    return base64.urlsafe_b64encode(raw[:1] + payload + raw[-16:]).rstrip(b"=").decode()
+
+
 def test_unsubscribing_twice_is_harmless(web: Web) -> None:
     web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
-    url = unsubscribe_url(web.cfg, SECRET, "ada@example.com")
+    url = web.unsub_url("ada@example.com")
     assert web.post_one_click(url).status_code == 200
     assert web.post_one_click(url).status_code == 200
     assert web.state("ada@example.com") == (st.UNSUBSCRIBED, True)
 
 
 def test_unknown_but_signed_address_is_suppressed_for_later_imports(web: Web) -> None:
-    url = unsubscribe_url(web.cfg, SECRET, "ghost@example.com")
+    # Only an old-form link (the address in clear) can name an address with no row.
+    url = f"{web.base}unsubscribe/{sign(SECRET, 'unsubscribe', 'ghost@example.com')}"
     assert web.post_one_click(url).status_code == 200
     assert web.store.is_suppressed("ghost@example.com")
     sub, _ = web.store.add_subscriber("ghost@example.com", status=st.ACTIVE, source="csv")
@@ -219,7 +253,7 @@ def test_unknown_but_signed_address_is_suppressed_for_later_imports(web: Web) ->
 
 def test_oversized_unsubscribe_body_is_refused(web: Web) -> None:
     web.store.add_subscriber("ada@example.com", status=st.ACTIVE, source="csv")
-    url = unsubscribe_url(web.cfg, SECRET, "ada@example.com")
+    url = web.unsub_url("ada@example.com")
     r = web.http.post(url, content=b"x" * 100_000, headers={"Content-Type": "text/plain"})
     assert r.status_code == 413
     assert web.state("ada@example.com") == (st.ACTIVE, False)
@@ -242,16 +276,29 @@ def test_signup_mail_confirm_then_the_next_issue_includes_it(web: Web) -> None:
     assert msg["Auto-Submitted"] == "auto-generated"
     assert "List-Unsubscribe" not in msg  # a confirmation is not list mail
     link = confirmation_link(msg, web.cfg.site.base_url)
+    assert "grace" not in link.lower()  # the token names an id, not the address
 
-    r = web.http.get(link)
+    # A GET (a mail scanner, a link preview) shows a button and changes nothing, however often.
+    for _ in range(3):
+        r = web.http.get(link)
+        assert r.status_code == 200
+        assert T["confirm_action"] in r.text and "grace@example.com" in r.text
+        assert re.search(r'<form[^>]*method="post"[^>]*action="' + re.escape(link) + '"', r.text)
+        assert web.state("grace@example.com") == (st.PENDING, False)
+    assert web.http.head(link).status_code in (200, 405)
+    assert web.state("grace@example.com") == (st.PENDING, False)
+
+    r = web.http.post(link)
     assert r.status_code == 200
+    assert not r.is_redirect and "set-cookie" not in r.headers
     assert T["confirmed_title"] in r.text
     sub = web.store.get("grace@example.com")
     assert (sub.status, sub.name, sub.source) == (st.ACTIVE, "Grace", "web")
     assert web.store.queue_pending(DAY) == 1
     assert web.store.ledger_entry(DAY, "grace@example.com") is not None
-    # Following the link again (a scanner, a second click) changes nothing.
-    assert web.http.get(link).status_code == 200
+    # Posting again (a second click) is harmless: same answer, same state.
+    again = web.http.post(link)
+    assert again.status_code == 200 and T["confirmed_title"] in again.text
     assert web.state("grace@example.com") == (st.ACTIVE, False)
 
 
@@ -261,7 +308,7 @@ def test_confirming_lifts_an_earlier_unsubscribe(web: Web) -> None:
     assert web.signup("ada@example.com").status_code == 200
     assert web.state("ada@example.com") == (st.UNSUBSCRIBED, True)  # not before the click
     link = confirmation_link(web.inbox.to("ada@example.com")[0], web.base)
-    assert web.http.get(link).status_code == 200
+    assert web.confirm(link).status_code == 200
     assert web.state("ada@example.com") == (st.ACTIVE, False)
 
 
@@ -279,15 +326,23 @@ def test_tampered_or_expired_confirmation_changes_nothing(web: Web) -> None:
     web.signup("grace@example.com")
     link = confirmation_link(web.inbox.to("grace@example.com")[0], web.base)
     token = link.rsplit("/", 1)[1]
+    grace = web.store.get("grace@example.com").id
     for bad in (
         _tampered(token),
         sign(SECRET, "unsubscribe", token),
         sign(SECRET, "confirm", "grace@example.com"),  # no issue time
         sign(SECRET, "unsubscribe", "grace@example.com"),
+        sign_id(SECRET, "unsubscribe", grace),
+        sign_id(SECRET, "manage", grace),
     ):
         assert web.http.get(f"{web.base}confirm/{bad}").status_code == 400
+        assert web.http.post(f"{web.base}confirm/{bad}").status_code == 400
     web.clock.advance(8 * 86400)  # links live seven days
-    assert web.http.get(link).status_code == 400
+    for r in (web.http.get(link), web.http.post(link)):
+        # Refused, with the way back: the signup form.
+        assert r.status_code == 400
+        assert T["expired_title"] in r.text
+        assert f'href="{web.base}subscribe"' in r.text
     assert web.state("grace@example.com") == (st.PENDING, False)
 
 
@@ -370,9 +425,9 @@ def test_unreachable_smtp_answers_503_and_may_retry(tmp_path: Path, db_url: str)
 def test_preferences_resubscribe_and_download(web: Web) -> None:
     web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="csv")
     web.store.queue_pending(DAY)
-    web.post_one_click(unsubscribe_url(web.cfg, SECRET, "ada@example.com"))
+    web.post_one_click(web.unsub_url("ada@example.com"))
 
-    url = manage_url(web.cfg, SECRET, "ada@example.com")
+    url = web.manage_url("ada@example.com")
     r = web.http.get(url)
     assert r.status_code == 200
     assert T["status_inactive"] in r.text and T["resubscribe_button"] in r.text
@@ -396,7 +451,7 @@ def test_preferences_resubscribe_and_download(web: Web) -> None:
     assert (
         web.http.get(f"{web.base}preferences/{_tampered(url.rsplit('/', 1)[1])}").status_code == 400
     )
-    unsub_token = unsubscribe_url(web.cfg, SECRET, "ada@example.com").rsplit("/", 1)[1]
+    unsub_token = web.unsub_url("ada@example.com").rsplit("/", 1)[1]
     assert web.http.get(f"{web.base}preferences/{unsub_token}").status_code == 200
 
 

@@ -236,12 +236,14 @@ def test_confirm_and_unsubscribe_at_once_on_both_servers_never_fail(
         return base + url.removeprefix(srv.bases[0])
 
     reqs: list[Request] = []
+    with srv.store() as store:
+        ids = {address: store.get(address).id for address in addresses}  # type: ignore[union-attr]
     for address in addresses:
-        unsub = unsubscribe_url(srv.cfg, SECRET, address)
-        manage = manage_url(srv.cfg, SECRET, address)
+        unsub = unsubscribe_url(srv.cfg, SECRET, ids[address])
+        manage = manage_url(srv.cfg, SECRET, ids[address])
         for i in range(4):
             base = srv.bases[i % 2]
-            reqs.append(get(on(base, links[address])))
+            reqs.append(post(on(base, links[address]), {}))
             reqs.append(one_click(on(base, unsub)))
             reqs.append(post(on(base, manage), {"action": "resubscribe"}))
     for _ in range(3):

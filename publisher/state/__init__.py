@@ -34,6 +34,7 @@ from .schema import (
     BOUNCED,
     EMAIL_STATUSES,
     FAILED,
+    NAME_MAX,
     PENDING,
     QUEUED,
     REMOVED,
@@ -45,6 +46,7 @@ from .schema import (
     StoreBase,
     UnknownSubscriber,
     normalize_email,
+    normalize_name,
 )
 from .subscribers import Subscriber, SubscribersMixin
 
@@ -58,6 +60,7 @@ __all__ = [
     "BOUNCED",
     "EMAIL_STATUSES",
     "FAILED",
+    "NAME_MAX",
     "PENDING",
     "QUEUED",
     "REMOVED",
@@ -76,6 +79,7 @@ __all__ = [
     "meta",
     "metadata",
     "normalize_email",
+    "normalize_name",
     "publications",
     "subscribers",
     "suppressions",

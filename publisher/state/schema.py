@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -59,6 +60,21 @@ def normalize_email(address: str, *, check_deliverability: bool = False) -> str:
         raise InvalidAddress(f"{address!r}: {exc}") from None
     # Lower-case the local part too: case-sensitive mailboxes are theory, duplicates are practice.
     return result.normalized.lower()
+
+
+# A subscriber's name (README "Subscribers"): what the CSV, `subscribers add --name` and the web
+# form give, with line breaks and tabs turned into spaces, control and bidi-override characters
+# removed, runs of spaces collapsed, and at most NAME_MAX characters.
+NAME_MAX = 200
+_NAME_BREAKS = re.compile(r"[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]")
+_NAME_DROP = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2066-\u2069\ufeff]")
+_NAME_SPACES = re.compile(r"\s+")
+
+
+def normalize_name(name: str) -> str:
+    """A name safe to store, export and write into a header (see NAME_MAX above)."""
+    name = _NAME_DROP.sub("", _NAME_BREAKS.sub(" ", name))
+    return _NAME_SPACES.sub(" ", name).strip()[:NAME_MAX].rstrip()
 
 
 def _key(address: str) -> str:

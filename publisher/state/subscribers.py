@@ -29,6 +29,7 @@ from .schema import (
     ledger,
     meta,
     normalize_email,
+    normalize_name,
     subscribers,
     suppressions,
     upsert,
@@ -85,7 +86,7 @@ class SubscribersMixin:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}")
         key = normalize_email(email)
-        name = name.strip()
+        name = normalize_name(name)
         now = _now()
         with self._write() as conn:
             if status == ACTIVE and self._suppressed(conn, key):
@@ -108,6 +109,14 @@ class SubscribersMixin:
                 )
             row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
         return _subscriber(row), created
+
+    def get_by_id(self, subscriber_id: int) -> Subscriber | None:
+        """The subscriber with this id (what a link's token names), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(subscribers).where(subscribers.c.id == subscriber_id)
+            ).first()
+        return _subscriber(row) if row else None
 
     def get(self, email: str) -> Subscriber | None:
         """The subscriber with this address, or None."""
@@ -175,7 +184,7 @@ class SubscribersMixin:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}")
         key = normalize_email(email)
-        name = name.strip()
+        name = normalize_name(name)
         now = _now()
         values = {
             "email": key,
@@ -279,7 +288,8 @@ class SubscribersMixin:
         """
         merged: dict[str, str] = {}
         dups = 0
-        for email, name in rows:
+        for email, raw_name in rows:
+            name = normalize_name(raw_name)
             if email in merged:
                 dups += 1
                 merged[email] = merged[email] or name

@@ -1,0 +1,378 @@
+"""The public side as a hostile user meets it, through real `publisher serve` and `publisher send`
+processes: weak secrets refused, rotation, opaque links from a real send, the security headers on
+every kind of response, and an access log with no token in it.
+
+The server is a subprocess on a loopback port (its output captured to a file), the newsletter and
+the confirmation mail go to a real aiosmtpd server, messages are parsed with the `email` package,
+the state database is SQLite."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import feedparser
+import httpx
+import pytest
+
+from publisher import state as st
+from publisher.config import Config, load_config
+from publisher.site import build_site
+from publisher.state import Store
+from publisher.tokens import MAKE_SECRET, read, sign, sign_id
+from publisher.web import REDACTED, content_security_policy
+
+from .pg import state_toml
+from .sitehelpers import DAYS, write_digest
+from .webhelpers import Inbox, free_port, smtp_server
+
+NEW = "new-secret-" + "K7pQ2xV9mR4tW8yZ3bN6cF1hJ5"  # 37 bytes, varied
+OLD = "old-secret-" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ"
+OLDER = "older-secret-" + "Zy4Wv1Ts8Qp5Nm2Kj9Hg6Ed3Ba"
+ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
+TOKEN_PAGES = ("unsubscribe", "confirm", "preferences")
+
+
+@dataclass
+class Project:
+    root: Path
+    cfg: Config
+    inbox: Inbox
+
+    def store(self) -> Store:
+        return Store.open(self.cfg)
+
+    def add(self, address: str, status: str = st.ACTIVE) -> int:
+        with self.store() as store:
+            sub, _ = store.add_subscriber(address, status=status, source="cli")
+            return sub.id
+
+    def status(self, address: str) -> tuple[str | None, bool]:
+        with self.store() as store:
+            sub = store.get(address)
+            return (sub.status if sub else None), store.is_suppressed(address)
+
+
+def run_cli(project: Project, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    config = str(project.root / "config.toml")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_SECRET")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "publisher.cli", *args, "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    """A config.toml with digests, a built archive, a subscriber CSV and a loopback SMTP."""
+    with smtp_server() as (inbox, port):
+        (tmp_path / "config.toml").write_text(
+            f"""
+[site]
+base_url = "http://127.0.0.1:{free_port()}/"
+[digests]
+inbox = "inbox"
+[feed]
+output = "public"
+[subscribers]
+file = "subs.csv"
+[smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+timeout = 10.0
+"""
+            + state_toml(f"sqlite:///{tmp_path / 'state.db'}"),
+            encoding="utf-8",
+        )
+        (tmp_path / "subs.csv").write_text("email,name\nada@example.com,Ada\n", encoding="utf-8")
+        cfg = load_config(tmp_path / "config.toml")
+        for day in DAYS:
+            write_digest(cfg.digests.inbox, day)
+        build_site(cfg)
+        yield Project(tmp_path, cfg, inbox)
+
+
+@contextmanager
+def serving(project: Project, **env: str) -> Iterator[tuple[str, Path]]:
+    """`publisher serve` on the port of `site.base_url`; yields (base URL, its output file)."""
+    base = project.cfg.site.base_url
+    port = base.rstrip("/").rsplit(":", 1)[1]
+    log = project.root / f"serve-{time.monotonic_ns()}.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_SECRET")}
+    cmd = [sys.executable, "-m", "publisher.cli", "serve", "--config", str(project.cfg.path)]
+    cmd += ["--host", "127.0.0.1", "--port", port]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=environ | env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"publisher serve exited:\n{log.read_text()}")
+            try:
+                if httpx.get(base + "subscribe", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"publisher serve did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield base, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text()
+
+
+def post_one_click(url: str) -> httpx.Response:
+    return httpx.post(url, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK, timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+
+
+WEAK = [
+    pytest.param("x", "too short (1 bytes", id="one-char"),
+    pytest.param("change-me", "too short (9 bytes", id="readme-example"),
+    pytest.param("0123456789abcdef0123456789abcde", "too short (31 bytes", id="31-bytes"),
+    pytest.param("ab" * 24, "too repetitive", id="repetitive"),
+]
+
+
+@pytest.mark.parametrize(("secret", "problem"), WEAK)
+@pytest.mark.parametrize("command", ["serve", "send", "run"])
+def test_weak_secret_is_refused_with_one_line(
+    project: Project, command: str, secret: str, problem: str
+) -> None:
+    r = run_cli(project, command, PUBLISHER_SECRET=secret)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "$PUBLISHER_SECRET is " + problem in lines[0]
+    assert MAKE_SECRET in lines[0] and str(project.cfg.path) in lines[0]
+    assert len(secret) < 5 or secret not in lines[0]  # the secret itself is never printed
+    assert project.inbox.messages == []  # `send` mailed nothing
+    if command == "serve":
+        assert "Serving" not in r.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "send", "run"])
+def test_missing_secret_is_refused(project: Project, command: str) -> None:
+    r = run_cli(project, command)
+    assert r.returncode == 1
+    [line] = r.stderr.strip().splitlines()
+    assert "$PUBLISHER_SECRET, which is not set" in line and MAKE_SECRET in line
+    assert project.inbox.messages == []
+
+
+def test_weak_previous_secret_is_refused_at_serve(project: Project) -> None:
+    """`serve` verifies links with the previous secrets too: a weak one would let anyone forge
+    links as long as it is listed. (`send` only signs, with the current one.)"""
+    r = run_cli(project, "serve", PUBLISHER_SECRET=NEW, PUBLISHER_SECRET_PREVIOUS=f"{OLD},short")
+    assert r.returncode == 1
+    [line] = r.stderr.strip().splitlines()
+    assert "$PUBLISHER_SECRET_PREVIOUS is too short (5 bytes" in line and MAKE_SECRET in line
+    assert "Serving" not in r.stdout
+
+
+def test_strong_secret_sends_and_links_are_opaque_and_work(project: Project) -> None:
+    """A real send: every link names an id, never the address, and unsubscribes on POST."""
+    (project.root / "subs.csv").write_text(
+        "email,name\nada.lovelace@example.com,Ada\ngrace@example.com,Grace\n", encoding="utf-8"
+    )
+    r = run_cli(project, "send", PUBLISHER_SECRET=NEW)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(project.inbox.messages) == 2
+    with serving(project, PUBLISHER_SECRET=NEW) as (base, _):
+        for address in ("ada.lovelace@example.com", "grace@example.com"):
+            [msg] = project.inbox.to(address)
+            url = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])[0]
+            token = url.removeprefix(base + "unsubscribe/")
+            assert_opaque(token, address)
+            with project.store() as store:
+                sub = store.get(address)
+            assert read([NEW.encode()], token, "unsubscribe").subscriber_id == sub.id
+            assert url in msg.get_body(("plain",)).get_content()
+            assert post_one_click(url).status_code == 200
+            assert project.status(address) == (st.UNSUBSCRIBED, True)
+
+
+def assert_opaque(token: str, address: str) -> None:
+    """Nothing of `address` in `token`, read as text or decoded from base64 at any offset."""
+    local, _, domain = address.partition("@")
+    for piece in (address, local, domain):
+        assert piece.lower() not in token.lower()
+    for shift in range(4):
+        try:
+            raw = base64.urlsafe_b64decode(token[shift:] + "=" * (-len(token[shift:]) % 4))
+        except ValueError:
+            continue
+        for piece in (address, local, domain):
+            assert piece.encode() not in raw
+    assert len(token) <= 40 and "." not in token
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotation
+
+
+def test_links_signed_with_a_previous_secret_still_work_after_rotation(project: Project) -> None:
+    ids = {a: project.add(a) for a in ("a@example.com", "b@example.com", "c@example.com")}
+    project.add("d@example.com")
+    project.add("pending@example.com", status=st.PENDING)
+    unsub = f"{project.cfg.site.base_url}unsubscribe/"
+    with_old = unsub + sign_id(OLD.encode(), "unsubscribe", ids["a@example.com"])
+    older_form = unsub + sign(OLDER.encode(), "unsubscribe", "b@example.com")
+    with_new = unsub + sign_id(NEW.encode(), "unsubscribe", ids["c@example.com"])
+    unknown_key = b"w" + NEW[1:].encode()
+    with_unknown = unsub + sign_id(unknown_key, "unsubscribe", ids["a@example.com"])
+    previous = f" {OLD},\n {OLDER} "  # commas or whitespace separate them
+    with serving(project, PUBLISHER_SECRET=NEW, PUBLISHER_SECRET_PREVIOUS=previous) as (base, _):
+        # A key nobody configured: refused, nothing changes.
+        assert httpx.get(with_unknown).status_code == 400
+        assert post_one_click(with_unknown).status_code == 400
+        assert project.status("a@example.com") == (st.ACTIVE, False)
+        # The previous secrets, current and old token forms; and the new secret.
+        for url, address in (
+            (with_old, "a@example.com"),
+            (older_form, "b@example.com"),
+            (with_new, "c@example.com"),
+        ):
+            page = httpx.get(url)
+            assert page.status_code == 200 and address in page.text
+            assert project.status(address) == (st.ACTIVE, False)
+            assert post_one_click(url).status_code == 200
+            assert project.status(address) == (st.UNSUBSCRIBED, True)
+        assert project.status("d@example.com") == (st.ACTIVE, False)
+        # New links are signed with the new secret only.
+        r = httpx.post(base + "subscribe", data={"email": "new@example.com"})
+        assert r.status_code == 200
+        [msg] = project.inbox.to("new@example.com")
+        link = re.findall(re.escape(base) + r"confirm/\S+", msg.get_body(("plain",)).get_content())
+        token = link[0].rsplit("/", 1)[1]
+        assert_opaque(token, "new@example.com")
+        assert read([NEW.encode()], token, "confirm").issued is not None
+        with pytest.raises(Exception, match="invalid token"):
+            read([OLD.encode(), OLDER.encode()], token, "confirm")
+    # Without the previous secrets the old links stop working.
+    with serving(project, PUBLISHER_SECRET=NEW) as _:
+        assert httpx.get(with_old).status_code == 400
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers and the access log
+
+
+def test_security_headers_on_pages_feeds_and_token_pages(project: Project) -> None:
+    ada = project.add("ada@example.com")
+    csp = content_security_policy(project.cfg)
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+    assert "script-src 'none'" in csp and "'unsafe-inline'" not in csp
+    with serving(project, PUBLISHER_SECRET=NEW) as (base, _):
+        unsub = f"{base}unsubscribe/{sign_id(NEW.encode(), 'unsubscribe', ada)}"
+        manage = f"{base}preferences/{sign_id(NEW.encode(), 'manage', ada)}"
+        confirm = f"{base}confirm/{sign_id(NEW.encode(), 'confirm', ada, time.time())}"
+        day = f"{DAYS[-1]:%Y/%m/%d}/"
+        public = {
+            "page": httpx.get(base),
+            "day page": httpx.get(base + day),
+            "rss feed": httpx.get(base + "feed.xml"),
+            "atom feed": httpx.get(base + "atom.xml"),
+            "stylesheet": httpx.get(base + "style.css"),
+            "web stylesheet": httpx.get(base + "web.css"),
+            "signup form": httpx.get(base + "subscribe"),
+            "404": httpx.get(base + "2001/01/01/"),
+            "405": httpx.delete(base + "subscribe"),
+        }
+        private = {
+            "unsubscribe page": httpx.get(unsub),
+            "confirm page": httpx.get(confirm),
+            "preferences page": httpx.get(manage),
+            "stored data": httpx.get(manage + "/data.json"),
+            "bad token": httpx.get(f"{base}unsubscribe/forged"),
+            "405 on a token path": httpx.delete(unsub),
+            "one-click answer": post_one_click(unsub),
+        }
+    assert public["page"].status_code == public["day page"].status_code == 200
+    assert not feedparser.parse(public["rss feed"].content).bozo
+    assert public["404"].status_code == 404 and public["405"].status_code == 405
+    assert private["bad token"].status_code == 400
+    assert [r.status_code for r in private.values()].count(200) == 5
+    for name, r in {**public, **private}.items():
+        assert r.headers["content-security-policy"] == csp, name
+        assert r.headers["x-content-type-options"] == "nosniff", name
+        assert r.headers["x-frame-options"] == "DENY", name
+    for name, r in private.items():
+        assert r.headers["referrer-policy"] == "no-referrer", name
+        assert r.headers["cache-control"] == "no-store", name
+    for name in ("page", "day page", "rss feed", "atom feed", "stylesheet", "web stylesheet"):
+        r = public[name]
+        assert r.headers["referrer-policy"] == "strict-origin-when-cross-origin", name
+        assert r.headers.get("cache-control") != "no-store", name
+    # The archive keeps its revalidation; the signup form is not cached.
+    assert public["rss feed"].headers["cache-control"] == "no-cache"
+    assert public["signup form"].headers["cache-control"] == "no-store"
+
+
+def test_the_access_log_shows_no_token(project: Project) -> None:
+    ada = project.add("ada@example.com")
+    tokens = [
+        sign_id(NEW.encode(), "unsubscribe", ada),
+        sign_id(NEW.encode(), "manage", ada),
+        sign_id(NEW.encode(), "confirm", ada, time.time()),
+        sign(NEW.encode(), "unsubscribe", "ada@example.com"),  # the old form, address inside
+        "forged-token-never-valid",
+    ]
+    with serving(project, PUBLISHER_SECRET=NEW) as (base, log):
+        seen = []
+        for token in tokens:
+            for page in TOKEN_PAGES:
+                seen.append(httpx.get(f"{base}{page}/{token}?utm_source=x").status_code)
+            seen.append(httpx.get(f"{base}preferences/{token}/data.json").status_code)
+        seen.append(post_one_click(f"{base}unsubscribe/{tokens[0]}").status_code)
+        seen.append(httpx.post(f"{base}confirm/{tokens[2]}").status_code)
+        seen.append(httpx.get(base + "feed.xml").status_code)
+        time.sleep(0.5)  # let the last access lines reach the file
+    text = log.read_text(errors="replace")
+    for token in tokens:
+        assert token not in text
+    for piece in ("ada@example.com", "YWRhQGV4YW1wbGUuY29t"):
+        assert piece not in text
+    # The requests are logged, with the token replaced.
+    access = [line for line in text.splitlines() if '" 200' in line or '" 400' in line]
+    assert len(access) >= len(seen) - 1, text
+    for page in TOKEN_PAGES:
+        assert f'"GET /{page}/{REDACTED}?utm_source=x HTTP/1.1" 200' in text, text
+    assert f'"POST /unsubscribe/{REDACTED} HTTP/1.1" 200' in text
+    assert f'"GET /preferences/{REDACTED}/data.json HTTP/1.1" 200' in text
+    assert '"GET /feed.xml HTTP/1.1" 200' in text
+    # The one-click POST unsubscribed, the confirm POST after it subscribed again.
+    assert project.status("ada@example.com") == (st.ACTIVE, False)
+
+
+def test_confirm_token_reaches_expiry_on_the_real_server(project: Project) -> None:
+    ada = project.add("late@example.com", status=st.PENDING)
+    issued = time.time() - dt.timedelta(days=8).total_seconds()
+    with serving(project, PUBLISHER_SECRET=NEW) as (base, _):
+        url = f"{base}confirm/{sign_id(NEW.encode(), 'confirm', ada, issued)}"
+        for r in (httpx.get(url), httpx.post(url)):
+            assert r.status_code == 400
+            assert f'href="{base}subscribe"' in r.text
+    assert project.status("late@example.com") == (st.PENDING, False)
