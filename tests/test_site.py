@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gzip
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import brotli
 import feedparser
 import html5lib
 import pytest
@@ -30,10 +32,14 @@ class _Page(HTMLParser):
         self.scripts: list[dict[str, str | None]] = []
         self.meta: list[dict[str, str | None]] = []
         self.h2_text: list[str] = []
+        self.inline: list[str] = []  # style= and on*= attributes, <style> elements
         self._in_h2 = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         d = dict(attrs)
+        self.inline += [f"{tag} {k}" for k in d if k == "style" or k.startswith("on")]
+        if tag == "style":
+            self.inline.append("style element")
         {"link": self.links, "img": self.imgs, "script": self.scripts, "meta": self.meta}.get(
             tag, []
         ).append(d)
@@ -52,7 +58,8 @@ class _Page(HTMLParser):
 
 def check_page(path: Path) -> _Page:
     """Valid HTML5 (html5lib in strict mode raises on any parse error), feeds advertised,
-    a phone viewport, no scripts, lazy images whose alt text is the paper's title."""
+    a phone viewport, no inline script or style (a strict CSP holds; the one script is the search
+    module), lazy images with a width and height whose alt text is the paper's title."""
     raw = path.read_bytes()
     html5lib.HTMLParser(strict=True).parse(raw)
     page = _Page()
@@ -66,9 +73,12 @@ def check_page(path: Path) -> _Page:
         m.get("name") == "viewport" and "width=device-width" in (m.get("content") or "")
         for m in page.meta
     )
-    assert page.scripts == []
+    assert page.scripts == [{"type": "module", "src": page.scripts[0]["src"]}]
+    assert (page.scripts[0]["src"] or "").endswith("search.js")
+    assert page.inline == []
     for img in page.imgs:
         assert img.get("loading") == "lazy"
+        assert (img.get("width"), img.get("height")) == ("1200", "648")
     assert [img.get("alt") for img in page.imgs] == page.h2_text[: len(page.imgs)]
     return page
 
@@ -122,19 +132,31 @@ def test_one_new_digest_rewrites_only_what_shows_it(tmp_path: Path) -> None:
     report = build_site(cfg)
     assert report.parsed == 1
     new_page = cfg.feed.output / "2024/05/16/index.html"
-    # the old newest page gets a "newer" link; the others are not touched at all
+    # the old newest page gets a "newer" link, the month page a new day; the others are not
+    # touched at all. The search index is rebuilt whole (Pagefind has no incremental mode).
+    out = cfg.feed.output
     assert set(report.written) == {
         new_page,
         pages[2],
-        cfg.feed.output / "index.html",
-        cfg.feed.output / "feed.xml",
-        cfg.feed.output / "atom.xml",
+        out / "2024/05/index.html",
+        out / "index.html",
+        out / "feed.xml",
+        out / "atom.xml",
+        out / "feed.json",
+        out / "sitemap.xml",
     }
+    assert report.searched
     assert _stats(pages[:2]) == before[:2]
     assert 'href="../../../2024/05/16/"' in pages[2].read_text("utf-8")
-    # and a rebuild with nothing new writes nothing
+    # each written file has its compressed copies, made from its new bytes
+    for path in report.written:
+        assert gzip.decompress(path.with_name(path.name + ".gz").read_bytes()) == path.read_bytes()
+        assert brotli.decompress(path.with_name(path.name + ".br").read_bytes()) == (
+            path.read_bytes()
+        )
+    # and a rebuild with nothing new writes nothing, nor reindexes
     again = build_site(cfg)
-    assert again.written == () and again.parsed == 0
+    assert again.written == () and again.parsed == 0 and not again.searched
 
 
 def test_a_changed_template_rebuilds_pages_even_when_digests_did_not_change(tmp_path: Path) -> None:
