@@ -64,6 +64,7 @@ async function run(query) {
   }
   list.replaceChildren(...items);
   status.textContent = items.length ? "" : form.querySelector("input").dataset.none;
+  box.dataset.query = query; // which query the list shows (tests wait on it)
   box.hidden = false;
 }
 
