@@ -452,6 +452,8 @@ def render_day_page(
             body=body,
             papers=papers,
             first_titles=" · ".join(titles),
+            # The first thumbnail is the page's largest paint: connect to its host early.
+            image_origin=_origin(og_image),
             month_href=root + month_path(date.year, date.month),
             month_label=_month_label(cfg, date.year, date.month),
             newer=(newer, root + day_path(newer)) if newer else None,
@@ -459,6 +461,11 @@ def render_day_page(
         )
     )
     return html.encode("utf-8")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
 def _day_items(days: list[_Day], root: str) -> list[dict[str, Any]]:
