@@ -134,6 +134,43 @@ def nu_check(tools: Path, pages: list[Path]) -> dict:
     return json.loads(done.stderr or '{"messages": []}')
 
 
+# English and Korean queries a reader might type; Korean words carry particles ("모델을"), and
+# Pagefind has no Korean stemmer, so a query matches a whole word or the start of one.
+QUERIES = (
+    "speculative decoding",
+    "diffusion",
+    "추측",
+    "디코딩",
+    "양자화",
+    "강화학습",
+    "강화",
+    "환각",
+)
+
+
+def search_examples(base: str) -> list[str]:
+    """Each query typed into the index page's search box: how many papers it lists (up to 3 per
+    day, 10 days) and the first."""
+    from playwright.sync_api import sync_playwright
+
+    lines = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(base)
+        for query in QUERIES:
+            page.fill("#search-q", query)
+            page.wait_for_function(
+                "q => document.querySelector('.search-results').dataset.query === q", arg=query
+            )
+            links = page.locator(".search-results li > a")
+            first = links.first.inner_text() if links.count() else "-"
+            href = links.first.get_attribute("href") if links.count() else ""
+            lines.append(f"  {query!r}: {links.count()} results; first {first[:60]!r} {href}")
+        browser.close()
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared/corpus/daily_papers_ko")
@@ -195,6 +232,9 @@ def main() -> None:
                     if audit["id"] in ("errors-in-console", "layout-shifts", "inspector-issues"):
                         below += [f"    {json.dumps(i, ensure_ascii=False)[:300]}" for i in items]
         for line in below:
+            print(line)
+        print("search (Pagefind, in Chromium):")
+        for line in search_examples(base):
             print(line)
         server.should_exit = True
 
