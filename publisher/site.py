@@ -867,12 +867,14 @@ def index_search(out: Path) -> None:
             "(or set search = false under [feed])"
         )
     cmd = [str(exe), "--site", str(out), "--output-subdir", SEARCH_FOLDER, "--quiet"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot run pagefind ({exe}): {exc.strerror or exc}") from None
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
-        raise ConfigError(
-            f"pagefind failed on {out} (exit {done.returncode}): {detail[-1] if detail else ''}"
-        )
+        last = f": {detail[-1]}" if detail else ""
+        raise ConfigError(f"pagefind failed on {out} (exit {done.returncode}){last}")
     for path in sorted((out / SEARCH_FOLDER).glob("*")):
         if path.is_file() and path.suffix in (".js", ".css", ".json"):
             _precompress(path, path.read_bytes())

@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gzip
+import os
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -249,3 +252,31 @@ def test_a_bad_entry_title_is_a_config_error(tmp_path: Path) -> None:
     write_digest(cfg.digests.inbox, DAYS[0])
     with pytest.raises(ConfigError, match="feed.entry_title"):
         build_site(cfg)
+
+
+@pytest.mark.parametrize(
+    ("binary", "message"),
+    [
+        ("/bin/false", "pagefind failed on {out} (exit 1)"),
+        ("/nonexistent/pagefind", "cannot run pagefind (/nonexistent/pagefind): No such file"),
+    ],
+)
+def test_a_failing_search_indexer_is_one_line(tmp_path: Path, binary: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[digests]\ninbox = "in"\n[feed]\noutput = "out"\n', encoding="utf-8"
+    )
+    write_digest(tmp_path / "in", DAYS[0])
+    env = dict(os.environ, PAGEFIND_BINARY_PATH=binary)
+    config = str(tmp_path / "config.toml")
+    cmd = [sys.executable, "-m", "publisher.cli", "build", "--config", config]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(out=tmp_path / "out") in lines[0], result.stderr
+    assert lines[0].startswith("error: ")
+    # search = false builds without it
+    (tmp_path / "config.toml").write_text(
+        '[digests]\ninbox = "in"\n[feed]\noutput = "out"\nsearch = false\n', encoding="utf-8"
+    )
+    ok = CliRunner().invoke(cli, ["build", "--config", str(tmp_path / "config.toml")])
+    assert ok.exit_code == 0, ok.output
