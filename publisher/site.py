@@ -27,6 +27,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -855,7 +856,8 @@ def _precompress(path: Path, data: bytes) -> None:
 def index_search(out: Path) -> None:
     """Run Pagefind over the built day pages (only they carry data-pagefind-body); its bundle
     goes to out/pagefind/. Pagefind has no incremental mode: the whole index is rebuilt, in a
-    time measured by bench/build_site.py."""
+    time measured by bench/build_site.py, into a hidden folder (never served) that then takes
+    the old bundle's place, so no stale index file piles up (Pagefind leaves them behind)."""
     try:
         from pagefind.service import get_executable
     except ImportError:  # pragma: no cover - a dependency, but say so plainly if it is missing
@@ -866,7 +868,10 @@ def index_search(out: Path) -> None:
             "'feed.search' is on but the Pagefind binary is missing: pip install 'pagefind[bin]' "
             "(or set search = false under [feed])"
         )
-    cmd = [str(exe), "--site", str(out), "--output-subdir", SEARCH_FOLDER, "--quiet"]
+    fresh, old = out / f".{SEARCH_FOLDER}-new", out / f".{SEARCH_FOLDER}-old"
+    for leftover in (fresh, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    cmd = [str(exe), "--site", str(out), "--output-path", str(fresh), "--quiet"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -875,9 +880,14 @@ def index_search(out: Path) -> None:
         detail = (done.stderr or done.stdout).strip().splitlines()
         last = f": {detail[-1]}" if detail else ""
         raise ConfigError(f"pagefind failed on {out} (exit {done.returncode}){last}")
-    for path in sorted((out / SEARCH_FOLDER).glob("*")):
+    for path in sorted(fresh.glob("*")):
         if path.is_file() and path.suffix in (".js", ".css", ".json"):
             _precompress(path, path.read_bytes())
+    bundle = out / SEARCH_FOLDER
+    if bundle.exists():
+        bundle.rename(old)
+    fresh.rename(bundle)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _iso(date: dt.date | None) -> str | None:

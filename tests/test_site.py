@@ -162,6 +162,19 @@ def test_one_new_digest_rewrites_only_what_shows_it(tmp_path: Path) -> None:
         assert brotli.decompress(path.with_name(path.name + ".br").read_bytes()) == (
             path.read_bytes()
         )
+    # the search bundle is replaced whole: no index file of the first build is left over
+    bundle = {p for p in (out / "pagefind").rglob("*") if p.is_file()}
+    report = build_site(cfg, digests=None)
+    assert not report.searched
+    (cfg.digests.inbox / "2024/05/16.md").write_text(
+        digest_text(new_day, extra=" (edited)"), encoding="utf-8"
+    )
+    assert build_site(cfg).searched
+    after = {p for p in (out / "pagefind").rglob("*") if p.is_file()}
+    fragments = [p for p in after if p.suffix == ".pf_fragment"]
+    assert len(fragments) == len(DAYS) + 1  # one per day page, nothing stale
+    assert after != bundle
+    assert not [p for p in out.iterdir() if p.name.startswith(".pagefind")]
     # and a rebuild with nothing new writes nothing, nor reindexes
     again = build_site(cfg)
     assert again.written == () and again.parsed == 0 and not again.searched
