@@ -89,15 +89,41 @@ def static_server(folder: Path, prefix: str) -> Iterator[str]:
         httpd.server_close()
 
 
+# What the archive needs of a Content-Security-Policy, and no more: Pagefind's WebAssembly
+# ('wasm-unsafe-eval') and its index fetches (connect-src), thumbnails from https hosts.
+STRICT_CSP = (
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; "
+    "style-src 'self'; img-src 'self' https:; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+def with_csp(app):  # noqa: ANN001, ANN201
+    """The app with STRICT_CSP on every response (a plain ASGI wrapper)."""
+
+    async def wrapped(scope, receive, send):  # noqa: ANN001, ANN202
+        async def send_with_csp(message):  # noqa: ANN001, ANN202
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"content-security-policy", STRICT_CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await app(scope, receive, send_with_csp)
+
+    return wrapped
+
+
 @contextmanager
 def served_archive(tmp_path: Path, how: str) -> Iterator[str]:
-    if how == "publisher serve":
+    if how.startswith("publisher serve"):
         stores: list[Store] = []
 
         def make_app(base: str):  # noqa: ANN202
             cfg = _build(tmp_path, base)
             stores.append(Store.open(cfg))
-            return create_app(cfg, secret=SECRET, store=stores[0])
+            app = create_app(cfg, secret=SECRET, store=stores[0])
+            return with_csp(app) if "CSP" in how else app
 
         try:
             with live_server(make_app) as base:
@@ -120,7 +146,9 @@ def _search(page, query: str) -> list[str]:  # noqa: ANN001
     return links.evaluate_all("els => els.map(e => e.getAttribute('href'))")
 
 
-@pytest.mark.parametrize("how", ["publisher serve", "static host under a sub-path"])
+@pytest.mark.parametrize(
+    "how", ["publisher serve", "publisher serve with a strict CSP", "static host under a sub-path"]
+)
 def test_search_finds_english_and_korean_terms_and_lands_on_the_paper(
     tmp_path: Path,
     browser,  # noqa: ANN001, F811
@@ -154,7 +182,8 @@ def test_search_finds_english_and_korean_terms_and_lands_on_the_paper(
         box = target.bounding_box()
         assert box is not None and 0 <= box["y"] < page.viewport_size["height"]  # type: ignore[index]
         page.close()
-        # no thumbnails can load offline; anything else in the console is a failure
+        # no thumbnails can load offline; anything else in the console (a CSP refusal, a script
+        # error) is a failure
         assert [e for e in errors if "Failed to load resource" not in e] == []
 
 
