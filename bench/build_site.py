@@ -1,8 +1,10 @@
-"""Time `build_site` on the corpus: a full build, then an incremental build after one new digest.
+"""Time `build_site` on the corpus: a full build, then an incremental build after one new digest,
+without the search index ([feed] search = false) and then what Pagefind's indexing adds.
 
-Prints each time against its target (3 s full, 0.3 s incremental) and against a reference
-measured in the same run (parsing the corpus, with no rendering), so a slow machine shows as a
-slow reference rather than as a failure.
+Prints each time against its target (3 s full, 0.3 s incremental, +10 s for the search index)
+and against a reference measured in the same run (parsing the corpus, with no rendering), so a
+slow machine shows as a slow reference rather than as a failure. Also prints the feeds' sizes
+(the default [feed] content = "summary") against FeedBurner's 512 KB.
 
     python bench/build_site.py [--corpus PATH]
 """
@@ -23,10 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from publisher.config import default_config  # noqa: E402
 from publisher.digest import find_digests, parse_file  # noqa: E402
-from publisher.site import build_site  # noqa: E402
+from publisher.site import ATOM_FILE, JSON_FILE, RSS_FILE, build_site, index_search  # noqa: E402
 
 FULL_TARGET = 3.0
 INCREMENTAL_TARGET = 0.3
+SEARCH_TARGET = 10.0  # what indexing may add to a full build
+FEED_LIMIT = 512 * 1024
 
 NEW_DAY = """## Daily Papers ({date})
 
@@ -53,7 +57,11 @@ def main() -> None:
         inbox = root / "inbox"
         shutil.copytree(args.corpus, inbox)
         cfg = default_config(root)
-        cfg = dataclasses.replace(cfg, digests=dataclasses.replace(cfg.digests, inbox=inbox))
+        cfg = dataclasses.replace(
+            cfg,
+            digests=dataclasses.replace(cfg.digests, inbox=inbox),
+            feed=dataclasses.replace(cfg.feed, search=False),
+        )
 
         # The reference also warms the OS file cache, so the full build does not pay for disk.
         start = time.perf_counter()
@@ -74,6 +82,16 @@ def main() -> None:
         inc = build_site(cfg)
         incremental = time.perf_counter() - start
         assert inc.ok and inc.parsed == 1, inc
+        sizes = {n: (cfg.feed.output / n).stat().st_size for n in (RSS_FILE, ATOM_FILE, JSON_FILE)}
+
+        # The search index: Pagefind over every day page (it has no incremental mode).
+        start = time.perf_counter()
+        index_search(cfg.feed.output)
+        search = time.perf_counter() - start
+        pages = len(list((cfg.feed.output / "pagefind" / "fragment").glob("*.pf_fragment")))
+        bundle = sum(
+            p.stat().st_size for p in (cfg.feed.output / "pagefind").rglob("*") if p.is_file()
+        )
 
     print(f"corpus: {len(files)} digests from {args.corpus}")
     print(f"reference (parse the corpus, no output): {reference:.3f} s")
@@ -86,6 +104,13 @@ def main() -> None:
         f"({incremental / INCREMENTAL_TARGET:.2f} of target; {incremental / reference:.2f}x "
         f"reference; {len(inc.written)} files written, {inc.unchanged} unchanged)"
     )
+    print(
+        f"search index:      +{search:.3f} s  target +{SEARCH_TARGET} s  "
+        f"({search / SEARCH_TARGET:.2f} of target; {search / reference:.2f}x reference; "
+        f"{pages} pages, bundle {bundle / 1e6:.1f} MB, loaded on demand)"
+    )
+    for name, size in sizes.items():
+        print(f"{name + ':':<18} {size / 1024:.0f} KB (limit {FEED_LIMIT // 1024} KB)")
 
 
 if __name__ == "__main__":

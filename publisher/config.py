@@ -48,6 +48,11 @@ class FeedConfig:
     entry_title: str = "Daily Papers {date}"
     # Hour of day (in site.timezone) a digest counts as published in the feeds.
     publish_hour: int = 8
+    # What a feed entry carries: "summary" (the day's paper titles, each linked to its anchor on
+    # the day page; small enough for FeedBurner's 512 KB) or "full" (every summary, as the page).
+    content: str = "summary"
+    # Build a Pagefind search index of the day pages (pagefind[bin]) and show a search box.
+    search: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +317,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{p}: 'web.confirm_resend_minutes' must not be negative")
     if not 0 <= cfg.feed.publish_hour <= 23:
         raise ConfigError(f"{p}: 'feed.publish_hour' must be between 0 and 23")
+    if cfg.feed.content not in ("summary", "full"):
+        raise ConfigError(f"{p}: 'feed.content' must be summary or full, not {cfg.feed.content!r}")
     check_dkim(cfg)
 
 

@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gzip
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+from xml.sax.saxutils import escape as xml_escape
 
+import brotli
 from feedgen.feed import FeedGenerator
 from markupsafe import Markup
 
@@ -44,10 +49,25 @@ from .templating import jinja_env, templates_dir
 
 MANIFEST = ".build-manifest.json"
 # Bump when the manifest's shape or the meaning of its caches changes.
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 RSS_FILE = "feed.xml"
 ATOM_FILE = "atom.xml"
+JSON_FILE = "feed.json"
+SITEMAP = "sitemap.xml"
 STYLESHEET = "style.css"
+# Copied as they are from templates/site/ into the output root.
+STATIC_FILES = ("style.css", "search.js", "favicon.ico", "favicon.svg")
+SEARCH_FOLDER = "pagefind"  # Pagefind's bundle, under the output root
+# The index shows this many newest days; the rest are on the month pages (YYYY/MM/).
+INDEX_DAYS = 30
+# Hugging Face's social thumbnails are 1200x648: the img's width and height reserve that shape
+# before the image loads (no layout shift); CSS scales it to the column.
+THUMB_SIZE = (1200, 648)
+# Written beside each file as NAME.gz and NAME.br (nginx gzip_static/brotli_static, and
+# `publisher serve` pick them up).
+COMPRESSIBLE = frozenset({".html", ".xml", ".json", ".css", ".js", ".svg", ".txt", ".ico"})
+GZIP_LEVEL = 6
+BROTLI_QUALITY = 5  # as small as gzip -9 at a tenth of the time of quality 9+
 # Files whose change must re-render every page (the fingerprint covers them and the templates).
 _CODE = [Path(__file__).with_name(n) for n in ("site.py", "markdown.py", "digest.py", "i18n.py")]
 
@@ -84,6 +104,8 @@ class BuildReport:
     rss: Path
     atom: Path
     built: tuple[BuiltDay, ...] = ()  # every day in the archive, newest first
+    json_feed: Path | None = None
+    searched: bool = False  # the Pagefind index was (re)built in this build
 
     @property
     def ok(self) -> bool:
@@ -115,6 +137,27 @@ def base_url(cfg: Config) -> str:
 def day_path(date: dt.date) -> str:
     """A day's folder relative to the output root: `YYYY/MM/DD/` (its page is index.html)."""
     return f"{date.year:04d}/{date.month:02d}/{date.day:02d}/"
+
+
+def month_path(year: int, month: int) -> str:
+    """A month's folder relative to the output root: `YYYY/MM/` (its page is index.html)."""
+    return f"{year:04d}/{month:02d}/"
+
+
+def paper_anchors(digest: Digest) -> list[str]:
+    """Each paper's id on its day page: the arXiv id (`#2405.12345`), else `paper-N`; a repeat
+    gets `-2`, `-3` so ids stay unique."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for i, paper in enumerate(digest.papers, 1):
+        base = paper.arxiv_id or f"paper-{i}"
+        anchor, n = base, 1
+        while anchor in seen:
+            n += 1
+            anchor = f"{base}-{n}"
+        seen.add(anchor)
+        out.append(anchor)
+    return out
 
 
 def day_url(cfg: Config, date: dt.date) -> str:
@@ -347,18 +390,43 @@ def render_papers(cfg: Config, digest: Digest) -> Markup:
     """The papers of a day as HTML with absolute URLs only: the day page's body and the feed's
     content. Rendered once per day and reused for both."""
     template = jinja_env(cfg).get_template("site/papers.html")
-    html = template.render(digest=digest, abs_url=lambda u: absolute_url(cfg, u))
+    html = template.render(
+        digest=digest,
+        anchors=paper_anchors(digest),
+        thumb_size=THUMB_SIZE,
+        abs_url=lambda u: absolute_url(cfg, u),
+    )
     return Markup(html)
 
 
-def _page_context(cfg: Config, depth: int) -> dict[str, Any]:
+def render_feed_summary(cfg: Config, digest: Digest) -> str:
+    """A feed entry's content under `[feed] content = "summary"`: linked titles, no summaries."""
+    template = jinja_env(cfg).get_template("site/feed_summary.html")
+    return template.render(
+        digest=digest, anchors=paper_anchors(digest), day_url=day_url(cfg, digest.date)
+    )
+
+
+def _page_context(
+    cfg: Config, depth: int, canonical: str, og_type: str = "website", og_image: str = ""
+) -> dict[str, Any]:
     base = base_url(cfg)
     return {
         "site": cfg.site,
         "root": "../" * depth,
         "rss_url": urljoin(base, RSS_FILE),
         "atom_url": urljoin(base, ATOM_FILE),
+        "json_url": urljoin(base, JSON_FILE),
+        "search": cfg.feed.search,
+        "canonical": canonical,
+        "og_type": og_type,
+        "og_image": og_image,
+        "og_locale": {"ko": "ko_KR", "en": "en_US"}.get(cfg.site.language, cfg.site.language),
     }
+
+
+def _month_label(cfg: Config, year: int, month: int) -> str:
+    return strings(cfg.site.language)["month_title"].format(year=year, month=month)
 
 
 def render_day_page(
@@ -368,8 +436,12 @@ def render_day_page(
     papers: int,
     newer: dt.date | None,
     older: dt.date | None,
+    titles: tuple[str, ...] = (),
+    og_image: str = "",
 ) -> bytes:
-    ctx = _page_context(cfg, depth=3)
+    ctx = _page_context(
+        cfg, depth=3, canonical=day_url(cfg, date), og_type="article", og_image=og_image
+    )
     root = ctx["root"]
     html = (
         jinja_env(cfg)
@@ -380,7 +452,11 @@ def render_day_page(
             title=entry_title(cfg, date),
             body=body,
             papers=papers,
-            canonical=day_url(cfg, date),
+            first_titles=" · ".join(titles),
+            # The first thumbnail is the page's largest paint: connect to its host early.
+            image_origin=_origin(og_image),
+            month_href=root + month_path(date.year, date.month),
+            month_label=_month_label(cfg, date.year, date.month),
             newer=(newer, root + day_path(newer)) if newer else None,
             older=(older, root + day_path(older)) if older else None,
         )
@@ -388,14 +464,91 @@ def render_day_page(
     return html.encode("utf-8")
 
 
-def render_index(cfg: Config, days: list[_Day]) -> bytes:
-    ctx = _page_context(cfg, depth=0)
-    items = [
-        {"date": d.date, "href": day_path(d.date), "papers": d.papers, "titles": d.titles}
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+def _day_items(days: list[_Day], root: str) -> list[dict[str, Any]]:
+    return [
+        {"date": d.date, "href": root + day_path(d.date), "papers": d.papers, "titles": d.titles}
         for d in days
     ]
-    html = jinja_env(cfg).get_template("site/index.html").render(**ctx, days=items)
+
+
+def _months(days: list[_Day]) -> list[tuple[int, int]]:
+    """Every (year, month) with a day, oldest first."""
+    return sorted({(d.date.year, d.date.month) for d in days})
+
+
+def render_index(cfg: Config, days: list[_Day]) -> bytes:
+    """The newest INDEX_DAYS days and a link to every month page."""
+    ctx = _page_context(cfg, depth=0, canonical=base_url(cfg))
+    months = [
+        {"year": y, "month": m, "href": month_path(y, m), "label": f"{m:02d}"}
+        for y, m in _months(days)
+    ]
+    html = (
+        jinja_env(cfg)
+        .get_template("site/index.html")
+        .render(**ctx, days=_day_items(days[:INDEX_DAYS], ""), months=months)
+    )
     return html.encode("utf-8")
+
+
+def render_month(
+    cfg: Config,
+    month: tuple[int, int],
+    days: list[_Day],
+    newer: tuple[int, int] | None,
+    older: tuple[int, int] | None,
+) -> bytes:
+    """A month's days, newest first, with links to the next and previous months."""
+    y, m = month
+    ctx = _page_context(cfg, depth=2, canonical=urljoin(base_url(cfg), month_path(y, m)))
+    root = ctx["root"]
+
+    def link(other: tuple[int, int] | None) -> tuple[str, str] | None:
+        return (_month_label(cfg, *other), root + month_path(*other)) if other else None
+
+    html = (
+        jinja_env(cfg)
+        .get_template("site/month.html")
+        .render(
+            **ctx,
+            title=_month_label(cfg, y, m),
+            papers=sum(d.papers for d in days),
+            days=_day_items(days, root),
+            newer=link(newer),
+            older=link(older),
+        )
+    )
+    return html.encode("utf-8")
+
+
+def render_sitemap(cfg: Config, days: list[_Day], updated: dict[dt.date, int]) -> bytes:
+    """sitemap.xml: the index, every month page and every day page, with lastmod."""
+    base = base_url(cfg)
+    urls: list[tuple[str, int]] = []
+    if days:
+        urls.append((base, max(updated.values())))
+    last: dict[tuple[int, int], int] = {}
+    for d in days:
+        key = (d.date.year, d.date.month)
+        last[key] = max(last.get(key, 0), updated[d.date])
+    urls += [(urljoin(base, month_path(*k)), t) for k, t in sorted(last.items(), reverse=True)]
+    urls += [(day_url(cfg, d.date), updated[d.date]) for d in days]
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>']
+    lines.append('<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">')
+    for loc, t in urls:
+        mod = _from_epoch(cfg, t).isoformat()
+        lines.append(f"<url><loc>{xml_escape(loc)}</loc><lastmod>{mod}</lastmod></url>")
+    lines.append("</urlset>")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def render_robots(cfg: Config) -> bytes:
+    return f"User-agent: *\nAllow: /\nSitemap: {urljoin(base_url(cfg), SITEMAP)}\n".encode()
 
 
 def _short_summary(cfg: Config, day: _Day) -> str:
@@ -407,7 +560,8 @@ def _short_summary(cfg: Config, day: _Day) -> str:
 def render_feeds(
     cfg: Config, days: list[_Day], bodies: dict[dt.date, str], updated: dict[dt.date, int]
 ) -> tuple[bytes, bytes]:
-    """RSS 2.0 and Atom 1.0 for the newest days (already cut to feed.max_items, newest first)."""
+    """RSS 2.0 and Atom 1.0 for the newest days (already cut to feed.max_items, newest first);
+    `bodies` is each entry's content (the whole day or its linked titles, per feed.content)."""
     base = base_url(cfg)
     fg = FeedGenerator()
     # dc:creator carries the author in RSS: RSS's own <author> must be an email address.
@@ -436,21 +590,47 @@ def render_feeds(
         fe.summary(_short_summary(cfg, day))
         fe.content(bodies[day.date], type="html")
 
-    def with_links(self_file: str, mime: str) -> None:
-        # The RSS channel <link> is the LAST link added, so the self link goes first.
-        fg.link(
-            [
-                {"href": urljoin(base, self_file), "rel": "self", "type": mime},
-                {"href": base, "rel": "alternate", "type": "text/html"},
-            ],
-            replace=True,
-        )
-
-    with_links(RSS_FILE, "application/rss+xml")
+    self_rss = {"href": urljoin(base, RSS_FILE), "rel": "self", "type": "application/rss+xml"}
+    self_atom = {"href": urljoin(base, ATOM_FILE), "rel": "self", "type": "application/atom+xml"}
+    alternate = {"href": base, "rel": "alternate", "type": "text/html"}
+    # The RSS channel <link> is the LAST link added, so there the self link goes first; in Atom
+    # the alternate goes first, for readers that take the first link as the site.
+    fg.link([self_rss, alternate], replace=True)
     rss = fg.rss_str(pretty=True)
-    with_links(ATOM_FILE, "application/atom+xml")
+    fg.link([alternate, self_atom], replace=True)
     atom = fg.atom_str(pretty=True)
     return rss, atom
+
+
+def render_json_feed(
+    cfg: Config, days: list[_Day], bodies: dict[dt.date, str], updated: dict[dt.date, int]
+) -> bytes:
+    """JSON Feed 1.1 (https://www.jsonfeed.org/version/1.1/) with the same entries."""
+    base = base_url(cfg)
+    feed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": cfg.site.title,
+        "home_page_url": base,
+        "feed_url": urljoin(base, JSON_FILE),
+        "description": cfg.site.description,
+        "language": cfg.site.language,
+        "authors": [{"name": cfg.site.author}],
+        "items": [
+            {
+                "id": entry_id(cfg, d.date),
+                "url": day_url(cfg, d.date),
+                "title": entry_title(cfg, d.date),
+                "content_html": bodies[d.date],
+                "summary": _short_summary(cfg, d),
+                "date_published": published_at(cfg, d.date).isoformat(),
+                "date_modified": _from_epoch(cfg, updated[d.date]).isoformat(),
+                "authors": [{"name": cfg.site.author}],
+                "language": cfg.site.language,
+            }
+            for d in days
+        ],
+    }
+    return (json.dumps(feed, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,32 +663,64 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
     written: list[Path] = []
     unchanged = 0
     page_cache: dict[str, Any] = cache.get("pages", {})
+    month_cache: dict[str, Any] = cache.get("months", {})
     body_cache: dict[str, Any] = cache.get("bodies", {})
     new_pages: dict[str, Any] = {}
+    new_months: dict[str, Any] = {}
     feed_days = days[: cfg.feed.max_items]
     feed_dates = {d.date for d in feed_days}
     bodies: dict[dt.date, str] = {}
+    feed_bodies: dict[dt.date, str] = {}
+    first_images: dict[dt.date, str] = {}
     failed: set[dt.date] = set()
+
+    def load(i: int) -> Digest:
+        day = days[i]
+        if day.date in failed:
+            raise DigestError(day.source, 0, "already reported")
+        try:
+            days[i] = day = _load(day)
+        except DigestError as exc:  # changed on disk since it was looked at
+            failed.add(day.date)
+            problems.append(BuildProblem(exc.path, exc.line, exc.problem))
+            raise
+        assert day.digest is not None
+        return day.digest
 
     def body_of(i: int) -> str:
         day = days[i]
         if day.date in bodies:
             return bodies[day.date]
-        if day.date in failed:
-            raise DigestError(day.source, 0, "already reported")
         hit = body_cache.get(day.date.isoformat())
         if hit and hit["sha"] == day.sha:
             bodies[day.date] = hit["html"]
+            first_images[day.date] = hit.get("image", "")
         else:
-            try:
-                days[i] = day = _load(day)
-            except DigestError as exc:  # changed on disk since it was looked at
-                failed.add(day.date)
-                problems.append(BuildProblem(exc.path, exc.line, exc.problem))
-                raise
-            assert day.digest is not None
-            bodies[day.date] = str(render_papers(cfg, day.digest))
+            digest = load(i)
+            bodies[day.date] = str(render_papers(cfg, digest))
+            image = next((p.image for p in digest.papers if p.image), None)
+            first_images[day.date] = absolute_url(cfg, image)
         return bodies[day.date]
+
+    def feed_body_of(i: int) -> str:
+        day = days[i]
+        if cfg.feed.content == "full":
+            return body_of(i)
+        if day.date not in feed_bodies:
+            hit = body_cache.get(day.date.isoformat())
+            if hit and hit["sha"] == day.sha and "feed" in hit:
+                feed_bodies[day.date] = hit["feed"]
+            else:
+                feed_bodies[day.date] = render_feed_summary(cfg, load(i))
+        return feed_bodies[day.date]
+
+    def put(path: Path, data: bytes) -> None:
+        nonlocal unchanged
+        if write_if_changed(path, data) or _compress_missing(path):
+            written.append(path)
+            _precompress(path, data)
+        else:
+            unchanged += 1
 
     for i, day in enumerate(days):
         newer = days[i - 1].date if i > 0 else None
@@ -517,7 +729,7 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         inputs = {"sha": day.sha, "newer": _iso(newer), "older": _iso(older)}
         page = out / day_path(day.date) / "index.html"
         new_pages[key] = inputs
-        if page_cache.get(key) == inputs and page.is_file():
+        if page_cache.get(key) == inputs and page.is_file() and not _compress_missing(page):
             unchanged += 1
             continue
         try:
@@ -525,32 +737,69 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         except DigestError:
             new_pages.pop(key)
             continue
-        data = render_day_page(cfg, day.date, body, day.papers, newer, older)
-        if write_if_changed(page, data):
-            written.append(page)
-        else:
+        data = render_day_page(
+            cfg, day.date, body, day.papers, newer, older, day.titles, first_images[day.date]
+        )
+        put(page, data)
+
+    months = _months(days)
+    for j, month in enumerate(months):
+        in_month = [d for d in days if (d.date.year, d.date.month) == month]
+        newer_m = months[j + 1] if j + 1 < len(months) else None
+        older_m = months[j - 1] if j > 0 else None
+        key = f"{month[0]:04d}-{month[1]:02d}"
+        inputs = {
+            "days": [[d.date.isoformat(), d.sha] for d in in_month],
+            "newer": list(newer_m) if newer_m else None,
+            "older": list(older_m) if older_m else None,
+        }
+        page = out / month_path(*month) / "index.html"
+        new_months[key] = inputs
+        if month_cache.get(key) == inputs and page.is_file() and not _compress_missing(page):
             unchanged += 1
+            continue
+        put(page, render_month(cfg, month, in_month, newer_m, older_m))
 
     for i, day in enumerate(days):
         if day.date in feed_dates:
             try:
-                body_of(i)
+                feed_body_of(i)
             except DigestError:
                 continue
-    feed_days = [d for d in feed_days if d.date in bodies]
+    feeds = feed_bodies if cfg.feed.content == "summary" else bodies
+    feed_days = [d for d in feed_days if d.date in feeds]
 
-    rss, atom = render_feeds(cfg, feed_days, bodies, updated)
+    rss, atom = render_feeds(cfg, feed_days, feeds, updated)
+    folder = templates_dir(cfg) / "site"
     static = {
         out / "index.html": render_index(cfg, days),
         out / RSS_FILE: rss,
         out / ATOM_FILE: atom,
-        out / STYLESHEET: (templates_dir(cfg) / "site" / STYLESHEET).read_bytes(),
+        out / JSON_FILE: render_json_feed(cfg, feed_days, feeds, updated),
+        out / SITEMAP: render_sitemap(cfg, days, updated),
+        out / "robots.txt": render_robots(cfg),
     }
+    for name in STATIC_FILES:
+        static[out / name] = (folder / name).read_bytes()
     for path, data in static.items():
-        if write_if_changed(path, data):
-            written.append(path)
+        put(path, data)
+
+    searched = False
+    if cfg.feed.search and (written or not (out / SEARCH_FOLDER / "pagefind.js").is_file()):
+        index_search(out)
+        searched = True
+
+    def cached_body(d: _Day) -> dict[str, Any]:
+        entry: dict[str, Any] = {"sha": d.sha}
+        if d.date in bodies:
+            entry["html"] = bodies[d.date]
+            entry["image"] = first_images.get(d.date, "")
         else:
-            unchanged += 1
+            prev = body_cache.get(d.date.isoformat(), {})
+            entry.update({k: v for k, v in prev.items() if k in ("html", "image")})
+        if d.date in feed_bodies:
+            entry["feed"] = feed_bodies[d.date]
+        return entry
 
     new_manifest = {
         "version": MANIFEST_VERSION,
@@ -559,12 +808,9 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         "files": file_cache,
         "cache": {
             "pages": new_pages,
+            "months": new_months,
             # Only the feed's days: enough to rebuild the feeds without parsing them again.
-            "bodies": {
-                d.isoformat(): {"sha": next(x.sha for x in days if x.date == d), "html": h}
-                for d, h in sorted(bodies.items())
-                if d in feed_dates
-            },
+            "bodies": {d.date.isoformat(): cached_body(d) for d in feed_days},
         },
     }
     text = json.dumps(new_manifest, ensure_ascii=False, sort_keys=True, indent=0)
@@ -579,7 +825,69 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         rss=out / RSS_FILE,
         atom=out / ATOM_FILE,
         built=tuple(BuiltDay(d.date, d.source, d.sha) for d in days),
+        json_feed=out / JSON_FILE,
+        searched=searched,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Precompressed copies and the search index
+
+
+def _compressed(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + ".gz"), path.with_name(path.name + ".br")
+
+
+def _compress_missing(path: Path) -> bool:
+    if path.suffix not in COMPRESSIBLE:
+        return False
+    return not all(p.is_file() for p in _compressed(path))
+
+
+def _precompress(path: Path, data: bytes) -> None:
+    """NAME.gz and NAME.br beside NAME, deterministic (no name or time in the gzip header)."""
+    if path.suffix not in COMPRESSIBLE:
+        return
+    gz, br = _compressed(path)
+    write_if_changed(gz, gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0))
+    write_if_changed(br, brotli.compress(data, quality=BROTLI_QUALITY))
+
+
+def index_search(out: Path) -> None:
+    """Run Pagefind over the built day pages (only they carry data-pagefind-body); its bundle
+    goes to out/pagefind/. Pagefind has no incremental mode: the whole index is rebuilt, in a
+    time measured by bench/build_site.py, into a hidden folder (never served) that then takes
+    the old bundle's place, so no stale index file piles up (Pagefind leaves them behind)."""
+    try:
+        from pagefind.service import get_executable
+    except ImportError:  # pragma: no cover - a dependency, but say so plainly if it is missing
+        get_executable = None  # type: ignore[assignment]
+    exe = get_executable() if get_executable else None
+    if exe is None:
+        raise ConfigError(
+            "'feed.search' is on but the Pagefind binary is missing: pip install 'pagefind[bin]' "
+            "(or set search = false under [feed])"
+        )
+    fresh, old = out / f".{SEARCH_FOLDER}-new", out / f".{SEARCH_FOLDER}-old"
+    for leftover in (fresh, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    cmd = [str(exe), "--site", str(out), "--output-path", str(fresh), "--quiet"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot run pagefind ({exe}): {exc.strerror or exc}") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        last = f": {detail[-1]}" if detail else ""
+        raise ConfigError(f"pagefind failed on {out} (exit {done.returncode}){last}")
+    for path in sorted(fresh.glob("*")):
+        if path.is_file() and path.suffix in (".js", ".css", ".json"):
+            _precompress(path, path.read_bytes())
+    bundle = out / SEARCH_FOLDER
+    if bundle.exists():
+        bundle.rename(old)
+    fresh.rename(bundle)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _iso(date: dt.date | None) -> str | None:

@@ -41,20 +41,20 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders, UploadFile
+from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import state as st
 from .config import Config
 from .i18n import strings
 from .mailer import unsubscribe_url as mailer_unsubscribe_url
-from .site import ATOM_FILE, RSS_FILE, base_url
+from .site import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
 from .state import InvalidAddress, Store, normalize_email, normalize_name
 from .templating import jinja_env
 from .tokens import TokenError, read, sign_id
@@ -68,6 +68,7 @@ MAX_BODY = 8 * 1024
 FEED_TYPES = {
     RSS_FILE: "application/rss+xml; charset=utf-8",
     ATOM_FILE: "application/atom+xml; charset=utf-8",
+    JSON_FILE: "application/feed+json; charset=utf-8",
 }
 # Pages behind a token or a form: never cached, and no Referer (SecurityHeaders adds the rest,
 # and forces these two on every token path, whatever answers there).
@@ -104,8 +105,11 @@ REDACTED = "[token]"
 
 def content_security_policy(cfg: Config) -> str:
     """CSP_DIRECTIVES as a header value; forms may also post to `site.base_url`'s origin (the
-    public address behind a proxy)."""
+    public address behind a proxy), and scripts from 'self' run when `[feed] search` is on."""
     directives = dict(CSP_DIRECTIVES)
+    if cfg.feed.search:
+        # the archive's search: Pagefind's own script and its WebAssembly (no inline script)
+        directives["script-src"] = "'self' 'wasm-unsafe-eval'"
     origin = re.match(r"https?://[^/]+", base_url(cfg))
     if origin:
         directives["form-action"] += " " + origin.group(0)
@@ -237,9 +241,71 @@ def _address_key(email: str) -> str:
 # Static archive
 
 
+# `publisher build` writes NAME.br and NAME.gz beside each page, feed and script; preferred in
+# this order when the client accepts them.
+PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))
+
+
+def accepted_encodings(header: str) -> set[str]:
+    """The codings an Accept-Encoding header allows (RFC 9110 12.5.3): `q=0` refuses one, `*`
+    stands for any not named."""
+    allowed: dict[str, bool] = {}
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        name = name.strip().lower()
+        if not name:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        allowed[name] = q > 0
+    star = allowed.pop("*", None)
+    out = {name for name, ok in allowed.items() if ok}
+    if star:
+        out |= {coding for coding, _ in PRECOMPRESSED if coding not in allowed}
+    return out
+
+
 class ArchiveFiles(StaticFiles):
     """StaticFiles (ETag, Last-Modified, 304, traversal checks) that also refuses dotfiles, gives
-    the feeds their own content types, and tolerates an output folder not built yet."""
+    the feeds their own content types, tolerates an output folder not built yet, and serves the
+    build's precompressed NAME.br / NAME.gz with Content-Encoding when the client accepts them
+    (`Vary: Accept-Encoding` either way; each variant has its own ETag)."""
+
+    def file_response(
+        self,
+        full_path: Any,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        path = os.fspath(full_path)
+        variants = [(c, path + ext) for c, ext in PRECOMPRESSED if os.path.isfile(path + ext)]
+        if not variants:
+            return super().file_response(full_path, stat_result, scope, status_code)
+        accepted = accepted_encodings(Headers(scope=scope).get("accept-encoding", ""))
+        media_type = FileResponse(path, stat_result=stat_result).media_type
+        chosen = next(((c, p) for c, p in variants if c in accepted), None)
+        if chosen is None:
+            response = super().file_response(full_path, stat_result, scope, status_code)
+        else:
+            coding, variant = chosen
+            response = FileResponse(
+                variant,
+                status_code=status_code,
+                stat_result=os.stat(variant),
+                media_type=media_type,
+                headers={"content-encoding": coding},
+            )
+            if self.is_not_modified(response.headers, Headers(scope=scope)):
+                response = NotModifiedResponse(response.headers)
+        response.headers["vary"] = "Accept-Encoding"
+        return response
 
     async def check_config(self) -> None:
         if self.directory is not None and not os.path.isdir(self.directory):

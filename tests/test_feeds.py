@@ -25,7 +25,8 @@ CONTENT = "{http://purl.org/rss/1.0/modules/content/}encoded"
 
 @pytest.fixture
 def built(tmp_path: Path):
-    cfg = site_config(tmp_path)
+    # The whole day in each entry ([feed] content = "full"); test_feed_size.py covers "summary".
+    cfg = site_config(tmp_path, content="full", search=False)
     for day in DAYS:
         write_digest(cfg.digests.inbox, day)
     report = build_site(cfg)
@@ -155,7 +156,7 @@ def test_content_has_linked_titles_authors_votes_thumbnail_and_bold_labels(built
 
 
 def test_control_characters_are_dropped_not_fatal(tmp_path: Path) -> None:
-    cfg = site_config(tmp_path)
+    cfg = site_config(tmp_path, content="full", search=False)
     text = digest_text(DAYS[0], extra=" bad\x00\x01\x0b\x1b\x7f chars").replace(
         "Paper 1", "Paper\x0c 1"
     )
@@ -169,7 +170,7 @@ def test_control_characters_are_dropped_not_fatal(tmp_path: Path) -> None:
 
 
 def test_an_edited_digest_keeps_its_id_and_moves_updated_forward(tmp_path: Path) -> None:
-    cfg = site_config(tmp_path)
+    cfg = site_config(tmp_path, content="full", search=False)
     paths = [write_digest(cfg.digests.inbox, d) for d in DAYS]
     build_site(cfg)
     before = feedparser.parse((cfg.feed.output / "atom.xml").read_bytes()).entries
@@ -219,7 +220,10 @@ def test_two_builds_give_identical_bytes(tmp_path: Path) -> None:
             }
         )
     assert outputs[0] == outputs[1]
-    assert len(outputs[0]) == 3 + 5  # three day pages, index, two feeds, stylesheet, manifest
+    names = {str(p) for p in outputs[0]}
+    days = {f"{d:%Y/%m/%d}/index.html" for d in DAYS}
+    assert days | {"index.html", "feed.xml", "atom.xml", "feed.json", "2024/05/index.html"} <= names
+    assert "pagefind/pagefind.js" in names  # the search index is as reproducible as the rest
 
 
 def test_feed_time_is_the_newest_digest_not_the_clock(built) -> None:

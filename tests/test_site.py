@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gzip
+import os
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import brotli
 import feedparser
 import html5lib
 import pytest
@@ -30,10 +35,14 @@ class _Page(HTMLParser):
         self.scripts: list[dict[str, str | None]] = []
         self.meta: list[dict[str, str | None]] = []
         self.h2_text: list[str] = []
+        self.inline: list[str] = []  # style= and on*= attributes, <style> elements
         self._in_h2 = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         d = dict(attrs)
+        self.inline += [f"{tag} {k}" for k in d if k == "style" or k.startswith("on")]
+        if tag == "style":
+            self.inline.append("style element")
         {"link": self.links, "img": self.imgs, "script": self.scripts, "meta": self.meta}.get(
             tag, []
         ).append(d)
@@ -52,7 +61,9 @@ class _Page(HTMLParser):
 
 def check_page(path: Path) -> _Page:
     """Valid HTML5 (html5lib in strict mode raises on any parse error), feeds advertised,
-    a phone viewport, no scripts, lazy images whose alt text is the paper's title."""
+    a phone viewport, no inline script or style (a strict CSP holds; the one script is the search
+    module), images with a width and height (all but the first lazy) whose alt text is the
+    paper's title."""
     raw = path.read_bytes()
     html5lib.HTMLParser(strict=True).parse(raw)
     page = _Page()
@@ -66,9 +77,16 @@ def check_page(path: Path) -> _Page:
         m.get("name") == "viewport" and "width=device-width" in (m.get("content") or "")
         for m in page.meta
     )
-    assert page.scripts == []
-    for img in page.imgs:
-        assert img.get("loading") == "lazy"
+    assert page.scripts == [{"type": "module", "src": page.scripts[0]["src"]}]
+    assert (page.scripts[0]["src"] or "").endswith("search.js")
+    assert page.inline == []
+    # the first thumbnail is the largest paint: fetched at once; the others when scrolled to
+    for i, img in enumerate(page.imgs):
+        if i == 0:
+            assert img.get("fetchpriority") == "high" and "loading" not in img
+        else:
+            assert img.get("loading") == "lazy"
+        assert (img.get("width"), img.get("height")) == ("1200", "648")
     assert [img.get("alt") for img in page.imgs] == page.h2_text[: len(page.imgs)]
     return page
 
@@ -122,19 +140,44 @@ def test_one_new_digest_rewrites_only_what_shows_it(tmp_path: Path) -> None:
     report = build_site(cfg)
     assert report.parsed == 1
     new_page = cfg.feed.output / "2024/05/16/index.html"
-    # the old newest page gets a "newer" link; the others are not touched at all
+    # the old newest page gets a "newer" link, the month page a new day; the others are not
+    # touched at all. The search index is rebuilt whole (Pagefind has no incremental mode).
+    out = cfg.feed.output
     assert set(report.written) == {
         new_page,
         pages[2],
-        cfg.feed.output / "index.html",
-        cfg.feed.output / "feed.xml",
-        cfg.feed.output / "atom.xml",
+        out / "2024/05/index.html",
+        out / "index.html",
+        out / "feed.xml",
+        out / "atom.xml",
+        out / "feed.json",
+        out / "sitemap.xml",
     }
+    assert report.searched
     assert _stats(pages[:2]) == before[:2]
     assert 'href="../../../2024/05/16/"' in pages[2].read_text("utf-8")
-    # and a rebuild with nothing new writes nothing
+    # each written file has its compressed copies, made from its new bytes
+    for path in report.written:
+        assert gzip.decompress(path.with_name(path.name + ".gz").read_bytes()) == path.read_bytes()
+        assert brotli.decompress(path.with_name(path.name + ".br").read_bytes()) == (
+            path.read_bytes()
+        )
+    # the search bundle is replaced whole: no index file of the first build is left over
+    bundle = {p for p in (out / "pagefind").rglob("*") if p.is_file()}
+    report = build_site(cfg, digests=None)
+    assert not report.searched
+    (cfg.digests.inbox / "2024/05/16.md").write_text(
+        digest_text(new_day, extra=" (edited)"), encoding="utf-8"
+    )
+    assert build_site(cfg).searched
+    after = {p for p in (out / "pagefind").rglob("*") if p.is_file()}
+    fragments = [p for p in after if p.suffix == ".pf_fragment"]
+    assert len(fragments) == len(DAYS) + 1  # one per day page, nothing stale
+    assert after != bundle
+    assert not [p for p in out.iterdir() if p.name.startswith(".pagefind")]
+    # and a rebuild with nothing new writes nothing, nor reindexes
     again = build_site(cfg)
-    assert again.written == () and again.parsed == 0
+    assert again.written == () and again.parsed == 0 and not again.searched
 
 
 def test_a_changed_template_rebuilds_pages_even_when_digests_did_not_change(tmp_path: Path) -> None:
@@ -222,3 +265,31 @@ def test_a_bad_entry_title_is_a_config_error(tmp_path: Path) -> None:
     write_digest(cfg.digests.inbox, DAYS[0])
     with pytest.raises(ConfigError, match="feed.entry_title"):
         build_site(cfg)
+
+
+@pytest.mark.parametrize(
+    ("binary", "message"),
+    [
+        ("/bin/false", "pagefind failed on {out} (exit 1)"),
+        ("/nonexistent/pagefind", "cannot run pagefind (/nonexistent/pagefind): No such file"),
+    ],
+)
+def test_a_failing_search_indexer_is_one_line(tmp_path: Path, binary: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[digests]\ninbox = "in"\n[feed]\noutput = "out"\n', encoding="utf-8"
+    )
+    write_digest(tmp_path / "in", DAYS[0])
+    env = dict(os.environ, PAGEFIND_BINARY_PATH=binary)
+    config = str(tmp_path / "config.toml")
+    cmd = [sys.executable, "-m", "publisher.cli", "build", "--config", config]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(out=tmp_path / "out") in lines[0], result.stderr
+    assert lines[0].startswith("error: ")
+    # search = false builds without it
+    (tmp_path / "config.toml").write_text(
+        '[digests]\ninbox = "in"\n[feed]\noutput = "out"\nsearch = false\n', encoding="utf-8"
+    )
+    ok = CliRunner().invoke(cli, ["build", "--config", str(tmp_path / "config.toml")])
+    assert ok.exit_code == 0, ok.output

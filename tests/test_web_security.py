@@ -9,6 +9,7 @@ the state database is SQLite."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -284,7 +285,11 @@ def test_security_headers_on_pages_feeds_and_token_pages(project: Project) -> No
     ada = project.add("ada@example.com")
     csp = content_security_policy(project.cfg)
     assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
-    assert "script-src 'none'" in csp and "'unsafe-inline'" not in csp
+    assert "script-src 'self' 'wasm-unsafe-eval'" in csp and "'unsafe-inline'" not in csp
+    no_search = dataclasses.replace(
+        project.cfg, feed=dataclasses.replace(project.cfg.feed, search=False)
+    )
+    assert "script-src 'none'" in content_security_policy(no_search)  # no search, no script
     with serving(project, PUBLISHER_SECRET=NEW) as (base, _):
         unsub = f"{base}unsubscribe/{sign_id(NEW.encode(), 'unsubscribe', ada)}"
         manage = f"{base}preferences/{sign_id(NEW.encode(), 'manage', ada)}"
