@@ -140,7 +140,8 @@ class BouncesConfig:
     # days within the window; a digest delivered in between starts the count again.
     soft_limit: int = 3
     soft_window_days: int = 30
-    # A VERP or mailto token whose digest is older than this is refused as expired.
+    # A VERP token whose digest is older than this is refused as expired (a mailto unsubscribe
+    # token never expires, like the web link).
     token_max_age_days: int = 180
     # A bigger message is reported and left alone (not read, not kept).
     max_message_bytes: int = 10_000_000

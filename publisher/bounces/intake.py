@@ -184,10 +184,11 @@ class Intake:
         return found
 
     def _verify(self, codec: TokenCodec, token: str, today: dt.date | None) -> TokenData | str:
+        # A VERP token only has to outlive the bounces of its digest; an unsubscribe request
+        # may come from a mail read months later, and is honoured like the web link.
+        max_age = self.cfg.bounces.token_max_age_days if codec.purpose == VERP else 0
         try:
-            return codec.verify(
-                token, today=today, max_age_days=self.cfg.bounces.token_max_age_days
-            )
+            return codec.verify(token, today=today, max_age_days=max_age)
         except BadToken as exc:
             return str(exc)
 
