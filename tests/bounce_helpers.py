@@ -24,7 +24,7 @@ SAMPLES = Path(__file__).resolve().parent / "fixtures" / "bounces"
 
 
 def write_config(tmp: Path, db_url: str, extra: str = "", **bounces: object) -> Config:
-    (tmp / "subscribers").mkdir(exist_ok=True)
+    (tmp / "subscribers").mkdir(parents=True, exist_ok=True)
     (tmp / "subscribers" / "subscribers.csv").write_text("email,name\n")
     section = "".join(f"{k} = {json.dumps(v)}\n" for k, v in bounces.items())
     (tmp / "config.toml").write_text(

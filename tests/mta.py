@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .smtp_server import free_port
+from .smtp_server import free_port, self_signed_cert
 
 POSTFIX_HINT = "Debian: apt-get install postfix"
 DOVECOT_HINT = "Debian: apt-get install dovecot-imapd"
@@ -171,5 +171,113 @@ class Postfix:
             subprocess.run(
                 [self.binary, "-c", str(self.etc), "stop"], capture_output=True, timeout=60
             )
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Dovecot:
+    """A Dovecot IMAP server of its own: `dovecot -c FILE`, IMAPS (TLS from the first byte)
+    on 127.0.0.1:`port` with a throwaway certificate (`cert`, for the client to verify), one
+    user `user`/`password` whose mail is a Maildir under `root/mail`, stopped and deleted by
+    `stop()`."""
+
+    user, password = "bounces", "imap-test-password"
+
+    def __init__(self) -> None:
+        self.binary = require("dovecot", DOVECOT_HINT)
+        self.root = _public_dir("publisher-dovecot-")
+        self.port = free_port()
+        self.cert, key = self_signed_cert(self.root)
+        key.chmod(0o600)
+        mail = self.root / "mail"
+        mail.mkdir()
+        nobody = pwd.getpwnam("nobody")
+        os.chown(mail, nobody.pw_uid, nobody.pw_gid)
+        (self.root / "users").write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
+        self.conf = self.root / "dovecot.conf"
+        self.conf.write_text(
+            f"""
+base_dir = {self.root}/run
+state_dir = {self.root}/state
+log_path = {self.root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <{self.cert}
+ssl_key = <{key}
+auth_mechanisms = plain
+mail_location = maildir:{mail}/%u
+first_valid_uid = {nobody.pw_uid}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.root}/users
+}}
+userdb {{
+  driver = static
+  args = uid={nobody.pw_uid} gid={nobody.pw_gid} home={mail}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service imap-login {{
+  chroot =
+}}
+"""
+        )
+        # In the foreground (-F), a child of this process: stopped by terminating it.
+        self.process = subprocess.Popen(
+            [self.binary, "-F", "-c", str(self.conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.root / "stderr.log").open("wb"),
+        )
+        self._wait_listening()
+
+    def log(self) -> str:
+        path = self.root / "dovecot.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _wait_listening(self, timeout: float = 30) -> None:
+        import socket
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                err = (self.root / "stderr.log").read_text(errors="replace")
+                raise RuntimeError(f"dovecot exited: {err}{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"dovecot did not listen on port {self.port}: {self.log()}")
+
+    def client(self):  # noqa: ANN201
+        import imaplib
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.cert))
+        conn = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=ctx)
+        conn.login(self.user, self.password)
+        return conn
+
+    def stop(self) -> None:
+        try:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=20)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -55,6 +55,11 @@ def connect(cfg: Config) -> imaplib.IMAP4_SSL:
     where = f"{b.imap_host}:{b.imap_port}"
     try:
         conn = imaplib.IMAP4_SSL(b.imap_host, b.imap_port, ssl_context=ctx, timeout=60)
+    except ssl.SSLCertVerificationError as exc:
+        raise ImapError(
+            f"IMAP {where}: TLS failed: certificate verify failed: {exc.verify_message} "
+            "(a private CA goes in [bounces] imap_cafile)"
+        ) from None
     except ssl.SSLError as exc:
         raise ImapError(f"IMAP {where}: TLS failed: {exc.reason or exc}") from None
     except OSError as exc:
@@ -74,8 +79,10 @@ def fetch(cfg: Config, intake: Intake) -> Iterator[Outcome]:
     try:
         typ, data = conn.select(_quote(b.imap_folder))
         _check(f"SELECT {b.imap_folder}", typ, data)
-        move = "MOVE" in conn.capabilities
-        uidplus = "UIDPLUS" in conn.capabilities
+        # The capabilities after login (imaplib keeps the greeting's, which may be fewer).
+        typ, data = conn.capability()
+        caps = set(_check("CAPABILITY", typ, data)[0].decode().upper().split())
+        move, uidplus = "MOVE" in caps, "UIDPLUS" in caps
         if b.imap_processed_folder:
             conn.create(_quote(b.imap_processed_folder))  # "already exists" is fine
         typ, data = conn.uid("SEARCH", "ALL")
