@@ -37,6 +37,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import PublisherError
 from ..state import BouncePolicy, InboundEvent, Store
+from ..state.bounces import InboundMessage
 from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, UNSUBSCRIBE
 from .parse import Report, analyse, is_auto_reply
 from .verp import UNSUBSCRIBE as UNSUB_PURPOSE
@@ -45,6 +46,8 @@ from .verp import VERP, BadToken, TokenCodec, TokenData, address_pattern
 # Headers naming where the message was delivered (the envelope recipient when the MTA adds it).
 _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
 _SEVERITY = {HARD: 3, SOFT: 2, BLOCKED: 1}
+# Messages recorded per transaction by `Intake.run` (an import, a Maildir of thousands).
+BATCH = 200
 
 
 class IntakeError(PublisherError):
@@ -123,12 +126,22 @@ class Intake:
     # -- one message ---------------------------------------------------------------------
 
     def process(self, raw: bytes, source: str, *, today: dt.date | None = None) -> Outcome:
+        """Read, record and act on one message."""
+        prepared = self.prepare(raw, source, today=today)
+        if isinstance(prepared, Outcome):
+            return prepared
+        (actions,) = self.store.record_inbound_batch([prepared], self.policy)
+        return _outcome(prepared, actions)
+
+    def prepare(
+        self, raw: bytes, source: str, *, today: dt.date | None = None
+    ) -> Outcome | InboundMessage:
+        """What one message says, ready to record; an Outcome when there is nothing to record
+        (too big, unusable, not ours)."""
         if len(raw) > self.max_bytes:
             return self.too_large(source, len(raw))
         raw = raw.replace(b"\r\n", b"\n")
         sha = hashlib.sha256(raw).hexdigest()
-        if self.store.bounce_message_known(sha):
-            return Outcome(source, "duplicate", f"{source}: already imported, nothing changed")
         try:
             msg = message_from_bytes(raw)
             keys = msg.keys()
@@ -143,25 +156,7 @@ class Intake:
             return Outcome(source, "bad", f"{source}: malformed message ({why})")
         if events is None:
             return Outcome(source, "skipped", f"{source}: {summary}; left alone")
-        actions = self.store.record_inbound(
-            sha256=sha, source=source, raw=raw, summary=summary, events=events, policy=self.policy
-        )
-        if actions is None:
-            return Outcome(source, "duplicate", f"{source}: already imported, nothing changed")
-        parts = [
-            f"{e.kind} {e.email or '?'}"
-            + (f" {e.status}" if e.status else "")
-            + f": {a}"
-            + (f" ({e.reason})" if e.kind == IGNORED else "")
-            for e, a in zip(events, actions, strict=True)
-        ]
-        return Outcome(
-            source,
-            "recorded",
-            f"{source}: {summary}: " + ("; ".join(parts) or "nothing to do"),
-            [e.kind for e in events],
-            sum(a.startswith("suppressed") for a in actions),
-        )
+        return InboundMessage(sha, source, raw, summary, events)
 
     def too_large(self, source: str, size: int) -> Outcome:
         return Outcome(
@@ -177,7 +172,10 @@ class Intake:
         found = []
         for name in headers:
             for value in msg.get_all(name, []):
-                for _, addr in getaddresses([str(value)]):
+                value = str(value)
+                if not pattern.search(value):
+                    continue  # the cheap test first: most headers name no token address
+                for _, addr in getaddresses([value]):
                     m = pattern.fullmatch(addr.strip())
                     if m and m.group(1).lower() not in found:
                         found.append(m.group(1).lower())
@@ -261,9 +259,49 @@ class Intake:
 
     # -- many messages ---------------------------------------------------------------------
 
-    def run(self, sources: Iterable[tuple[str, bytes | Outcome]]) -> Iterator[Outcome]:
-        for source, item in sources:
-            yield item if isinstance(item, Outcome) else self.process(item, source)
+    def run(
+        self, sources: Iterable[tuple[str, bytes | Outcome]], batch: int = BATCH
+    ) -> Iterator[Outcome]:
+        """Process many messages, recording them `batch` at a time (one transaction each);
+        the outcomes come in the order of `sources`."""
+        waiting: list[Outcome | InboundMessage] = []
+
+        def flush() -> Iterator[Outcome]:
+            items = [w for w in waiting if isinstance(w, InboundMessage)]
+            results = iter(self.store.record_inbound_batch(items, self.policy) if items else [])
+            for w in waiting:
+                yield _outcome(w, next(results)) if isinstance(w, InboundMessage) else w
+            waiting.clear()
+
+        try:
+            for source, item in sources:
+                waiting.append(item if isinstance(item, Outcome) else self.prepare(item, source))
+                if len(waiting) >= batch:
+                    yield from flush()
+        except IntakeError:
+            yield from flush()  # what was read before the unreadable path is still recorded
+            raise
+        yield from flush()
+
+
+def _outcome(item: InboundMessage, actions: list[str] | None) -> Outcome:
+    source = item.source
+    if actions is None:
+        return Outcome(source, "duplicate", f"{source}: already imported, nothing changed")
+    parts = [
+        f"{e.kind} {e.email or '?'}"
+        + (f" {e.status}" if e.status else "")
+        + f": {a}"
+        + (f" ({e.reason})" if e.kind == IGNORED else "")
+        for e, a in zip(item.events, actions, strict=True)
+    ]
+    return Outcome(
+        source,
+        "recorded",
+        f"{source}: {item.summary}: " + ("; ".join(parts) or "nothing to do"),
+        [e.kind for e in item.events],
+        sum(a.startswith("suppressed") for a in actions),
+    )
 
 
 def read_paths(paths: Sequence[str], max_bytes: int) -> Iterator[tuple[str, bytes | Outcome]]:

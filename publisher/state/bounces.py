@@ -31,9 +31,10 @@ from .schema import (
     _now,
     bounce_events,
     bounce_messages,
+    dialect_insert,
     ledger,
     subscribers,
-    upsert,
+    suppressions,
 )
 
 
@@ -47,6 +48,50 @@ class InboundEvent:
     reason: str = ""
     subscriber_id: int | None = None
     digest_date: dt.date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One inbound message to record: its key, where it came from, its bytes and events."""
+
+    sha256: str
+    source: str
+    raw: bytes
+    summary: str
+    events: list[InboundEvent]
+
+
+@dataclass(slots=True)
+class _Sub:
+    id: int
+    email: str
+    status: str
+    hard_bounces: int
+
+
+class _Subscribers:
+    """The subscribers a batch of events is about, read (and locked) in one query."""
+
+    def __init__(self, conn: sa.Connection, events: list[InboundEvent]) -> None:
+        ids = {e.subscriber_id for e in events if e.subscriber_id is not None}
+        emails = {_key(e.email) for e in events if e.email}
+        self.by_id: dict[int, _Sub] = {}
+        self.by_email: dict[str, _Sub] = {}
+        if not ids and not emails:
+            return
+        cols = (subscribers.c.id, subscribers.c.email, subscribers.c.status)
+        q = sa.select(*cols, subscribers.c.hard_bounces).where(
+            sa.or_(subscribers.c.id.in_(ids), subscribers.c.email.in_(emails))
+        )
+        for r in conn.execute(q.order_by(subscribers.c.id).with_for_update()):
+            sub = _Sub(r.id, r.email, r.status, r.hard_bounces)
+            self.by_id[sub.id] = self.by_email[sub.email] = sub
+
+    def find(self, event: InboundEvent) -> _Sub | None:
+        sub = self.by_id.get(event.subscriber_id) if event.subscriber_id is not None else None
+        if sub is None and event.email:
+            sub = self.by_email.get(_key(event.email))
+        return sub
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,25 +137,79 @@ class BouncesMixin:
     ) -> list[str] | None:
         """Store one inbound message and act on its events; the action taken for each event,
         or None if this message was imported before (then nothing changes)."""
+        item = InboundMessage(sha256, source, raw, summary, events)
+        return self.record_inbound_batch([item], policy, now=now)[0]
+
+    def record_inbound_batch(
+        self,
+        items: list[InboundMessage],
+        policy: BouncePolicy,
+        *,
+        now: dt.datetime | None = None,
+    ) -> list[list[str] | None]:
+        """`record_inbound` for many messages in one transaction (an import of thousands pays
+        one commit a batch, one query for the known messages and one for the subscribers)."""
         now = now or _now()
+        results: list[list[str] | None] = []
         with self._write() as conn:  # type: ignore[attr-defined]
-            values = {
-                "sha256": sha256,
-                "source": source[:1000],
-                "size": len(raw),
-                "summary": summary[:500],
-                "raw": raw,
-                "received_at": now,
-            }
-            if upsert(conn, bounce_messages, values, ["sha256"]) == 0:
-                return None
-            message_id = conn.execute(
-                sa.select(bounce_messages.c.id).where(bounce_messages.c.sha256 == sha256)
-            ).scalar_one()
-            actions = []
-            for event in events:
-                actions.append(self._apply(conn, message_id, event, policy, now))
-        return actions
+            shas = [i.sha256 for i in items]
+            known = set(
+                conn.execute(
+                    sa.select(bounce_messages.c.sha256).where(bounce_messages.c.sha256.in_(shas))
+                ).scalars()
+            )
+            subs = _Subscribers(conn, [e for i in items for e in i.events])
+            insert = dialect_insert(conn.dialect.name, bounce_messages).on_conflict_do_nothing(
+                index_elements=["sha256"]
+            )
+            pending: list[dict[str, Any]] = []
+            for item in items:
+                if item.sha256 in known:
+                    results.append(None)
+                    continue
+                known.add(item.sha256)
+                res = conn.execute(
+                    insert,
+                    {
+                        "sha256": item.sha256,
+                        "source": item.source[:1000],
+                        "size": len(item.raw),
+                        "summary": item.summary[:500],
+                        "raw": item.raw,
+                        "received_at": now,
+                    },
+                )
+                if res.rowcount == 0:  # imported meanwhile by another process
+                    results.append(None)
+                    continue
+                message_id = res.inserted_primary_key[0]
+                actions = []
+                for event in item.events:
+                    if event.kind == "soft" and pending:
+                        # the soft count reads this reader's earlier events: write them first
+                        conn.execute(bounce_events.insert(), pending)
+                        pending = []
+                    row = subs.find(event)
+                    action = self._act(conn, row, event, policy, now)
+                    email = row.email if row else _key(event.email) if event.email else ""
+                    pending.append(
+                        {
+                            "message_id": message_id,
+                            "email": email[:320],
+                            "subscriber_id": row.id if row else None,
+                            "digest_date": event.digest_date,
+                            "kind": event.kind,
+                            "status": event.status[:16],
+                            "reason": event.reason[:500],
+                            "action": action[:200],
+                            "created_at": now,
+                        }
+                    )
+                    actions.append(action)
+                results.append(actions)
+            if pending:
+                conn.execute(bounce_events.insert(), pending)
+        return results
 
     def record_send_refusal(
         self, email: str, digest_date: dt.date, kind: str, reply: str, action: str
@@ -135,44 +234,6 @@ class BouncesMixin:
                 )
             )
 
-    def _apply(
-        self,
-        conn: sa.Connection,
-        message_id: int,
-        event: InboundEvent,
-        policy: BouncePolicy,
-        now: dt.datetime,
-    ) -> str:
-        row = None
-        if event.subscriber_id is not None:
-            row = conn.execute(
-                sa.select(subscribers)
-                .where(subscribers.c.id == event.subscriber_id)
-                .with_for_update()
-            ).first()
-        if row is None and event.email:
-            row = conn.execute(
-                sa.select(subscribers)
-                .where(subscribers.c.email == _key(event.email))
-                .with_for_update()
-            ).first()
-        email = row.email if row is not None else _key(event.email) if event.email else ""
-        action = self._act(conn, row, event, policy, now)
-        conn.execute(
-            bounce_events.insert().values(
-                message_id=message_id,
-                email=email[:320],
-                subscriber_id=row.id if row is not None else None,
-                digest_date=event.digest_date,
-                kind=event.kind,
-                status=event.status[:16],
-                reason=event.reason[:500],
-                action=action[:200],
-                created_at=now,
-            )
-        )
-        return action
-
     def _act(
         self,
         conn: sa.Connection,
@@ -189,41 +250,31 @@ class BouncesMixin:
         if kind in ("complaint", "unsubscribe"):
             reason = "complaint" if kind == "complaint" else "unsubscribed by mail"
             if row.status != UNSUBSCRIBED:
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.id == row.id)
-                    .values(status=UNSUBSCRIBED, updated_at=now)
-                )
-            self._suppress(conn, row.email, reason)  # type: ignore[attr-defined]
+                row.status = UNSUBSCRIBED
+                _set(conn, row, now)
+            _suppress(conn, row.email, reason, now)
             return f"suppressed ({reason})"
         if row.status in (UNSUBSCRIBED, BOUNCED):
             return f"already {row.status}"
         if kind == "hard":
-            count = row.hard_bounces + 1
-            conn.execute(
-                subscribers.update()
-                .where(subscribers.c.id == row.id)
-                .values(hard_bounces=count, updated_at=now)
-            )
+            row.hard_bounces += 1
+            count = row.hard_bounces
             if count >= max(policy.hard_limit, 1):
-                self._bounce(conn, row, f"bounced: {event.status} {event.reason}", now)
+                row.status = BOUNCED
+                _set(conn, row, now)
+                _suppress(conn, row.email, f"bounced: {event.status} {event.reason}", now)
                 return f"suppressed (hard bounce {count}/{policy.hard_limit})"
+            _set(conn, row, now)
             return f"counted (hard bounce {count}/{policy.hard_limit})"
         if kind == "soft":
             days = self._soft_days(conn, row, event, policy, now)
             if len(days) >= max(policy.soft_limit, 1):
-                self._bounce(conn, row, f"bounced: soft bounces on {len(days)} days", now)
+                row.status = BOUNCED
+                _set(conn, row, now)
+                _suppress(conn, row.email, f"bounced: soft bounces on {len(days)} days", now)
                 return f"suppressed (soft bounces on {len(days)} days)"
             return f"counted (soft bounce day {len(days)}/{policy.soft_limit})"
         return "recorded"
-
-    def _bounce(self, conn: sa.Connection, row: Any, reason: str, now: dt.datetime) -> None:
-        conn.execute(
-            subscribers.update()
-            .where(subscribers.c.id == row.id)
-            .values(status=BOUNCED, updated_at=now)
-        )
-        self._suppress(conn, row.email, " ".join(reason.split())[:200])  # type: ignore[attr-defined]
 
     @staticmethod
     def _soft_days(
@@ -319,3 +370,37 @@ def _status_of(reply: str) -> str:
     from ..bounces.classify import enhanced_status
 
     return enhanced_status(reply) or reply[:3]
+
+
+# Statements built once (an import runs them thousands of times): bound by name per call.
+_SET_SUBSCRIBER = (
+    subscribers.update()
+    .where(subscribers.c.id == sa.bindparam("sid"))
+    .values(
+        status=sa.bindparam("status"),
+        hard_bounces=sa.bindparam("hard_bounces"),
+        updated_at=sa.bindparam("now"),
+    )
+)
+
+
+def _set(conn: sa.Connection, row: _Sub, now: dt.datetime) -> None:
+    """Write a subscriber's status and hard-bounce count as `row` has them now."""
+    params = {"sid": row.id, "status": row.status, "hard_bounces": row.hard_bounces, "now": now}
+    conn.execute(_SET_SUBSCRIBER, params)
+
+
+def _suppress(conn: sa.Connection, email: str, reason: str, now: dt.datetime) -> None:
+    """Put an address on the suppression list; an existing entry keeps its reason (as
+    SubscribersMixin._suppress, with the statement built once per dialect)."""
+    stmt = _SUPPRESS.get(conn.dialect.name)
+    if stmt is None:
+        stmt = dialect_insert(conn.dialect.name, suppressions).on_conflict_do_nothing(
+            index_elements=["email"]
+        )
+        _SUPPRESS[conn.dialect.name] = stmt
+    reason = " ".join(reason.split())[:200]
+    conn.execute(stmt, {"email": email, "reason": reason, "created_at": now})
+
+
+_SUPPRESS: dict[str, Any] = {}
