@@ -394,6 +394,145 @@ def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" (total {total})")
 
 
+@cli.group()
+def bounces() -> None:
+    """Read bounces, complaints and mailto unsubscribes, and act on them.
+
+    \b
+    Mail comes back to the VERP return path ([email] return_path) and to the List-Unsubscribe
+    mailto address; read it from files, a Maildir, an mbox, standard input (an MTA pipe) or an
+    IMAP mailbox ([bounces] imap_*). Complaints suppress at once, hard bounces count toward
+    [subscribers] bounce_limit, soft ones after [bounces] soft_limit distinct days, refusals
+    about us (block lists, policy) and auto-replies never suppress anyone.
+
+    \b
+    Examples:
+      publisher bounces import /var/mail/bounces/          a Maildir (or files, or an mbox)
+      publisher bounces import -                           one message on stdin (MTA pipe)
+      publisher bounces fetch                              the IMAP mailbox in [bounces]
+      publisher bounces list --kind hard --json
+      publisher bounces show 42                            the message event 42 came from
+    """
+
+
+def _print_intake(outcomes: Any, quiet: bool) -> Any:
+    from .bounces.intake import Summary
+
+    summary = Summary()
+    for outcome in outcomes:
+        summary.add(outcome)
+        routine = outcome.status == "duplicate" or (
+            outcome.status == "recorded" and not outcome.suppressed
+        )
+        if not (quiet and routine):
+            click.echo(outcome.line)
+    click.echo(summary.line())
+    return summary
+
+
+@bounces.command("import")
+@config_option
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Print only problems, suppressions and the total."
+)
+def bounces_import(config_path: Path, paths: tuple[str, ...], quiet: bool) -> None:
+    """Read the messages in PATHS (files, Maildir folders, mbox files, `-` for stdin).
+
+    One line per message, then a summary. A bad message (malformed, too big, forged or expired
+    token) is one line and the rest go on; the same message imported twice counts once. The
+    exit status is 1 only when a PATH cannot be read at all.
+    """
+    from .bounces.intake import Intake, read_paths
+    from .state import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        intake = Intake(cfg, store)
+        _print_intake(intake.run(read_paths(paths, intake.max_bytes)), quiet)
+
+
+@bounces.command("fetch")
+@config_option
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Print only problems, suppressions and the total."
+)
+def bounces_fetch(config_path: Path, quiet: bool) -> None:
+    """Read the IMAP mailbox in [bounces] (TLS, certificate verified, password from the
+    variable imap_password_env names); move the messages it dealt with to
+    imap_processed_folder (or delete them when that is empty). Other mail stays where it is.
+    """
+    from .bounces.imap import fetch
+    from .bounces.intake import Intake
+    from .state import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        intake = Intake(cfg, store)
+        _print_intake(fetch(cfg, intake), quiet)
+
+
+@bounces.command("list")
+@config_option
+@click.option(
+    "--kind",
+    type=click.Choice(["hard", "soft", "blocked", "complaint", "ignored", "unsubscribe"]),
+    default=None,
+    help="Only events of this kind.",
+)
+@click.option("--email", default=None, help="Only events about this address.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json: bool) -> None:
+    """Every event recorded: bounces and refusals (also those during the send), complaints,
+    unsubscribe requests, ignored auto-replies; with what was done about each."""
+    from .state import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        for e in store.iter_bounce_events(kind, email):
+            if as_json:
+                obj = {
+                    "id": e.id,
+                    "email": e.email,
+                    "kind": e.kind,
+                    "status": e.status,
+                    "reason": e.reason,
+                    "action": e.action,
+                    "digest": e.digest_date.isoformat() if e.digest_date else None,
+                    "source": e.source,
+                    "message_id": e.message_id,
+                    "at": e.created_at.isoformat(timespec="seconds"),
+                }
+                click.echo(json.dumps(obj, ensure_ascii=False))
+            else:
+                click.echo(
+                    f"{e.id}\t{e.created_at:%Y-%m-%d %H:%M}\t{e.kind}\t{e.email or '-'}\t"
+                    f"{e.status or '-'}\t{e.action}\t{e.reason[:120]}\t{e.source}"
+                )
+
+
+@bounces.command("show")
+@config_option
+@click.argument("event_id", type=int)
+def bounces_show(config_path: Path, event_id: int) -> None:
+    """Print the kept message that event EVENT_ID (from `bounces list`) came from."""
+    from .state import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        event = next((e for e in store.iter_bounce_events() if e.id == event_id), None)
+        if event is None:
+            raise PublisherError(f"no bounce event {event_id} (see `publisher bounces list`)")
+        if event.message_id is None:
+            raise PublisherError(
+                f"event {event_id} is a refusal during the send, not a message: {event.reason}"
+            )
+        kept = store.bounce_message(event.message_id)
+    assert kept is not None
+    sys.stdout.buffer.write(kept[1])
+    sys.stdout.buffer.flush()
+
+
 @cli.command()
 @config_option
 def run(config_path: Path) -> None:

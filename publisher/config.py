@@ -77,6 +77,9 @@ class EmailConfig:
     contact: str = ""
     list_id: str = ""
     unsubscribe_mailto: str = ""
+    # VERP envelope sender, e.g. "bounces+{token}@example.org" (publisher/bounces/verp.py);
+    # empty: the From address, as before.
+    return_path: str = ""
     max_authors: int = 5
     max_html_bytes: int = 95_000  # of the HTML part as sent (base64), not decoded
     # Feedback-ID header (Gmail's feedback loop); {date} is the issue's YYYYMMDD. Empty: derived.
@@ -137,6 +140,31 @@ class WebConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BouncesConfig:
+    """Inbound mail: bounces, complaints, mailto unsubscribes (publisher/bounces)."""
+
+    # Soft bounces (mailbox full, expired in queue...) suppress after this many on distinct
+    # days within the window; a digest delivered in between starts the count again.
+    soft_limit: int = 3
+    soft_window_days: int = 30
+    # A VERP token whose digest is older than this is refused as expired (a mailto unsubscribe
+    # token never expires, like the web link).
+    token_max_age_days: int = 180
+    # A bigger message is reported and left alone (not read, not kept).
+    max_message_bytes: int = 10_000_000
+    # `publisher bounces fetch`: an IMAP mailbox over TLS (port 993), certificate verified
+    # (against `imap_cafile` when set, else the system's CAs).
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_user: str = ""
+    imap_password_env: str = "PUBLISHER_IMAP_PASSWORD"
+    imap_folder: str = "INBOX"
+    # Processed messages are moved here; empty: deleted.
+    imap_processed_folder: str = "Processed"
+    imap_cafile: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path = Path("config.toml")
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -148,6 +176,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     state: StateConfig = field(default_factory=StateConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
 
     @property
     def root(self) -> Path:
@@ -320,6 +349,35 @@ def _validate(cfg: Config) -> None:
     if cfg.feed.content not in ("summary", "full"):
         raise ConfigError(f"{p}: 'feed.content' must be summary or full, not {cfg.feed.content!r}")
     check_dkim(cfg)
+    check_bounces(cfg)
+
+
+def check_bounces(cfg: Config) -> None:
+    """`[email] return_path`, a `{token}` mailto, and the `[bounces]` numbers."""
+    from .bounces.verp import split_template
+
+    p = cfg.path
+    for dotted, value in (
+        ("email.return_path", cfg.email.return_path),
+        ("email.unsubscribe_mailto", cfg.email.unsubscribe_mailto),
+    ):
+        if dotted == "email.unsubscribe_mailto" and "{token}" not in value:
+            continue
+        if not value:
+            continue
+        target = value.removeprefix("mailto:").partition("?")[0]
+        try:
+            split_template(target)
+        except ValueError as exc:
+            raise ConfigError(f"{p}: '{dotted}' {exc}, not {value!r}") from None
+    for dotted, v in (
+        ("bounces.soft_limit", cfg.bounces.soft_limit),
+        ("bounces.soft_window_days", cfg.bounces.soft_window_days),
+        ("bounces.max_message_bytes", cfg.bounces.max_message_bytes),
+        ("bounces.imap_port", cfg.bounces.imap_port),
+    ):
+        if v < 1:
+            raise ConfigError(f"{p}: '{dotted}' must be at least 1, not {v}")
 
 
 def load_config(path: str | os.PathLike[str] = "config.toml") -> Config:

@@ -49,6 +49,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .bounces.verp import ReturnPath
 from .config import Config
 from .progress import NoProgress, Progress
 from .state import LedgerEntry, SentRecorder, Store
@@ -172,6 +173,7 @@ def deliver(
         f"smtp {cfg.smtp.host}:{cfg.smtp.port}" if cfg.smtp.host else f"maildir {cfg.smtp.outbox}"
     )
     sender = envelope_sender(cfg)
+    verp = return_path(cfg)
     t0 = time.monotonic()
     store.queue_pending(digest_date)
     total = store.count_pending(digest_date, retry_failed, include_final)
@@ -204,7 +206,7 @@ def deliver(
                     cfg,
                     store,
                     transport,
-                    sender,
+                    verp.address(entry.subscriber_id, digest_date) if verp else sender,
                     build,
                     entry,
                     tally,
@@ -214,6 +216,11 @@ def deliver(
                     feed,
                     ready=lambda t=last, i=entry.id: (ledger.wait(t), feed.check(i)),
                     next_recipient=upcoming.email if upcoming is not None else None,
+                    next_sender=(
+                        verp.address(upcoming.subscriber_id, digest_date)
+                        if verp and upcoming is not None
+                        else None
+                    ),
                 )
                 if ticket is _UNFINISHED:
                     break  # stopped before its retry: the row stays open, close() gives it back
@@ -540,6 +547,7 @@ def _deliver_one(
     *,
     ready: Callable[[], None],
     next_recipient: str | None,
+    next_sender: str | None = None,
 ) -> int | None:
     """Send one message with retries and record the outcome in the ledger; return the ledger
     ticket of a `sent` row (None if the message failed, _UNFINISHED if the send was stopped
@@ -551,8 +559,11 @@ def _deliver_one(
         attempt += 1
         limiter.wait(stop)
         try:
+            # The next message's own VERP sender, only when there is one (a Transport written
+            # before VERP need not know the keyword).
+            extra = {"next_sender": next_sender} if next_sender else {}
             reply = transport.send(
-                sender, entry.email, message, next_recipient=next_recipient, ready=ready
+                sender, entry.email, message, next_recipient=next_recipient, ready=ready, **extra
             )
         except DeliveryError as exc:
             if exc.kind == "transient" and attempt < max_attempts and not stop.is_set():
@@ -580,6 +591,8 @@ def _deliver_one(
             if exc.kind == "bounce":
                 bounced = True
                 store.record_hard_bounce(entry.email, exc.reply, cfg.subscribers.bounce_limit)
+            if final:
+                _record_refusal(store, entry, exc)
             log.info("failed %s after %d attempts: %s", entry.email, attempt, exc.reply)
             with tally.lock:
                 tally.failed += 1
@@ -599,3 +612,28 @@ def _deliver_one(
             tally.sent += 1
             tally.attempted += 1
         return ticket
+
+
+def return_path(cfg: Config) -> ReturnPath | None:
+    """The VERP envelope senders (`[email] return_path`), or None to send from the From
+    address. Keyed once; a sender is one HMAC copy and a base32 per message."""
+    if not cfg.email.return_path:
+        return None
+    from .tokens import secret_from_env
+
+    return ReturnPath(cfg.email.return_path, secret_from_env(cfg))
+
+
+def _record_refusal(store: Store, entry: LedgerEntry, exc: DeliveryError) -> None:
+    """A 5xx during the send is a bounce event too (kind by cause), so `bounces list` and the
+    rates in `publisher status` see it next to the bounces that come back by mail."""
+    from .bounces.classify import HARD, smtp_refusal_kind
+
+    code, _, text = exc.reply.partition(" ")
+    kind = (
+        HARD
+        if exc.kind == "bounce"
+        else smtp_refusal_kind(int(code) if code.isdigit() else 500, text)
+    )
+    action = "counted (refused during the send)" if exc.kind == "bounce" else "recorded"
+    store.record_send_refusal(entry.email, entry.digest_date, kind, exc.reply, action)

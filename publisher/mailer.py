@@ -24,6 +24,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from html import escape
 
 from . import signing
+from .bounces.verp import UNSUBSCRIBE, TokenCodec
 from .config import Config, check_dkim
 from .errors import ConfigError, PublisherError
 from .newsletter import (
@@ -228,6 +229,11 @@ class MessageFactory:
         from_name, from_addr = parseaddr(one_line(cfg.email.from_))
         self._unsub_base = unsubscribe_url(cfg, "")
         self._mailto = unsubscribe_mailto(cfg)
+        # `unsubscribe+{token}@...`: each reader's own signed token (publisher/bounces/verp.py),
+        # so a mail to it unsubscribes exactly that reader (`publisher bounces import`).
+        self._mailto_tokens = (
+            TokenCodec([secret], UNSUBSCRIBE) if "{token}" in self._mailto else None
+        )
         self._tz = cfg.tz
         self._date_second = -1
         self._date = ""
@@ -288,16 +294,21 @@ class MessageFactory:
 
     def build(self, email: str, name: str = "", subscriber_id: int | None = None) -> bytes:
         """The complete message for one reader, CRLF line endings, DKIM-signed if configured.
-        `subscriber_id` (the ledger row's) is what the unsubscribe link names; a preview, which
-        has none, links id 0, which no subscriber has."""
+        `subscriber_id` (the ledger row's) is what the unsubscribe link and a `{token}` mailto
+        address name; a preview, which has none, uses id 0, which no subscriber has."""
+        subscriber_id = subscriber_id or 0
         addr = check_address(email)
-        url = self.unsubscribe_url(subscriber_id or 0)
+        url = self.unsubscribe_url(subscriber_id)
         name = one_line(name)
+        mailto = self._mailto
+        if self._mailto_tokens is not None:
+            token = self._mailto_tokens.sign(subscriber_id, self.newsletter.date)
+            mailto = mailto.replace("{token}", token)
         headers = (
             f"To: {format_address(name, addr)}\r\n"
             f"Date: {self._date_header()}\r\n"
             f"Message-ID: <{self._id_prefix}.{os.urandom(8).hex()}@{self.domain}>\r\n"
-            f"List-Unsubscribe: <{url}>,\r\n <{self._mailto}>\r\n"
+            f"List-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
         ).encode()
         text = self._text.render(
             {_EMAIL: addr.encode(), _NAME: name.encode(), _UNSUB: url.encode()}

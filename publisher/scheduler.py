@@ -284,6 +284,9 @@ def status_lines(
             f"  ({old} older than [schedule] max_age_days = {cfg.schedule.max_age_days} are "
             "not emailed automatically; `publisher send --digest FILE` sends one)"
         )
+    from .bounces.rates import rate_lines
+
+    out.extend(rate_lines(store, pubs))
     problems = json.loads(store.get_meta(META_PROBLEMS) or "[]")
     out.append("")
     out.append("problems:" if problems else "problems: none")

@@ -5,7 +5,8 @@ Every failure to deliver one message is a `DeliveryError` with a `kind`:
 - ``transient``: a 4xx reply, a timeout, a dropped or refused connection: retry later;
 - ``permanent``: a 5xx reply that is not about the reader's address (e.g. 554 content rejected
   at the end of DATA, 552 5.2.2 mailbox full): this message is failed for good;
-- ``bounce``: a 5xx reply to RCPT TO, or one at DATA whose enhanced status code says the address
+- ``bounce``: a 5xx reply to RCPT TO about the reader's address (publisher/bounces/classify.py:
+  not a block list, policy or full mailbox), or one at DATA whose enhanced status code says it
   is bad (5.1.x but 5.1.7/5.1.8, which are the sender's) or disabled (5.2.1): a hard bounce.
 
 `connect=True` marks a failure of the server, not of the message: no connection, or a 421
@@ -68,14 +69,16 @@ class Transport(Protocol):
         *,
         next_recipient: str | None = None,
         ready: Ready | None = None,
+        next_sender: str | None = None,
     ) -> str:
         """Deliver one message; return the server's reply; raise DeliveryError.
 
         `ready()` is called right before the message can be accepted (before the final "."):
         the caller blocks there until its previous acceptance is in the ledger, so a crash
         leaves at most one accepted-but-unrecorded message per transport. `next_recipient`
-        is the recipient of the caller's next message (same sender): an SMTP connection with
-        PIPELINING announces that envelope together with this message's end."""
+        is the recipient of the caller's next message, `next_sender` its envelope sender when
+        that differs (VERP; default: the same sender): an SMTP connection with PIPELINING
+        announces that envelope together with this message's end."""
         ...
 
     def close(self) -> None: ...
@@ -130,8 +133,17 @@ def _kind(code: int) -> Kind:
     return "permanent" if 500 <= code <= 599 else "transient"
 
 
-def _rcpt_kind(code: int) -> Kind:
-    return "bounce" if 500 <= code <= 599 else "transient"
+def _rcpt_kind(code: int, text: bytes | str = "") -> Kind:
+    """A refused RCPT TO: a bounce only when the refusal is about the reader's address (the
+    cause-based classifier of publisher/bounces/classify.py); a 550 5.7.1 "your IP is blocked"
+    or a full mailbox refuses this message only and never counts against the reader."""
+    if not 500 <= code <= 599:
+        return "transient"
+    from .bounces.classify import HARD, smtp_refusal_kind
+
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return "bounce" if smtp_refusal_kind(code, text) == HARD else "permanent"
 
 
 _ENHANCED = re.compile(rb"\s*5\.(\d{1,3})\.(\d{1,3})\b")
@@ -291,6 +303,7 @@ class SmtpTransport:
         *,
         next_recipient: str | None = None,
         ready: Ready | None = None,
+        next_sender: str | None = None,
     ) -> str:
         if self._announced is not None and self._announced != (sender, recipient):
             # Another envelope is on the wire (a retry, or a caller that changed its mind):
@@ -305,7 +318,9 @@ class SmtpTransport:
         options = "" if (sender + recipient).isascii() else " SMTPUTF8"
         try:
             if self._pipelining:
-                return self._send_pipelined(conn, sender, recipient, message, next_recipient, ready)
+                return self._send_pipelined(
+                    conn, sender, recipient, message, next_recipient, ready, next_sender
+                )
             code, text = conn.mail(sender, [options.strip()] if options else [])
             if code == 421:
                 raise _service_refused(self._where(), code, text)
@@ -313,7 +328,7 @@ class SmtpTransport:
                 raise DeliveryError(_kind(code), _reply(code, text))
             code, text = conn.rcpt(recipient)
             if code not in (250, 251):
-                raise DeliveryError(_rcpt_kind(code), _reply(code, text))
+                raise DeliveryError(_rcpt_kind(code, text), _reply(code, text))
             if ready is not None:
                 ready()
             code, text = conn.data(message)
@@ -355,6 +370,7 @@ class SmtpTransport:
         message: bytes,
         next_recipient: str | None,
         ready: Ready | None,
+        next_sender: str | None = None,
     ) -> str:
         """MAIL, RCPT and DATA in one write (unless the previous message announced them),
         then the body; the "." that ends it carries the next message's envelope."""
@@ -371,7 +387,7 @@ class SmtpTransport:
         if mail[0] != 250:
             failure = DeliveryError(_kind(mail[0]), _reply(*mail))
         elif rcpt[0] not in (250, 251):
-            failure = DeliveryError(_rcpt_kind(rcpt[0]), _reply(*rcpt))
+            failure = DeliveryError(_rcpt_kind(*rcpt), _reply(*rcpt))
         if data[0] != 354:
             raise failure or DeliveryError(_data_kind(*data), _reply(*data))
         if failure is not None:
@@ -386,7 +402,8 @@ class SmtpTransport:
         announce = next_recipient is not None and (
             self._used + 1 < self.settings.messages_per_connection
         )
-        end = b".\r\n" + (_envelope(sender, next_recipient) if announce else b"")
+        next_sender = next_sender or sender
+        end = b".\r\n" + (_envelope(next_sender, next_recipient) if announce else b"")
         if ready is None:
             conn.send(body + end)
         else:
@@ -394,7 +411,7 @@ class SmtpTransport:
             ready()
             conn.send(end)
         if announce:
-            self._announced = (sender, next_recipient)  # type: ignore[assignment]
+            self._announced = (next_sender, next_recipient)  # type: ignore[assignment]
         code, text = conn.getreply()
         self._used += 1
         if code != 250:
@@ -451,6 +468,7 @@ class MaildirTransport:
         *,
         next_recipient: str | None = None,
         ready: Ready | None = None,
+        next_sender: str | None = None,
     ) -> str:
         # Maildir files use the local line ending, not SMTP's CRLF.
         data = message.replace(b"\r\n", b"\n")

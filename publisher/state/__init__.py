@@ -10,7 +10,8 @@ name `subscribers` is a module here).
 - `ledger`: the send ledger and its group-commit recorder;
 - `limits`: rate limits every process shares (token buckets in the database);
 - `publications`: what the scheduler has seen and emailed, and the meta key/value table;
-- `locks`: named locks across processes and machines (advisory locks, flock).
+- `locks`: named locks across processes and machines (advisory locks, flock);
+- `bounces`: inbound mail (bounces, complaints, mailto unsubscribes) and what it does.
 
 Quick tour::
 
@@ -25,6 +26,7 @@ Quick tour::
 
 from __future__ import annotations
 
+from .bounces import BounceEvent, BouncePolicy, BouncesMixin, InboundEvent
 from .ledger import LedgerEntry, LedgerMixin, SentRecorder
 from .limits import LimitsMixin
 from .locks import LocksMixin
@@ -51,7 +53,15 @@ from .schema import (
 from .subscribers import Subscriber, SubscribersMixin
 
 
-class Store(SubscribersMixin, LedgerMixin, LimitsMixin, PublicationsMixin, LocksMixin, StoreBase):
+class Store(
+    SubscribersMixin,
+    LedgerMixin,
+    LimitsMixin,
+    PublicationsMixin,
+    LocksMixin,
+    BouncesMixin,
+    StoreBase,
+):
     """The state database. Thread-safe: every method takes its own short transaction."""
 
 
@@ -59,6 +69,9 @@ __all__ = [
     "ACTIVE",
     "BOUNCED",
     "EMAIL_STATUSES",
+    "BounceEvent",
+    "BouncePolicy",
+    "InboundEvent",
     "FAILED",
     "NAME_MAX",
     "PENDING",

@@ -170,6 +170,40 @@ rate_limits = sa.Table(
     sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
 )
 
+# Inbound mail (publisher/bounces, publisher/state/bounces.py): every message read, kept for
+# review and keyed by the SHA-256 of its bytes (the same message imported twice counts once),
+# and the events found in it, one per recipient (bounce, complaint, unsubscribe, ignored).
+bounce_messages = sa.Table(
+    "bounce_messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("source", sa.String(1000), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("summary", sa.String(500), nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+)
+
+bounce_events = sa.Table(
+    "bounce_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("bounce_messages.id"), nullable=True),
+    sa.Column("email", sa.String(320), nullable=False, index=True),
+    # The subscriber it was matched to (a VERP token, else the address); None when unknown.
+    sa.Column("subscriber_id", sa.Integer, nullable=True),
+    sa.Column("digest_date", sa.Date, nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    # What the policy did: counted, suppressed, unknown address...
+    sa.Column("action", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_bounce_events_digest_kind", "digest_date", "kind"),
+    sa.Index("ix_bounce_events_subscriber", "subscriber_id", "kind"),
+)
+
 
 def dialect_insert(dialect: str, table: sa.Table) -> Any:
     """The dialect's INSERT construct, which has ON CONFLICT (SQLite and PostgreSQL)."""

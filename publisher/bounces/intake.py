@@ -1,0 +1,385 @@
+"""One code path for every inbound message, wherever it comes from.
+
+`Intake.process(raw, source)` reads one message (a file, a Maildir or mbox entry, standard
+input, an IMAP message), works out what it is (publisher/bounces/parse.py) and whom it is about
+(a VERP token in the address it was sent to; else the recipients the report names), and hands
+the events to the store's policy (publisher/state/bounces.py) in one transaction. It never
+raises for a bad message: every outcome is an `Outcome` with one line to print.
+
+Whom a message is about, in order:
+
+1. mail to the List-Unsubscribe mailto address (``unsubscribe+{token}@...``, RFC 2369) that is
+   no bounce and no auto-reply: an unsubscribe request by the reader the token names;
+2. a report sent to the VERP return path (``bounces+{token}@...``): the token's reader and
+   digest, whatever address the report names (forwarding and aliases change that);
+3. otherwise (mail sent before `return_path` was set, a relay that rewrites the envelope, a
+   feedback loop): the recipients the report names, matched against the subscriber list.
+
+A forged or expired token is reported and recorded as `ignored`; it never falls back to the
+addresses in the report, so a forged bounce cannot suppress anyone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import mailbox
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+from pathlib import Path
+
+from ..config import Config
+from ..errors import PublisherError
+from ..state import BouncePolicy, InboundEvent, Store
+from ..state.bounces import InboundMessage
+from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, UNSUBSCRIBE
+from .parse import Report, analyse, is_auto_reply
+from .verp import UNSUBSCRIBE as UNSUB_PURPOSE
+from .verp import VERP, BadToken, TokenCodec, TokenData, address_pattern
+
+# Headers naming where the message was delivered (the envelope recipient when the MTA adds it).
+_RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
+_SEVERITY = {HARD: 3, SOFT: 2, BLOCKED: 1}
+# Messages recorded per transaction by `Intake.run` (an import, a Maildir of thousands).
+BATCH = 200
+
+
+class IntakeError(PublisherError):
+    """An input that cannot be read at all (a missing path, an unreadable mailbox)."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    source: str
+    # "recorded", "duplicate", "skipped" (not ours, left alone) or "bad" (unusable input)
+    status: str
+    line: str
+    kinds: list[str] = field(default_factory=list)
+    suppressed: int = 0
+
+    @property
+    def processed(self) -> bool:
+        """Whether the message was dealt with (recorded now or before): a mailbox may drop it."""
+        return self.status in ("recorded", "duplicate")
+
+
+@dataclass(slots=True)
+class Summary:
+    outcomes: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
+    suppressed: int = 0
+
+    def add(self, outcome: Outcome) -> None:
+        self.outcomes += 1
+        self.statuses[outcome.status] += 1
+        self.kinds.update(outcome.kinds)
+        self.suppressed += outcome.suppressed
+
+    def line(self) -> str:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())) or "none"
+        s = self.statuses
+        return (
+            f"{self.outcomes} messages: {s['recorded']} recorded ({kinds}), "
+            f"{s['duplicate']} already imported, {s['skipped']} not bounces (left alone), "
+            f"{s['bad']} unusable; {self.suppressed} addresses suppressed"
+        )
+
+
+def secrets_for(cfg: Config) -> list[bytes]:
+    """The secrets a token may be signed with: the current one, then ${secret_env}_PREVIOUS
+    (rotation, as for the web links)."""
+    from ..tokens import secrets_from_env
+
+    return secrets_from_env(cfg)
+
+
+def _mailto_target(cfg: Config) -> str:
+    value = cfg.email.unsubscribe_mailto
+    return value.removeprefix("mailto:").partition("?")[0] if "{token}" in value else ""
+
+
+class Intake:
+    """Reads inbound messages for one config and store; build once, `process` many."""
+
+    def __init__(self, cfg: Config, store: Store, secrets: Sequence[bytes] | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        secrets = list(secrets) if secrets is not None else secrets_for(cfg)
+        self._verp = TokenCodec(secrets, VERP)
+        self._unsub = TokenCodec(secrets, UNSUB_PURPOSE)
+        self._verp_re = address_pattern(cfg.email.return_path) if cfg.email.return_path else None
+        target = _mailto_target(cfg)
+        self._unsub_re = address_pattern(target) if target else None
+        self.policy = BouncePolicy(
+            hard_limit=cfg.subscribers.bounce_limit,
+            soft_limit=cfg.bounces.soft_limit,
+            soft_window_days=cfg.bounces.soft_window_days,
+        )
+        self.max_bytes = cfg.bounces.max_message_bytes
+
+    # -- one message ---------------------------------------------------------------------
+
+    def process(self, raw: bytes, source: str, *, today: dt.date | None = None) -> Outcome:
+        """Read, record and act on one message."""
+        prepared = self.prepare(raw, source, today=today)
+        if isinstance(prepared, Outcome):
+            return prepared
+        (actions,) = self.store.record_inbound_batch([prepared], self.policy)
+        return _outcome(prepared, actions)
+
+    def prepare(
+        self, raw: bytes, source: str, *, today: dt.date | None = None
+    ) -> Outcome | InboundMessage:
+        """What one message says, ready to record; an Outcome when there is nothing to record
+        (too big, unusable, not ours)."""
+        if len(raw) > self.max_bytes:
+            return self.too_large(source, len(raw))
+        raw = raw.replace(b"\r\n", b"\n")
+        sha = hashlib.sha256(raw).hexdigest()
+        try:
+            msg = message_from_bytes(raw)
+            keys = msg.keys()
+        except Exception as exc:  # noqa: BLE001 - the email package on hostile input
+            return Outcome(source, "bad", f"{source}: unreadable message ({type(exc).__name__})")
+        if not keys or not any(k.lower() in ("from", "to", "subject", "date") for k in keys):
+            return Outcome(source, "bad", f"{source}: not an email message (no headers)")
+        try:
+            events, summary = self._events(msg, today)
+        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the batch
+            why = f"{type(exc).__name__}: {exc}"[:200]
+            return Outcome(source, "bad", f"{source}: malformed message ({why})")
+        if events is None:
+            return Outcome(source, "skipped", f"{source}: {summary}; left alone")
+        return InboundMessage(sha, source, raw, summary, events)
+
+    def too_large(self, source: str, size: int) -> Outcome:
+        return Outcome(
+            source,
+            "bad",
+            f"{source}: {size} bytes, more than [bounces] max_message_bytes = {self.max_bytes}; "
+            "not read",
+        )
+
+    def _tokens(self, msg: Message, pattern, headers: Iterable[str]) -> list[str]:  # noqa: ANN001
+        if pattern is None:
+            return []
+        found = []
+        for name in headers:
+            for value in msg.get_all(name, []):
+                value = str(value)
+                if not pattern.search(value):
+                    continue  # the cheap test first: most headers name no token address
+                for _, addr in getaddresses([value]):
+                    m = pattern.fullmatch(addr.strip())
+                    if m and m.group(1).lower() not in found:
+                        found.append(m.group(1).lower())
+        return found
+
+    def _verify(self, codec: TokenCodec, token: str, today: dt.date | None) -> TokenData | str:
+        # A VERP token only has to outlive the bounces of its digest; an unsubscribe request
+        # may come from a mail read months later, and is honoured like the web link.
+        max_age = self.cfg.bounces.token_max_age_days if codec.purpose == VERP else 0
+        try:
+            return codec.verify(token, today=today, max_age_days=max_age)
+        except BadToken as exc:
+            return str(exc)
+
+    def _events(self, msg: Message, today: dt.date | None) -> tuple[list[InboundEvent] | None, str]:
+        """The events in `msg` and a summary; (None, why) when the message is not ours."""
+        unsub = self._tokens(msg, self._unsub_re, _RECIPIENT_HEADERS)
+        report = analyse(msg)
+        if unsub and report.kind == IGNORED and not is_auto_reply(msg):
+            data = self._verify(self._unsub, unsub[0], today)
+            if isinstance(data, str):
+                return [InboundEvent("", IGNORED, reason=data)], "unsubscribe request"
+            event = InboundEvent(
+                "",
+                UNSUBSCRIBE,
+                reason="mail to the List-Unsubscribe address",
+                subscriber_id=data.subscriber_id,
+                digest_date=data.digest_date,
+            )
+            return [event], "unsubscribe request (RFC 2369 mailto)"
+        verp = self._tokens(msg, self._verp_re, _RECIPIENT_HEADERS)
+        if not verp and report.original is not None:
+            verp = self._tokens(report.original, self._verp_re, ("Return-Path",))
+        if verp:
+            data = self._verify(self._verp, verp[0], today)
+            if isinstance(data, str):
+                return [InboundEvent("", IGNORED, reason=data)], report.reason or report.kind
+            return self._for_token(report, data), report.reason or report.kind
+        if report.kind == IGNORED:
+            if report.reason.startswith("no bounce found"):
+                return None, "not a bounce, complaint or unsubscribe request"
+            sender = parseaddr(str(msg.get("From", "")))[1].lower()
+            return [InboundEvent(sender, IGNORED, reason=report.reason)], report.reason
+        events = [InboundEvent(f.email, f.kind, f.status, f.diagnostic) for f in report.failures]
+        return events, report.reason + " (no VERP token: matched by address)"
+
+    @staticmethod
+    def _for_token(report: Report, data: TokenData) -> list[InboundEvent]:
+        if report.kind == IGNORED:
+            return [
+                InboundEvent(
+                    "",
+                    IGNORED,
+                    reason=report.reason,
+                    subscriber_id=data.subscriber_id,
+                    digest_date=data.digest_date,
+                )
+            ]
+        if report.kind == COMPLAINT or not report.failures:
+            kind = COMPLAINT if report.kind == COMPLAINT else IGNORED
+            return [
+                InboundEvent(
+                    "",
+                    kind,
+                    reason=report.reason,
+                    subscriber_id=data.subscriber_id,
+                    digest_date=data.digest_date,
+                )
+            ]
+        worst = max(report.failures, key=lambda f: _SEVERITY.get(f.kind, 0))
+        return [
+            InboundEvent(
+                worst.email,
+                worst.kind,
+                worst.status,
+                worst.diagnostic,
+                subscriber_id=data.subscriber_id,
+                digest_date=data.digest_date,
+            )
+        ]
+
+    # -- many messages ---------------------------------------------------------------------
+
+    def run(
+        self, sources: Iterable[tuple[str, bytes | Outcome]], batch: int = BATCH
+    ) -> Iterator[Outcome]:
+        """Process many messages, recording them `batch` at a time (one transaction each);
+        the outcomes come in the order of `sources`."""
+        waiting: list[Outcome | InboundMessage] = []
+
+        def flush() -> Iterator[Outcome]:
+            items = [w for w in waiting if isinstance(w, InboundMessage)]
+            results = iter(self.store.record_inbound_batch(items, self.policy) if items else [])
+            for w in waiting:
+                yield _outcome(w, next(results)) if isinstance(w, InboundMessage) else w
+            waiting.clear()
+
+        try:
+            for source, item in sources:
+                waiting.append(item if isinstance(item, Outcome) else self.prepare(item, source))
+                if len(waiting) >= batch:
+                    yield from flush()
+        except IntakeError:
+            yield from flush()  # what was read before the unreadable path is still recorded
+            raise
+        yield from flush()
+
+
+def _outcome(item: InboundMessage, actions: list[str] | None) -> Outcome:
+    source = item.source
+    if actions is None:
+        return Outcome(source, "duplicate", f"{source}: already imported, nothing changed")
+    parts = [
+        f"{e.kind} {e.email or '?'}"
+        + (f" {e.status}" if e.status else "")
+        + f": {a}"
+        + (f" ({e.reason})" if e.kind == IGNORED else "")
+        for e, a in zip(item.events, actions, strict=True)
+    ]
+    return Outcome(
+        source,
+        "recorded",
+        f"{source}: {item.summary}: " + ("; ".join(parts) or "nothing to do"),
+        [e.kind for e in item.events],
+        sum(a.startswith("suppressed") for a in actions),
+    )
+
+
+def read_paths(paths: Sequence[str], max_bytes: int) -> Iterator[tuple[str, bytes | Outcome]]:
+    """(source, message bytes) for every message in `paths`: files, Maildir folders, mbox
+    files, folders of message files, and `-` for one message on standard input. A message
+    over `max_bytes` comes as an Outcome (reported, never read into memory); a path that
+    cannot be read raises IntakeError after the ones before it were given."""
+    for path in paths:
+        if path == "-":
+            data = sys.stdin.buffer.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                yield "stdin", _big("stdin", max_bytes)
+                continue
+            yield "stdin", data
+            continue
+        p = Path(path)
+        if p.is_dir():
+            yield from _read_folder(p, max_bytes)
+        elif p.is_file():
+            yield from _read_file(p, max_bytes)
+        else:
+            raise IntakeError(f"{p}: no such file or folder")
+
+
+def _big(source: str, max_bytes: int) -> Outcome:
+    return Outcome(
+        source, "bad", f"{source}: more than [bounces] max_message_bytes = {max_bytes}; not read"
+    )
+
+
+def _read_one(p: Path, max_bytes: int) -> bytes | Outcome:
+    try:
+        size = p.stat().st_size
+        if size > max_bytes:
+            return Outcome(
+                str(p),
+                "bad",
+                f"{p}: {size} bytes, more than [bounces] max_message_bytes = {max_bytes}; not read",
+            )
+        return p.read_bytes()
+    except OSError as exc:
+        return Outcome(str(p), "bad", f"{p}: cannot read: {exc.strerror or exc}")
+
+
+def _read_folder(p: Path, max_bytes: int) -> Iterator[tuple[str, bytes | Outcome]]:
+    # A Maildir (tmp/ holds deliveries in progress), or a folder of message files.
+    maildir = (p / "new").is_dir() and (p / "cur").is_dir()
+    folders = [p / "new", p / "cur"] if maildir else [p]
+    for folder in folders:
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as exc:
+            raise IntakeError(f"{folder}: cannot list: {exc.strerror or exc}") from None
+        for name in names:
+            f = folder / name
+            if name.startswith(".") or not f.is_file():
+                continue
+            yield str(f), _read_one(f, max_bytes)
+
+
+def _read_file(p: Path, max_bytes: int) -> Iterator[tuple[str, bytes | Outcome]]:
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(5)
+    except OSError as exc:
+        raise IntakeError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if head != b"From ":
+        yield str(p), _read_one(p, max_bytes)
+        return
+    box = mailbox.mbox(str(p), create=False)
+    try:
+        for n, key in enumerate(box.iterkeys(), 1):
+            source = f"{p}#{n}"
+            start, stop = box._toc[key]  # noqa: SLF001 - the size without reading the message
+            if stop - start > max_bytes:
+                yield source, _big(source, max_bytes)
+                continue
+            yield source, box.get_bytes(key)
+    finally:
+        box.close()

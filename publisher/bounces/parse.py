@@ -1,0 +1,268 @@
+"""What one inbound message is: a DSN, a complaint, an auto-reply, an unsubscribe request...
+
+`analyse(msg)` returns a `Report`: the message's kind and, for bounces and complaints, one
+`Failure` per recipient it names. Standard reports are read with the `email` package: RFC 3464
+delivery status notifications (multipart/report; report-type=delivery-status) and RFC 5965
+feedback reports (report-type=feedback-report). Everything else that may be a bounce (old MTAs,
+Exchange, qmail, Yahoo...) goes to flufl.bounce, the detectors of GNU Mailman, which name the
+failed addresses; the cause then comes from the text around them (publisher/bounces/classify).
+
+Auto-replies (vacation, out of office, challenge-response) are `ignored`, whatever they say.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+
+from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, classify, enhanced_status
+
+# A bounce names at most this many recipients that we act on (a mailing-list loop may name
+# thousands; ours is one recipient per message).
+MAX_RECIPIENTS = 20
+
+
+@dataclass(slots=True)
+class Failure:
+    email: str
+    kind: str
+    status: str = ""
+    diagnostic: str = ""
+
+
+@dataclass(slots=True)
+class Report:
+    kind: str  # "bounce", "complaint", "ignored" (auto-reply, delivery notice, not a bounce)
+    reason: str = ""
+    failures: list[Failure] = field(default_factory=list)
+    # Headers of the original message when the report carries them (VERP tokens live there).
+    original: Message | None = None
+
+
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|vacation|"
+    r"abwesenheit|absence|away from|on leave|autoreply|r[ée]ponse automatique|"
+    r"please confirm (your|that)|verify your (e-?mail|message)|challenge|"
+    r"부재중|自動返信|自动回复)",
+    re.IGNORECASE,
+)
+_CHALLENGE_HEADERS = ("x-boxtrapper", "x-spamarrest", "x-cr-hashedpuzzle", "x-ask-info")
+
+
+def _header(msg: Message, name: str) -> str:
+    value = msg.get(name)
+    return str(value) if value is not None else ""
+
+
+def is_auto_reply(msg: Message) -> str:
+    """Why this message is an auto-reply ("" if it is not one). RFC 3834 and common practice."""
+    auto = _header(msg, "Auto-Submitted").strip().lower()
+    if auto.startswith("auto-replied"):
+        return f"Auto-Submitted: {auto}"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
+        if msg.get(name) is not None:
+            return name
+    if _header(msg, "Precedence").strip().lower() == "auto_reply":
+        return "Precedence: auto_reply"
+    if _header(msg, "X-Auto-Response-Suppress") and _AUTO_SUBJECT.match(_header(msg, "Subject")):
+        return "out-of-office reply"
+    for name in _CHALLENGE_HEADERS:
+        if msg.get(name) is not None:
+            return f"challenge-response ({name})"
+    if _AUTO_SUBJECT.match(_header(msg, "Subject")):
+        return f"auto-reply subject {_header(msg, 'Subject')[:60]!r}"
+    return ""
+
+
+_MTA_LOCALS = ("mailer-daemon", "mailer_daemon", "mailerdaemon", "mail-daemon", "postmaster")
+
+
+def from_mta(msg: Message) -> bool:
+    """Whether a message comes from a mail system rather than a person (bounce-like)."""
+    if msg.get("X-Failed-Recipients") is not None:
+        return True
+    name, addr = parseaddr(_header(msg, "From"))
+    local = addr.partition("@")[0].lower()
+    return local in _MTA_LOCALS or "mail delivery" in name.lower()
+
+
+def _address(value: str) -> str:
+    """The address of a DSN field value like `rfc822; ada@example.com`."""
+    _, _, addr = value.partition(";") if ";" in value else ("", "", value)
+    return parseaddr(addr.strip())[1].strip().strip("<>").lower()
+
+
+def _report_parts(msg: Message, report_type: str) -> Message | None:
+    for part in msg.walk():
+        if part.get_content_type() == "multipart/report" and (
+            (part.get_param("report-type") or "").lower() == report_type
+        ):
+            return part
+    return None
+
+
+def _original(report: Message) -> Message | None:
+    """The returned message or its headers (message/rfc822, text/rfc822-headers)."""
+    for part in report.walk():
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "message/global"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload:
+                return payload[0]
+        if ctype in ("text/rfc822-headers", "message/global-headers"):
+            from email import message_from_string
+
+            text = part.get_payload(decode=True) or b""
+            return message_from_string(text.decode("utf-8", "replace"))
+    return None
+
+
+def _dsn(report: Message) -> Report:
+    failures: list[Failure] = []
+    notices: list[str] = []
+    for part in report.walk():
+        if part.get_content_type() not in (
+            "message/delivery-status",
+            "message/global-delivery-status",
+        ):
+            continue
+        blocks = part.get_payload()
+        if not isinstance(blocks, list):
+            continue
+        for block in blocks[1:]:  # the first block is per message, the rest per recipient
+            action = _header(block, "Action").strip().lower()
+            recipient = _address(_header(block, "Original-Recipient")) or _address(
+                _header(block, "Final-Recipient")
+            )
+            status = enhanced_status(_header(block, "Status"))
+            diagnostic = " ".join(_header(block, "Diagnostic-Code").split())
+            if action in ("delivered", "relayed", "expanded"):
+                notices.append(f"{action} {recipient}")
+                continue
+            if not recipient:
+                continue
+            if action == "delayed":
+                kind = SOFT
+            else:
+                kind = classify(status, diagnostic, permanent=action == "failed")
+            failures.append(Failure(recipient, kind, status, diagnostic[:500]))
+    if not failures:
+        return Report(IGNORED, "delivery notice: " + (", ".join(notices) or "no failed recipient"))
+    return Report("bounce", "RFC 3464 DSN", failures[:MAX_RECIPIENTS], _original(report))
+
+
+def _arf(report: Message) -> Report:
+    recipients: list[str] = []
+    feedback_type = ""
+    for part in report.walk():
+        if part.get_content_type() != "message/feedback-report":
+            continue
+        payload = part.get_payload()
+        fields = payload[0] if isinstance(payload, list) and payload else part
+        if not isinstance(payload, list):
+            from email import message_from_string
+
+            raw = part.get_payload(decode=True) or b""
+            fields = message_from_string(raw.decode("utf-8", "replace"))
+        feedback_type = _header(fields, "Feedback-Type").strip().lower()
+        recipients += [_address(v) for v in fields.get_all("Original-Rcpt-To", [])]
+    original = _original(report)
+    if not recipients and original is not None:
+        recipients = [a.lower() for _, a in getaddresses(original.get_all("To", [])) if a]
+    reason = f"ARF feedback report ({feedback_type or 'abuse'})"
+    if feedback_type and feedback_type not in ("abuse", "fraud", "virus", "other", "not-spam"):
+        return Report(IGNORED, reason, [], original)
+    if feedback_type == "not-spam":
+        return Report(IGNORED, reason, [], original)
+    failures = [Failure(r, COMPLAINT, "", reason) for r in dict.fromkeys(recipients) if r]
+    return Report(COMPLAINT, reason, failures[:MAX_RECIPIENTS], original)
+
+
+def _body_text(msg: Message, limit: int = 200_000) -> str:
+    chunks: list[str] = []
+    size = 0
+    for part in msg.walk():
+        if part.get_content_maintype() != "text":
+            continue
+        raw = part.get_payload(decode=True) or b""
+        text = raw.decode(part.get_content_charset() or "utf-8", "replace")
+        chunks.append(text)
+        size += len(text)
+        if size > limit:
+            break
+    return "\n".join(chunks)[:limit]
+
+
+_CODE = re.compile(r"\b[45]\d\d[ -]\S|\b[45]\.\d{1,3}\.\d{1,3}\b")
+
+
+def _diagnostic_near(text: str, address: str) -> str:
+    """The SMTP reply a non-standard bounce quotes for `address`: the line with the first reply
+    code after the address (else anywhere), and up to two lines that continue it."""
+    at = text.lower().find(address)
+    windows = [text[at : at + 1500]] if at >= 0 else []
+    windows.append(text[:4000])
+    for window in windows:
+        m = _CODE.search(window)
+        if m:
+            start = window.rfind("\n", 0, m.start()) + 1
+            lines = window[start:].split("\n")[:3]
+            kept = [lines[0]]
+            for line in lines[1:]:
+                if not line.strip() or line.lstrip().startswith(("-", "<")):
+                    break
+                kept.append(line)
+            return " ".join(" ".join(kept).split())[:500]
+    # No code: the line naming the address, and the next one, often say why.
+    if at >= 0:
+        start = text.rfind("\n", 0, at) + 1
+        return " ".join(text[start : start + 300].split())[:500]
+    return ""
+
+
+def _heuristic(msg: Message) -> Report:
+    from flufl.bounce import all_failures
+
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception as exc:  # noqa: BLE001 - a detector choking on odd input is "no bounce"
+        return Report(IGNORED, f"no bounce found (detector error: {type(exc).__name__})")
+    if not temporary and not permanent:
+        return Report(IGNORED, "no bounce found")
+    text = _body_text(msg)
+    failures: list[Failure] = []
+    for raw, perm in [(a, True) for a in permanent] + [(a, False) for a in temporary]:
+        addr = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        addr = addr.strip().strip("<>").lower()
+        if "@" not in addr or any(f.email == addr for f in failures):
+            continue
+        diagnostic = _diagnostic_near(text, addr)
+        kind = classify("", diagnostic, permanent=perm) if perm else SOFT
+        failures.append(Failure(addr, kind, enhanced_status(diagnostic), diagnostic))
+    if not failures:
+        return Report(IGNORED, "no bounce found")
+    original = _original(msg)
+    return Report(
+        "bounce", "non-standard bounce (flufl.bounce)", failures[:MAX_RECIPIENTS], original
+    )
+
+
+def analyse(msg: Message) -> Report:
+    """What `msg` is; see the module docstring."""
+    arf = _report_parts(msg, "feedback-report")
+    if arf is not None:
+        return _arf(arf)
+    dsn = _report_parts(msg, "delivery-status")
+    if dsn is not None:
+        return _dsn(dsn)
+    why = is_auto_reply(msg)
+    if why and not from_mta(msg):
+        # Mail systems mark their bounces auto-replied too (Exim does): only a message from a
+        # person's mailbox is taken for a vacation or challenge reply.
+        return Report(IGNORED, f"auto-reply: {why}")
+    return _heuristic(msg)
+
+
+__all__ = ["BLOCKED", "COMPLAINT", "HARD", "IGNORED", "SOFT", "Failure", "Report", "analyse"]

@@ -1,0 +1,406 @@
+"""Inbound mail in the database: the messages read, the events found in them, and the policy.
+
+`record_inbound` stores one message and its events and acts on each, in one transaction:
+
+- ``complaint``: the reader is unsubscribed and suppressed at once (reason ``complaint``);
+- ``unsubscribe`` (a mail to the List-Unsubscribe mailto address): unsubscribed and suppressed;
+- ``hard``: counts toward `[subscribers] bounce_limit`, as a 5xx at RCPT TO does;
+- ``soft``: suppresses once `soft_limit` soft bounces fell on distinct days (the digest's date
+  when the VERP token names it, else the day the bounce came) within `soft_window_days`, counting
+  only those after the last digest sent to the reader that did not bounce (a delivery resets);
+- ``blocked`` and ``ignored``: recorded, nothing else.
+
+An address that is no subscriber is recorded (action ``unknown address``), never dropped. A
+message already imported (same SHA-256 of its bytes) changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .schema import (
+    BOUNCED,
+    SENT,
+    UNSUBSCRIBED,
+    _key,
+    _now,
+    bounce_events,
+    bounce_messages,
+    dialect_insert,
+    ledger,
+    subscribers,
+    suppressions,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """One recipient's event in an inbound message, before the policy acts on it."""
+
+    email: str
+    kind: str
+    status: str = ""
+    reason: str = ""
+    subscriber_id: int | None = None
+    digest_date: dt.date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One inbound message to record: its key, where it came from, its bytes and events."""
+
+    sha256: str
+    source: str
+    raw: bytes
+    summary: str
+    events: list[InboundEvent]
+
+
+@dataclass(slots=True)
+class _Sub:
+    id: int
+    email: str
+    status: str
+    hard_bounces: int
+
+
+class _Subscribers:
+    """The subscribers a batch of events is about, read (and locked) in one query."""
+
+    def __init__(self, conn: sa.Connection, events: list[InboundEvent]) -> None:
+        ids = {e.subscriber_id for e in events if e.subscriber_id is not None}
+        emails = {_key(e.email) for e in events if e.email}
+        self.by_id: dict[int, _Sub] = {}
+        self.by_email: dict[str, _Sub] = {}
+        if not ids and not emails:
+            return
+        cols = (subscribers.c.id, subscribers.c.email, subscribers.c.status)
+        q = sa.select(*cols, subscribers.c.hard_bounces).where(
+            sa.or_(subscribers.c.id.in_(ids), subscribers.c.email.in_(emails))
+        )
+        for r in conn.execute(q.order_by(subscribers.c.id).with_for_update()):
+            sub = _Sub(r.id, r.email, r.status, r.hard_bounces)
+            self.by_id[sub.id] = self.by_email[sub.email] = sub
+
+    def find(self, event: InboundEvent) -> _Sub | None:
+        sub = self.by_id.get(event.subscriber_id) if event.subscriber_id is not None else None
+        if sub is None and event.email:
+            sub = self.by_email.get(_key(event.email))
+        return sub
+
+
+@dataclass(frozen=True, slots=True)
+class BouncePolicy:
+    hard_limit: int = 1
+    soft_limit: int = 3
+    soft_window_days: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class BounceEvent:
+    id: int
+    message_id: int | None
+    email: str
+    subscriber_id: int | None
+    digest_date: dt.date | None
+    kind: str
+    status: str
+    reason: str
+    action: str
+    created_at: dt.datetime
+    source: str
+
+
+class BouncesMixin:
+    engine: sa.Engine
+
+    def bounce_message_known(self, sha256: str) -> bool:
+        with self.engine.connect() as conn:
+            q = sa.select(bounce_messages.c.id).where(bounce_messages.c.sha256 == sha256)
+            return conn.execute(q).first() is not None
+
+    def record_inbound(
+        self,
+        *,
+        sha256: str,
+        source: str,
+        raw: bytes,
+        summary: str,
+        events: list[InboundEvent],
+        policy: BouncePolicy,
+        now: dt.datetime | None = None,
+    ) -> list[str] | None:
+        """Store one inbound message and act on its events; the action taken for each event,
+        or None if this message was imported before (then nothing changes)."""
+        item = InboundMessage(sha256, source, raw, summary, events)
+        return self.record_inbound_batch([item], policy, now=now)[0]
+
+    def record_inbound_batch(
+        self,
+        items: list[InboundMessage],
+        policy: BouncePolicy,
+        *,
+        now: dt.datetime | None = None,
+    ) -> list[list[str] | None]:
+        """`record_inbound` for many messages in one transaction (an import of thousands pays
+        one commit a batch, one query for the known messages and one for the subscribers)."""
+        now = now or _now()
+        results: list[list[str] | None] = []
+        with self._write() as conn:  # type: ignore[attr-defined]
+            shas = [i.sha256 for i in items]
+            known = set(
+                conn.execute(
+                    sa.select(bounce_messages.c.sha256).where(bounce_messages.c.sha256.in_(shas))
+                ).scalars()
+            )
+            subs = _Subscribers(conn, [e for i in items for e in i.events])
+            insert = dialect_insert(conn.dialect.name, bounce_messages).on_conflict_do_nothing(
+                index_elements=["sha256"]
+            )
+            pending: list[dict[str, Any]] = []
+            for item in items:
+                if item.sha256 in known:
+                    results.append(None)
+                    continue
+                known.add(item.sha256)
+                res = conn.execute(
+                    insert,
+                    {
+                        "sha256": item.sha256,
+                        "source": item.source[:1000],
+                        "size": len(item.raw),
+                        "summary": item.summary[:500],
+                        "raw": item.raw,
+                        "received_at": now,
+                    },
+                )
+                if res.rowcount == 0:  # imported meanwhile by another process
+                    results.append(None)
+                    continue
+                message_id = res.inserted_primary_key[0]
+                actions = []
+                for event in item.events:
+                    if event.kind == "soft" and pending:
+                        # the soft count reads this reader's earlier events: write them first
+                        conn.execute(bounce_events.insert(), pending)
+                        pending = []
+                    row = subs.find(event)
+                    action = self._act(conn, row, event, policy, now)
+                    email = row.email if row else _key(event.email) if event.email else ""
+                    pending.append(
+                        {
+                            "message_id": message_id,
+                            "email": email[:320],
+                            "subscriber_id": row.id if row else None,
+                            "digest_date": event.digest_date,
+                            "kind": event.kind,
+                            "status": event.status[:16],
+                            "reason": event.reason[:500],
+                            "action": action[:200],
+                            "created_at": now,
+                        }
+                    )
+                    actions.append(action)
+                results.append(actions)
+            if pending:
+                conn.execute(bounce_events.insert(), pending)
+        return results
+
+    def record_send_refusal(
+        self, email: str, digest_date: dt.date, kind: str, reply: str, action: str
+    ) -> None:
+        """Record a refusal during the send (RCPT TO or DATA) as an event with no message."""
+        key = _key(email)
+        with self._write() as conn:  # type: ignore[attr-defined]
+            sub_id = conn.execute(
+                sa.select(subscribers.c.id).where(subscribers.c.email == key)
+            ).scalar()
+            conn.execute(
+                bounce_events.insert().values(
+                    message_id=None,
+                    email=key,
+                    subscriber_id=sub_id,
+                    digest_date=digest_date,
+                    kind=kind,
+                    status=_status_of(reply),
+                    reason=reply[:500],
+                    action=action[:200],
+                    created_at=_now(),
+                )
+            )
+
+    def _act(
+        self,
+        conn: sa.Connection,
+        row: Any,
+        event: InboundEvent,
+        policy: BouncePolicy,
+        now: dt.datetime,
+    ) -> str:
+        kind = event.kind
+        if kind in ("blocked", "ignored"):
+            return "recorded"
+        if row is None:
+            return "unknown address"
+        if kind in ("complaint", "unsubscribe"):
+            reason = "complaint" if kind == "complaint" else "unsubscribed by mail"
+            if row.status != UNSUBSCRIBED:
+                row.status = UNSUBSCRIBED
+                _set(conn, row, now)
+            _suppress(conn, row.email, reason, now)
+            return f"suppressed ({reason})"
+        if row.status in (UNSUBSCRIBED, BOUNCED):
+            return f"already {row.status}"
+        if kind == "hard":
+            row.hard_bounces += 1
+            count = row.hard_bounces
+            if count >= max(policy.hard_limit, 1):
+                row.status = BOUNCED
+                _set(conn, row, now)
+                _suppress(conn, row.email, f"bounced: {event.status} {event.reason}", now)
+                return f"suppressed (hard bounce {count}/{policy.hard_limit})"
+            _set(conn, row, now)
+            return f"counted (hard bounce {count}/{policy.hard_limit})"
+        if kind == "soft":
+            days = self._soft_days(conn, row, event, policy, now)
+            if len(days) >= max(policy.soft_limit, 1):
+                row.status = BOUNCED
+                _set(conn, row, now)
+                _suppress(conn, row.email, f"bounced: soft bounces on {len(days)} days", now)
+                return f"suppressed (soft bounces on {len(days)} days)"
+            return f"counted (soft bounce day {len(days)}/{policy.soft_limit})"
+        return "recorded"
+
+    @staticmethod
+    def _soft_days(
+        conn: sa.Connection, row: Any, event: InboundEvent, policy: BouncePolicy, now: dt.datetime
+    ) -> set[dt.date]:
+        """The distinct days of this reader's soft bounces in the window, this one included,
+        after the last digest sent to them that did not bounce."""
+        since = now - dt.timedelta(days=max(policy.soft_window_days, 1))
+        this_day = event.digest_date or now.date()
+        rows = conn.execute(
+            sa.select(bounce_events.c.kind, bounce_events.c.digest_date, bounce_events.c.created_at)
+            .where(bounce_events.c.subscriber_id == row.id)
+            .where(bounce_events.c.kind.in_(("soft", "hard", "blocked")))
+        ).all()
+        bounced_days = {r.digest_date or r.created_at.date() for r in rows} | {this_day}
+        soft = {
+            r.digest_date or r.created_at.date()
+            for r in rows
+            if r.kind == "soft" and r.created_at >= since
+        } | {this_day}
+        sent = conn.execute(
+            sa.select(ledger.c.digest_date)
+            .where(ledger.c.email == row.email, ledger.c.status == SENT)
+            .where(ledger.c.digest_date < this_day)
+            .order_by(ledger.c.digest_date.desc())
+            .limit(200)
+        ).scalars()
+        last_ok = next((d for d in sent if d not in bounced_days), None)
+        return {d for d in soft if last_ok is None or d > last_ok}
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def iter_bounce_events(
+        self, kind: str | None = None, email: str | None = None
+    ) -> Iterator[BounceEvent]:
+        q = sa.select(bounce_events, bounce_messages.c.source).select_from(
+            bounce_events.outerjoin(
+                bounce_messages, bounce_messages.c.id == bounce_events.c.message_id
+            )
+        )
+        if kind:
+            q = q.where(bounce_events.c.kind == kind)
+        if email:
+            q = q.where(bounce_events.c.email == _key(email))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(bounce_events.c.id)).all()
+        for r in rows:
+            yield BounceEvent(
+                id=r.id,
+                message_id=r.message_id,
+                email=r.email,
+                subscriber_id=r.subscriber_id,
+                digest_date=r.digest_date,
+                kind=r.kind,
+                status=r.status,
+                reason=r.reason,
+                action=r.action,
+                created_at=r.created_at,
+                source=r.source or "smtp (during the send)",
+            )
+
+    def bounce_message(self, message_id: int) -> tuple[str, bytes] | None:
+        """(source, raw bytes) of a kept inbound message."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(bounce_messages.c.source, bounce_messages.c.raw).where(
+                    bounce_messages.c.id == message_id
+                )
+            ).first()
+        return (row.source, bytes(row.raw)) if row else None
+
+    def bounce_counts(self, digest_dates: list[dt.date]) -> dict[dt.date, dict[str, int]]:
+        """{digest date: {kind: distinct addresses}} for the events that name a digest."""
+        out: dict[dt.date, dict[str, int]] = {d: {} for d in digest_dates}
+        if not digest_dates:
+            return out
+        q = (
+            sa.select(
+                bounce_events.c.digest_date,
+                bounce_events.c.kind,
+                sa.func.count(sa.distinct(bounce_events.c.email)),
+            )
+            .where(bounce_events.c.digest_date.in_(digest_dates))
+            .group_by(bounce_events.c.digest_date, bounce_events.c.kind)
+        )
+        with self.engine.connect() as conn:
+            for date, kind, n in conn.execute(q):
+                out[date][kind] = n
+        return out
+
+
+def _status_of(reply: str) -> str:
+    from ..bounces.classify import enhanced_status
+
+    return enhanced_status(reply) or reply[:3]
+
+
+# Statements built once (an import runs them thousands of times): bound by name per call.
+_SET_SUBSCRIBER = (
+    subscribers.update()
+    .where(subscribers.c.id == sa.bindparam("sid"))
+    .values(
+        status=sa.bindparam("status"),
+        hard_bounces=sa.bindparam("hard_bounces"),
+        updated_at=sa.bindparam("now"),
+    )
+)
+
+
+def _set(conn: sa.Connection, row: _Sub, now: dt.datetime) -> None:
+    """Write a subscriber's status and hard-bounce count as `row` has them now."""
+    params = {"sid": row.id, "status": row.status, "hard_bounces": row.hard_bounces, "now": now}
+    conn.execute(_SET_SUBSCRIBER, params)
+
+
+def _suppress(conn: sa.Connection, email: str, reason: str, now: dt.datetime) -> None:
+    """Put an address on the suppression list; an existing entry keeps its reason (as
+    SubscribersMixin._suppress, with the statement built once per dialect)."""
+    stmt = _SUPPRESS.get(conn.dialect.name)
+    if stmt is None:
+        stmt = dialect_insert(conn.dialect.name, suppressions).on_conflict_do_nothing(
+            index_elements=["email"]
+        )
+        _SUPPRESS[conn.dialect.name] = stmt
+    reason = " ".join(reason.split())[:200]
+    conn.execute(stmt, {"email": email, "reason": reason, "created_at": now})
+
+
+_SUPPRESS: dict[str, Any] = {}

@@ -1,0 +1,178 @@
+"""Helpers for the bounce tests: a config with VERP, subscribers, DSNs built like a mail system
+builds them (RFC 3464), and the `publisher` command run as a subprocess."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from email.utils import format_datetime
+from pathlib import Path
+
+from publisher.bounces.verp import UNSUBSCRIBE, VERP, TokenCodec
+from publisher.config import Config, load_config
+from publisher.state import Store
+
+from .pg import state_toml
+
+SECRET = "bounce-test-secret-0123456789abcdef"
+DOMAIN = "papers.example.org"
+RETURN_PATH = f"bounces+{{token}}@{DOMAIN}"
+MAILTO = f"mailto:unsubscribe+{{token}}@{DOMAIN}?subject=unsubscribe"
+SAMPLES = Path(__file__).resolve().parent / "fixtures" / "bounces"
+
+
+def write_config(tmp: Path, db_url: str, extra: str = "", **bounces: object) -> Config:
+    (tmp / "subscribers").mkdir(parents=True, exist_ok=True)
+    (tmp / "subscribers" / "subscribers.csv").write_text("email,name\n")
+    section = "".join(f"{k} = {json.dumps(v)}\n" for k, v in bounces.items())
+    (tmp / "config.toml").write_text(
+        "[email]\n"
+        f'from = "Daily Papers <papers@{DOMAIN}>"\n'
+        f'return_path = "{RETURN_PATH}"\n'
+        f'unsubscribe_mailto = "{MAILTO}"\n' + extra + "[bounces]\n" + section + state_toml(db_url)
+    )
+    return load_config(tmp / "config.toml")
+
+
+def add(store: Store, *emails: str) -> dict[str, int]:
+    ids = {}
+    for e in emails:
+        sub, _ = store.add_subscriber(e, status="active", source="cli")
+        ids[e] = sub.id
+    return ids
+
+
+def verp(sub_id: int, day: dt.date, secret: str = SECRET) -> str:
+    return f"bounces+{TokenCodec([secret.encode()], VERP).sign(sub_id, day)}@{DOMAIN}"
+
+
+def unsub_address(sub_id: int, day: dt.date, secret: str = SECRET) -> str:
+    token = TokenCodec([secret.encode()], UNSUBSCRIBE).sign(sub_id, day)
+    return f"unsubscribe+{token}@{DOMAIN}"
+
+
+def dsn(
+    to: str,
+    recipient: str,
+    status: str = "5.1.1",
+    diagnostic: str = "smtp; 550 5.1.1 <{r}>: Recipient address rejected: User unknown",
+    *,
+    action: str = "failed",
+    when: dt.datetime | None = None,
+    serial: str = "1",
+) -> bytes:
+    """An RFC 3464 report as an MTA writes it, sent to `to` about `recipient`; the returned
+    headers carry our List-Unsubscribe mailto (a bounce must not read as an unsubscribe)."""
+    date = format_datetime(when or dt.datetime(2024, 5, 15, 7, 0, tzinfo=dt.UTC))
+    text = f"""From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
+To: {to}
+Subject: Undelivered Mail Returned to Sender
+Date: {date}
+Message-ID: <dsn-{serial}@mx.example.net>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B{serial}"
+
+--B{serial}
+Content-Type: text/plain
+
+This is the mail system at host mx.example.net ({serial}).
+
+--B{serial}
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; {recipient}
+Action: {action}
+Status: {status}
+Diagnostic-Code: {diagnostic.format(r=recipient)}
+
+--B{serial}
+Content-Type: text/rfc822-headers
+
+From: Daily Papers <papers@{DOMAIN}>
+To: {recipient}
+Subject: Daily Papers 2024-05-15
+List-Unsubscribe: <{MAILTO.format(token="a" * 18)}>
+
+--B{serial}--
+"""
+    return text.encode()
+
+
+def cli(cfg: Config, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "publisher.cli", *args[:2], "--config", str(cfg.path), *args[2:]]
+    env_run = subprocess.run(
+        cmd,
+        input=stdin.decode("utf-8", "surrogateescape") if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
+    return env_run
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PUBLISHER_SECRET": SECRET}
+
+
+def events(cfg: Config, *args: str) -> list[dict]:
+    run = cli(cfg, "bounces", "list", "--json", *args)
+    assert run.returncode == 0, run.stderr
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def ingest(cfg: Config, raw: bytes, source: str = "test") -> str:
+    """One message through the same intake as `bounces import`, in this process; its line."""
+    from publisher.bounces.intake import Intake
+
+    with Store.open(cfg) as store:
+        return Intake(cfg, store, [SECRET.encode()]).process(raw, source).line
+
+
+def stored_events(cfg: Config, kind: str | None = None) -> list:
+    with Store.open(cfg) as store:
+        return list(store.iter_bounce_events(kind))
+
+
+def arf(recipient: str, return_path: str, serial: str = "1") -> bytes:
+    """An RFC 5965 abuse report as a feedback loop sends it: the reported message as the
+    mailbox provider stored it, with the Return-Path its delivery added (the VERP address)."""
+    return f"""From: feedback@fbl.example.com
+To: abuse@{DOMAIN}
+Subject: FW: Abuse report
+Date: Wed, 15 May 2024 10:00:00 +0000
+Message-ID: <arf-{serial}@fbl.example.com>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="A{serial}"
+
+--A{serial}
+Content-Type: text/plain
+
+This is an email abuse report.
+
+--A{serial}
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: ExampleFBL/1.0
+Version: 1
+
+--A{serial}
+Content-Type: message/rfc822
+
+Return-Path: <{return_path}>
+From: Daily Papers <papers@{DOMAIN}>
+To: {recipient}
+Subject: Daily Papers
+
+Hello.
+
+--A{serial}--
+""".encode()
