@@ -84,17 +84,16 @@ def test_421_for_the_whole_send_is_an_outage_and_the_next_run_completes(
         cfg = write_config(tmp_path, server.port, db_url, connections=4, max_attempts=3)
         emails = readers(cfg, n)
         recorder.refuse_service = where
-        t0 = time.monotonic()
         res = send(cfg)
-        elapsed = time.monotonic() - t0
         assert res.returncode == 1, res.stdout + res.stderr
         assert "Traceback" not in res.stderr
         [line] = errors(res.stderr)  # one line says what happened
         assert "refuses service: 421 4.3.2" in line, line
         assert "after 3 attempts" in line and "nothing was marked failed" in line, line
         assert res.stdout == ""  # no summary: the send did not run to its end
-        assert elapsed < 30, "each message was tried in turn instead of stopping the send"
-        assert recorder.messages == [] and recorder.refused >= 3
+        # Stopped as a whole: a few refused attempts per connection, not max_attempts per reader
+        # (which would be 3 x 60 refusals), and no time-based check (the machine may be loaded).
+        assert recorder.messages == [] and 3 <= recorder.refused < n, recorder.refused
         rows = ledger_rows(cfg)
         assert len(rows) == n
         assert {r["status"] for r in rows} == {"queued"}  # nothing failed, nothing lost
@@ -216,10 +215,8 @@ def test_sigterm_mid_send_finishes_in_flight_messages_and_exits_130(
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the send made no progress"
             time.sleep(0.01)
-        t0 = time.monotonic()
         os.kill(proc.pid, signum)
-        out, err = proc.communicate(timeout=15)
-        assert time.monotonic() - t0 < 5, "the stop took too long"
+        out, err = proc.communicate(timeout=60)  # a hang guard: a stop takes well under 1 s
         assert proc.returncode == 130, out + err
         assert "Traceback" not in err
         name = signal.Signals(signum).name
@@ -253,15 +250,15 @@ def test_stop_during_a_retry_leaves_the_message_queued_not_failed(
 
     server = start_server(recorder)
     try:
-        cfg = write_config(tmp_path, server.port, db_url, connections=1, retry_base_seconds=30.0)
-        recorder.defer_data["slow@example.com"] = 1  # 451 once: a retry in 30 s
+        cfg = write_config(tmp_path, server.port, db_url, connections=1, retry_base_seconds=3600.0)
+        recorder.defer_data["slow@example.com"] = 1  # 451 once: a retry in an hour
         stop = threading.Event()
         with Store.open(cfg) as store:
             subscribe(cfg, store, ["slow@example.com"])
             threading.Timer(0.5, stop.set).start()
             t0 = time.monotonic()
             report = deliver(cfg, store, DAY, build, stop=stop)
-            assert time.monotonic() - t0 < 5
+            assert time.monotonic() - t0 < 600  # it did not sit out the hour-long backoff
             row = store.ledger_entry(DAY, "slow@example.com")
             assert row["status"] == "queued" and row["claimed_by"] is None
             assert report.stopped and not report.ok and report.failed == 0
