@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from publisher.config import default_config  # noqa: E402
 from publisher.digest import find_digests, parse_file  # noqa: E402
-from publisher.site import ATOM_FILE, JSON_FILE, RSS_FILE, build_site, index_search  # noqa: E402
+from publisher.site import build_site, index_search  # noqa: E402
+from publisher.urls import ATOM_FILE, JSON_FILE, RSS_FILE  # noqa: E402
 
 FULL_TARGET = 3.0
 INCREMENTAL_TARGET = 0.3

@@ -35,8 +35,8 @@ from .newsletter import (
     Newsletter,
     one_line,
 )
-from .site import base_url
 from .tokens import Signer
+from .urls import unsubscribe_url
 
 CRLF = b"\r\n"
 _B64_LINE = 57  # raw bytes per 76-character base64 line (RFC 2045)
@@ -58,11 +58,6 @@ def sender_domain(cfg: Config) -> str:
     if "@" not in addr:
         raise ConfigError(f"{cfg.path}: 'email.from' has no address with a domain: {addr!r}")
     return addr.rpartition("@")[2].lower()
-
-
-def unsubscribe_url(cfg: Config, token: str) -> str:
-    """The one-click unsubscribe URL for a signed token (served by the web server)."""
-    return f"{base_url(cfg)}unsubscribe/{token}"
 
 
 def unsubscribe_mailto(cfg: Config) -> str:

@@ -28,7 +28,7 @@ import cssutils
 import premailer
 from markupsafe import Markup, escape
 
-from . import site
+from . import urls
 from .config import Config
 from .digest import Bullet, Digest, Paper
 from .errors import ConfigError
@@ -297,7 +297,7 @@ def render_newsletter(digest: Digest, cfg: Config) -> Newsletter:
     t = strings(cfg.site.language)
     views = [_view(n, p, cfg, t["et_al"]) for n, p in enumerate(digest.papers)]
     subject = subject_for(digest, cfg)
-    day_url = site.day_url(cfg, digest.date)
+    day_url = urls.day_url(cfg, digest.date)
     common = {
         "lang": cfg.site.language,
         "site_title": cfg.site.title,

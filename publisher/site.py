@@ -7,7 +7,7 @@ Three promises, and how they are kept:
 - Deterministic bytes. No wall clock anywhere: an entry's `published` is its date at
   `feed.publish_hour` in `site.timezone`, its `updated` comes from the manifest below, and the
   feeds' own updated/lastBuildDate is the newest entry's updated.
-- Stable entries. Each day's id is a tag: URI (see `entry_id`). The manifest
+- Stable entries. Each day's id is a tag: URI (see `urls.entry_id`). The manifest
   (`.build-manifest.json` in the output folder, replaced atomically) remembers per date the
   sha256 of the parsed digest and its `updated` time. First seen: updated = published. Content
   changed: updated = max(source file's mtime, previous updated + 1 s), so an edit moves the entry
@@ -46,14 +46,22 @@ from .digest import Digest, find_digests, parse_file
 from .errors import ConfigError, DigestError
 from .i18n import strings
 from .templating import jinja_env, templates_dir
+from .urls import (
+    ATOM_FILE,
+    JSON_FILE,
+    RSS_FILE,
+    SITEMAP,
+    absolute_url,
+    base_url,
+    day_path,
+    day_url,
+    entry_id,
+    month_path,
+)
 
 MANIFEST = ".build-manifest.json"
 # Bump when the manifest's shape or the meaning of its caches changes.
 MANIFEST_VERSION = 2
-RSS_FILE = "feed.xml"
-ATOM_FILE = "atom.xml"
-JSON_FILE = "feed.json"
-SITEMAP = "sitemap.xml"
 STYLESHEET = "style.css"
 # Copied as they are from templates/site/ into the output root.
 STATIC_FILES = ("style.css", "search.js", "favicon.ico", "favicon.svg")
@@ -129,21 +137,6 @@ class _Day:
 # URLs and ids
 
 
-def base_url(cfg: Config) -> str:
-    base = cfg.site.base_url
-    return base if base.endswith("/") else base + "/"
-
-
-def day_path(date: dt.date) -> str:
-    """A day's folder relative to the output root: `YYYY/MM/DD/` (its page is index.html)."""
-    return f"{date.year:04d}/{date.month:02d}/{date.day:02d}/"
-
-
-def month_path(year: int, month: int) -> str:
-    """A month's folder relative to the output root: `YYYY/MM/` (its page is index.html)."""
-    return f"{year:04d}/{month:02d}/"
-
-
 def paper_anchors(digest: Digest) -> list[str]:
     """Each paper's id on its day page: the arXiv id (`#2405.12345`), else `paper-N`; a repeat
     gets `-2`, `-3` so ids stay unique."""
@@ -158,32 +151,6 @@ def paper_anchors(digest: Digest) -> list[str]:
         seen.add(anchor)
         out.append(anchor)
     return out
-
-
-def day_url(cfg: Config, date: dt.date) -> str:
-    """Absolute URL of a day's page; the email's "view in browser" link. Keep it stable."""
-    return urljoin(base_url(cfg), day_path(date))
-
-
-def entry_id(cfg: Config, date: dt.date) -> str:
-    """The feed id of a day: `tag:HOST,YYYY-MM-DD:/YYYY/MM/DD/` (RFC 4151).
-
-    A tag URI rather than the page URL because an id must never change, while the URL may move
-    from http to https, to another port or under another path prefix; only the host name is in
-    it. It is not a link, so the RSS guid says isPermaLink="false" and the item has a <link>.
-    """
-    host = urlsplit(base_url(cfg)).hostname or "localhost"
-    return f"tag:{host},{date.isoformat()}:/{day_path(date)}"
-
-
-def absolute_url(cfg: Config, url: str | None) -> str:
-    """An http(s) URL made absolute against site.base_url; "" for other schemes (javascript:)."""
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    if parts.scheme and parts.scheme.lower() not in ("http", "https"):
-        return ""
-    return urljoin(base_url(cfg), url)
 
 
 def entry_title(cfg: Config, date: dt.date) -> str:

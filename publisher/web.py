@@ -51,13 +51,13 @@ from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import state as st
+from . import urls
 from .config import Config
 from .i18n import strings
-from .mailer import unsubscribe_url as mailer_unsubscribe_url
-from .site import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
 from .state import InvalidAddress, Store, normalize_email, normalize_name
 from .templating import jinja_env
 from .tokens import TokenError, read, sign_id
+from .urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
 from .web_mail import MailError, send_confirmation
 
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
@@ -190,25 +190,6 @@ def log_config() -> dict[str, Any]:
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact_tokens")
     return config
-
-
-# ---------------------------------------------------------------------------------------------
-# Links (the newsletter's List-Unsubscribe header uses unsubscribe_url)
-
-
-def unsubscribe_url(cfg: Config, secret: bytes, subscriber_id: int) -> str:
-    """`{base_url}unsubscribe/TOKEN`: the List-Unsubscribe (RFC 8058) and footer link."""
-    return mailer_unsubscribe_url(cfg, sign_id(secret, "unsubscribe", subscriber_id))
-
-
-def manage_url(cfg: Config, secret: bytes, subscriber_id: int) -> str:
-    """`{base_url}preferences/TOKEN`: status, subscribe again, download the stored data."""
-    return f"{base_url(cfg)}preferences/{sign_id(secret, 'manage', subscriber_id)}"
-
-
-def confirm_url(cfg: Config, secret: bytes, subscriber_id: int, issued: float) -> str:
-    """`{base_url}confirm/TOKEN`; the token names the subscriber and when it was issued."""
-    return f"{base_url(cfg)}confirm/{sign_id(secret, 'confirm', subscriber_id, issued)}"
 
 
 class ExpiredLink(TokenError):
@@ -355,15 +336,14 @@ class WebSide:
     # -- rendering ---------------------------------------------------------------------------
 
     def page(self, template: str, heading: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        base = base_url(self.cfg)
         html = (
             jinja_env(self.cfg)
             .get_template(template)
             .render(
                 site=self.cfg.site,
-                root=base,
-                rss_url=base + RSS_FILE,
-                atom_url=base + ATOM_FILE,
+                root=base_url(self.cfg),
+                rss_url=urls.absolute_url(self.cfg, RSS_FILE),
+                atom_url=urls.absolute_url(self.cfg, ATOM_FILE),
                 heading=heading,
                 **ctx,
             )
@@ -381,7 +361,7 @@ class WebSide:
             "web/expired.html",
             self.t["expired_title"],
             status=400,
-            subscribe_url=base_url(self.cfg) + "subscribe",
+            subscribe_url=urls.subscribe_url(self.cfg),
         )
 
     # -- subscribe ---------------------------------------------------------------------------
@@ -393,7 +373,7 @@ class WebSide:
             "web/subscribe.html",
             self.t["subscribe_title"],
             status,
-            action=base_url(self.cfg) + "subscribe",
+            action=urls.subscribe_url(self.cfg),
             error=error,
             email=email,
             name=name,
@@ -451,7 +431,8 @@ class WebSide:
             email, name, status=st.PENDING, source="web", rename=False
         )
         try:
-            self.sender(self.cfg, email, confirm_url(self.cfg, self.secret, sub.id, now))
+            token = sign_id(self.secret, "confirm", sub.id, now)  # names when it was issued
+            self.sender(self.cfg, email, urls.confirm_url(self.cfg, token))
         except MailError:
             self.store.give_back_token(key, 1, period, self.clock())
             raise
@@ -500,7 +481,7 @@ class WebSide:
                 "web/confirm.html",
                 self.t["confirm_action"],
                 email=email,
-                action=f"{base_url(self.cfg)}confirm/{token}",
+                action=urls.confirm_url(self.cfg, token),
             )
         if await _read_body(request) is None:
             return self.message(self.t["too_large"], self.t["too_large"], status=413)
@@ -527,7 +508,7 @@ class WebSide:
                 "web/unsubscribe.html",
                 self.t["unsubscribe_title"],
                 email=email,
-                action=f"{base_url(self.cfg)}unsubscribe/{token}",
+                action=urls.unsubscribe_url(self.cfg, token),
             )
         # RFC 8058: the body is `List-Unsubscribe=One-Click`, urlencoded or multipart. Our own
         # button posts the same. The signed token is the authority, so the body is only size-
@@ -556,13 +537,12 @@ class WebSide:
             if _field(form, "action") == "resubscribe":
                 # The token was mailed to this address: using it is the owner's fresh consent.
                 await run_in_threadpool(self.store.resubscribe, email, "", "web")
-        base = base_url(self.cfg)
         sub = await run_in_threadpool(self.store.get, email)
         status = sub.status if sub else None
         # The page's unsubscribe button: a token naming the id, or the very token the reader
         # came with when the address has no row (an old-form link).
-        unsubscribe_action = (
-            unsubscribe_url(self.cfg, self.secret, sub.id) if sub else f"{base}unsubscribe/{token}"
+        unsubscribe_action = urls.unsubscribe_url(
+            self.cfg, sign_id(self.secret, "unsubscribe", sub.id) if sub else token
         )
         if status == st.ACTIVE and not await run_in_threadpool(self.store.is_suppressed, email):
             status_text, active = self.t["status_active"], True
@@ -576,9 +556,9 @@ class WebSide:
             email=email,
             status_text=status_text,
             active=active,
-            action=f"{base}preferences/{token}",
+            action=urls.preferences_url(self.cfg, token),
             unsubscribe_action=unsubscribe_action,
-            data_url=f"{base}preferences/{token}/data.json",
+            data_url=urls.preferences_data_url(self.cfg, token),
         )
 
     async def preferences_data(self, request: Request) -> Response:

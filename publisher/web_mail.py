@@ -16,9 +16,9 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from .config import Config
 from .errors import PublisherError
 from .i18n import strings
-from .site import base_url
 from .templating import jinja_env
 from .transport import DeliveryError, SmtpSetupError, envelope_sender, make_transport_factory
+from .urls import base_url
 
 FONT_STACK = (
     '-apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Apple SD Gothic Neo", '

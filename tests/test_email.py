@@ -36,11 +36,10 @@ from publisher.mailer import (
     MessageFactory,
     encode_unstructured,
     sender_domain,
-    unsubscribe_url,
 )
 from publisher.newsletter import PLACEHOLDERS, Newsletter, render_newsletter
-from publisher.site import day_url
 from publisher.tokens import Signer, read, sign, verify
+from publisher.urls import day_url, unsubscribe_url
 
 from .conftest import CORPUS, FIXTURES, ROOT, corpus_files, needs_corpus, shipped_copy
 

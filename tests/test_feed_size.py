@@ -18,7 +18,8 @@ from lxml import etree
 
 from publisher.config import default_config
 from publisher.digest import parse_file
-from publisher.site import build_site, day_url, entry_id, paper_anchors
+from publisher.site import build_site, paper_anchors
+from publisher.urls import day_url, entry_id
 
 from .conftest import corpus_files
 from .sitehelpers import DAYS, site_config, write_digest

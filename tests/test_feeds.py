@@ -15,7 +15,8 @@ import feedparser
 import pytest
 from lxml import etree
 
-from publisher.site import build_site, day_url, entry_id
+from publisher.site import build_site
+from publisher.urls import day_url, entry_id
 
 from .sitehelpers import DAYS, digest_text, site_config, write_digest
 

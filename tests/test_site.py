@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from publisher.cli import cli
 from publisher.digest import parse
-from publisher.site import build_site, day_url
+from publisher.site import build_site
+from publisher.urls import day_url
 
 from .conftest import needs_corpus
 from .sitehelpers import DAYS, digest_text, site_config, write_digest

@@ -31,7 +31,8 @@ from publisher.config import Config
 from publisher.i18n import strings
 from publisher.state import Store
 from publisher.tokens import sign, sign_id
-from publisher.web import create_app, manage_url, unsubscribe_url
+from publisher.urls import preferences_url, unsubscribe_url
+from publisher.web import create_app
 from publisher.web_mail import MailError, build_confirmation, send_confirmation
 
 from .pg import with_database
@@ -72,10 +73,12 @@ class Web:
 
     def unsub_url(self, address: str) -> str:
         """The unsubscribe link the newsletter carries for `address` (its token names the id)."""
-        return unsubscribe_url(self.cfg, SECRET, self.store.get(address).id)  # type: ignore[union-attr]
+        token = sign_id(SECRET, "unsubscribe", self.store.get(address).id)  # type: ignore[union-attr]
+        return unsubscribe_url(self.cfg, token)
 
     def manage_url(self, address: str) -> str:
-        return manage_url(self.cfg, SECRET, self.store.get(address).id)  # type: ignore[union-attr]
+        token = sign_id(SECRET, "manage", self.store.get(address).id)  # type: ignore[union-attr]
+        return preferences_url(self.cfg, token)
 
     def confirm(self, link: str) -> httpx.Response:
         """The confirmation as a person gives it: the button on the page posts to the link."""

@@ -25,7 +25,8 @@ from publisher.config import Config, load_config
 from publisher.state import Store
 from publisher.state.limits import PRUNE_EVERY
 from publisher.state.schema import rate_limits, subscribers
-from publisher.web import manage_url, unsubscribe_url
+from publisher.tokens import sign_id
+from publisher.urls import preferences_url, unsubscribe_url
 
 from .pg import state_toml
 from .webhelpers import SECRET, Inbox, free_port, smtp_server
@@ -239,8 +240,8 @@ def test_confirm_and_unsubscribe_at_once_on_both_servers_never_fail(
     with srv.store() as store:
         ids = {address: store.get(address).id for address in addresses}  # type: ignore[union-attr]
     for address in addresses:
-        unsub = unsubscribe_url(srv.cfg, SECRET, ids[address])
-        manage = manage_url(srv.cfg, SECRET, ids[address])
+        unsub = unsubscribe_url(srv.cfg, sign_id(SECRET, "unsubscribe", ids[address]))
+        manage = preferences_url(srv.cfg, sign_id(SECRET, "manage", ids[address]))
         for i in range(4):
             base = srv.bases[i % 2]
             reqs.append(post(on(base, links[address]), {}))
