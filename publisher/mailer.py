@@ -11,53 +11,55 @@ message with the email package costs milliseconds per reader, and `policy.SMTP` 
 List-Unsubscribe URL into an encoded-word (`=?utf-8?q?...?=`) that mail clients do not decode
 there. Every header value is forced onto one line (CR/LF cannot come through from data) and
 every folding point is chosen here; the tests parse the result back with the email package.
+The header encoding, the sender headers and the base64 parts are publisher/mime.py's, shared
+with the signup's confirmation mail; DKIM is publisher/signing.py's.
 """
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import os
 import re
 import time
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import parseaddr
 from html import escape
 
 from . import signing
 from .bounces.verp import UNSUBSCRIBE, TokenCodec
-from .config import Config, check_dkim
-from .errors import ConfigError, PublisherError
+from .config import Config
+from .errors import ConfigError
+from .mime import (
+    B64_LINE,
+    CRLF,
+    b64_lines,
+    canonical,
+    check_address,
+    date_value,
+    encode_phrase,
+    encode_unstructured,
+    format_address,
+    from_header,
+    message_id,
+    new_boundary,
+    one_line,
+    part_head,
+    reply_to_header,
+    sender_domain,
+)
 from .newsletter import (
     PLACEHOLDER_EMAIL,
     PLACEHOLDER_NAME,
     PLACEHOLDER_UNSUBSCRIBE,
     PLACEHOLDERS,
     Newsletter,
-    one_line,
 )
 from .tokens import Signer
 from .urls import unsubscribe_url
 
-CRLF = b"\r\n"
-_B64_LINE = 57  # raw bytes per 76-character base64 line (RFC 2045)
-_WORD_BYTES = 42  # UTF-8 bytes per encoded-word: "=?utf-8?b?" + 56 + "?=" fits a 78-char line
 _PLACEHOLDER_RE = re.compile(("(" + "|".join(PLACEHOLDERS) + ")").encode())
 _EMAIL, _NAME, _UNSUB = (
     p.encode() for p in (PLACEHOLDER_EMAIL, PLACEHOLDER_NAME, PLACEHOLDER_UNSUBSCRIBE)
 )
-_BAD_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f<>,;\"\\]")
-
-
-class AddressError(PublisherError):
-    """A recipient address that cannot be written into a header."""
-
-
-def sender_domain(cfg: Config) -> str:
-    """The domain of `[email] from` (for Message-ID, List-Id and the derived mailto)."""
-    addr = parseaddr(cfg.email.from_)[1]
-    if "@" not in addr:
-        raise ConfigError(f"{cfg.path}: 'email.from' has no address with a domain: {addr!r}")
-    return addr.rpartition("@")[2].lower()
 
 
 def unsubscribe_mailto(cfg: Config) -> str:
@@ -103,114 +105,23 @@ def feedback_id(cfg: Config, date: dt.date) -> str:
     return value
 
 
-def encode_words(text: str) -> str:
-    """RFC 2047 base64 encoded-words for `text`, folded with CRLF SP; decodes to exactly `text`.
-
-    Cut on character boundaries; a decoder joins adjacent encoded-words without the folding
-    whitespace between them, so nothing is added or lost.
-    """
-    words, chunk, size = [], [], 0
-    for ch in text:
-        n = len(ch.encode())
-        if size + n > _WORD_BYTES and chunk:
-            words.append("".join(chunk))
-            chunk, size = [], 0
-        chunk.append(ch)
-        size += n
-    if chunk:
-        words.append("".join(chunk))
-    encoded = (
-        "=?utf-8?b?" + binascii.b2a_base64(w.encode(), newline=False).decode() + "?=" for w in words
-    )
-    return "\r\n ".join(encoded)
-
-
-def _needs_encoding(text: str) -> bool:
-    return not text.isascii() or "=?" in text or not text.isprintable()
-
-
-def encode_unstructured(text: str, name_len: int) -> str:
-    """A one-line unstructured value (Subject), folded at spaces: ASCII words stay readable.
-
-    Only runs of words that need it (non-ASCII, or "=?") become RFC 2047 encoded-words; the
-    spaces inside a run are encoded with it (a decoder drops the whitespace between two
-    encoded-words), the spaces around it are plain, so the value decodes to exactly `text`.
-    """
-    text = one_line(text)
-    atoms: list[str] = []
-    run: list[str] = []
-    for word in [*text.split(" "), None]:
-        if word is not None and _needs_encoding(word):
-            run.append(word)
-            continue
-        if run:
-            atoms += encode_words(" ".join(run)).split("\r\n ")
-            run = []
-        if word is not None:
-            atoms.append(word)
-    lines, line = [], ""
-    width = 78 - name_len - 2
-    for word in atoms:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line, width = word, 77
-        else:
-            line = f"{line} {word}" if line else word
-    lines.append(line)
-    return "\r\n ".join(lines)
-
-
-def encode_phrase(name: str) -> str:
-    """A display name for an address header: quoted if needed, encoded if not ASCII."""
-    name = one_line(name)
-    if _needs_encoding(name):
-        return encode_words(name)
-    return formataddr((name, "x@x"))[: -len(" <x@x>")] if name else ""
-
-
-def format_address(name: str, addr: str) -> str:
-    phrase = encode_phrase(name)
-    return f"{phrase} <{addr}>" if phrase else addr
-
-
-def check_address(email: str) -> str:
-    """The address itself, refused if it could break out of a header (spaces, CR/LF, <>...)."""
-    addr = email.strip()
-    local, at, domain = addr.rpartition("@")
-    if not at or not local or not domain or _BAD_ADDRESS.search(addr):
-        raise AddressError(f"not a usable email address: {email!r}")
-    return addr
-
-
-def _b64(data: bytes) -> bytes:
-    """Base64 in 76-character lines, each ending with CRLF."""
-    return b"".join(
-        binascii.b2a_base64(data[i : i + _B64_LINE], newline=False) + CRLF
-        for i in range(0, len(data), _B64_LINE)
-    )
-
-
 class _Part:
     """One text/* part: base64 computed once up to the line holding the first placeholder."""
 
     __slots__ = ("head", "tail")
 
     def __init__(self, content_type: str, content: str) -> None:
-        # RFC 2045: text is in canonical form (CRLF line breaks) before base64.
-        body = content.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+        body = canonical(content)
         found = [i for p in PLACEHOLDERS if (i := body.find(p.encode())) >= 0]
         first = min(found, default=len(body))
-        cut = first - first % _B64_LINE  # base64 lines of the prefix are final
-        self.head = (
-            f'Content-Type: {content_type}; charset="utf-8"\r\n'
-            "Content-Transfer-Encoding: base64\r\n\r\n"
-        ).encode() + _b64(body[:cut])
+        cut = first - first % B64_LINE  # base64 lines of the prefix are final
+        self.head = part_head(content_type) + b64_lines(body[:cut])
         # bytes, not str: the cut may fall inside a multi-byte character
         self.tail = _PLACEHOLDER_RE.split(body[cut:])
 
     def render(self, values: dict[bytes, bytes]) -> bytes:
         pieces = [values[p] if i % 2 else p for i, p in enumerate(self.tail)]
-        return self.head + _b64(b"".join(pieces))
+        return self.head + b64_lines(b"".join(pieces))
 
 
 class MessageFactory:
@@ -221,7 +132,6 @@ class MessageFactory:
         self.cfg = cfg
         self._unsubscribe_signer = Signer(secret, "unsubscribe")
         self.domain = sender_domain(cfg)
-        from_name, from_addr = parseaddr(one_line(cfg.email.from_))
         self._unsub_base = unsubscribe_url(cfg, "")
         self._mailto = unsubscribe_mailto(cfg)
         # `unsubscribe+{token}@...`: each reader's own signed token (publisher/bounces/verp.py),
@@ -233,16 +143,11 @@ class MessageFactory:
         self._date_second = -1
         self._date = ""
         self._id_prefix = f"{newsletter.date:%Y%m%d}.{os.getpid()}"
-        self._boundary = f"=_pub_{os.urandom(12).hex()}"
+        self._boundary = new_boundary()
         subject = encode_unstructured(newsletter.subject, len("Subject"))
-        fixed = [
-            f"From: {format_address(from_name, check_address(from_addr))}",
-            f"Subject: {subject}",
-            "MIME-Version: 1.0",
-        ]
-        if cfg.email.reply_to:
-            rname, raddr = parseaddr(one_line(cfg.email.reply_to))
-            fixed.append(f"Reply-To: {format_address(rname, check_address(raddr))}")
+        fixed = [from_header(cfg), f"Subject: {subject}", "MIME-Version: 1.0"]
+        if reply_to := reply_to_header(cfg):
+            fixed.append(reply_to)
         fixed += [
             f"List-Id: {list_id(cfg)}",
             f"Feedback-ID: {feedback_id(cfg, newsletter.date)}",
@@ -255,16 +160,7 @@ class MessageFactory:
         b = self._boundary.encode()
         self._sep = b"--" + b + CRLF
         self._end = b"--" + b + b"--" + CRLF
-        self._dkim = self._dkim_settings(cfg)
-
-    @staticmethod
-    def _dkim_settings(cfg: Config) -> tuple[bytes, bytes, bytes] | None:
-        """(selector, domain, key) when signing; the key is read and tried here, once."""
-        check_dkim(cfg)  # also for a Config not from load_config: all three keys or none
-        d = cfg.email.dkim
-        if not d.enabled:
-            return None
-        return d.selector.encode(), d.domain.encode(), signing.load_key(cfg)
+        self._dkim = signing.dkim_settings(cfg)  # the key is read and tried here, once
 
     @property
     def dkim(self) -> tuple[str, str] | None:
@@ -280,7 +176,7 @@ class MessageFactory:
         now = time.time()
         if int(now) != self._date_second:
             self._date_second = int(now)
-            self._date = format_datetime(dt.datetime.fromtimestamp(int(now), self._tz))
+            self._date = date_value(now, self._tz)
         return self._date
 
     def unsubscribe_url(self, subscriber_id: int) -> str:
@@ -302,7 +198,7 @@ class MessageFactory:
         headers = (
             f"To: {format_address(name, addr)}\r\n"
             f"Date: {self._date_header()}\r\n"
-            f"Message-ID: <{self._id_prefix}.{os.urandom(8).hex()}@{self.domain}>\r\n"
+            f"Message-ID: {message_id(self._id_prefix, self.domain)}\r\n"
             f"List-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
         ).encode()
         text = self._text.render(
@@ -318,10 +214,4 @@ class MessageFactory:
         message = b"".join(
             (headers, self._fixed, CRLF, self._sep, text, self._sep, html, self._end)
         )
-        if self._dkim is not None:
-            message = self._sign(message)
-        return message
-
-    def _sign(self, message: bytes) -> bytes:
-        selector, domain, key = self._dkim  # type: ignore[misc]
-        return signing.sign(message, selector, domain, key) + message
+        return signing.signed(message, self._dkim)

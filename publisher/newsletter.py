@@ -34,6 +34,7 @@ from .digest import Bullet, Digest, Paper
 from .errors import ConfigError
 from .i18n import strings
 from .markdown import plain_inline
+from .mime import one_line
 from .templating import jinja_env
 
 # Placeholders for what differs per reader. Word characters only, so that neither Jinja's
@@ -100,11 +101,6 @@ class Newsletter:
             html = html.replace(key, str(escape(value)))
             text = text.replace(key, value)
         return html, text
-
-
-def one_line(text: str) -> str:
-    """Collapse every whitespace run (CR, LF, tab, U+2028...) to one space: safe in a header."""
-    return " ".join(text.split())
 
 
 _B64_LINE_IN, _B64_LINE_OUT = 57, 78  # bytes per base64 line: 57 in, 76 out + CRLF (RFC 2045)

@@ -1,4 +1,4 @@
-"""DKIM for the newsletter: the key checked once up front, oversigning, an offline self-check.
+"""DKIM for every mail sent: the key checked once up front, oversigning, an offline self-check.
 
 `load_key()` reads `[email.dkim] key_file` and signs a tiny message with it, so an unreadable
 file or a key dkimpy cannot use is one ConfigError naming the file before any reader's message
@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 
-from .config import Config
+from .config import Config, check_dkim
 from .errors import ConfigError
 
 CRLF = b"\r\n"
@@ -33,6 +33,7 @@ SIGNED_HEADERS = (
     b"List-Unsubscribe",
     b"List-Unsubscribe-Post",
     b"Feedback-ID",
+    b"Auto-Submitted",
 )
 # Listed in h= once more than they occur (RFC 6376 8.15): the extra entry signs "no further
 # header of this name", so one added in transit (above or below ours) fails verification.
@@ -109,6 +110,27 @@ def load_key(cfg: Config) -> bytes:
             f"{where} is not a usable private key (PEM, RSA, PKCS#1 or PKCS#8): {reason}"
         ) from None
     return key
+
+
+DkimSettings = tuple[bytes, bytes, bytes]  # (selector, domain, private key)
+
+
+def dkim_settings(cfg: Config) -> DkimSettings | None:
+    """(selector, domain, key) when `[email.dkim]` is set, else None; the key is read and tried
+    (`load_key`). Every mail this project sends is signed with these (`signed`)."""
+    check_dkim(cfg)  # also for a Config not from load_config: all three keys or none
+    d = cfg.email.dkim
+    if not d.enabled:
+        return None
+    return d.selector.encode(), d.domain.encode(), load_key(cfg)
+
+
+def signed(message: bytes, settings: DkimSettings | None) -> bytes:
+    """`message` with its DKIM-Signature header in front, or unchanged when not signing."""
+    if settings is None:
+        return message
+    selector, domain, key = settings
+    return sign(message, selector, domain, key) + message
 
 
 def _der(tag: int, body: bytes) -> bytes:

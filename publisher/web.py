@@ -58,7 +58,7 @@ from .state import InvalidAddress, Store, normalize_email, normalize_name
 from .templating import jinja_env
 from .tokens import TokenError, read, sign_id
 from .urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
-from .web_mail import MailError, send_confirmation
+from .web_mail import MailError, check_sender, send_confirmation
 
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
 # an unsubscribe must not subscribe anyone again.
@@ -628,6 +628,8 @@ def create_app(
         from .tokens import secrets_from_env
 
         secret, *previous_secrets = secrets_from_env(cfg)
+    if sender is None:
+        check_sender(cfg)  # a From the confirmation cannot use stops the start, not a signup
     secrets = [secret, *(previous_secrets or [])]
     side = WebSide(
         cfg, secret, store or Store.open(cfg), sender or send_confirmation, clock, secrets

@@ -1,21 +1,33 @@
 """The confirmation email of the double opt-in, and how it leaves this process.
 
-Everything that sends lives behind `send_confirmation(cfg, email, url)`, over the same transport
-as the newsletter (publisher/transport.py): one SMTP connection per message (signups are rare),
-honouring `[smtp]`, or the Maildir outbox when `smtp.host` is empty.
+The message is written by the same code as the newsletter's (publisher/mime.py: From, Reply-To,
+Date, the Message-ID on the From domain, encoded Subject, base64 parts) and DKIM-signed like it
+(publisher/signing.py) when `[email.dkim]` is set. Everything that sends lives behind
+`send_confirmation(cfg, email, url)`, over the same transport as the newsletter
+(publisher/transport.py): one SMTP connection per message (signups are rare), honouring
+`[smtp]`, or the Maildir outbox when `smtp.host` is empty.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, getaddresses, make_msgid
+import os
+import time
 
+from . import signing
 from .config import Config
 from .errors import PublisherError
 from .i18n import strings
+from .mime import (
+    check_address,
+    compose,
+    date_value,
+    encode_unstructured,
+    format_address,
+    from_header,
+    message_id,
+    reply_to_header,
+    sender_domain,
+)
 from .templating import jinja_env
 from .transport import DeliveryError, SmtpSetupError, envelope_sender, make_transport_factory
 from .urls import base_url
@@ -30,14 +42,18 @@ class MailError(PublisherError):
     """The confirmation email could not be handed to the SMTP server or the outbox."""
 
 
-def _from_domain(cfg: Config) -> str:
-    addrs = getaddresses([cfg.email.from_])
-    address = addrs[0][1] if addrs else ""
-    return address.rpartition("@")[2] or "localhost"
+def check_sender(cfg: Config) -> None:
+    """Raise the ConfigError (or AddressError) a confirmation would meet: a From without a
+    domain, an unusable From/Reply-To, a bad DKIM key. `publisher serve` checks at start."""
+    sender_domain(cfg)  # first, as in MessageFactory: its error names the file and the key
+    from_header(cfg)
+    reply_to_header(cfg)
+    signing.dkim_settings(cfg)
 
 
-def build_confirmation(cfg: Config, email: str, url: str) -> EmailMessage:
-    """The confirmation message for `email` carrying the link `url` (text + HTML)."""
+def build_confirmation(cfg: Config, email: str, url: str) -> bytes:
+    """The confirmation message for `email` carrying the link `url` (text + HTML), CRLF line
+    endings, DKIM-signed if configured."""
     t = strings(cfg.site.language)
     subject = t["confirm_subject"].format(title=cfg.site.title)
     env = jinja_env(cfg)
@@ -50,28 +66,27 @@ def build_confirmation(cfg: Config, email: str, url: str) -> EmailMessage:
     }
     text = env.get_template("web/confirm_email.txt").render(**ctx)
     html = env.get_template("web/confirm_email.html").render(**ctx)
-    msg = EmailMessage()
-    msg["From"] = cfg.email.from_
-    msg["To"] = Address(addr_spec=email)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
-    msg["Message-ID"] = make_msgid(domain=_from_domain(cfg))
-    if cfg.email.reply_to:
-        msg["Reply-To"] = cfg.email.reply_to
+    now = time.time()
+    headers = [
+        f"To: {format_address('', check_address(email))}",
+        f"Date: {date_value(now, cfg.tz)}",
+        f"Message-ID: {message_id(f'confirm.{now:.0f}.{os.getpid()}', sender_domain(cfg))}",
+        from_header(cfg),
+        f"Subject: {encode_unstructured(subject, len('Subject'))}",
+    ]
+    if reply_to := reply_to_header(cfg):
+        headers.append(reply_to)
     # RFC 3834: a machine wrote this; vacation responders must not answer it.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
-    return msg
+    headers.append("Auto-Submitted: auto-generated")
+    return signing.signed(compose(headers, text, html), signing.dkim_settings(cfg))
 
 
-def deliver(cfg: Config, msg: EmailMessage) -> None:
+def deliver(cfg: Config, recipient: str, message: bytes) -> None:
     """Hand one message to the shared transport: the SMTP server, or the Maildir outbox."""
-    recipient = getaddresses([str(msg["To"])])[0][1]
     transport = None
     try:
         transport = make_transport_factory(cfg)()
-        transport.send(envelope_sender(cfg), recipient, msg.as_bytes(policy=SMTP))
+        transport.send(envelope_sender(cfg), recipient, message)
     except SmtpSetupError as exc:  # already names the server and the key to change
         raise MailError(str(exc)) from None
     except DeliveryError as exc:
@@ -84,4 +99,4 @@ def deliver(cfg: Config, msg: EmailMessage) -> None:
 
 def send_confirmation(cfg: Config, email: str, url: str) -> None:
     """Mail the double opt-in link `url` to `email`; MailError if it cannot be sent."""
-    deliver(cfg, build_confirmation(cfg, email, url))
+    deliver(cfg, check_address(email), build_confirmation(cfg, email, url))

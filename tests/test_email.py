@@ -31,12 +31,8 @@ from publisher.cli import cli
 from publisher.config import Config, DkimConfig, load_config
 from publisher.digest import Bullet, Digest, Paper, parse, parse_file
 from publisher.errors import ConfigError
-from publisher.mailer import (
-    AddressError,
-    MessageFactory,
-    encode_unstructured,
-    sender_domain,
-)
+from publisher.mailer import MessageFactory
+from publisher.mime import AddressError, encode_unstructured, sender_domain
 from publisher.newsletter import PLACEHOLDERS, Newsletter, render_newsletter
 from publisher.tokens import Signer, read, sign, verify
 from publisher.urls import day_url, unsubscribe_url

@@ -552,7 +552,8 @@ def test_confirmation_goes_to_the_maildir_without_smtp_host(tmp_path: Path) -> N
 def test_confirmation_in_english(tmp_path: Path) -> None:
     cfg = web_config(tmp_path, "https://papers.example.org/")
     cfg = dataclasses.replace(cfg, site=dataclasses.replace(cfg.site, language="en"))
-    msg = build_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+    raw = build_confirmation(cfg, "ada@example.com", "https://papers.example.org/confirm/x.y")
+    msg = email.message_from_bytes(raw, policy=policy.default)
     assert msg["Subject"] == "Confirm your subscription to Daily Papers"
     assert msg["Message-ID"].endswith("@localhost>")
     html = msg.get_body(("html",)).get_content()
