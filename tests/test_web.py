@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from email import policy
@@ -34,8 +33,10 @@ from publisher.tokens import sign, sign_id
 from publisher.web import create_app, manage_url, unsubscribe_url
 from publisher.web_mail import MailError, build_confirmation, send_confirmation
 
+from .net import self_signed_cert
 from .pg import with_database
-from .webhelpers import SECRET, Clock, Inbox, live_server, smtp_server, web_config
+from .smtp_server import Recorder, smtp_server
+from .webhelpers import SECRET, Clock, live_server, web_config
 
 DAY = dt.date(2024, 5, 16)  # the next issue
 T = strings("ko")
@@ -47,7 +48,7 @@ class Web:
     cfg: Config
     base: str
     store: Store
-    inbox: Inbox
+    inbox: Recorder
     clock: Clock
     http: httpx.Client
 
@@ -405,7 +406,7 @@ def test_subscribe_form_is_in_the_site_language(site_web: Web) -> None:
 
 
 def test_unreachable_smtp_answers_503_and_may_retry(tmp_path: Path, db_url: str) -> None:
-    from .webhelpers import free_port
+    from .net import free_port
 
     dead = free_port()  # nothing listens there
 
@@ -580,15 +581,7 @@ def test_confirmation_logs_in_with_the_password_from_the_environment(
 @pytest.fixture(scope="module")
 def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     """A TLS context with a self-signed certificate for 127.0.0.1 (made by openssl)."""
-    folder = tmp_path_factory.mktemp("tls")
-    key, cert = folder / "key.pem", folder / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-        + ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path_factory.mktemp("tls"))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context
