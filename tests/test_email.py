@@ -13,8 +13,6 @@ import email
 import email.policy
 import os
 import re
-import subprocess
-import sys
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
@@ -48,7 +46,9 @@ from .conftest import (
     corpus_files,
     largest_corpus_digest,
     needs_corpus,
+    one_error_line,
     paper_ids,
+    run_publisher,
     shipped_copy,
 )
 
@@ -504,18 +504,8 @@ def test_send_without_a_secret_is_one_line_and_sends_nothing(tmp_path: Path) -> 
     config = shipped_copy(tmp_path)
     cfg = load_config(config)
     env = {k: v for k, v in os.environ.items() if k != cfg.web.secret_env}
-    r = subprocess.run(
-        [sys.executable, "-m", "publisher.cli", "send", "--config", str(config)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and cfg.web.secret_env in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    r = run_publisher("send", "--config", str(config), cwd=tmp_path, env=env)
+    assert cfg.web.secret_env in one_error_line(r)  # exit 1, one line, no traceback
     assert not cfg.smtp.outbox.exists()
     assert not Path(cfg.database_url.removeprefix("sqlite:///")).exists()
 
