@@ -55,6 +55,10 @@ from typing import Any
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.net import free_port  # noqa: E402  (the tests' helper)
+
 DIGEST = ROOT / "digests" / "2024" / "05" / "15.md"
 SBIN = ("/usr/sbin", "/usr/local/sbin")
 
@@ -74,12 +78,6 @@ def tool(name: str) -> str:
             "(the postfix service need not run: the bench uses only smtp-sink and smtp-source)"
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:

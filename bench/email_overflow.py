@@ -16,16 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
-from publisher.config import load_config
-from publisher.digest import parse_file
-from publisher.newsletter import render_newsletter
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from publisher.config import load_config  # noqa: E402
+from publisher.digest import parse_file  # noqa: E402
+from publisher.newsletter import render_newsletter  # noqa: E402
+from tests.browser import chromium  # noqa: E402  (the tests' launch: same flags)
+
 CORPUS = ROOT.parent / "shared" / "corpus" / "daily_papers_ko"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 WIDTHS = (375, 600)
 SCHEMES = ("light", "dark")
 UNSUBSCRIBE = "https://papers.example.org/unsubscribe/bench-token"
@@ -64,8 +63,7 @@ def main() -> None:
     cfg = load_config(ROOT / "config.toml")
     overflowing = 0
     t0 = time.perf_counter()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    with chromium() as browser:
         page = browser.new_page()
         page.route("**/*", lambda route: route.abort())  # offline: images blocked
         for path in files:
@@ -75,7 +73,6 @@ def main() -> None:
             if failures:
                 overflowing += 1
                 print(f"{path.relative_to(corpus)}: " + "; ".join(failures))
-        browser.close()
     elapsed = time.perf_counter() - t0
     print(
         f"overflowing: {overflowing} of {len(files)} digests "

@@ -14,7 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (the tests' flags)
 
 
 def screenshot(html: Path, width: int, height: int = 2400) -> Path:
@@ -22,14 +24,9 @@ def screenshot(html: Path, width: int, height: int = 2400) -> Path:
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
             [
-                CHROMIUM,
+                str(CHROMIUM),
                 "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
+                *CHROMIUM_ARGS,
                 "--hide-scrollbars",
                 f"--user-data-dir={profile}",
                 f"--window-size={width},{height}",

@@ -45,8 +45,9 @@ from publisher.config import default_config  # noqa: E402
 from publisher.site import build_site  # noqa: E402
 from publisher.state import Store  # noqa: E402
 from publisher.web import create_app  # noqa: E402
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, chromium  # noqa: E402  (the tests' launch)
+from tests.net import self_signed_cert  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 CDN_HOST = "cdn-thumbnails.huggingface.co"
 CATEGORIES = ("performance", "accessibility", "best-practices", "seo")
 SCORED = ("binary", "numeric", "metricSavings")
@@ -67,12 +68,8 @@ def _png(width: int, height: int) -> bytes:
 
 def fake_cdn(folder: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
     """HTTPS on loopback answering any path with one PNG (cached a year, like the CDN)."""
-    cert, key = folder / "cdn.pem", folder / "cdn.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", f"/CN={CDN_HOST}", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    (folder / "cdn").mkdir()
+    cert, key = self_signed_cert(folder / "cdn", CDN_HOST)
     png = _png(1200, 648)
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -120,7 +117,7 @@ def lighthouse(tools: Path, url: str, chrome_flags: str) -> dict:
         f"--only-categories={','.join(CATEGORIES)}",
         f"--chrome-flags={chrome_flags}",
     ]
-    env = dict(os.environ, CHROME_PATH=CHROMIUM)
+    env = dict(os.environ, CHROME_PATH=str(CHROMIUM))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         sys.exit(f"lighthouse failed on {url}: {done.stderr.strip()[-500:]}")
@@ -151,11 +148,8 @@ QUERIES = (
 def search_examples(base: str) -> list[str]:
     """Each query typed into the index page's search box: how many papers it lists (up to 3 per
     day, 10 days) and the first."""
-    from playwright.sync_api import sync_playwright
-
     lines = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with chromium() as browser:
         page = browser.new_page()
         page.goto(base)
         for query in QUERIES:
@@ -167,7 +161,6 @@ def search_examples(base: str) -> list[str]:
             first = links.first.inner_text() if links.count() else "-"
             href = links.first.get_attribute("href") if links.count() else ""
             lines.append(f"  {query!r}: {links.count()} results; first {first[:60]!r} {href}")
-        browser.close()
     return lines
 
 
@@ -183,7 +176,7 @@ def main() -> None:
         if not (args.tools / need).exists():
             sys.exit(f"{args.tools / need} not found: npm install --prefix {args.tools} "
                      "lighthouse vnu-jar")  # fmt: skip
-    for exe in (CHROMIUM, shutil.which("java")):
+    for exe in (str(CHROMIUM), shutil.which("java")):
         if not exe or not Path(exe).exists():
             sys.exit("needs /usr/bin/chromium and java (apt-get install chromium default-jre)")
 
@@ -200,7 +193,7 @@ def main() -> None:
         out = cfg.feed.output
         newest = report.built[0].date
         server, base = serve(cfg, secret=b"bench-secret-" + b"x" * 32)
-        flags = "--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage"
+        flags = " ".join(["--headless=new", *CHROMIUM_ARGS, "--disable-dev-shm-usage"])
         if not args.online:
             _, port = fake_cdn(root)
             flags += f' --host-resolver-rules="MAP {CDN_HOST}:443 127.0.0.1:{port}"'

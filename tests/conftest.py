@@ -8,8 +8,12 @@ with a fresh empty database), `pg_url` (PostgreSQL only) and the session's `pg_c
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,8 +36,61 @@ def shipped_copy(dest: Path) -> Path:
     return dest / "config.toml"
 
 
+def run_publisher(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`publisher ARGS` as a user runs it: `publisher.cli.main` (the installed entry point, whose
+    error handling turns a PublisherError into one `error: ...` line and exit 1) in a subprocess,
+    stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "publisher.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+    """The single `error: ...` line a failed command printed on stderr (exit 1, no traceback);
+    fails the test otherwise."""
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
 def corpus_files() -> list[Path]:
     return sorted(CORPUS.rglob("*.md")) if CORPUS.is_dir() else []
+
+
+def corpus_date(path: Path) -> dt.date:
+    """The day a corpus file is for, from its path (YYYY/MM/DD.md)."""
+    return dt.date(*map(int, path.relative_to(CORPUS).with_suffix("").parts))
+
+
+_HEADING_ID = re.compile(r"arxiv\.org/abs/([0-9.]+)\)\s*$")
+
+
+def paper_ids(text: str) -> list[str]:
+    """Distinct arXiv ids of the `### [` headings, in order: the count a digest must yield
+    (read from the text, not through the parser under test)."""
+    ids = [
+        m.group(1)
+        for line in text.splitlines()
+        if line.startswith("### [")
+        if (m := _HEADING_ID.search(line))
+    ]
+    return list(dict.fromkeys(ids))
+
+
+def largest_corpus_digest() -> Path:
+    """The corpus file with the most papers (the earliest such day on a tie)."""
+    files = corpus_files()
+    assert files, f"corpus not found at {CORPUS}"
+    return max(files, key=lambda p: len(paper_ids(p.read_text(encoding="utf-8"))))
 
 
 # Skips without the corpus, except under CI=true, where the corpus is promised: there the

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .smtp_server import free_port, self_signed_cert
+from .net import free_port, self_signed_cert
 
 POSTFIX_HINT = "Debian: apt-get install postfix"
 DOVECOT_HINT = "Debian: apt-get install dovecot-imapd"

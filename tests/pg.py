@@ -21,7 +21,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from typing import Any
 import psycopg
 
 from publisher.config import Config, default_config
+
+from .net import free_port
 
 INSTALL_HINT = "Debian: apt-get install postgresql"
 # Settings for a server whose data never needs to survive a crash.
@@ -111,12 +112,6 @@ def _scratch_parent() -> str | None:
         return None
     roomy = st.f_bavail * st.f_frsize >= 2 << 30  # Docker's default 64 MB /dev/shm is not
     return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK | os.X_OK) else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ClusterError(RuntimeError):
@@ -204,7 +199,7 @@ class Cluster:
         self._watch()
         # The port is free when chosen but not reserved: another process may take it first.
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self._run(
                     *(self.bindir / "pg_ctl", "start", "-w", "-t", "60", "-D", self.data),

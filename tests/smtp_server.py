@@ -7,20 +7,27 @@
 (a 5xx) at the end of DATA, and `reject_every = n` answers 554 to every n-th message's end of
 DATA. `refuse_service` answers 421 ("service not available") for the whole session: in the
 greeting (then hangs up) with "greeting", to EHLO with "ehlo", to MAIL with "mail".
+`to(address)` gives the messages a recipient received, parsed. `smtp_server()` runs one for a
+`with` block (the web tests); `start_server` starts one the caller stops (the delivery tests).
 """
 
 from __future__ import annotations
 
-import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from .net import free_port
 
 REFUSE_421 = "421 4.3.2 Service not available, closing transmission channel"
 
@@ -41,40 +48,6 @@ class _SMTP(SMTP):
 class _Controller(Controller):
     def factory(self) -> SMTP:
         return _SMTP(self.handler, **self.SMTP_kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def self_signed_cert(folder: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for 127.0.0.1 / localhost, made with the openssl CLI."""
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 class Recorder:
@@ -106,6 +79,12 @@ class Recorder:
     def received(self) -> Counter[str]:
         with self.lock:
             return Counter(rcpt for rcpt, _ in self.messages)
+
+    def to(self, address: str) -> list[EmailMessage]:
+        """The messages `address` received, parsed (email.policy.default)."""
+        with self.lock:
+            raw = [data for rcpt, data in self.messages if rcpt == address]
+        return [BytesParser(policy=policy.default).parsebytes(data) for data in raw]
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001, ANN201
         if self.refuse_service == "mail":
@@ -148,10 +127,12 @@ def start_server(
     *,
     tls: tuple[Path, Path] | None = None,
     users: dict[str, str] | None = None,
+    port: int | None = None,
+    **kwargs: object,
 ) -> Controller:
-    """Start aiosmtpd on a free loopback port; STARTTLS with `tls` (cert, key) and AUTH
-    (required, and only over TLS) with `users`."""
-    kwargs: dict[str, object] = {}
+    """Start aiosmtpd on `port` (default: a free one) on loopback; STARTTLS with `tls` (cert,
+    key) and AUTH (required, and only over TLS) with `users`. Other keyword arguments go to
+    aiosmtpd's Controller (e.g. `ssl_context`) or SMTP (e.g. `authenticator`)."""
     if tls:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(tls[0]), str(tls[1]))
@@ -171,6 +152,17 @@ def start_server(
             auth_required=True,
             auth_require_tls=True,
         )
-    controller = _Controller(recorder, hostname="127.0.0.1", port=free_port(), **kwargs)
+    controller = _Controller(recorder, hostname="127.0.0.1", port=port or free_port(), **kwargs)
     controller.start()
     return controller
+
+
+@contextmanager
+def smtp_server(**kwargs: object) -> Iterator[tuple[Recorder, int]]:
+    """A `Recorder` behind `start_server(**kwargs)` for the `with` block: (recorder, port)."""
+    recorder = Recorder()
+    controller = start_server(recorder, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield recorder, controller.port
+    finally:
+        controller.stop()

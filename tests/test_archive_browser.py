@@ -20,13 +20,15 @@ from publisher.site import build_site
 from publisher.state import Store
 from publisher.web import create_app
 
+from .browser import CHROMIUM, MISSING
+from .net import free_port
 from .sitehelpers import DAYS, digest_text, site_config, write_digest
-from .test_web_browser import CHROMIUM, browser  # noqa: F401  (the fixture)
-from .webhelpers import SECRET, free_port, live_server
+from .test_web_browser import browser  # noqa: F401  (the fixture)
+from .webhelpers import SECRET, live_server
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
-    reason=f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)",
+    reason=MISSING,
 )
 
 SPECIAL_DAY = dt.date(2024, 5, 14)

@@ -26,8 +26,9 @@ from publisher.state import Store
 from publisher.subscribers import import_csv
 from publisher.transport import DeliveryError, SmtpSettings, SmtpSetupError, SmtpTransport
 
+from .net import self_signed_cert
 from .pg import state_toml
-from .smtp_server import Recorder, self_signed_cert, start_server
+from .smtp_server import Recorder, start_server
 
 DAY = dt.date(2024, 5, 15)
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 
 import pytest
@@ -14,29 +13,16 @@ from publisher.digest import Digest, find_digests, parse, parse_authors, parse_f
 from publisher.errors import DigestError
 from publisher.markdown import render_inline
 
-from .conftest import CORPUS, ROOT, corpus_files, needs_corpus
-
-_HEADING_ID = re.compile(r"arxiv\.org/abs/([0-9.]+)\)\s*$")
-
-
-def _expected_ids(text: str) -> list[str]:
-    """Distinct arXiv ids of the `### [` headings, in order: the count a digest must yield."""
-    ids = [
-        m.group(1)
-        for line in text.splitlines()
-        if line.startswith("### [")
-        if (m := _HEADING_ID.search(line))
-    ]
-    return list(dict.fromkeys(ids))
+from .conftest import CORPUS, ROOT, corpus_date, corpus_files, needs_corpus, paper_ids
 
 
 @needs_corpus
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: str(p.relative_to(CORPUS)))
 def test_every_corpus_file_parses_with_one_paper_per_arxiv_id(path: Path) -> None:
     digest = parse_file(path)
-    expected = _expected_ids(path.read_text(encoding="utf-8"))
+    expected = paper_ids(path.read_text(encoding="utf-8"))
     assert [p.arxiv_id for p in digest.papers] == expected
-    assert digest.date == dt.date(*map(int, path.relative_to(CORPUS).with_suffix("").parts))
+    assert digest.date == corpus_date(path)
     for paper in digest.papers:
         assert paper.title and paper.url.startswith("https://arxiv.org/abs/")
         assert paper.summary, f"{path}:{paper.line} has no summary"
@@ -187,12 +173,14 @@ def test_titles_with_latex_and_pseudo_tags() -> None:
 
 @needs_corpus
 def test_repeated_header_keeps_each_paper_once_in_order() -> None:
-    text = (CORPUS / "2025/02/19.md").read_text(encoding="utf-8")
-    assert text.count("## Daily Papers (2025-02-19)") == 2
-    digest = parse_file(CORPUS / "2025/02/19.md")
-    expected = _expected_ids(text)
-    assert len(expected) > 1
-    assert [p.arxiv_id for p in digest.papers] == expected
+    # the corpus's days whose header repeats (a second run appended more papers), found in it
+    texts = {p: p.read_text(encoding="utf-8") for p in corpus_files()}
+    repeated = [p for p, text in texts.items() if text.count("## Daily Papers (") > 1]
+    assert repeated
+    for path in repeated:
+        expected = paper_ids(texts[path])
+        assert len(expected) > 1
+        assert [p.arxiv_id for p in parse_file(path).papers] == expected, path
 
 
 SYNTHETIC = """## Daily Papers (2024-01-02)

@@ -1,7 +1,7 @@
 """The newsletter as a phone and a desktop show it: Debian's headless Chromium via Playwright.
 
-Launched as tests/test_web_browser.py does (`executable_path=/usr/bin/chromium`, nothing
-downloaded); Korean is drawn with fonts-noto-cjk (both in .ci/apt-packages). The network is
+Launched by tests/browser.py (`executable_path=/usr/bin/chromium`, nothing downloaded);
+Korean is drawn with fonts-noto-cjk (both in .ci/apt-packages). The network is
 blocked, so thumbnails show their alt text, as in the many clients that block images.
 `bench/email_overflow.py` runs the overflow check over every corpus digest.
 """
@@ -19,17 +19,9 @@ from publisher.digest import parse_file
 from publisher.newsletter import render_newsletter
 from publisher.preview import dry_run
 
+from .browser import CHROMIUM, MISSING, chromium
 from .conftest import CORPUS, ROOT, needs_corpus
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 UNSUBSCRIBE = "https://papers.example.org/unsubscribe/test-token"
 # Days whose email overflowed a 375 px screen before (unbroken URLs and code names in the
 # summaries: 2024-02-08's github URL overflowed 600 px too), and the corpus's most Hangul-dense
@@ -39,7 +31,7 @@ KOREAN_HEAVY = "2023/11/20"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason=f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)",
+    reason=MISSING,
 )
 
 
@@ -50,15 +42,11 @@ def cfg() -> Config:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip(
+    pytest.importorskip(
         "playwright.sync_api", reason="the playwright package is not installed (test extras)"
     )
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture

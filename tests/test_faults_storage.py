@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .smtp_server import free_port
+from .net import free_port
 from .test_delivery import SAMPLE
 
 SECRET = "storage-fault-test-secret-0123456789abcdef"

@@ -24,7 +24,8 @@ from publisher.subscribers import EXPORT_FIELDS
 from publisher.web import create_app
 
 from .pg import state_toml, with_database
-from .webhelpers import SECRET, live_server, smtp_server, web_config
+from .smtp_server import smtp_server
+from .webhelpers import SECRET, live_server, web_config
 
 # What a hostile or careless source may put in a name, and what is stored.
 HOSTILE_NAMES = [

@@ -263,7 +263,7 @@ def test_smtp_outage_leaves_the_send_pending_and_a_later_tick_completes_it(
     from publisher.scheduler import tick
     from publisher.state import QUEUED
 
-    from .smtp_server import free_port
+    from .net import free_port
 
     port = free_port()  # nothing listens here yet: the outage
     cfg = project(tmp_path, port, db_url, subscribers=5)
@@ -279,10 +279,7 @@ def test_smtp_outage_leaves_the_send_pending_and_a_later_tick_completes_it(
         assert store.get_publication(today()).email_status != "sent"
 
         recorder = Recorder()
-        from aiosmtpd.controller import Controller
-
-        controller = Controller(recorder, hostname="127.0.0.1", port=port)
-        controller.start()  # the server is back
+        controller = start_server(recorder, port=port)  # the server is back
         try:
             report = tick(cfg, store, secret=SECRET.encode())
         finally:

@@ -1,6 +1,6 @@
 """A real browser fills in the signup form: Debian's headless Chromium driven by Playwright.
 
-Playwright is told where Chromium is (`executable_path`), so nothing is downloaded (no
+Launched by tests/browser.py (Playwright told where Chromium is, so nothing is downloaded: no
 `playwright install`). Skips, saying why, where /usr/bin/chromium is absent (`.ci/run` installs
 it from `.ci/apt-packages` when it runs as root on Debian).
 """
@@ -16,35 +16,23 @@ from publisher.i18n import strings
 from publisher.state import ACTIVE, PENDING, Store
 from publisher.web import create_app
 
-from .webhelpers import SECRET, live_server, smtp_server, web_config
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from .browser import CHROMIUM, MISSING, chromium
+from .smtp_server import smtp_server
+from .webhelpers import SECRET, live_server, web_config
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
-    reason=f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)",
+    reason=MISSING,
 )
 
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip(
+    pytest.importorskip(
         "playwright.sync_api", reason="the playwright package is not installed (test extras)"
     )
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def test_browser_fills_in_the_signup_form(tmp_path: Path, browser) -> None:  # noqa: ANN001

@@ -28,8 +28,10 @@ from publisher.state.schema import rate_limits, subscribers
 from publisher.tokens import sign_id
 from publisher.urls import preferences_url, unsubscribe_url
 
+from .net import free_port
 from .pg import state_toml
-from .webhelpers import SECRET, Inbox, free_port, smtp_server
+from .smtp_server import Recorder, smtp_server
+from .webhelpers import SECRET
 
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
 Request = Callable[[httpx.Client], httpx.Response]
@@ -39,7 +41,7 @@ Request = Callable[[httpx.Client], httpx.Response]
 class Servers:
     cfg: Config
     bases: list[str]  # one base URL per `publisher serve` process
-    inbox: Inbox
+    inbox: Recorder
 
     def store(self) -> Store:
         return Store(self.cfg.database_url, upgrade=False)

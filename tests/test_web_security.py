@@ -32,9 +32,10 @@ from publisher.state import Store
 from publisher.tokens import MAKE_SECRET, read, sign, sign_id
 from publisher.web import REDACTED, content_security_policy
 
+from .net import free_port
 from .pg import state_toml
 from .sitehelpers import DAYS, write_digest
-from .webhelpers import Inbox, free_port, smtp_server
+from .smtp_server import Recorder, smtp_server
 
 NEW = "new-secret-" + "K7pQ2xV9mR4tW8yZ3bN6cF1hJ5"  # 37 bytes, varied
 OLD = "old-secret-" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ"
@@ -47,7 +48,7 @@ TOKEN_PAGES = ("unsubscribe", "confirm", "preferences")
 class Project:
     root: Path
     cfg: Config
-    inbox: Inbox
+    inbox: Recorder
 
     def store(self) -> Store:
         return Store.open(self.cfg)

@@ -1,4 +1,5 @@
-"""Helpers for the web tests: the app on a real loopback port, a real SMTP server, a config."""
+"""Helpers for the web tests: the app on a real loopback port, a config (the SMTP server is
+tests/smtp_server.py's)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
 
 import uvicorn
-from aiosmtpd.controller import Controller
 from starlette.applications import Starlette
 
 from publisher.config import Config
@@ -37,12 +33,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -68,33 +58,6 @@ def live_server(make_app: Callable[[str], Starlette]) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-@dataclass
-class Inbox:
-    """What the loopback SMTP server received: (envelope recipients, parsed message)."""
-
-    messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
-        msg = BytesParser(policy=policy.default).parsebytes(envelope.content)  # type: ignore[attr-defined]
-        self.messages.append((list(envelope.rcpt_tos), msg))  # type: ignore[attr-defined]
-        return "250 OK"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for rcpts, m in self.messages if address in rcpts]
-
-
-@contextmanager
-def smtp_server(**controller_args: object) -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, **controller_args)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 def web_config(tmp_path: Path, base: str, smtp_port: int | None = None, **web: object) -> Config:
