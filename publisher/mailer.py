@@ -29,7 +29,6 @@ from .config import Config, check_dkim
 from .errors import ConfigError, PublisherError
 from .newsletter import (
     PLACEHOLDER_EMAIL,
-    PLACEHOLDER_NAME,
     PLACEHOLDER_UNSUBSCRIBE,
     PLACEHOLDERS,
     Newsletter,
@@ -42,9 +41,7 @@ CRLF = b"\r\n"
 _B64_LINE = 57  # raw bytes per 76-character base64 line (RFC 2045)
 _WORD_BYTES = 42  # UTF-8 bytes per encoded-word: "=?utf-8?b?" + 56 + "?=" fits a 78-char line
 _PLACEHOLDER_RE = re.compile(("(" + "|".join(PLACEHOLDERS) + ")").encode())
-_EMAIL, _NAME, _UNSUB = (
-    p.encode() for p in (PLACEHOLDER_EMAIL, PLACEHOLDER_NAME, PLACEHOLDER_UNSUBSCRIBE)
-)
+_EMAIL, _UNSUB = (p.encode() for p in (PLACEHOLDER_EMAIL, PLACEHOLDER_UNSUBSCRIBE))
 _BAD_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f<>,;\"\\]")
 
 
@@ -310,16 +307,8 @@ class MessageFactory:
             f"Message-ID: <{self._id_prefix}.{os.urandom(8).hex()}@{self.domain}>\r\n"
             f"List-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
         ).encode()
-        text = self._text.render(
-            {_EMAIL: addr.encode(), _NAME: name.encode(), _UNSUB: url.encode()}
-        )
-        html = self._html.render(
-            {
-                _EMAIL: escape(addr).encode(),
-                _NAME: escape(name).encode(),
-                _UNSUB: escape(url).encode(),
-            }
-        )
+        text = self._text.render({_EMAIL: addr.encode(), _UNSUB: url.encode()})
+        html = self._html.render({_EMAIL: escape(addr).encode(), _UNSUB: escape(url).encode()})
         message = b"".join(
             (headers, self._fixed, CRLF, self._sep, text, self._sep, html, self._end)
         )
