@@ -12,6 +12,8 @@ overflow (target 0). Not a CI test: tests/test_email_browser.py checks the hard 
 
 from __future__ import annotations
 
+import email
+import email.policy
 import sys
 import time
 from pathlib import Path
@@ -21,13 +23,14 @@ sys.path.insert(0, str(ROOT))
 
 from publisher.config import load_config  # noqa: E402
 from publisher.digest import parse_file  # noqa: E402
+from publisher.mailer import MessageFactory  # noqa: E402
 from publisher.newsletter import render_newsletter  # noqa: E402
 from tests.browser import chromium  # noqa: E402  (the tests' launch: same flags)
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "daily_papers_ko"
 WIDTHS = (375, 600)
 SCHEMES = ("light", "dark")
-UNSUBSCRIBE = "https://papers.example.org/unsubscribe/bench-token"
+SECRET = b"bench-secret"
 
 MEASURE = """(href) => {
   const a = [...document.querySelectorAll('a')].find((x) => x.href === href);
@@ -40,7 +43,7 @@ MEASURE = """(href) => {
 }"""
 
 
-def check(page, html: str) -> list[str]:  # noqa: ANN001
+def check(page, html: str, unsubscribe: str) -> list[str]:  # noqa: ANN001
     """The failures of one HTML document, as 'WIDTHpx SCHEME: what' strings."""
     page.set_content(html, wait_until="domcontentloaded")
     failures = []
@@ -48,7 +51,7 @@ def check(page, html: str) -> list[str]:  # noqa: ANN001
         page.emulate_media(color_scheme=scheme)
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 800})
-            m = page.evaluate(MEASURE, UNSUBSCRIBE)
+            m = page.evaluate(MEASURE, unsubscribe)
             if m["scroll"] > width:
                 failures.append(f"{width}px {scheme}: scrollWidth {m['scroll']}")
             if m["left"] < 0 or m["right"] > width:
@@ -67,9 +70,11 @@ def main() -> None:
         page = browser.new_page()
         page.route("**/*", lambda route: route.abort())  # offline: images blocked
         for path in files:
-            nl = render_newsletter(parse_file(path), cfg)
-            html, _ = nl.personalise("reader@example.com", "Reader", UNSUBSCRIBE)
-            failures = check(page, html)
+            factory = MessageFactory(render_newsletter(parse_file(path), cfg), cfg, SECRET)
+            raw = factory.build("reader@example.com", subscriber_id=1)
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            html = msg.get_body(("html",)).get_content()
+            failures = check(page, html, factory.unsubscribe_url(1))
             if failures:
                 overflowing += 1
                 print(f"{path.relative_to(corpus)}: " + "; ".join(failures))

@@ -573,9 +573,9 @@ def status(config_path: Path, limit: int) -> None:
     Example:
       publisher status --config /srv/publisher/config.toml
     """
-    from .scheduler import status_lines
     from .state import Store
     from .state.health import check_integrity
+    from .status import status_lines
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:

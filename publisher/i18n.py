@@ -17,17 +17,13 @@ _STRINGS: dict[str, dict[str, str]] = {
         "archive": "Archive",
         "papers": "{n} papers",
         "watch_video": "Watch video",
-        "read_paper": "Read the paper",
-        "subscribe": "Subscribe",
         "feed_rss": "RSS feed",
         "feed_atom": "Atom feed",
         "newer": "Newer",
         "older": "Older",
         # The archive's search, months and navigation (site.py, templates/site/).
         "search_label": "Search the archive",
-        "search_button": "Search",
         "search_none": "No paper matches.",
-        "search_results": "{n} days match",
         "months": "By month",
         "latest_days": "Latest {n} days",
         "month_title": "{year}-{month:02d}",
@@ -40,7 +36,6 @@ _STRINGS: dict[str, dict[str, str]] = {
         "more_papers_head": "More papers today",
         "sent_to": "This email was sent to {email}.",
         "summary_shortened": "Summaries are shortened today; the full text is on the web.",
-        "newsletter_intro": "{n} papers today",
         # The newsletter's landmarks and thumbnails (read by screen readers, shown when images
         # are blocked; the alt text must not repeat the title next to it).
         "email_papers_label": "Today's papers",
@@ -94,7 +89,6 @@ _STRINGS: dict[str, dict[str, str]] = {
         "status_inactive": "not subscribed",
         "resubscribe_button": "Subscribe again",
         "download_data": "Download what is stored about this address (JSON)",
-        "manage_link": "Manage your subscription",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -106,17 +100,13 @@ _STRINGS: dict[str, dict[str, str]] = {
         "archive": "지난 호",
         "papers": "논문 {n}편",
         "watch_video": "동영상 보기",
-        "read_paper": "논문 읽기",
-        "subscribe": "구독하기",
         "feed_rss": "RSS 피드",
         "feed_atom": "Atom 피드",
         "newer": "다음",
         "older": "이전",
         # The archive's search, months and navigation (site.py, templates/site/).
         "search_label": "지난 호 검색",
-        "search_button": "검색",
         "search_none": "찾는 논문이 없습니다.",
-        "search_results": "{n}일 치 결과",
         "months": "월별 보기",
         "latest_days": "최근 {n}일",
         "month_title": "{year}년 {month}월",
@@ -129,7 +119,6 @@ _STRINGS: dict[str, dict[str, str]] = {
         "more_papers_head": "오늘의 다른 논문",
         "sent_to": "{email} 주소로 보낸 메일입니다.",
         "summary_shortened": "오늘은 요약을 줄였습니다. 전체 요약은 웹에서 볼 수 있습니다.",
-        "newsletter_intro": "오늘의 논문 {n}편",
         "email_papers_label": "오늘의 논문",
         "email_footer_label": "이 메일에 대하여",
         "thumbnail_alt": "논문 대표 그림",
@@ -182,7 +171,6 @@ _STRINGS: dict[str, dict[str, str]] = {
         "status_inactive": "구독하지 않음",
         "resubscribe_button": "다시 구독하기",
         "download_data": "이 주소에 대해 저장된 정보 내려받기 (JSON)",
-        "manage_link": "구독 관리",
     },
 }
 

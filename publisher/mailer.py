@@ -48,7 +48,6 @@ from .mime import (
 )
 from .newsletter import (
     PLACEHOLDER_EMAIL,
-    PLACEHOLDER_NAME,
     PLACEHOLDER_UNSUBSCRIBE,
     PLACEHOLDERS,
     Newsletter,
@@ -57,9 +56,7 @@ from .tokens import Signer
 from .urls import unsubscribe_url
 
 _PLACEHOLDER_RE = re.compile(("(" + "|".join(PLACEHOLDERS) + ")").encode())
-_EMAIL, _NAME, _UNSUB = (
-    p.encode() for p in (PLACEHOLDER_EMAIL, PLACEHOLDER_NAME, PLACEHOLDER_UNSUBSCRIBE)
-)
+_EMAIL, _UNSUB = (p.encode() for p in (PLACEHOLDER_EMAIL, PLACEHOLDER_UNSUBSCRIBE))
 
 
 def unsubscribe_mailto(cfg: Config) -> str:
@@ -201,16 +198,8 @@ class MessageFactory:
             f"Message-ID: {message_id(self._id_prefix, self.domain)}\r\n"
             f"List-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
         ).encode()
-        text = self._text.render(
-            {_EMAIL: addr.encode(), _NAME: name.encode(), _UNSUB: url.encode()}
-        )
-        html = self._html.render(
-            {
-                _EMAIL: escape(addr).encode(),
-                _NAME: escape(name).encode(),
-                _UNSUB: escape(url).encode(),
-            }
-        )
+        text = self._text.render({_EMAIL: addr.encode(), _UNSUB: url.encode()})
+        html = self._html.render({_EMAIL: escape(addr).encode(), _UNSUB: escape(url).encode()})
         message = b"".join(
             (headers, self._fixed, CRLF, self._sep, text, self._sep, html, self._end)
         )

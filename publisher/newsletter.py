@@ -40,13 +40,12 @@ from .templating import jinja_env
 # Placeholders for what differs per reader. Word characters only, so that neither Jinja's
 # autoescape, premailer/lxml's serialiser nor a URL rewrite can alter them.
 PLACEHOLDER_EMAIL = "__PUBLISHER_READER_EMAIL__"
-PLACEHOLDER_NAME = "__PUBLISHER_READER_NAME__"
 PLACEHOLDER_UNSUBSCRIBE = "__PUBLISHER_UNSUBSCRIBE_URL__"
-PLACEHOLDERS = (PLACEHOLDER_EMAIL, PLACEHOLDER_NAME, PLACEHOLDER_UNSUBSCRIBE)
+PLACEHOLDERS = (PLACEHOLDER_EMAIL, PLACEHOLDER_UNSUBSCRIBE)
 _MORE_COUNT = "__PUBLISHER_MORE_COUNT__"  # filled once the size budget decided it
 
 # Bytes of the budget kept free for the per-reader values that replace the placeholders
-# (an address of up to 254 characters, a name, an unsubscribe URL with a signed token).
+# (an address of up to 254 characters and an unsubscribe URL with a signed token).
 SUBSTITUTION_RESERVE = 2048
 SHORT_BULLETS = 2  # a shortened summary keeps its first bullets...
 SHORT_CHARS = 160  # ...each cut to this many characters
@@ -88,19 +87,6 @@ class Newsletter:
     def html_wire_bytes(self) -> int:
         """The HTML part's body as sent, before per-reader substitution (base64, CRLF lines)."""
         return wire_bytes(self.html)
-
-    def personalise(self, email: str, name: str, unsubscribe_url: str) -> tuple[str, str]:
-        """(html, text) for one reader. For previews and tests; the mailer has a faster path."""
-        values = {
-            PLACEHOLDER_EMAIL: email,
-            PLACEHOLDER_NAME: name,
-            PLACEHOLDER_UNSUBSCRIBE: unsubscribe_url,
-        }
-        html, text = self.html, self.text
-        for key, value in values.items():
-            html = html.replace(key, str(escape(value)))
-            text = text.replace(key, value)
-        return html, text
 
 
 _B64_LINE_IN, _B64_LINE_OUT = 57, 78  # bytes per base64 line: 57 in, 76 out + CRLF (RFC 2045)
@@ -303,7 +289,6 @@ def render_newsletter(digest: Digest, cfg: Config) -> Newsletter:
         "day_url": day_url,
         "contact": cfg.email.contact,
         "reader_email": PLACEHOLDER_EMAIL,
-        "reader_name": PLACEHOLDER_NAME,
         "unsubscribe_url": PLACEHOLDER_UNSUBSCRIBE,
     }
     env = jinja_env(cfg)

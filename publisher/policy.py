@@ -1,4 +1,4 @@
-"""When a digest's email is due: the scheduling policy as pure functions of time.
+"""When a digest's email is due: the scheduling policy as functions of time (and of a file's mtime).
 
 The rules (README, "Scheduling"):
 - A digest joins the feeds and the site as soon as it is seen (that is not decided here).
@@ -16,8 +16,10 @@ The rules (README, "Scheduling"):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import Config
 
@@ -27,6 +29,18 @@ class Due:
     due: bool
     reason: str
     at: dt.datetime | None = None  # when it is (or was) due; None if never
+
+
+def arrived(source: str, first_seen: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    """When a digest arrived: its file's mtime, or when it was first seen if that is earlier.
+
+    `first_seen` is as the state database keeps it (naive UTC)."""
+    candidates = [now]
+    if first_seen is not None:
+        candidates.append(first_seen.replace(tzinfo=dt.UTC))
+    with contextlib.suppress(OSError):
+        candidates.append(dt.datetime.fromtimestamp(Path(source).stat().st_mtime, dt.UTC))
+    return min(candidates)
 
 
 def send_time(cfg: Config) -> dt.time:

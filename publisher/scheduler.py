@@ -20,14 +20,12 @@ the process exits 0.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -37,7 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .config import Config
 from .digest import parse_file
 from .errors import PublisherError
-from .policy import email_due, next_send_moment, send_time, too_old
+from .policy import arrived, email_due, next_send_moment, send_time, too_old
 from .progress import LogProgress
 from .publish import send_digest
 from .site import build_site
@@ -45,7 +43,7 @@ from .state import Store
 
 log = logging.getLogger("publisher.run")
 
-# State-database meta keys (read by `publisher status`).
+# State-database meta keys (read by `publisher status`, publisher/status.py).
 META_PROBLEMS = "run:problems"
 META_LAST_TICK = "run:last_tick"
 
@@ -58,21 +56,6 @@ class TickReport:
     sent: list[dt.date] = field(default_factory=list)
     pending: list[tuple[dt.date, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def _utc(naive: dt.datetime | None) -> dt.datetime | None:
-    """Store times are naive UTC."""
-    return naive.replace(tzinfo=dt.UTC) if naive is not None else None
-
-
-def _arrived(source: str, first_seen: dt.datetime | None, now: dt.datetime) -> dt.datetime:
-    """When a digest arrived: its file's mtime, or when it was first seen if that is earlier."""
-    candidates = [now]
-    if first_seen is not None:
-        candidates.append(first_seen)
-    with contextlib.suppress(OSError):
-        candidates.append(dt.datetime.fromtimestamp(Path(source).stat().st_mtime, dt.UTC))
-    return min(candidates)
 
 
 def tick(
@@ -116,7 +99,7 @@ def tick(
             pub = store.get_publication(day.date)  # new or edited this tick: read it back
         if pub is None or pub.email_status == "sent":
             continue
-        due = email_due(cfg, day.date, _arrived(day.source, _utc(pub.created_at), now), now)
+        due = email_due(cfg, day.date, arrived(day.source, pub.created_at, now), now)
         if not due.due:
             if not too_old(cfg, day.date, now):
                 report.pending.append((day.date, due.reason))
@@ -236,59 +219,3 @@ def run_forever(cfg: Config, *, secret: bytes, install_signals: bool = True) -> 
     runner.shutdown()
     log.info("stopped")
     return 0
-
-
-def status_lines(
-    cfg: Config, store: Store, *, now: dt.datetime | None = None, limit: int = 10
-) -> list[str]:
-    """What `publisher status` prints: digests seen, emails, what is pending, the next run."""
-    now = now or dt.datetime.now(dt.UTC)
-    out: list[str] = []
-    last = store.get_meta(META_LAST_TICK)
-    out.append(f"last run tick:  {last or 'never (is `publisher run` running?)'}")
-    nxt = next_send_moment(cfg, now)
-    out.append(
-        f"next send time: {nxt.isoformat(timespec='minutes')} ([schedule] send_at "
-        f"{cfg.schedule.send_at} {cfg.site.timezone}"
-        + ("; send on arrival)" if cfg.schedule.send_on_arrival else ")")
-    )
-    out.append(f"polling:        every {cfg.schedule.poll_seconds:g} s in {cfg.digests.inbox}")
-    pubs = store.list_publications(limit)
-    out.append("")
-    out.append(f"latest digests ({len(pubs)} shown):")
-    if not pubs:
-        out.append("  none seen yet")
-    pending: list[str] = []
-    old = 0
-    for pub in pubs:
-        email = {
-            "none": "email not sent",
-            "sending": f"email sending: {pub.sent} sent, {pub.failed} failed",
-            "sent": f"email sent: {pub.sent} sent, {pub.failed} failed",
-            "partial": f"email partial: {pub.sent} sent, {pub.failed} failed",
-        }.get(pub.email_status, pub.email_status)
-        out.append(f"  {pub.digest_date}  in feed  {email}  ({pub.source})")
-        if pub.email_status != "sent":
-            due = email_due(
-                cfg, pub.digest_date, _arrived(pub.source, _utc(pub.created_at), now), now
-            )
-            if due.due or not too_old(cfg, pub.digest_date, now):
-                pending.append(f"  {pub.digest_date}  {'due now' if due.due else due.reason}")
-            else:
-                old += 1
-    out.append("")
-    out.append("pending emails:" if pending else "pending emails: none")
-    out.extend(pending)
-    if old:
-        out.append(
-            f"  ({old} older than [schedule] max_age_days = {cfg.schedule.max_age_days} are "
-            "not emailed automatically; `publisher send --digest FILE` sends one)"
-        )
-    from .bounces.rates import rate_lines
-
-    out.extend(rate_lines(store, pubs))
-    problems = json.loads(store.get_meta(META_PROBLEMS) or "[]")
-    out.append("")
-    out.append("problems:" if problems else "problems: none")
-    out.extend(f"  {p}" for p in problems)
-    return out

@@ -31,7 +31,8 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -76,8 +77,7 @@ THUMB_SIZE = (1200, 648)
 COMPRESSIBLE = frozenset({".html", ".xml", ".json", ".css", ".js", ".svg", ".txt", ".ico"})
 GZIP_LEVEL = 6
 BROTLI_QUALITY = 5  # as small as gzip -9 at a tenth of the time of quality 9+
-# Files whose change must re-render every page (the fingerprint covers them and the templates).
-_CODE = [Path(__file__).with_name(n) for n in ("site.py", "markdown.py", "digest.py", "i18n.py")]
+_PACKAGE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,11 +288,29 @@ def _fingerprint(cfg: Config) -> str:
     # Not the output folder: the same inputs built elsewhere give the same bytes.
     feed = dataclasses.replace(cfg.feed, output=Path())
     h.update(repr((MANIFEST_VERSION, cfg.site, feed)).encode())
-    folder = templates_dir(cfg) / "site"
-    for path in sorted(folder.rglob("*")) + _CODE:
+    folder = templates_dir(cfg)
+    # The site's templates and what they import or include from the top (templates/_macros.html).
+    templates = sorted(folder.glob("*.html")) + sorted((folder / "site").rglob("*"))
+    for path in templates:
         if path.is_file():
             h.update(str(path.name).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in _code_files():
+        h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _code_files() -> tuple[Path, ...]:
+    """Every module of the package. The pages depend on site.py and what it imports, directly
+    or not (templating, i18n, digest, markdown, config...); hashing the whole package (a few
+    hundred kB, about a millisecond) never leaves one out, at the price of one full re-render
+    after any code change."""
+    found = []
+    for root, dirs, files in os.walk(_PACKAGE):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        found += [Path(root, name) for name in files if name.endswith(".py")]
+    return tuple(sorted(found))
 
 
 def _updated_times(
@@ -604,19 +622,112 @@ def render_json_feed(
 # The build
 
 
-def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildReport:
-    """Build feeds and pages into feed.output from the inbox (or from `digests` when given).
+class SiteWriter:
+    """Writes the output through `write_if_changed` and records what it did (Pelican's writer):
+    each file written, with its .gz and .br copies, and how many were left as they were."""
 
-    A bad digest is reported in the result and skipped; everything else is still built.
-    """
-    out = cfg.feed.output
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / MANIFEST
-    manifest = _read_manifest(manifest_path)
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.written: list[Path] = []
+        self.unchanged = 0
+
+    def is_current(self, path: Path) -> bool:
+        """A file present with its compressed copies: a page whose inputs are unchanged may be
+        left as it is (counted as unchanged)."""
+        if path.is_file() and not _compress_missing(path):
+            self.unchanged += 1
+            return True
+        return False
+
+    def write(self, path: Path, data: bytes) -> None:
+        if write_if_changed(path, data) or _compress_missing(path):
+            self.written.append(path)
+            _precompress(path, data)
+        else:
+            self.unchanged += 1
+
+
+@dataclass(slots=True)
+class _Context:
+    """What a build collected before writing: the days (newest first), their `updated` times,
+    and the previous build's caches; rendered bodies are added as the pages need them."""
+
+    cfg: Config
+    days: list[_Day]
+    updated: dict[dt.date, int]
+    history: dict[str, Any]
+    file_cache: dict[str, Any]
+    parsed: int
+    problems: list[BuildProblem]
+    fingerprint: str
+    cache: dict[str, Any]  # the previous manifest's caches, if its fingerprint matches
+    bodies: dict[dt.date, str] = field(default_factory=dict)
+    feed_bodies: dict[dt.date, str] = field(default_factory=dict)
+    first_images: dict[dt.date, str] = field(default_factory=dict)
+    failed: set[dt.date] = field(default_factory=set)
+
+    @property
+    def body_cache(self) -> dict[str, Any]:
+        return self.cache.get("bodies", {})
+
+    def load(self, i: int) -> Digest:
+        day = self.days[i]
+        if day.date in self.failed:
+            raise DigestError(day.source, 0, "already reported")
+        try:
+            self.days[i] = day = _load(day)
+        except DigestError as exc:  # changed on disk since it was looked at
+            self.failed.add(day.date)
+            self.problems.append(BuildProblem(exc.path, exc.line, exc.problem))
+            raise
+        assert day.digest is not None
+        return day.digest
+
+    def body_of(self, i: int) -> str:
+        day = self.days[i]
+        if day.date in self.bodies:
+            return self.bodies[day.date]
+        hit = self.body_cache.get(day.date.isoformat())
+        if hit and hit["sha"] == day.sha:
+            self.bodies[day.date] = hit["html"]
+            self.first_images[day.date] = hit.get("image", "")
+        else:
+            digest = self.load(i)
+            self.bodies[day.date] = str(render_papers(self.cfg, digest))
+            image = next((p.image for p in digest.papers if p.image), None)
+            self.first_images[day.date] = absolute_url(self.cfg, image)
+        return self.bodies[day.date]
+
+    def feed_body_of(self, i: int) -> str:
+        day = self.days[i]
+        if self.cfg.feed.content == "full":
+            return self.body_of(i)
+        if day.date not in self.feed_bodies:
+            hit = self.body_cache.get(day.date.isoformat())
+            if hit and hit["sha"] == day.sha and "feed" in hit:
+                self.feed_bodies[day.date] = hit["feed"]
+            else:
+                self.feed_bodies[day.date] = render_feed_summary(self.cfg, self.load(i))
+        return self.feed_bodies[day.date]
+
+    def cached_body(self, d: _Day) -> dict[str, Any]:
+        entry: dict[str, Any] = {"sha": d.sha}
+        if d.date in self.bodies:
+            entry["html"] = self.bodies[d.date]
+            entry["image"] = self.first_images.get(d.date, "")
+        else:
+            prev = self.body_cache.get(d.date.isoformat(), {})
+            entry.update({k: v for k, v in prev.items() if k in ("html", "image")})
+        if d.date in self.feed_bodies:
+            entry["feed"] = self.feed_bodies[d.date]
+        return entry
+
+
+def _collect(cfg: Config, manifest: dict[str, Any], digests: list[Digest] | None) -> _Context:
+    """Read the inbox (or take `digests`), one digest per date, and each day's `updated`."""
     fingerprint = _fingerprint(cfg)
     cache = manifest.get("cache", {}) if manifest.get("fingerprint") == fingerprint else {}
     problems: list[BuildProblem] = []
-
     if digests is None:
         raw_days, file_cache, parsed = _read_inbox(
             cfg.digests.inbox, manifest.get("files", {}), problems
@@ -626,69 +737,14 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         file_cache, parsed = manifest.get("files", {}), len(digests)
     days = _one_per_date(raw_days, problems)  # newest first
     updated, history = _updated_times(cfg, days, manifest.get("entries", {}))
+    return _Context(cfg, days, updated, history, file_cache, parsed, problems, fingerprint, cache)
 
-    written: list[Path] = []
-    unchanged = 0
-    page_cache: dict[str, Any] = cache.get("pages", {})
-    month_cache: dict[str, Any] = cache.get("months", {})
-    body_cache: dict[str, Any] = cache.get("bodies", {})
+
+def _write_day_pages(ctx: _Context, writer: SiteWriter) -> dict[str, Any]:
+    """Each day's page, rendered only when its inputs changed; returns the pages' inputs."""
+    cfg, days, out = ctx.cfg, ctx.days, writer.out
+    page_cache: dict[str, Any] = ctx.cache.get("pages", {})
     new_pages: dict[str, Any] = {}
-    new_months: dict[str, Any] = {}
-    feed_days = days[: cfg.feed.max_items]
-    feed_dates = {d.date for d in feed_days}
-    bodies: dict[dt.date, str] = {}
-    feed_bodies: dict[dt.date, str] = {}
-    first_images: dict[dt.date, str] = {}
-    failed: set[dt.date] = set()
-
-    def load(i: int) -> Digest:
-        day = days[i]
-        if day.date in failed:
-            raise DigestError(day.source, 0, "already reported")
-        try:
-            days[i] = day = _load(day)
-        except DigestError as exc:  # changed on disk since it was looked at
-            failed.add(day.date)
-            problems.append(BuildProblem(exc.path, exc.line, exc.problem))
-            raise
-        assert day.digest is not None
-        return day.digest
-
-    def body_of(i: int) -> str:
-        day = days[i]
-        if day.date in bodies:
-            return bodies[day.date]
-        hit = body_cache.get(day.date.isoformat())
-        if hit and hit["sha"] == day.sha:
-            bodies[day.date] = hit["html"]
-            first_images[day.date] = hit.get("image", "")
-        else:
-            digest = load(i)
-            bodies[day.date] = str(render_papers(cfg, digest))
-            image = next((p.image for p in digest.papers if p.image), None)
-            first_images[day.date] = absolute_url(cfg, image)
-        return bodies[day.date]
-
-    def feed_body_of(i: int) -> str:
-        day = days[i]
-        if cfg.feed.content == "full":
-            return body_of(i)
-        if day.date not in feed_bodies:
-            hit = body_cache.get(day.date.isoformat())
-            if hit and hit["sha"] == day.sha and "feed" in hit:
-                feed_bodies[day.date] = hit["feed"]
-            else:
-                feed_bodies[day.date] = render_feed_summary(cfg, load(i))
-        return feed_bodies[day.date]
-
-    def put(path: Path, data: bytes) -> None:
-        nonlocal unchanged
-        if write_if_changed(path, data) or _compress_missing(path):
-            written.append(path)
-            _precompress(path, data)
-        else:
-            unchanged += 1
-
     for i, day in enumerate(days):
         newer = days[i - 1].date if i > 0 else None
         older = days[i + 1].date if i + 1 < len(days) else None
@@ -696,19 +752,25 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         inputs = {"sha": day.sha, "newer": _iso(newer), "older": _iso(older)}
         page = out / day_path(day.date) / "index.html"
         new_pages[key] = inputs
-        if page_cache.get(key) == inputs and page.is_file() and not _compress_missing(page):
-            unchanged += 1
+        if page_cache.get(key) == inputs and writer.is_current(page):
             continue
         try:
-            body = Markup(body_of(i))
+            body = Markup(ctx.body_of(i))
         except DigestError:
             new_pages.pop(key)
             continue
         data = render_day_page(
-            cfg, day.date, body, day.papers, newer, older, day.titles, first_images[day.date]
+            cfg, day.date, body, day.papers, newer, older, day.titles, ctx.first_images[day.date]
         )
-        put(page, data)
+        writer.write(page, data)
+    return new_pages
 
+
+def _write_month_pages(ctx: _Context, writer: SiteWriter) -> dict[str, Any]:
+    """Each month's page, rendered only when its days changed; returns the pages' inputs."""
+    days = ctx.days
+    month_cache: dict[str, Any] = ctx.cache.get("months", {})
+    new_months: dict[str, Any] = {}
     months = _months(days)
     for j, month in enumerate(months):
         in_month = [d for d in days if (d.date.year, d.date.month) == month]
@@ -720,75 +782,89 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
             "newer": list(newer_m) if newer_m else None,
             "older": list(older_m) if older_m else None,
         }
-        page = out / month_path(*month) / "index.html"
+        page = writer.out / month_path(*month) / "index.html"
         new_months[key] = inputs
-        if month_cache.get(key) == inputs and page.is_file() and not _compress_missing(page):
-            unchanged += 1
+        if month_cache.get(key) == inputs and writer.is_current(page):
             continue
-        put(page, render_month(cfg, month, in_month, newer_m, older_m))
+        writer.write(page, render_month(ctx.cfg, month, in_month, newer_m, older_m))
+    return new_months
 
+
+def _write_feeds_and_index(ctx: _Context, writer: SiteWriter) -> list[_Day]:
+    """The feeds, the index, the sitemap, robots.txt and the static files; returns the feeds'
+    days (the newest feed.max_items whose digest could be read)."""
+    cfg, days, out = ctx.cfg, ctx.days, writer.out
+    feed_days = days[: cfg.feed.max_items]
+    feed_dates = {d.date for d in feed_days}
     for i, day in enumerate(days):
         if day.date in feed_dates:
             try:
-                feed_body_of(i)
+                ctx.feed_body_of(i)
             except DigestError:
                 continue
-    feeds = feed_bodies if cfg.feed.content == "summary" else bodies
+    feeds = ctx.feed_bodies if cfg.feed.content == "summary" else ctx.bodies
     feed_days = [d for d in feed_days if d.date in feeds]
 
-    rss, atom = render_feeds(cfg, feed_days, feeds, updated)
+    rss, atom = render_feeds(cfg, feed_days, feeds, ctx.updated)
     folder = templates_dir(cfg) / "site"
     static = {
         out / "index.html": render_index(cfg, days),
         out / RSS_FILE: rss,
         out / ATOM_FILE: atom,
-        out / JSON_FILE: render_json_feed(cfg, feed_days, feeds, updated),
-        out / SITEMAP: render_sitemap(cfg, days, updated),
+        out / JSON_FILE: render_json_feed(cfg, feed_days, feeds, ctx.updated),
+        out / SITEMAP: render_sitemap(cfg, days, ctx.updated),
         out / "robots.txt": render_robots(cfg),
     }
     for name in STATIC_FILES:
         static[out / name] = (folder / name).read_bytes()
     for path, data in static.items():
-        put(path, data)
+        writer.write(path, data)
+    return feed_days
+
+
+def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildReport:
+    """Build feeds and pages into feed.output from the inbox (or from `digests` when given).
+
+    Collect (read the digests and the manifest), then write through one SiteWriter: the day
+    pages, the month pages, the feeds and the index, the search index, and the manifest.
+    A bad digest is reported in the result and skipped; everything else is still built.
+    """
+    out = cfg.feed.output
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST
+    ctx = _collect(cfg, _read_manifest(manifest_path), digests)
+    writer = SiteWriter(out)
+    new_pages = _write_day_pages(ctx, writer)
+    new_months = _write_month_pages(ctx, writer)
+    feed_days = _write_feeds_and_index(ctx, writer)
 
     searched = False
-    if cfg.feed.search and (written or not (out / SEARCH_FOLDER / "pagefind.js").is_file()):
+    if cfg.feed.search and (writer.written or not (out / SEARCH_FOLDER / "pagefind.js").is_file()):
         index_search(out)
         searched = True
 
-    def cached_body(d: _Day) -> dict[str, Any]:
-        entry: dict[str, Any] = {"sha": d.sha}
-        if d.date in bodies:
-            entry["html"] = bodies[d.date]
-            entry["image"] = first_images.get(d.date, "")
-        else:
-            prev = body_cache.get(d.date.isoformat(), {})
-            entry.update({k: v for k, v in prev.items() if k in ("html", "image")})
-        if d.date in feed_bodies:
-            entry["feed"] = feed_bodies[d.date]
-        return entry
-
     new_manifest = {
         "version": MANIFEST_VERSION,
-        "fingerprint": fingerprint,
-        "entries": history,
-        "files": file_cache,
+        "fingerprint": ctx.fingerprint,
+        "entries": ctx.history,
+        "files": ctx.file_cache,
         "cache": {
             "pages": new_pages,
             "months": new_months,
             # Only the feed's days: enough to rebuild the feeds without parsing them again.
-            "bodies": {d.date.isoformat(): cached_body(d) for d in feed_days},
+            "bodies": {d.date.isoformat(): ctx.cached_body(d) for d in feed_days},
         },
     }
     text = json.dumps(new_manifest, ensure_ascii=False, sort_keys=True, indent=0)
     write_if_changed(manifest_path, text.encode("utf-8"))
+    days = ctx.days
     return BuildReport(
         output=out,
         days=len(days),
-        written=tuple(written),
-        unchanged=unchanged,
-        parsed=parsed,
-        problems=tuple(problems),
+        written=tuple(writer.written),
+        unchanged=writer.unchanged,
+        parsed=ctx.parsed,
+        problems=tuple(ctx.problems),
         rss=out / RSS_FILE,
         atom=out / ATOM_FILE,
         built=tuple(BuiltDay(d.date, d.source, d.sha) for d in days),

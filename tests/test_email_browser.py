@@ -8,6 +8,8 @@ blocked, so thumbnails show their alt text, as in the many clients that block im
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +18,14 @@ import pytest
 
 from publisher.config import Config, load_config
 from publisher.digest import parse_file
+from publisher.mailer import MessageFactory
 from publisher.newsletter import render_newsletter
 from publisher.preview import dry_run
 
 from .browser import CHROMIUM, MISSING, chromium
 from .conftest import CORPUS, ROOT, needs_corpus
 
-UNSUBSCRIBE = "https://papers.example.org/unsubscribe/test-token"
+SECRET = b"test-secret"
 # Days whose email overflowed a 375 px screen before (unbroken URLs and code names in the
 # summaries: 2024-02-08's github URL overflowed 600 px too), and the corpus's most Hangul-dense
 # day (2023-11-20: half of its characters are Hangul syllables).
@@ -57,9 +60,13 @@ def page(browser):  # noqa: ANN001, ANN201
     pg.close()
 
 
-def email_html(cfg: Config, day: str) -> str:
-    nl = render_newsletter(parse_file(CORPUS / f"{day}.md"), cfg)
-    return nl.personalise("reader@example.com", "Reader", UNSUBSCRIBE)[0]
+def email_html(cfg: Config, day: str) -> tuple[str, str]:
+    """The HTML part of a day's message as sent to one reader, and its unsubscribe link."""
+    factory = MessageFactory(render_newsletter(parse_file(CORPUS / f"{day}.md"), cfg), cfg, SECRET)
+    raw = factory.build("reader@example.com", subscriber_id=1)
+    part = email.message_from_bytes(raw, policy=email.policy.default).get_body(("html",))
+    assert part is not None
+    return part.get_content(), factory.unsubscribe_url(1)
 
 
 # Line breaks between two Hangul syllables: each character's box is measured, and a character
@@ -88,8 +95,9 @@ MID_WORD_BREAKS = """() => {
 @needs_corpus
 @pytest.mark.parametrize("day", [*OVERFLOWED, KOREAN_HEAVY])
 def test_no_horizontal_overflow_and_unsubscribe_in_view(cfg: Config, page, day: str) -> None:  # noqa: ANN001
-    page.set_content(email_html(cfg, day), wait_until="domcontentloaded")
-    link = page.locator(f'a[href="{UNSUBSCRIBE}"]')
+    html, unsubscribe = email_html(cfg, day)
+    page.set_content(html, wait_until="domcontentloaded")
+    link = page.locator(f'a[href="{unsubscribe}"]')
     for scheme, background in (("light", "rgb(244, 245, 247)"), ("dark", "rgb(13, 17, 23)")):
         page.emulate_media(color_scheme=scheme)
         # the scheme took effect: the page background follows it
@@ -108,7 +116,7 @@ def test_no_horizontal_overflow_and_unsubscribe_in_view(cfg: Config, page, day: 
 @needs_corpus
 def test_korean_wraps_between_words_on_a_phone(cfg: Config, page) -> None:  # noqa: ANN001
     page.set_viewport_size({"width": 375, "height": 800})
-    page.set_content(email_html(cfg, KOREAN_HEAVY), wait_until="domcontentloaded")
+    page.set_content(email_html(cfg, KOREAN_HEAVY)[0], wait_until="domcontentloaded")
     lines = page.evaluate(
         "document.querySelector('[role=main]').getBoundingClientRect().height / 20"
     )

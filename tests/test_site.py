@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from publisher.cli import cli
 from publisher.digest import parse
-from publisher.site import build_site
+from publisher.site import _code_files, build_site
 from publisher.urls import day_url
 
 from .conftest import corpus_date, corpus_files, largest_corpus_digest, needs_corpus
@@ -194,6 +194,41 @@ def test_a_changed_template_rebuilds_pages_even_when_digests_did_not_change(tmp_
     report = build_site(cfg)
     assert cfg.feed.output / "2024/05/13/index.html" in report.written
     assert "restyled" in (cfg.feed.output / "2024/05/13/index.html").read_text("utf-8")
+
+
+def test_a_changed_macro_rebuilds_pages_even_when_digests_did_not_change(tmp_path: Path) -> None:
+    # templates/_macros.html sits beside site/, not in it: the fingerprint must cover it too.
+    src = Path(__file__).resolve().parent.parent / "templates"
+    templates = tmp_path / "templates"
+    shutil.copytree(src, templates)
+    cfg = site_config(tmp_path)
+    cfg = dataclasses.replace(cfg, site=dataclasses.replace(cfg.site, templates=templates))
+    write_digest(cfg.digests.inbox, DAYS[0])
+    build_site(cfg)
+    macros = templates / "_macros.html"
+    text = macros.read_text("utf-8")
+    assert '<ul class="{{ class }}">' in text
+    macros.write_text(text.replace('<ul class="{{ class }}">', '<ul class="{{ class }} restyled">'))
+    report = build_site(cfg)
+    page = cfg.feed.output / "2024/05/13/index.html"
+    assert page in report.written
+    assert 'class="summary restyled"' in page.read_text("utf-8")
+
+
+def test_the_fingerprint_covers_every_module_the_site_imports() -> None:
+    # What importing publisher.site loads, in a fresh interpreter: every such module of the
+    # package can change a page's bytes, so each must be in the build's fingerprint.
+    code = (
+        "import sys, publisher.site\n"
+        "for m in sorted(sys.modules):\n"
+        "    if m.startswith('publisher.'):\n"
+        "        print(sys.modules[m].__file__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = {Path(line).resolve() for line in done.stdout.split()}
+    covered = set(_code_files())
+    assert {p.name for p in loaded} >= {"site.py", "templating.py", "i18n.py", "digest.py"}
+    assert loaded <= covered, sorted(str(p) for p in loaded - covered)
 
 
 def test_a_bad_digest_is_reported_and_the_rest_still_build(tmp_path: Path) -> None:

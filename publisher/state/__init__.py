@@ -20,8 +20,8 @@ Quick tour::
     store.unsubscribe("ada@example.com")          # status unsubscribed + suppression
     store.counts_by_status()                      # {"active": 3, "unsubscribed": 1, ...}
     store.queue_pending(date(2024, 5, 15))        # one queued ledger row per active subscriber
-    for entry in store.pending_for(date(2024, 5, 15)):
-        store.mark_sent(entry.id, "250 OK")
+    recorder = store.sent_recorder()             # sent marks, a batch per commit
+    recorder.record((e.id, "250 OK", 1) for e in store.pending_for(date(2024, 5, 15)))
 """
 
 from __future__ import annotations

@@ -245,25 +245,6 @@ class LedgerMixin:
                 yield _entry(r)
             last = rows[-1].id
 
-    def mark_sent(self, entry_ids: int | Iterable[int], reply: str, attempts: int = 1) -> None:
-        """Record that the server accepted these messages (one id or a small batch), each after
-        `attempts` more attempts. Commits before returning: this is what makes resume exact."""
-        ids = [entry_ids] if isinstance(entry_ids, int) else list(entry_ids)
-        if not ids:
-            return
-        with self._write() as conn:
-            conn.execute(
-                ledger.update()
-                .where(ledger.c.id.in_(ids))
-                .values(
-                    status=SENT,
-                    attempts=ledger.c.attempts + attempts,
-                    last_reply=reply[:500],
-                    final=False,
-                    updated_at=_now(),
-                )
-            )
-
     def sent_recorder(self) -> SentRecorder:
         """Sent marks for batches of (entry id, reply, attempts) on one long-lived connection,
         used by one thread at a time (checking a connection out of the pool per batch costs

@@ -249,10 +249,6 @@ class SubscribersMixin:
                 yield _subscriber(row)
             last = rows[-1].id
 
-    def iter_active(self, batch: int = 1000) -> Iterator[Subscriber]:
-        """Active subscribers, streamed (see iter_subscribers)."""
-        return self.iter_subscribers(ACTIVE, batch)
-
     def counts_by_status(self) -> dict[str, int]:
         """{status: count} for every status (zeros included)."""
         counts = dict.fromkeys(STATUSES, 0)
