@@ -10,6 +10,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "view_in_browser": "View in browser",
         "unsubscribe": "Unsubscribe",
+        "preferences": "Subscription settings",
         "more_papers": "{n} more papers on the web",
         "authors": "Authors",
         "votes": "Votes",
@@ -93,6 +94,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "ko": {
         "view_in_browser": "브라우저에서 보기",
         "unsubscribe": "구독 취소",
+        "preferences": "구독 설정",
         "more_papers": "웹에서 논문 {n}편 더 보기",
         "authors": "저자",
         "votes": "추천",

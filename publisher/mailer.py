@@ -48,15 +48,18 @@ from .mime import (
 )
 from .newsletter import (
     PLACEHOLDER_EMAIL,
+    PLACEHOLDER_PREFERENCES,
     PLACEHOLDER_UNSUBSCRIBE,
     PLACEHOLDERS,
     Newsletter,
 )
 from .tokens import Signer
-from .urls import unsubscribe_url
+from .urls import preferences_url, unsubscribe_url
 
 _PLACEHOLDER_RE = re.compile(("(" + "|".join(PLACEHOLDERS) + ")").encode())
-_EMAIL, _UNSUB = (p.encode() for p in (PLACEHOLDER_EMAIL, PLACEHOLDER_UNSUBSCRIBE))
+_EMAIL, _UNSUB, _PREFS = (
+    p.encode() for p in (PLACEHOLDER_EMAIL, PLACEHOLDER_UNSUBSCRIBE, PLACEHOLDER_PREFERENCES)
+)
 
 
 def unsubscribe_mailto(cfg: Config) -> str:
@@ -130,6 +133,9 @@ class MessageFactory:
         self._unsubscribe_signer = Signer(secret, "unsubscribe")
         self.domain = sender_domain(cfg)
         self._unsub_base = unsubscribe_url(cfg, "")
+        # The footer's preferences link carries the same token: the preferences page accepts an
+        # unsubscribe token (web.py), so a reader's two links cost one HMAC.
+        self._prefs_base = preferences_url(cfg, "")
         self._mailto = unsubscribe_mailto(cfg)
         # `unsubscribe+{token}@...`: each reader's own signed token (publisher/bounces/verp.py),
         # so a mail to it unsubscribes exactly that reader (`publisher bounces import`).
@@ -180,13 +186,19 @@ class MessageFactory:
         """The reader's link: an opaque token naming the subscriber's id (publisher/tokens.py)."""
         return self._unsub_base + self._unsubscribe_signer.sign_id(subscriber_id)
 
+    def preferences_url(self, subscriber_id: int) -> str:
+        """The reader's preferences page (status, subscribe again, the stored data)."""
+        return self._prefs_base + self._unsubscribe_signer.sign_id(subscriber_id)
+
     def build(self, email: str, name: str = "", subscriber_id: int | None = None) -> bytes:
         """The complete message for one reader, CRLF line endings, DKIM-signed if configured.
         `subscriber_id` (the ledger row's) is what the unsubscribe link and a `{token}` mailto
         address name; a preview, which has none, uses id 0, which no subscriber has."""
         subscriber_id = subscriber_id or 0
         addr = check_address(email)
-        url = self.unsubscribe_url(subscriber_id)
+        token = self._unsubscribe_signer.sign_id(subscriber_id)
+        url = self._unsub_base + token
+        prefs = self._prefs_base + token
         name = one_line(name)
         mailto = self._mailto
         if self._mailto_tokens is not None:
@@ -198,8 +210,16 @@ class MessageFactory:
             f"Message-ID: {message_id(self._id_prefix, self.domain)}\r\n"
             f"List-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
         ).encode()
-        text = self._text.render({_EMAIL: addr.encode(), _UNSUB: url.encode()})
-        html = self._html.render({_EMAIL: escape(addr).encode(), _UNSUB: escape(url).encode()})
+        text = self._text.render(
+            {_EMAIL: addr.encode(), _UNSUB: url.encode(), _PREFS: prefs.encode()}
+        )
+        html = self._html.render(
+            {
+                _EMAIL: escape(addr).encode(),
+                _UNSUB: escape(url).encode(),
+                _PREFS: escape(prefs).encode(),
+            }
+        )
         message = b"".join(
             (headers, self._fixed, CRLF, self._sep, text, self._sep, html, self._end)
         )

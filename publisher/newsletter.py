@@ -41,11 +41,12 @@ from .templating import jinja_env
 # autoescape, premailer/lxml's serialiser nor a URL rewrite can alter them.
 PLACEHOLDER_EMAIL = "__PUBLISHER_READER_EMAIL__"
 PLACEHOLDER_UNSUBSCRIBE = "__PUBLISHER_UNSUBSCRIBE_URL__"
-PLACEHOLDERS = (PLACEHOLDER_EMAIL, PLACEHOLDER_UNSUBSCRIBE)
+PLACEHOLDER_PREFERENCES = "__PUBLISHER_PREFERENCES_URL__"
+PLACEHOLDERS = (PLACEHOLDER_EMAIL, PLACEHOLDER_UNSUBSCRIBE, PLACEHOLDER_PREFERENCES)
 _MORE_COUNT = "__PUBLISHER_MORE_COUNT__"  # filled once the size budget decided it
 
 # Bytes of the budget kept free for the per-reader values that replace the placeholders
-# (an address of up to 254 characters and an unsubscribe URL with a signed token).
+# (an address of up to 254 characters, and the unsubscribe and preferences URLs with a token).
 SUBSTITUTION_RESERVE = 2048
 SHORT_BULLETS = 2  # a shortened summary keeps its first bullets...
 SHORT_CHARS = 160  # ...each cut to this many characters
@@ -290,6 +291,7 @@ def render_newsletter(digest: Digest, cfg: Config) -> Newsletter:
         "contact": cfg.email.contact,
         "reader_email": PLACEHOLDER_EMAIL,
         "unsubscribe_url": PLACEHOLDER_UNSUBSCRIBE,
+        "preferences_url": PLACEHOLDER_PREFERENCES,
     }
     env = jinja_env(cfg)
     preheader = _cut(" · ".join(one_line(v.title) for v in views[:3]), PREHEADER_CHARS)

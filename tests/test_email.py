@@ -34,6 +34,7 @@ from publisher.mailer import MessageFactory
 from publisher.mime import AddressError, encode_unstructured, sender_domain
 from publisher.newsletter import (
     PLACEHOLDER_EMAIL,
+    PLACEHOLDER_PREFERENCES,
     PLACEHOLDER_UNSUBSCRIBE,
     PLACEHOLDERS,
     Newsletter,
@@ -310,8 +311,10 @@ def html_part_as_sent(raw: bytes) -> bytes:
 
 def substituted(nl: Newsletter, address: str, unsubscribe_url: str) -> str:
     """The newsletter's HTML with the placeholders replaced by hand: what the mailer's fast
-    substitution must produce."""
+    substitution must produce (the preferences link carries the unsubscribe link's token)."""
     html = nl.html.replace(PLACEHOLDER_EMAIL, str(escape(address)))
+    prefs = unsubscribe_url.replace("/unsubscribe/", "/preferences/")
+    html = html.replace(PLACEHOLDER_PREFERENCES, str(escape(prefs)))
     return html.replace(PLACEHOLDER_UNSUBSCRIBE, str(escape(unsubscribe_url)))
 
 

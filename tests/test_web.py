@@ -429,6 +429,34 @@ def test_unreachable_smtp_answers_503_and_may_retry(tmp_path: Path, db_url: str)
 # Preferences
 
 
+def test_the_emails_footer_links_to_the_readers_preferences_page(web: Web) -> None:
+    """Every newsletter carries a preferences link (HTML and text) next to unsubscribe; it opens
+    that reader's page over HTTP and names nothing about the reader in the URL."""
+    from publisher.digest import parse_file
+    from publisher.mailer import MessageFactory
+    from publisher.newsletter import render_newsletter
+
+    from .conftest import ROOT
+
+    ada, _ = web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="csv")
+    digest = parse_file(ROOT / "digests" / "2024" / "05" / "15.md")
+    raw = MessageFactory(render_newsletter(digest, web.cfg), web.cfg, SECRET).build(
+        "ada@example.com", "Ada", ada.id
+    )
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    base = re.escape(web.cfg.site.base_url + "preferences/")
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    [from_html] = re.findall(f'href="({base}[^"]+)"', html)
+    [from_text] = re.findall(f"({base}\\S+)", text)
+    assert from_html == from_text and "ada" not in from_html.lower()
+
+    page = web.http.get(from_html)
+    assert page.status_code == 200
+    assert "ada@example.com" in page.text and T["status_active"] in page.text
+    assert web.state("ada@example.com") == (st.ACTIVE, False)  # looking changes nothing
+
+
 def test_preferences_resubscribe_and_download(web: Web) -> None:
     web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="csv")
     web.store.queue_pending(DAY)
