@@ -193,20 +193,30 @@ def deliver(
     ledger = _LedgerWriter(store)
     progress.start(total)
 
+    def envelope_of(entry: LedgerEntry | None) -> str | None:
+        """MAIL FROM for one reader (None for no reader): their VERP address, or the one
+        sender for all."""
+        if entry is None:
+            return None
+        return verp.address(entry.subscriber_id, digest_date) if verp else sender
+
     def worker() -> None:
         transport = factory()
         last = 0  # ledger ticket of this worker's last accepted message
         try:
             entry = feed.next()
+            entry_from = envelope_of(entry)
             while entry is not None and not stop.is_set():
                 # The next entry is taken early so a pipelining connection can announce it;
-                # if the send stops first it simply stays queued in the ledger.
+                # if the send stops first it simply stays queued in the ledger. Its envelope
+                # sender is computed once, here, and used again when its own turn comes.
                 upcoming = feed.next(wait=False)
+                upcoming_from = envelope_of(upcoming)
                 ticket = _deliver_one(
                     cfg,
                     store,
                     transport,
-                    verp.address(entry.subscriber_id, digest_date) if verp else sender,
+                    entry_from or sender,
                     build,
                     entry,
                     tally,
@@ -216,11 +226,7 @@ def deliver(
                     feed,
                     ready=lambda t=last, i=entry.id: (ledger.wait(t), feed.check(i)),
                     next_recipient=upcoming.email if upcoming is not None else None,
-                    next_sender=(
-                        verp.address(upcoming.subscriber_id, digest_date)
-                        if verp and upcoming is not None
-                        else None
-                    ),
+                    next_sender=upcoming_from if verp else None,
                 )
                 if ticket is _UNFINISHED:
                     break  # stopped before its retry: the row stays open, close() gives it back
@@ -234,7 +240,8 @@ def deliver(
                     # senders: they may be waiting for that very row.
                     ledger.wait(last)
                     upcoming = feed.next()
-                entry = upcoming
+                    upcoming_from = envelope_of(upcoming)
+                entry, entry_from = upcoming, upcoming_from
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             with tally.lock:
                 tally.fatal = tally.fatal or exc
