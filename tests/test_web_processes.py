@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,7 +30,7 @@ from publisher.urls import preferences_url, unsubscribe_url
 from .net import free_port
 from .pg import state_toml
 from .smtp_server import Recorder, smtp_server
-from .webhelpers import SECRET
+from .webhelpers import SECRET, start_serve, wait_serving
 
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
 Request = Callable[[httpx.Client], httpx.Response]
@@ -93,24 +92,11 @@ def start_servers(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Servers
         env = {**os.environ, "PUBLISHER_SECRET": SECRET.decode()}
         for port in ports:
             log = tmp_path / f"serve-{port}.log"
-            cmd = [sys.executable, "-m", "publisher.cli", "serve", "--config", str(cfg.path)]
-            cmd += ["--host", "127.0.0.1", "--port", str(port)]
-            with log.open("wb") as fh:
-                procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env))
+            procs.append(start_serve(cfg.path, port, log, env))
             logs.append(log)
         deadline = time.monotonic() + 60
         for proc, base, log in zip(procs, bases, logs, strict=True):
-            while True:
-                if proc.poll() is not None:
-                    raise AssertionError(f"publisher serve exited:\n{log.read_text()}")
-                try:
-                    if httpx.get(base + "subscribe", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"publisher serve did not start:\n{log.read_text()}")
-                time.sleep(0.05)
+            wait_serving(proc, base, log, deadline)
         # Warm both up (imports, templates, the database connection, SMTP), so that the bursts
         # below meet two servers equally ready.
         for base in bases:

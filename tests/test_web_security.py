@@ -36,6 +36,7 @@ from .net import free_port
 from .pg import state_toml
 from .sitehelpers import DAYS, write_digest
 from .smtp_server import Recorder, smtp_server
+from .webhelpers import start_serve, wait_serving
 
 NEW = "new-secret-" + "K7pQ2xV9mR4tW8yZ3bN6cF1hJ5"  # 37 bytes, varied
 OLD = "old-secret-" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ"
@@ -114,23 +115,9 @@ def serving(project: Project, **env: str) -> Iterator[tuple[str, Path]]:
     port = base.rstrip("/").rsplit(":", 1)[1]
     log = project.root / f"serve-{time.monotonic_ns()}.log"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_SECRET")}
-    cmd = [sys.executable, "-m", "publisher.cli", "serve", "--config", str(project.cfg.path)]
-    cmd += ["--host", "127.0.0.1", "--port", port]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=environ | env)
+    proc = start_serve(project.cfg.path, port, log, environ | env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"publisher serve exited:\n{log.read_text()}")
-            try:
-                if httpx.get(base + "subscribe", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"publisher serve did not start:\n{log.read_text()}")
-            time.sleep(0.05)
+        wait_serving(proc, base, log, time.monotonic() + 60)
         yield base, log
     finally:
         proc.terminate()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 
@@ -77,3 +80,29 @@ def web_config(tmp_path: Path, base: str, smtp_port: int | None = None, **web: o
         smtp=smtp,
         web=dataclasses.replace(cfg.web, **web),
     )
+
+
+def start_serve(
+    config: Path, port: int | str, log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """`publisher serve` as a user starts it (a subprocess), its output to `log`."""
+    cmd = [sys.executable, "-m", "publisher.cli", "serve", "--config", str(config)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_serving(proc: subprocess.Popen[bytes], base: str, log: Path, deadline: float) -> None:
+    """Until `base` answers its signup form; AssertionError with the log if the server exited
+    or `deadline` (time.monotonic) passed first."""
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"publisher serve exited:\n{log.read_text()}")
+        try:
+            if httpx.get(base + "subscribe", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"publisher serve did not start:\n{log.read_text()}")
+        time.sleep(0.05)
