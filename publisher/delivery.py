@@ -6,7 +6,10 @@ The pipe: the ledger is filled (`queue_pending`, one INSERT ... SELECT, idempote
 any number of processes or machines, split one digest between them and never take the same
 row); each worker owns one transport (one reused SMTP connection, PIPELINING when offered) and
 builds each message on the fly with `build(email, name, subscriber_id) -> bytes`. Memory stays
-flat: no list of subscribers or messages is built.
+flat: no list of subscribers or messages is built. Readers who join while the send runs (an
+import, a confirmed signup, committed after the first `queue_pending`) are queued once the
+workers run dry and mailed in one more pass, so a send ends with every active subscriber
+served, whatever else ran beside it.
 
 Unsubscribes during a send: the claimed rows are checked against the subscribers' status at
 most `_Claims.STALE` seconds before each message's final "." (a background check every
@@ -249,26 +252,43 @@ def deliver(
         finally:
             transport.close()
 
+    def one_pass() -> None:
+        threads = [
+            threading.Thread(target=worker, name=f"smtp-{i}", daemon=True) for i in range(workers_n)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            # join() with a timeout so Ctrl-C reaches this thread.
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+                    if shutdown is not None and shutdown.is_set():
+                        stop.set()
+        except BaseException:
+            # Ctrl-C: let each worker finish (and record) the message it is sending, then stop.
+            stop.set()
+            for t in threads:
+                t.join()
+            raise
+
     if shutdown is not None and shutdown.is_set():
         stop.set()  # stopped before the send began (e.g. during the CSV import)
-    threads = [
-        threading.Thread(target=worker, name=f"smtp-{i}", daemon=True) for i in range(workers_n)
-    ]
-    for t in threads:
-        t.start()
     try:
-        # join() with a timeout so Ctrl-C reaches this thread.
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
-                if shutdown is not None and shutdown.is_set():
-                    stop.set()
-    except BaseException:
-        # Ctrl-C: let each worker finish (and record) the message it is sending, then stop.
-        stop.set()
-        for t in threads:
-            t.join()
-        raise
+        while True:
+            one_pass()
+            if stop.is_set() or tally.fatal is not None:
+                break
+            ledger.wait(ledger.submitted)  # the count below must see every acceptance
+            # Readers who arrived during the send (an import, a confirmed signup) get it too.
+            # Counted first, queued second: whoever the count saw is queued now and mailed in
+            # another pass, so the report never calls a reader "still without it" merely
+            # because they were added after the queueing at the start.
+            unsent = store.unsent_active(digest_date)
+            added = store.queue_pending(digest_date) if unsent else 0
+            if not added:
+                break
+            progress.grow(added)
     finally:
         ledger.close()  # commits every accepted message before anything else happens
         feed.close()  # gives back the claimed rows not sent (a stop), for any sender to take

@@ -12,12 +12,16 @@ from typing import Protocol
 
 class Progress(Protocol):
     def start(self, total: int) -> None: ...
+    def grow(self, more: int) -> None: ...  # readers who joined during the send
     def update(self, sent: int, failed: int) -> None: ...
     def finish(self) -> None: ...
 
 
 class NoProgress:
     def start(self, total: int) -> None:
+        pass
+
+    def grow(self, more: int) -> None:
         pass
 
     def update(self, sent: int, failed: int) -> None:
@@ -41,6 +45,10 @@ class LogProgress:
         self.total = total
         self.t0 = self.last = time.monotonic()
         print(f"sending to {total} subscribers", file=self.out, flush=True)
+
+    def grow(self, more: int) -> None:
+        self.total += more
+        print(f"and to {more} who subscribed during the send", file=self.out, flush=True)
 
     def update(self, sent: int, failed: int) -> None:
         now = time.monotonic()
@@ -91,6 +99,10 @@ class RichProgress:
         self.t0 = time.monotonic()
         self.bar.start()
         self.task = self.bar.add_task("send", total=total, sent=0, failed=0, rate="0")
+
+    def grow(self, more: int) -> None:
+        total = self.bar.tasks[0].total or 0
+        self.bar.update(self.task, total=total + more)
 
     def update(self, sent: int, failed: int) -> None:
         done = sent + failed

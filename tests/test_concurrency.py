@@ -158,7 +158,7 @@ def test_a_send_overlapping_imports_marks_nobody_removed(tmp_path: Path, db_url:
                 )
             ]
             outs = _wait_all(procs)
-            assert [p.returncode for p in procs] == [0, 0, 0], outs
+            assert [p.returncode for p in procs] == [0, 0, 0], "\n---\n".join(outs)
             with Store.open(cfg) as store:
                 counts = store.counts_by_status()
                 assert counts["removed"] == 0, counts
@@ -180,7 +180,7 @@ def test_ten_processes_opening_an_empty_database_all_start(tmp_path: Path, db_ur
         for _ in range(10)
     ]
     outs = _wait_all(procs, timeout=120)
-    assert [p.returncode for p in procs] == [0] * 10, outs
+    assert [p.returncode for p in procs] == [0] * 10, "\n---\n".join(outs)
     engine = sa.create_engine(cfg.database_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head()

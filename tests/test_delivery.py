@@ -226,6 +226,35 @@ def test_unsubscribed_address_in_csv_is_not_mailed(
         server.stop()
 
 
+def test_a_reader_who_subscribes_during_a_send_gets_it_from_that_send(
+    tmp_path: Path, recorder: Recorder, db_url: str
+) -> None:
+    """An import or a confirmed signup that commits while a send runs (here: from another
+    connection, as the first message is built) is mailed by that same send, which then
+    reports every active subscriber served, not "1 still without it"."""
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port, db_url, connections=1)
+        late: list[str] = []
+
+        def build_and_welcome_a_newcomer(addr: str, name: str, subscriber_id: int = 0) -> bytes:
+            if not late:
+                late.append("late@example.com")
+                with Store.open(cfg) as other:
+                    other.add_subscriber("late@example.com", name="Late", status="active")
+            return build(addr, name, subscriber_id)
+
+        with Store.open(cfg) as store:
+            subscribe(cfg, store, ["a@example.com", "b@example.com"])
+            report = deliver(cfg, store, DAY, build_and_welcome_a_newcomer)
+            assert store.ledger_entry(DAY, "late@example.com")["status"] == "sent"
+        assert report.ok and report.unsent_active == 0 and report.sent == 3, report
+        counts = recorder.received()
+        assert counts == {"a@example.com": 1, "b@example.com": 1, "late@example.com": 1}
+    finally:
+        server.stop()
+
+
 def test_maildir_outbox_when_no_host(tmp_path: Path, db_url: str) -> None:
     cfg = write_config(tmp_path, None, db_url)
     with Store.open(cfg) as store:
