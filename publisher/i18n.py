@@ -60,6 +60,8 @@ _STRINGS: dict[str, dict[str, str]] = {
         ),
         "send_failed": "We could not send the confirmation email just now. Please try again later.",
         "too_many": "Too many requests from your network. Please try again later.",
+        "unavailable": "This page is unavailable for a moment. Please try again in a minute.",
+        "server_error": "Something went wrong on our side. Please try again later.",
         "too_large": "The request is too large.",
         "confirm_subject": "Confirm your subscription to {title}",
         "confirm_greeting": "Someone (hopefully you) asked to receive {title} at this address.",
@@ -141,6 +143,8 @@ _STRINGS: dict[str, dict[str, str]] = {
         ),
         "send_failed": "지금은 확인 메일을 보낼 수 없습니다. 잠시 후 다시 시도해 주세요.",
         "too_many": "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요.",
+        "unavailable": "잠시 이 페이지를 쓸 수 없습니다. 1분쯤 뒤에 다시 시도해 주세요.",
+        "server_error": "서버에 문제가 생겼습니다. 잠시 후 다시 시도해 주세요.",
         "too_large": "요청이 너무 큽니다.",
         "confirm_subject": "{title} 구독을 확인해 주세요",
         "confirm_greeting": (

@@ -55,6 +55,7 @@ from . import urls
 from .config import Config
 from .i18n import strings
 from .state import InvalidAddress, Store, normalize_email, normalize_name
+from .state.health import StorageError
 from .templating import jinja_env
 from .tokens import TokenError, read, sign_id
 from .urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
@@ -99,6 +100,9 @@ CSP_DIRECTIVES: dict[str, str] = {
 }
 # The paths whose last segment is a token: the token must not leak through a Referer, a cache
 # or a log line.
+# The server's own error log (uvicorn's, so its handlers and the token redaction apply).
+log = logging.getLogger("uvicorn.error")
+
 TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|preferences)/[^/?#\s\"]+")
 REDACTED = "[token]"
 
@@ -582,6 +586,25 @@ class WebSide:
         """404 in the site's look (missing pages, dotfiles, paths outside the archive)."""
         return self.message("404", self.t["bad_link_body"], status=404)
 
+    async def unavailable(self, request: Request, exc: Exception) -> Response:
+        """503 when the state database cannot be used (a full disk, a damaged file, PostgreSQL
+        down): the reader is told to try again, the log gets the one line that names the
+        database and what to do (state/health.py), not a traceback."""
+        log.error("%s %s: %s", request.method, redact(request.url.path), exc)
+        response = self.message(self.t["unavailable"], self.t["unavailable"], status=503)
+        response.headers["Retry-After"] = "60"
+        return response
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """500 for a bug. Starlette answers it from outside every middleware (and then lets
+        uvicorn log the traceback), so the security headers are set here too."""
+        private = TOKEN_PATH.match(request.url.path) is not None
+        return HTMLResponse(
+            f"<!doctype html><title>500</title><p>{self.t['server_error']}</p>",
+            status_code=500,
+            headers={**PRIVATE_HEADERS, **security_headers(self.cfg, private=private)},
+        )
+
 
 def _json_default(value: object) -> str:
     if isinstance(value, dt.date | dt.datetime):
@@ -645,7 +668,11 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={404: side.not_found},
+        exception_handlers={
+            404: side.not_found,
+            StorageError: side.unavailable,
+            500: side.server_error,
+        },
         middleware=[Middleware(SecurityHeaders, cfg=cfg)],
     )
     app.state.web = side

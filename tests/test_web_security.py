@@ -23,6 +23,7 @@ from pathlib import Path
 
 import feedparser
 import httpx
+import psycopg
 import pytest
 
 from publisher import state as st
@@ -33,7 +34,7 @@ from publisher.tokens import MAKE_SECRET, read, sign, sign_id
 from publisher.web import REDACTED, content_security_policy
 
 from .net import free_port
-from .pg import state_toml
+from .pg import Cluster, state_toml
 from .sitehelpers import DAYS, write_digest
 from .smtp_server import Recorder, smtp_server
 from .webhelpers import start_serve, wait_serving
@@ -369,3 +370,90 @@ def test_confirm_token_reaches_expiry_on_the_real_server(project: Project) -> No
             assert r.status_code == 400
             assert f'href="{base}subscribe"' in r.text
     assert project.status("late@example.com") == (st.PENDING, False)
+
+
+def test_a_state_database_that_goes_away_answers_503_with_the_headers_and_one_log_line(
+    project: Project, pg_cluster: Cluster, pg_url: str
+) -> None:
+    """The PostgreSQL database stops taking connections while `publisher serve` runs (its
+    sessions are ended and new ones refused, as in a failover or a maintenance window): the
+    one-click unsubscribe, the stored-data page and the signup answer 503 with Retry-After and
+    every security header, the archive is still served, and the log names the database in one
+    line, with no traceback and no token."""
+    config = project.root / "config.toml"
+    config.write_text(
+        re.sub(r'(?m)^database = ".*"$', f'database = "{pg_url}"', config.read_text())
+    )
+    project = dataclasses.replace(project, cfg=load_config(config))
+    ada = project.add("ada@example.com")
+    name = pg_url.rsplit("/", 1)[1]
+    admin = psycopg.connect(
+        host="127.0.0.1", port=pg_cluster.port, user=pg_cluster.user, dbname="postgres"
+    )
+    admin.autocommit = True
+    try:
+        with serving(project, PUBLISHER_SECRET=NEW) as (base, log):
+            unsub = f"{base}unsubscribe/{sign_id(NEW.encode(), 'unsubscribe', ada)}"
+            manage = f"{base}preferences/{sign_id(NEW.encode(), 'manage', ada)}"
+            assert httpx.get(manage + "/data.json").status_code == 200
+            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            answers = {
+                "one-click": post_one_click(unsub),
+                "stored data": httpx.get(manage + "/data.json"),
+                "signup": httpx.post(base + "subscribe", data={"email": "new@example.com"}),
+            }
+            archive = httpx.get(base)
+            time.sleep(0.5)  # let the log lines reach the file
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        admin.close()
+    assert archive.status_code == 200
+    csp = content_security_policy(project.cfg)
+    for what, r in answers.items():
+        assert r.status_code == 503, (what, r.status_code, r.text)
+        assert r.headers["retry-after"] == "60", what
+        assert r.headers["content-security-policy"] == csp, what
+        assert r.headers["x-content-type-options"] == "nosniff", what
+        assert r.headers["cache-control"] == "no-store", what
+    text = log.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if "cannot use the PostgreSQL server" in line]
+    assert len(lines) == len(answers) and all(name in line for line in lines), text
+    assert f"/unsubscribe/{REDACTED}" in lines[0], text
+    assert "Traceback" not in text  # (serving() checks it too)
+
+
+def test_a_bug_answers_500_with_the_security_headers(tmp_path: Path) -> None:
+    """Starlette answers an unhandled exception from outside every middleware; the 500 still
+    carries the headers (a token path: no-store and no-referrer too)."""
+    from starlette.routing import Route
+
+    from publisher.web import create_app
+
+    from .webhelpers import live_server, web_config
+
+    def make_app(base: str):  # noqa: ANN202
+        app = create_app(web_config(tmp_path, base), secret=NEW.encode())
+
+        async def boom(request: object) -> None:
+            raise RuntimeError("a bug")
+
+        # Before the archive's catch-all mount.
+        app.router.routes[:0] = [Route("/unsubscribe/{token}/boom", boom), Route("/boom", boom)]
+        return app
+
+    with live_server(make_app) as base:  # uvicorn closes the connection after a 500
+        public = httpx.get(base + "boom")
+        private = httpx.get(base + "unsubscribe/tok/boom")
+    for r in (public, private):
+        assert r.status_code == 500
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["cache-control"] == "no-store"
+        assert "a bug" not in r.text
+    assert public.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+    assert private.headers["referrer-policy"] == "no-referrer"

@@ -78,9 +78,16 @@ def describe(url: sa.URL, exc: BaseException) -> str | None:
     if "no space left on device" in lowered or "could not extend file" in lowered:
         return f"{where(url)}: the database server's disk is full: {first}"
     # The driver's base classes are what it raises when it cannot connect or lost the
-    # connection; their subclasses (deadlock, serialization failure...) are not the server's
+    # connection, and the SQLSTATE classes below say the same of a server that answered: 08
+    # (connection exception), 53 (insufficient resources: out of memory, too many
+    # connections), 57P (the server is shutting down or restarting, or the database was
+    # dropped; psycopg raises AdminShutdown when a failover or `pg_ctl restart` ends the
+    # session). Other subclasses (deadlock, serialization failure...) are not the server's
     # state and keep their own traceback.
-    if type(exc).__name__ in ("OperationalError", "InterfaceError"):
+    sqlstate = str(getattr(exc, "sqlstate", None) or "")
+    if type(exc).__name__ in ("OperationalError", "InterfaceError") or (
+        sqlstate[:2] in ("08", "53") or sqlstate[:3] == "57P"
+    ):
         return f"{where(url)}: cannot use the PostgreSQL server: {first}"
     return None
 
