@@ -187,17 +187,25 @@ def test_ten_processes_opening_an_empty_database_all_start(tmp_path: Path, db_ur
     engine.dispose()
 
 
-def test_unsubscribes_during_a_send_are_never_mailed_a_second_later(
+def test_unsubscribes_during_a_send_are_honoured_by_the_running_sender(
     tmp_path: Path, db_url: str
 ) -> None:
-    """50 unsubscribes a second while a send runs in another process: nobody receives the
-    message more than 1 s after their unsubscribe was committed."""
-    n = 3000
+    """50 unsubscribes a second while a send runs in another process, from the far end of the
+    list backwards: nobody is mailed long after their unsubscribe was committed.
+
+    The send is held to 300 messages a second, so it lasts about 10 s and a sender that did not
+    look at unsubscribes made during its send would mail the far end seconds after they left.
+    The bound is well above the sender's own promise (half a second before the final
+    "."; checked exactly by test_delivery's "unsubscribes after the claim" test) plus the time
+    the loopback server on this shared, noisy machine takes to record an arrival (once 1.14 s
+    in CI against a 1 s bound): this test is about correctness under real concurrency, not
+    speed."""
+    n, late_bound = 3000, 3.0
     recorder = Recorder()
     recorder.pipelining = True
     server = start_server(recorder)
     try:
-        cfg = write_config(tmp_path, server.port, db_url, connections=4)
+        cfg = write_config(tmp_path, server.port, db_url, connections=4, rate_limit=300.0)
         emails = [f"u{i}@example.com" for i in range(n)]
         _csv(cfg.subscribers.file, emails)
         with Store.open(cfg) as store:
@@ -231,7 +239,7 @@ def test_unsubscribes_during_a_send_are_never_mailed_a_second_later(
         late = {
             a: round(recorder.arrived[a] - t, 3)
             for a, t in done_at.items()
-            if a in recorder.arrived and recorder.arrived[a] - t > 1.0
+            if a in recorder.arrived and recorder.arrived[a] - t > late_bound
         }
         assert late == {}
         assert max(recorder.received().values()) == 1

@@ -255,6 +255,38 @@ def test_a_reader_who_subscribes_during_a_send_gets_it_from_that_send(
         server.stop()
 
 
+def test_a_reader_who_unsubscribes_after_the_claim_is_left_out(
+    tmp_path: Path, recorder: Recorder, db_url: str
+) -> None:
+    """The unsubscribe is committed (from another connection) after the sender claimed the
+    row and while it builds that very message; more than `_Claims.STALE` later the message's
+    final "." would go out. The check before it sees the unsubscribe: nothing is sent, the
+    report counts the reader as left out, and the others are mailed."""
+    from publisher.delivery import _Claims
+
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port, db_url, connections=1)
+
+        def build_while_b_unsubscribes(addr: str, name: str, subscriber_id: int = 0) -> bytes:
+            if addr == "b@example.com":
+                with Store.open(cfg) as other:
+                    other.unsubscribe(addr)
+                # Past the staleness bound, so the promise says this message must not go out
+                # (a lower bound on waiting, not a timing assertion).
+                time.sleep(_Claims.STALE + 0.1)
+            return build(addr, name, subscriber_id)
+
+        with Store.open(cfg) as store:
+            subscribe(cfg, store, ["a@example.com", "b@example.com", "c@example.com"])
+            report = deliver(cfg, store, DAY, build_while_b_unsubscribes)
+            assert store.ledger_entry(DAY, "b@example.com")["status"] != "sent"
+        assert report.sent == 2 and report.skipped == 1 and report.ok, report
+        assert set(recorder.received()) == {"a@example.com", "c@example.com"}
+    finally:
+        server.stop()
+
+
 def test_maildir_outbox_when_no_host(tmp_path: Path, db_url: str) -> None:
     cfg = write_config(tmp_path, None, db_url)
     with Store.open(cfg) as store:
