@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from .health import StorageError
 from .schema import (
     ACTIVE,
     FAILED,
@@ -21,6 +25,8 @@ from .schema import (
     subscribers,
     suppressions,
 )
+
+log = logging.getLogger("publisher.state")
 
 # Rows queued at once from which queue_pending refreshes PostgreSQL's statistics (below).
 ANALYZE_AFTER = 1000
@@ -42,11 +48,69 @@ _MARK_SENT = (
 
 def _sent_params(rows: Iterable[tuple[int, str, int]]) -> list[dict[str, Any]]:
     now = _now()
-    return [{"b_id": i, "b_reply": r[:500], "b_attempts": a, "b_now": now} for i, r, a in rows]
+    # In id order: the batch locks its rows in statement order, and every statement here that
+    # locks several ledger rows and may wait for them takes them by ascending id (see
+    # renew_claims), so no two of them can each hold a row the other waits for.
+    return [
+        {"b_id": i, "b_reply": r[:500], "b_attempts": a, "b_now": now}
+        for i, r, a in sorted(rows, key=lambda row: row[0])
+    ]
+
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back as a
+# whole and nothing of it happened, so running it again is safe, and right.
+CONFLICTS = frozenset({"40P01", "40001"})
+CONFLICT_TRIES = 8  # attempts of one ledger transaction before giving up (a StorageError)
+CONFLICT_PAUSE = 0.02  # seconds before the second attempt, doubled for each next one
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether `exc` (the driver's error, or SQLAlchemy's wrapping it) is a deadlock or a
+    serialization failure, after which the whole transaction may simply be run again."""
+    for err in (exc, getattr(exc, "orig", None)):
+        if str(getattr(err, "sqlstate", None) or "") in CONFLICTS:
+            return True
+    return False
+
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+def retry_conflicts(what: str, attempt: Callable[[], _T]) -> _T:
+    """Run `attempt` (one whole transaction) again after a deadlock or a serialization failure,
+    up to CONFLICT_TRIES times with a growing pause; then a StorageError, never a traceback."""
+    for n in range(1, CONFLICT_TRIES + 1):
+        try:
+            return attempt()
+        except Exception as exc:
+            if not is_conflict(exc):
+                raise
+            if n == CONFLICT_TRIES:
+                first = (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
+                raise StorageError(
+                    f"state database: {what} failed {n} times in a row on a conflict with "
+                    f"another transaction: {first}"
+                ) from exc
+            log.info("%s: %s; trying again (%d/%d)", what, type(exc).__name__, n, CONFLICT_TRIES)
+            time.sleep(CONFLICT_PAUSE * 2 ** (n - 1))
+    raise AssertionError("unreachable")
+
+
+def _retrying(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """A ledger method that is one transaction, retried on a deadlock or serialization
+    failure (`retry_conflicts`)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return retry_conflicts(method.__name__, lambda: method(*args, **kwargs))
+
+    return wrapper
 
 
 class SentRecorder:
-    """Records accepted messages on one connection; one thread at a time. Each call commits.
+    """Records accepted messages on one connection; one thread at a time. Each call commits
+    its batch as one transaction: all of it or none of it, retried whole after a deadlock.
 
     The UPDATE is compiled once for the engine's dialect (so still portable SQL) and run with
     the driver's executemany on a raw connection: SQLAlchemy's per-execute machinery cost
@@ -79,8 +143,12 @@ class SentRecorder:
             #   process, the crash the ledger must survive; only a crash of the database server
             #   itself may lose the last fraction of a second of `sent` marks: re-sends, never
             #   losses. The same durability as SQLite's here (WAL, synchronous=NORMAL).
-            # - autocommit: each UPDATE commits by itself and psycopg pipelines executemany,
-            #   so a call is one round trip (commit() below is then a no-op).
+            # - autocommit, and psycopg pipelines executemany, so a call is one round trip
+            #   (commit() below is then a no-op). The UPDATEs do NOT commit one by one: the
+            #   statements between two Syncs of a pipeline are one implicit transaction, and
+            #   executemany sends one Sync, at the end. So a batch holds all its rows' locks
+            #   until it ends, is rolled back whole if one statement fails, and may be run
+            #   again whole (`record`). That is why the rows go in id order (_sent_params).
             # The connection leaves the pool, so neither setting reaches another user.
             self.conn.detach()
             self.conn.dbapi_connection.autocommit = True
@@ -99,9 +167,15 @@ class SentRecorder:
         return out
 
     def record(self, rows: Iterable[tuple[int, str, int]]) -> None:
+        """Mark the rows sent, in one transaction. The server has accepted these messages:
+        a deadlock or serialization failure must not lose the marks (each lost mark is a
+        message sent twice), so the batch, rolled back whole, is run again whole."""
         params = self._params(rows)
         if not params:
             return
+        retry_conflicts("marking messages sent", lambda: self._record(params))
+
+    def _record(self, params: list[Any]) -> None:
         cursor = self.conn.cursor()
         try:
             if self._begin:
@@ -144,6 +218,7 @@ class LedgerMixin:
             ~sa.exists().where(suppressions.c.email == subscribers.c.email),
         )
 
+    @_retrying
     def queue_pending(self, digest_date: dt.date) -> int:
         """Add a queued ledger row for every mailable subscriber without one for this digest.
 
@@ -251,6 +326,7 @@ class LedgerMixin:
         more than the UPDATE)."""
         return SentRecorder(self.engine)
 
+    @_retrying
     def mark_failed(
         self,
         entry_id: int,
@@ -332,6 +408,7 @@ class LedgerMixin:
             return conn.execute(sa.select(sa.func.timezone("UTC", sa.func.now()))).scalar_one()
         return _now()
 
+    @_retrying
     def claim(
         self,
         digest_date: dt.date,
@@ -425,17 +502,37 @@ class LedgerMixin:
         rows = conn.execute(_entries().where(ledger.c.id.in_(ids))).all()
         return [_entry(r) for r in rows]
 
+    @_retrying
     def renew_claims(self, owner: str, ids: Iterable[int], lease_seconds: float) -> int:
         """Extend `owner`'s lease on those of `ids` it still holds; returns how many."""
         ids = list(ids)
         if not ids:
             return 0
+        # The rows are locked first, by ascending id, skipping those locked by someone else.
+        # A plain UPDATE ... WHERE id IN (...) locks them in whatever order its plan reads
+        # them (physical order in a bitmap scan), and waits for each. This sender's own
+        # mark-sent batch (SentRecorder, another connection) holds the rows it marks until it
+        # ends and may want a row the renewal already holds: each waited for the other, and
+        # PostgreSQL killed one (DeadlockDetected). If it was the batch, messages the server
+        # had accepted lost their `sent` mark and were sent again by another sender. A
+        # renewal that never waits for a row lock can never be part of such a cycle. A row
+        # it skips is being marked sent (its lease no longer matters), failed, or claimed by
+        # another sender because the lease has run out (then it is no longer this sender's):
+        # none needs renewing now, and if the lock was for nothing the next renewal, a third
+        # of a lease later, catches up. (SQLite has no row locks: FOR UPDATE is left out and
+        # BEGIN IMMEDIATE serialises writers.)
+        mine = (
+            sa.select(ledger.c.id)
+            .where(ledger.c.id.in_(ids), ledger.c.claimed_by == owner)
+            .where(ledger.c.status != SENT)
+            .order_by(ledger.c.id)
+            .with_for_update(skip_locked=True)
+        )
         with self._write() as conn:
             until = self._clock(conn) + dt.timedelta(seconds=lease_seconds)
             res = conn.execute(
                 ledger.update()
-                .where(ledger.c.id.in_(ids), ledger.c.claimed_by == owner)
-                .where(ledger.c.status != SENT)
+                .where(ledger.c.id.in_(ids), ledger.c.id.in_(mine.scalar_subquery()))
                 .values(lease_until=until)
             )
         return res.rowcount
@@ -457,6 +554,7 @@ class LedgerMixin:
             ok = set(conn.execute(q).scalars())
         return set(ids) - ok
 
+    @_retrying
     def release_claims(self, owner: str, ids: Iterable[int]) -> int:
         """Give back claimed rows not sent (a stop): any sender may take them at once."""
         ids = list(ids)
@@ -492,6 +590,7 @@ class LedgerMixin:
             )
             return set(conn.execute(q).scalars())
 
+    @_retrying
     def expire_claims(self, digest_date: dt.date, owner: str) -> int:
         """End `owner`'s leases on this digest's unsent rows (a sender known to be dead)."""
         with self._write() as conn:
