@@ -48,9 +48,10 @@ _MARK_SENT = (
 
 def _sent_params(rows: Iterable[tuple[int, str, int]]) -> list[dict[str, Any]]:
     now = _now()
-    # In id order: the batch locks its rows in statement order, and every statement here that
-    # locks several ledger rows and may wait for them takes them by ascending id (see
-    # renew_claims), so no two of them can each hold a row the other waits for.
+    # In id order: a batch locks its rows in statement order, so two batches that meet on the
+    # same rows (a sender whose lease ran out and the one that took its rows over) take them
+    # in one order and cannot each hold a row the other waits for. The renewal, the statement
+    # that meets a batch's rows most, never waits for a row lock at all (renew_claims).
     return [
         {"b_id": i, "b_reply": r[:500], "b_attempts": a, "b_now": now}
         for i, r, a in sorted(rows, key=lambda row: row[0])
