@@ -246,26 +246,50 @@ def _rows(store: Store) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(sa.select(ledger).order_by(ledger.c.id))]
 
 
-def test_four_senders_renewing_short_leases_send_each_message_once(
+# A slowed database, as one busy with a million readers is: a row whose lease alone moves (a
+# renewal) and a row marked sent each take 2 ms more. A renewal of a sender's ~100 open rows then
+# lasts about 0.2 s instead of a few ms, and a batch of sent marks holds its first row a while
+# before it takes the next: the window of the deadlock, wide enough to hit within seconds (the
+# code before the fix died of it in 3 runs out of 3; with renewals at full speed, 0 out of 3).
+SLOW_LEDGER = """
+CREATE FUNCTION slow_ledger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.lease_until IS DISTINCT FROM OLD.lease_until AND NEW.status = OLD.status
+       AND NEW.claimed_by IS NOT DISTINCT FROM OLD.claimed_by THEN
+        PERFORM pg_sleep(0.002);
+    ELSIF NEW.status = 'sent' AND OLD.status <> 'sent' THEN
+        PERFORM pg_sleep(0.002);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER slow_ledger BEFORE UPDATE ON ledger
+    FOR EACH ROW EXECUTE FUNCTION slow_ledger();
+"""
+
+
+def test_four_senders_renewing_leases_while_they_send_mail_each_reader_once(
     tmp_path: Path, pg_url: str
 ) -> None:
     """The issue's reproduction at test size: four `publisher send` processes on one
-    PostgreSQL database, a one-second lease renewed about every half second while they send
-    (some 13 renewals per process here, ~12 s in all), into a server that counts each
-    recipient. The deadlock itself is too rare to show at this size (the issue saw it about
-    once in two sends of 120,000); the tests above make it happen on purpose. This one holds
-    the whole road to what the issue asks: exit 0, no deadlock, each reader mailed once."""
-    n = 6000
+    PostgreSQL database (SLOW_LEDGER), each renewing its lease while it sends (2 s, renewed
+    about every 0.75 s: some 9 times each in a ~15 s test), into a server that counts each
+    recipient. Before the fix a sender died of DeadlockDetected within seconds. The lease is
+    long enough that a late renewal on a busy machine does not hand rows over while they are
+    being sent (which would be a duplicate of another kind)."""
+    n = 4000
     recorder = Recorder()
     recorder.pipelining = True
     server = start_server(recorder)
     try:
         cfg = write_config(tmp_path, server.port, pg_url, connections=3)
-        cfg.path.write_text(
-            cfg.path.read_text().replace("[state]\n", "[state]\nlease_seconds = 1\n")
-        )
+        text = cfg.path.read_text().replace("[state]\n", "[state]\nlease_seconds = 2\n")
+        cfg.path.write_text(text)
         emails = [f"r{i}@example.com" for i in range(n)]
         _csv(cfg.subscribers.file, emails)
+        with Store.open(cfg):  # the tables, for the trigger
+            pass
+        with _raw(pg_url) as conn:
+            conn.execute(SLOW_LEDGER)
         procs = [
             subprocess.Popen(_send_cmd(cfg.path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             for _ in range(4)
