@@ -358,15 +358,15 @@ def main() -> None:
                 side.seconds.append(seconds)
                 print(
                     f"  round {r + 1}: {side.label:<24} {seconds:7.3f}s "
-                    f"{bench.speed(seconds):9.1f} {bench.unit}",
+                    f"{bench.speed(seconds):9.4g} {bench.unit}",
                     flush=True,
                 )
         print()
         for side in order:
-            each = ", ".join(f"{bench.speed(s):.1f}" for s in side.seconds)
+            each = ", ".join(f"{bench.speed(s):.4g}" for s in side.seconds)
             print(
-                f"{side.label + ':':<26} {bench.speed(side.median()):9.1f} {bench.unit} "
-                f"(median of {each})"
+                f"{side.label + ':':<26} {bench.speed(side.median()):9.4g} {bench.unit}, "
+                f"{side.median():.3f}s (median of {each})"
             )
         ratio = rev.median() / tree.median()  # speed of the tree / speed of REV
         paired = [r_s / t_s for r_s, t_s in zip(rev.seconds, tree.seconds, strict=True)]
