@@ -116,11 +116,31 @@ def build(config_path: Path) -> None:
     click.echo(
         f"built {report.days} days in {report.output}: {len(report.written)} files written, "
         f"{report.unchanged} unchanged, {report.parsed} digests parsed; "
-        f"feeds {report.rss} and {report.atom}; {elapsed:.2f} s"
+        + (f"{len(report.removed)} pages removed; " if report.removed else "")
+        + f"feeds {report.rss} and {report.atom}; {elapsed:.2f} s"
         + (f"; {len(report.problems)} digests skipped" if report.problems else "")
     )
     if report.problems:
         sys.exit(1)
+
+
+@cli.command()
+@config_option
+def pull(config_path: Path) -> None:
+    """Fetch the digests from [digests] git into the inbox (a clone publisher manages).
+
+    Clones the repository the first time; then fetches [digests] git_branch and resets the
+    clone to it, so a force-push upstream is followed too. `publisher run` does this on every
+    poll. Exit 1, with one line, when git fails; the inbox is then left as it was.
+
+    \b
+    Example:
+      publisher pull && publisher build
+    """
+    from .pull import pull as pull_digests
+
+    cfg = get_config(config_path)
+    click.echo(pull_digests(cfg).summary())
 
 
 @cli.command()

@@ -39,6 +39,22 @@ class SiteConfig:
 @dataclass(frozen=True, slots=True)
 class DigestsConfig:
     inbox: Path = Path("digests")
+    # A git repository to fetch the digests from (`publisher pull`, and `run` on every poll):
+    # `inbox` is then a clone that publisher manages (reset to the remote branch each pull).
+    git: str = ""
+    git_branch: str = "main"
+    # The folder inside the clone that holds the digests (the upstream's "paper_logs").
+    git_path: str = ""
+
+    @property
+    def managed(self) -> bool:
+        """Whether the inbox is a clone of `git` (only day-named files count as digests)."""
+        return bool(self.git)
+
+    @property
+    def folder(self) -> Path:
+        """The folder searched for digests: the inbox, or `git_path` inside the clone."""
+        return self.inbox / self.git_path if self.git and self.git_path else self.inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +181,12 @@ class BouncesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    # `publisher run`: this many failed pulls of [digests] git in a row raise an alert.
+    pull_failures: int = 6
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path = Path("config.toml")
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -177,6 +199,7 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     web: WebConfig = field(default_factory=WebConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def root(self) -> Path:
@@ -350,6 +373,26 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{p}: 'feed.content' must be summary or full, not {cfg.feed.content!r}")
     check_dkim(cfg)
     check_bounces(cfg)
+    check_git(cfg)
+
+
+def check_git(cfg: Config) -> None:
+    """`[digests] git`, `git_branch`, `git_path`: nothing git could read as an option, and a
+    subfolder that stays inside the clone."""
+    d, p = cfg.digests, cfg.path
+    if cfg.alerts.pull_failures < 1:
+        raise ConfigError(f"{p}: 'alerts.pull_failures' must be at least 1")
+    if not d.git:
+        return
+    if d.git.startswith("-") or any(c.isspace() for c in d.git):
+        raise ConfigError(f"{p}: 'digests.git' is not a repository URL: {d.git!r}")
+    if not d.git_branch or d.git_branch.startswith("-") or any(c.isspace() for c in d.git_branch):
+        raise ConfigError(f"{p}: 'digests.git_branch' is not a branch name: {d.git_branch!r}")
+    sub = Path(d.git_path)
+    if sub.is_absolute() or ".." in sub.parts or sub.parts[:1] == (".git",):
+        raise ConfigError(
+            f"{p}: 'digests.git_path' must be a folder inside the clone, not {d.git_path!r}"
+        )
 
 
 def check_bounces(cfg: Config) -> None:

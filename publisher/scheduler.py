@@ -38,6 +38,7 @@ from .errors import PublisherError
 from .policy import arrived, email_due, next_send_moment, send_time, too_old
 from .progress import LogProgress
 from .publish import send_digest
+from .pull import pull
 from .site import build_site
 from .state import Store
 
@@ -46,6 +47,7 @@ log = logging.getLogger("publisher.run")
 # State-database meta keys (read by `publisher status`, publisher/status.py).
 META_PROBLEMS = "run:problems"
 META_LAST_TICK = "run:last_tick"
+META_PULL = "run:pull"  # the last pull of [digests] git: when, its outcome, failures in a row
 
 
 @dataclass(slots=True)
@@ -140,6 +142,7 @@ class Runner:
         self.secret = secret
         self.stop = threading.Event()
         self._reported: set[str] = set()
+        self._pull_failures = 0  # failed pulls of [digests] git in a row
         self.scheduler = BackgroundScheduler(
             timezone=cfg.tz,
             executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -150,11 +153,41 @@ class Runner:
             },
         )
 
+    def _pull(self) -> dict[str, object]:
+        """Pull [digests] git before the build. A failure is one log line and a retry at the
+        next poll (the build goes on with the clone as it was); `[alerts] pull_failures` of
+        them in a row raise one alert, and the first success after it says so."""
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        limit = self.cfg.alerts.pull_failures
+        try:
+            result = pull(self.cfg)
+        except PublisherError as exc:
+            self._pull_failures += 1
+            n = self._pull_failures
+            log.warning("pull failed (%d in a row), will retry at the next poll: %s", n, exc)
+            if n == limit:
+                log.error(
+                    "alert: the last %d pulls of %s failed: no new digest can arrive: %s",
+                    n,
+                    self.cfg.digests.git,
+                    exc,
+                )
+            return {"at": now, "ok": False, "failures": n, "error": str(exc)}
+        if self._pull_failures >= limit:
+            log.info("pull of %s works again after %d failures", result.url, self._pull_failures)
+        self._pull_failures = 0
+        if result.changed:
+            log.info("pulled %s", result.summary())
+        return {"at": now, "ok": True, "failures": 0, "head": result.after}
+
     def _job(self) -> None:
         if self.stop.is_set():
             return
+        pulled = self._pull() if self.cfg.digests.git else None
         try:
             with Store.open(self.cfg) as store:
+                if pulled is not None:
+                    store.set_meta(META_PULL, json.dumps(pulled))
                 report = tick(self.cfg, store, stop=self.stop, secret=self.secret)
         except PublisherError as exc:
             log.error("%s", exc)
@@ -186,7 +219,9 @@ class Runner:
         nxt = next_send_moment(self.cfg, dt.datetime.now(dt.UTC))
         log.info(
             "publisher run: watching %s every %gs; emails at %s %s (next %s)%s",
-            self.cfg.digests.inbox,
+            f"{self.cfg.digests.git} ({self.cfg.digests.git_branch}) in {self.cfg.digests.folder}"
+            if self.cfg.digests.git
+            else self.cfg.digests.folder,
             self.cfg.schedule.poll_seconds,
             self.cfg.schedule.send_at,
             self.cfg.site.timezone,

@@ -11,7 +11,7 @@ import json
 
 from .config import Config
 from .policy import arrived, email_due, next_send_moment, too_old
-from .scheduler import META_LAST_TICK, META_PROBLEMS
+from .scheduler import META_LAST_TICK, META_PROBLEMS, META_PULL
 from .state import Store
 
 
@@ -29,7 +29,11 @@ def status_lines(
         f"{cfg.schedule.send_at} {cfg.site.timezone}"
         + ("; send on arrival)" if cfg.schedule.send_on_arrival else ")")
     )
-    out.append(f"polling:        every {cfg.schedule.poll_seconds:g} s in {cfg.digests.inbox}")
+    out.append(f"polling:        every {cfg.schedule.poll_seconds:g} s in {cfg.digests.folder}")
+    if cfg.digests.git:
+        out.append(
+            f"upstream:       {cfg.digests.git} ({cfg.digests.git_branch}): {_pulled(store)}"
+        )
     pubs = store.list_publications(limit)
     out.append("")
     out.append(f"latest digests ({len(pubs)} shown):")
@@ -67,3 +71,13 @@ def status_lines(
     out.append("problems:" if problems else "problems: none")
     out.extend(f"  {p}" for p in problems)
     return out
+
+
+def _pulled(store: Store) -> str:
+    """The last pull of [digests] git, as `publisher run` recorded it."""
+    last = json.loads(store.get_meta(META_PULL) or "null")
+    if last is None:
+        return "not pulled yet by `publisher run`"
+    if last["ok"]:
+        return f"pulled at {last['at']} ({last['head'][:12]})"
+    return f"{last['failures']} failed pulls in a row, the last at {last['at']}: {last['error']}"
