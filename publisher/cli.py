@@ -585,23 +585,37 @@ def run(config_path: Path) -> None:
 @cli.command()
 @config_option
 @click.option("--limit", default=10, show_default=True, help="How many recent digests to show.")
-def status(config_path: Path, limit: int) -> None:
-    """Show the latest digests seen, what was published and emailed, what is pending, and
-    the next scheduled send.
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for machines.")
+def status(config_path: Path, limit: int, as_json: bool) -> None:
+    """Show the latest digests seen, what was published and emailed, what is pending, the
+    next scheduled send, and what is wrong (late digest, failed or stuck send, bounce rates,
+    failing pulls).
+
+    Exits 0 when healthy, 1 on warnings, 2 on errors, so cron and monitoring can use it.
 
     \b
     Example:
       publisher status --config /srv/publisher/config.toml
+      publisher status --json | jq .findings
     """
+    import json
+
+    from .health import exit_code, findings
     from .state import Store
     from .state.health import check_integrity
-    from .status import status_lines
+    from .status import status_json, status_lines
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
         check_integrity(store.engine)
+        if as_json:
+            report = status_json(cfg, store, limit=limit)
+            click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+            sys.exit(report["exit"])
         for line in status_lines(cfg, store, limit=limit):
             click.echo(line)
+        code = exit_code(findings(cfg, store))
+    sys.exit(code)
 
 
 EXIT_INTERRUPTED = 130  # `publisher send` stopped by SIGTERM or SIGINT before the end

@@ -134,6 +134,8 @@ class ScheduleConfig:
     max_age_days: int = 2
     send_on_arrival: bool = False
     misfire_grace_hours: float = 12.0
+    # HH:MM in site.timezone: no digest dated today by then is a warning (status, alert).
+    expect_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +184,10 @@ class BouncesConfig:
 
 @dataclass(frozen=True, slots=True)
 class AlertsConfig:
-    # `publisher run`: this many failed pulls of [digests] git in a row raise an alert.
+    # Where `publisher run` mails its alerts (publisher/health.py), at most one per kind a day;
+    # empty: alerts are only logged and shown by `publisher status`.
+    email: str = ""
+    # This many failed pulls of [digests] git in a row are an alert.
     pull_failures: int = 6
 
 
@@ -356,6 +361,12 @@ def _validate(cfg: Config) -> None:
         )
     if not _HHMM.match(cfg.schedule.send_at):
         raise ConfigError(f"{p}: 'schedule.send_at' must be HH:MM, not {cfg.schedule.send_at!r}")
+    if cfg.schedule.expect_by and not _HHMM.match(cfg.schedule.expect_by):
+        raise ConfigError(
+            f"{p}: 'schedule.expect_by' must be HH:MM or empty, not {cfg.schedule.expect_by!r}"
+        )
+    if cfg.alerts.email and "@" not in parseaddr(cfg.alerts.email)[1]:
+        raise ConfigError(f"{p}: 'alerts.email' is not an address: {cfg.alerts.email!r}")
     for dotted, v in (
         ("feed.max_items", cfg.feed.max_items),
         ("smtp.connections", cfg.smtp.connections),

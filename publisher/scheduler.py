@@ -32,9 +32,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from .alerts import Alerter
 from .config import Config
 from .digest import parse_file
 from .errors import PublisherError
+from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, findings
 from .policy import arrived, email_due, next_send_moment, send_time, too_old
 from .progress import LogProgress
 from .publish import send_digest
@@ -43,11 +45,6 @@ from .site import build_site
 from .state import Store
 
 log = logging.getLogger("publisher.run")
-
-# State-database meta keys (read by `publisher status`, publisher/status.py).
-META_PROBLEMS = "run:problems"
-META_LAST_TICK = "run:last_tick"
-META_PULL = "run:pull"  # the last pull of [digests] git: when, its outcome, failures in a row
 
 
 @dataclass(slots=True)
@@ -143,6 +140,7 @@ class Runner:
         self.stop = threading.Event()
         self._reported: set[str] = set()
         self._pull_failures = 0  # failed pulls of [digests] git in a row
+        self.alert = Alerter(cfg, log)
         self.scheduler = BackgroundScheduler(
             timezone=cfg.tz,
             executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -156,7 +154,8 @@ class Runner:
     def _pull(self) -> dict[str, object]:
         """Pull [digests] git before the build. A failure is one log line and a retry at the
         next poll (the build goes on with the clone as it was); `[alerts] pull_failures` of
-        them in a row raise one alert, and the first success after it says so."""
+        them in a row are an alert (publisher/health.py), and the first success after it says
+        so."""
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         limit = self.cfg.alerts.pull_failures
         try:
@@ -165,13 +164,6 @@ class Runner:
             self._pull_failures += 1
             n = self._pull_failures
             log.warning("pull failed (%d in a row), will retry at the next poll: %s", n, exc)
-            if n == limit:
-                log.error(
-                    "alert: the last %d pulls of %s failed: no new digest can arrive: %s",
-                    n,
-                    self.cfg.digests.git,
-                    exc,
-                )
             return {"at": now, "ok": False, "failures": n, "error": str(exc)}
         if self._pull_failures >= limit:
             log.info("pull of %s works again after %d failures", result.url, self._pull_failures)
@@ -189,6 +181,8 @@ class Runner:
                 if pulled is not None:
                     store.set_meta(META_PULL, json.dumps(pulled))
                 report = tick(self.cfg, store, stop=self.stop, secret=self.secret)
+                now = dt.datetime.now(dt.UTC)
+                self.alert(store, findings(self.cfg, store, now=now), now)
         except PublisherError as exc:
             log.error("%s", exc)
             return

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 from .config import Config
+from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, Finding, exit_code, findings
 from .policy import arrived, email_due, next_send_moment, too_old
-from .scheduler import META_LAST_TICK, META_PROBLEMS, META_PULL
 from .state import Store
 
 
@@ -70,7 +71,41 @@ def status_lines(
     out.append("")
     out.append("problems:" if problems else "problems: none")
     out.extend(f"  {p}" for p in problems)
+    found = findings(cfg, store, now=now)
+    out.append("")
+    out.append(f"health: {_verdict(found)}")
+    out.extend(f"  {f.severity}: {f.kind}: {f.message}" for f in found)
     return out
+
+
+def _verdict(found: list[Finding]) -> str:
+    return {0: "ok", 1: "warnings", 2: "errors"}[exit_code(found)]
+
+
+def status_json(
+    cfg: Config, store: Store, *, now: dt.datetime | None = None, limit: int = 10
+) -> dict[str, Any]:
+    """What `publisher status --json` prints: the same facts as the lines, for machines."""
+    now = now or dt.datetime.now(dt.UTC)
+    found = findings(cfg, store, now=now)
+    return {
+        "health": _verdict(found),
+        "exit": exit_code(found),
+        "findings": [f.as_dict() for f in found],
+        "last_tick": store.get_meta(META_LAST_TICK),
+        "next_send": next_send_moment(cfg, now).isoformat(timespec="minutes"),
+        "upstream": json.loads(store.get_meta(META_PULL) or "null") if cfg.digests.git else None,
+        "digests": [
+            {
+                "date": p.digest_date.isoformat(),
+                "source": p.source,
+                "email": p.email_status,
+                "sent": p.sent,
+                "failed": p.failed,
+            }
+            for p in store.list_publications(limit)
+        ],
+    }
 
 
 def _pulled(store: Store) -> str:

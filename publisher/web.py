@@ -45,7 +45,7 @@ from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -582,6 +582,15 @@ class WebSide:
         css, _, _ = env.loader.get_source(env, "web/web.css")  # type: ignore[union-attr]
         return Response(css, media_type="text/css; charset=utf-8")
 
+    async def healthz(self, request: Request) -> Response:
+        """For a load balancer or a monitor: 200 when the state database answers, 503 when it
+        does not; no detail either way (the log and `publisher status` have those)."""
+        try:
+            await run_in_threadpool(self.store.ping)
+        except Exception:  # any failure to answer is "not healthy", and says nothing more
+            return PlainTextResponse("unavailable\n", 503, headers={"Cache-Control": "no-store"})
+        return PlainTextResponse("ok\n", headers={"Cache-Control": "no-store"})
+
     async def not_found(self, request: Request, exc: Exception) -> Response:
         """404 in the site's look (missing pages, dotfiles, paths outside the archive)."""
         return self.message("404", self.t["bad_link_body"], status=404)
@@ -660,6 +669,7 @@ def create_app(
     routes = [
         Route("/subscribe", side.subscribe, methods=["GET", "POST"]),
         Route("/web.css", side.web_css, methods=["GET"]),
+        Route("/healthz", side.healthz, methods=["GET"]),
         Route("/confirm/{token}", side.confirm, methods=["GET", "POST"]),
         Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),

@@ -256,25 +256,30 @@ def test_git_settings_are_checked(tmp_path: Path, key: str, value: str) -> None:
 def test_run_alerts_once_after_repeated_pull_failures_and_recovers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """`[alerts] pull_failures` failures in a row: one log line each, one alert, and a line when
-    the upstream answers again (here: the repository appears where the URL points)."""
+    """`[alerts] pull_failures` failures in a row: one WARNING line each, one alert (however
+    many more fail), `status` exits 2, and a line when the upstream answers again (here: the
+    repository appears where the URL points)."""
     missing = tmp_path / "later"
     cfg_path = project(tmp_path, (missing / "upstream.git").as_uri())
     cfg_path.write_text(cfg_path.read_text() + "[alerts]\npull_failures = 2\n")
     runner = Runner(load_config(cfg_path), secret=SECRET.encode())
     caplog.set_level(logging.INFO, logger="publisher.run")
-    outcomes = [runner._pull()["ok"] for _ in range(3)]
-    assert outcomes == [False, False, False]
-    lines = [r for r in caplog.records if r.name == "publisher.run"]
-    assert [r.levelname for r in lines] == ["WARNING", "WARNING", "ERROR", "WARNING"]
-    assert "alert: the last 2 pulls" in lines[2].getMessage()
+    for _ in range(3):
+        runner._job()  # a poll: pull, build, bookkeeping, alerts
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [level for level, _ in lines] == ["WARNING", "WARNING", "ERROR", "WARNING"], lines
+    assert lines[2][1].startswith("alert: the last 2 pulls of file://"), lines
+    r = publisher(cfg_path, "status")
+    assert r.returncode == 2 and "error: pull-failing" in r.stdout, r.stdout + r.stderr
     missing.mkdir()
     up = Upstream(missing)
     up.day(D14)
     up.push("first")
     caplog.clear()
-    assert runner._pull()["ok"]
+    runner._job()
     assert any("works again after 3 failures" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "public/2024/05/14/index.html").is_file()
+    assert publisher(cfg_path, "status").returncode == 0
 
 
 def test_run_pulls_on_every_poll(tmp_path: Path) -> None:

@@ -207,8 +207,9 @@ def test_malformed_digest_is_reported_and_the_next_good_one_still_goes_out(
         text=True,
         timeout=60,
     )
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr  # a skipped digest is a warning
     assert f"{bad}:1: not a digest" in status.stdout
+    assert f"warning: bad-digest: {bad}:1: not a digest" in status.stdout
     assert f"{yesterday}  in feed  email sent: 2 sent, 0 failed" in status.stdout
     assert f"{old}  in feed  email not sent" in status.stdout
     assert "1 older than [schedule] max_age_days = 2 are not emailed" in status.stdout

@@ -492,6 +492,20 @@ class LedgerMixin:
             )
             return set(conn.execute(q).scalars())
 
+    def abandoned_claims(self, lease_seconds: float) -> tuple[int, dt.datetime | None]:
+        """Unsent rows whose claim ran out more than one lease ago without anyone taking them
+        over (a sender died and no other is running): how many, and the oldest lease's end."""
+        with self.engine.connect() as conn:
+            cutoff = self._clock(conn) - dt.timedelta(seconds=lease_seconds)
+            n, oldest = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(ledger.c.lease_until)).where(
+                    ledger.c.status == QUEUED,
+                    ledger.c.claimed_by.is_not(None),
+                    ledger.c.lease_until < cutoff,
+                )
+            ).one()
+        return int(n or 0), oldest
+
     def expire_claims(self, digest_date: dt.date, owner: str) -> int:
         """End `owner`'s leases on this digest's unsent rows (a sender known to be dead)."""
         with self._write() as conn:

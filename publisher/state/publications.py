@@ -53,6 +53,16 @@ class PublicationsMixin:
         with self._write() as conn:
             upsert(conn, meta, {"key": key, "value": value}, ["key"], update={"value": value})
 
+    def claim_meta(self, key: str, value: str) -> bool:
+        """Create a meta value only if the key is new: True for the one caller (of any process)
+        that created it. `publisher run` claims an alert this way before mailing it."""
+        with self._write() as conn:
+            return upsert(conn, meta, {"key": key, "value": value}, ["key"]) == 1
+
+    def delete_meta(self, key: str) -> None:
+        with self._write() as conn:
+            conn.execute(meta.delete().where(meta.c.key == key))
+
     # -- publications (used by the scheduler) ------------------------------------------------
 
     def get_publication(self, digest_date: dt.date) -> Publication | None:

@@ -312,6 +312,11 @@ class StoreBase:
         Alembic migration, serialised between processes) when it is empty or older."""
         return cls(cfg.database_url)
 
+    def ping(self) -> None:
+        """One round trip to the database; raises (a StorageError) if it does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     def close(self) -> None:
         self.engine.dispose()
 
