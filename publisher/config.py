@@ -183,6 +183,13 @@ class BouncesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    # `GET /metrics` answers loopback clients, and any client that sends this variable's value
+    # as `Authorization: Bearer ...`; everyone else gets 404.
+    token_env: str = "PUBLISHER_METRICS_TOKEN"
+
+
+@dataclass(frozen=True, slots=True)
 class AlertsConfig:
     # Where `publisher run` mails its alerts (publisher/health.py), at most one per kind a day;
     # empty: alerts are only logged and shown by `publisher status`.
@@ -205,6 +212,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def root(self) -> Path:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -336,6 +338,7 @@ class WebSide:
         self.sender = sender
         self.clock = clock
         self.t = strings(cfg.site.language)
+        self._registry: Any = None  # /metrics' collector registry, made on the first scrape
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -582,6 +585,33 @@ class WebSide:
         css, _, _ = env.loader.get_source(env, "web/web.css")  # type: ignore[union-attr]
         return Response(css, media_type="text/css; charset=utf-8")
 
+    def _may_scrape(self, request: Request) -> bool:
+        """/metrics is never public by accident: a loopback client that did not come through a
+        proxy (no forwarding header), or the bearer token from `[metrics] token_env`."""
+        token = os.environ.get(self.cfg.metrics.token_env, "") if self.cfg.metrics.token_env else ""
+        given = request.headers.get("authorization", "")
+        if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        proxied = any(h in request.headers for h in ("forwarded", "x-forwarded-for", "x-real-ip"))
+        host = request.client.host if request.client else ""
+        try:
+            return not proxied and ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    async def metrics(self, request: Request) -> Response:
+        """The Prometheus text format, read from the state database (publisher/metrics.py)."""
+        if not self._may_scrape(request):
+            return await self.not_found(request, HTTPException(404))
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if self._registry is None:
+            from .metrics import registry_for
+
+            self._registry = registry_for(self.store)
+        body = await run_in_threadpool(generate_latest, self._registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
     async def healthz(self, request: Request) -> Response:
         """For a load balancer or a monitor: 200 when the state database answers, 503 when it
         does not; no detail either way (the log and `publisher status` have those)."""
@@ -670,6 +700,7 @@ def create_app(
         Route("/subscribe", side.subscribe, methods=["GET", "POST"]),
         Route("/web.css", side.web_css, methods=["GET"]),
         Route("/healthz", side.healthz, methods=["GET"]),
+        Route("/metrics", side.metrics, methods=["GET"]),
         Route("/confirm/{token}", side.confirm, methods=["GET", "POST"]),
         Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),
