@@ -42,6 +42,9 @@ _STRINGS: dict[str, dict[str, str]] = {
         "email_papers_label": "Today's papers",
         "email_footer_label": "About this email",
         "thumbnail_alt": "Figure from the paper",
+        "forwarded": "Forwarded to you? Subscribe",
+        "subscribe_nav": "Subscribe",
+        "subscribe_box": "Get each day's papers by email",
         # The web side (publisher serve) and its confirmation email.
         "subscribe_title": "Subscribe by email",
         "subscribe_intro": (
@@ -126,6 +129,9 @@ _STRINGS: dict[str, dict[str, str]] = {
         "email_papers_label": "오늘의 논문",
         "email_footer_label": "이 메일에 대하여",
         "thumbnail_alt": "논문 대표 그림",
+        "forwarded": "전달받은 메일인가요? 구독하기",
+        "subscribe_nav": "구독",
+        "subscribe_box": "매일의 논문을 이메일로 받아 보세요",
         # The web side (publisher serve) and its confirmation email.
         "subscribe_title": "이메일로 구독하기",
         "subscribe_intro": (
