@@ -297,6 +297,30 @@ def db_upgrade(config_path: Path) -> None:
         click.echo(f"{where}: upgraded from {before or 'an empty database'} to revision {after}")
 
 
+@db.command("backup")
+@config_option
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(config_path: Path, dest: Path) -> None:
+    """Copy a SQLite state database to DEST, consistent, while `run` and `serve` go on.
+
+    SQLite's online backup: every page as of one moment, whatever the other processes write
+    meanwhile. To restore, stop the services, put the copy in place of the database (and
+    delete its -wal and -shm files), start them again. For PostgreSQL use pg_dump (README,
+    "Backups").
+
+    \b
+    Example:
+      publisher db backup /var/backups/publisher-$(date +%F).sqlite3
+    """
+    from .state.backup import backup
+
+    cfg = get_config(config_path)
+    size = backup(cfg, dest)
+    click.echo(
+        f"backed up {cfg.database_url.removeprefix('sqlite:///')} to {dest} ({size:,} bytes)"
+    )
+
+
 @cli.group()
 def subscribers() -> None:
     """Manage subscribers: the CSV list, the state database, statuses.
