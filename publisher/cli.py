@@ -642,6 +642,39 @@ def status(config_path: Path, limit: int, as_json: bool) -> None:
     sys.exit(code)
 
 
+@cli.command()
+@config_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    help="The folder report.html is written into (never the public archive).",
+)
+@click.option("--days", default=30, show_default=True, help="How many days the charts cover.")
+def report(config_path: Path, out_dir: Path, days: int) -> None:
+    """Write a self-contained report.html of charts for the operator: readers by status, new
+    readers per day, each digest's delivered, failed, bounced, complained and unsubscribed,
+    the bounce and complaint rates against 2% and 0.3%, send durations and speeds, and the
+    inbound reports by kind.
+
+    No script and no external file: open it from disk or serve it privately. It is never
+    written into [feed] output.
+
+    \b
+    Example:
+      publisher report --out /srv/private --days 90
+    """
+    from .report import write_report
+    from .state import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        path = write_report(cfg, store, out_dir, days=days)
+    click.echo(f"wrote {path}")
+
+
 EXIT_INTERRUPTED = 130  # `publisher send` stopped by SIGTERM or SIGINT before the end
 
 

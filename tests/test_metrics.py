@@ -4,11 +4,7 @@ public: a client that came through a proxy, or without the bearer token, gets 40
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,18 +12,10 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from publisher.config import load_config
 from publisher.state import Store
 
-from .bounce_helpers import arf, verp
-from .conftest import run_publisher
-from .pg import state_toml
-from .sitehelpers import digest_text, write_digest
-from .smtp_server import smtp_server
+from .monitorhelpers import SECRET, operated_project
 from .webhelpers import live_server
-
-SECRET = base64.b64encode(os.urandom(32)).decode()
-READERS = ["ada", "alan", "grace", "gone", "bob"]
 
 
 def scrape(base: str, **headers: str) -> httpx.Response:
@@ -45,59 +33,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics_equal_the_database_after_a_send_with_bounces_and_complaints(
     tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "subs.csv").write_text(
-        "email,name\n" + "".join(f"{r}@example.com,{r}\n" for r in READERS)
-    )
-    today = dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=9))).date()
-    write_digest(tmp_path / "inbox", today, digest_text(today, n=2))
-    with smtp_server() as (recorder, port):
-        recorder.refuse_rcpt.add("gone@example.com")  # 550 5.1.1 at RCPT: a hard bounce
-        (tmp_path / "config.toml").write_text(
-            f"""
-[site]
-timezone = "Asia/Seoul"
-[digests]
-inbox = "inbox"
-[email]
-from = "Daily Papers <papers@papers.example.org>"
-return_path = "bounces+{{token}}@papers.example.org"
-[smtp]
-host = "127.0.0.1"
-port = {port}
-security = "none"
-[subscribers]
-file = "subs.csv"
-{state_toml(db_url)}
-"""
-        )
-        cfg = load_config(tmp_path / "config.toml")
-        env = {**os.environ, "PUBLISHER_SECRET": SECRET}
-        sent = run_publisher("send", "--config", str(cfg.path), cwd=tmp_path, env=env)
-        assert sent.returncode == 0, sent.stdout + sent.stderr
-        assert len(recorder.messages) == 4
-    with Store.open(cfg) as store:
-        carol = store.get("grace@example.com")
-        assert carol is not None
-        store.unsubscribe("bob@example.com")
-    complaint = arf("grace@example.com", verp(carol.id, today, SECRET))
-    imported = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "publisher.cli",
-            "bounces",
-            "import",
-            "-",
-            "--config",
-            str(cfg.path),
-        ],
-        input=complaint,
-        capture_output=True,
-        env=env,
-        timeout=120,
-    )
-    assert imported.returncode == 0, imported.stdout + imported.stderr
-
+    cfg, today = operated_project(tmp_path, db_url)
     store = Store.open(cfg)
 
     def make_app(base: str):  # noqa: ANN202
