@@ -1,7 +1,9 @@
 """A real SMTP server on loopback for the delivery tests (aiosmtpd in a thread).
 
 `Recorder` keeps every accepted message as (recipient, bytes) and misbehaves on request:
-`pipelining` advertises PIPELINING; `refuse_rcpt` answers 550 to RCPT for those addresses;
+`pipelining` advertises PIPELINING; `refuse_rcpt` answers 550 to RCPT for those addresses,
+`full_mailbox` 452 4.2.2 (mailbox full, temporary) to RCPT for those, forever, counted in
+`rcpt_tries`;
 `defer_data[addr] = n` answers 451 to the first n DATA commands for that address;
 `drop_data[addr] = n` drops the connection instead; `refuse_data[addr] = reply` answers that
 (a 5xx) at the end of DATA, and `reject_every = n` answers 554 to every n-th message's end of
@@ -55,6 +57,8 @@ class Recorder:
         self.lock = threading.Lock()
         self.messages: list[tuple[str, bytes]] = []
         self.refuse_rcpt: set[str] = set()
+        self.full_mailbox: set[str] = set()
+        self.rcpt_tries: Counter[str] = Counter()  # RCPTs seen, by address
         self.defer_data: dict[str, int] = {}
         self.drop_data: dict[str, int] = {}
         self.refuse_data: dict[str, str] = {}
@@ -95,8 +99,12 @@ class Recorder:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201
+        with self.lock:
+            self.rcpt_tries[address] += 1
         if address in self.refuse_rcpt:
             return "550 5.1.1 No such user"
+        if address in self.full_mailbox:
+            return "452 4.2.2 Mailbox full"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
