@@ -13,6 +13,7 @@ from .config import Config
 from .policy import arrived, email_due, next_send_moment, too_old
 from .scheduler import META_LAST_TICK, META_PROBLEMS
 from .state import Store
+from .state.publications import Publication
 
 
 def status_lines(
@@ -42,10 +43,15 @@ def status_lines(
             "none": "email not sent",
             "sending": f"email sending: {pub.sent} sent, {pub.failed} failed",
             "sent": f"email sent: {pub.sent} sent, {pub.failed} failed",
-            "partial": f"email partial: {pub.sent} sent, {pub.failed} failed",
+            "partial": f"email partial: {pub.sent} sent, {pub.failed} failed"
+            + (f", retried {pub.email_retries}x" if pub.email_retries else ""),
+            "final": f"email final: {pub.sent} sent, {pub.failed} failed after "
+            f"{pub.email_retries} retries (no more automatic retries)",
         }.get(pub.email_status, pub.email_status)
         out.append(f"  {pub.digest_date}  in feed  {email}  ({pub.source})")
-        if pub.email_status != "sent":
+        if pub.email_status == "partial" and not too_old(cfg, pub.digest_date, now):
+            pending.append(f"  {pub.digest_date}  {_retry_note(cfg, pub, now)}")
+        elif pub.email_status not in ("sent", "final"):
             due = email_due(cfg, pub.digest_date, arrived(pub.source, pub.created_at, now), now)
             if due.due or not too_old(cfg, pub.digest_date, now):
                 pending.append(f"  {pub.digest_date}  {'due now' if due.due else due.reason}")
@@ -67,3 +73,14 @@ def status_lines(
     out.append("problems:" if problems else "problems: none")
     out.extend(f"  {p}" for p in problems)
     return out
+
+
+def _retry_note(cfg: Config, pub: Publication, now: dt.datetime) -> str:
+    """When `publisher run` retries a partial send's failed rows (publisher/scheduler.py)."""
+    times = cfg.schedule.retry_failed_times
+    if pub.email_retries >= times:
+        return f"failed rows retried {times} times: final at the next tick"
+    base = pub.email_finished_at or now.astimezone(dt.UTC).replace(tzinfo=None)
+    at = (base + dt.timedelta(hours=cfg.schedule.retry_failed_hours)).replace(tzinfo=dt.UTC)
+    when = "due now" if at <= now else at.astimezone(cfg.tz).isoformat(timespec="minutes")
+    return f"retry {pub.email_retries + 1} of {times} of the failed: {when}"

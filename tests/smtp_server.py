@@ -9,12 +9,15 @@
 (a 5xx) at the end of DATA, and `reject_every = n` answers 554 to every n-th message's end of
 DATA. `refuse_service` answers 421 ("service not available") for the whole session: in the
 greeting (then hangs up) with "greeting", to EHLO with "ehlo", to MAIL with "mail".
+`hold` (a threading.Event) makes every end of DATA wait until it is set, `held` set once one
+does: a send slowed down for as long as a test needs, without a sleep.
 `to(address)` gives the messages a recipient received, parsed. `smtp_server()` runs one for a
 `with` block (the web tests); `start_server` starts one the caller stops (the delivery tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 import time
@@ -69,6 +72,8 @@ class Recorder:
         self.pipelining = False  # advertise PIPELINING (aiosmtpd handles it, but is silent)
         self.sessions = 0  # EHLOs seen: how many connections a client opened
         self.arrived: dict[str, float] = {}  # recipient -> time.monotonic() of its first "250"
+        self.hold: threading.Event | None = None  # set: let the ends of DATA through
+        self.held = threading.Event()  # an end of DATA waited on `hold`
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201
         session.host_name = hostname
@@ -109,6 +114,10 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201
+        hold = self.hold
+        if hold is not None and not hold.is_set():
+            self.held.set()
+            await asyncio.get_running_loop().run_in_executor(None, hold.wait)
         rcpt = envelope.rcpt_tos[0]
         with self.lock:
             if self.drop_data.get(rcpt, 0) > 0:
