@@ -436,3 +436,24 @@ def test_a_slow_send_does_not_hold_back_a_new_digest_and_skips_are_logged_once(
     assert said and [bool(w) for w, _ in said] == [True, False] * (len(said) // 2), text
     assert max(int(n) for _, n in said if n) >= 2, text  # the held send's run, said once
     assert set(recorder.received().values()) == {2}
+
+
+def test_alembic_says_nothing_on_a_tick_and_a_migration_is_logged_when_one_runs(
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
+) -> None:
+    # Issue 23: "Context impl ...", "Will assume ... DDL" on every tick, 2,900 lines a day.
+    _, port = server
+    cfg = project(tmp_path, port, db_url)
+    write_digest(cfg.digests.inbox, today() - dt.timedelta(days=30))  # built, never mailed
+    run = Run(cfg)  # the first to open the new database: it runs the migrations
+    try:
+        run.wait_for("the first build", lambda: "new digest" in run.text())
+        for _ in range(3):  # several ticks, each opening the database (stamps in seconds)
+            before = run.ticks(cfg)
+            run.wait_for("another tick", lambda b=before: run.ticks(cfg) != b)
+    finally:
+        assert run.terminate() == 0
+    text = run.text()
+    assert text.count("state database: upgrading the schema from None to") == 1, text
+    for noise in ("Context impl", "Will assume", "setup plugin"):
+        assert noise not in text, text
