@@ -46,7 +46,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .config import Config
+from .config import Config, load_config
 from .digest import parse_file
 from .errors import PublisherError
 from .policy import arrived, email_due, next_send_moment, send_time, too_old
@@ -249,6 +249,7 @@ class Runner:
         self.cfg = cfg
         self.secret = secret
         self.stop = threading.Event()
+        self.hup = threading.Event()  # SIGHUP: re-read the config (run_forever)
         self._reported: set[str] = set()
         self.sending = threading.Event()  # the send job is running
         self.skips = _Skips()
@@ -273,9 +274,10 @@ class Runner:
     def _build_job(self) -> None:
         if self.stop.is_set():
             return
+        cfg = self.cfg  # one config for the whole step, whatever a SIGHUP does meanwhile
         try:
-            with Store.open(self.cfg) as store:
-                report = build_step(self.cfg, store)
+            with Store.open(cfg) as store:
+                report = build_step(cfg, store)
         except PublisherError as exc:
             log.error("%s", exc)
             return
@@ -293,15 +295,16 @@ class Runner:
         if report.new and not self.sending.is_set():
             # A new digest may be due at once (send on arrival): no need to wait a poll.
             with contextlib.suppress(JobLookupError):
-                self.scheduler.modify_job("send", next_run_time=dt.datetime.now(self.cfg.tz))
+                self.scheduler.modify_job("send", next_run_time=dt.datetime.now(cfg.tz))
 
     def _send_job(self) -> None:
         if self.stop.is_set():
             return
         self.sending.set()
+        cfg = self.cfg  # one config for the whole step, whatever a SIGHUP does meanwhile
         try:
-            with Store.open(self.cfg) as store:
-                report = send_step(self.cfg, store, stop=self.stop, secret=self.secret)
+            with Store.open(cfg) as store:
+                report = send_step(cfg, store, stop=self.stop, secret=self.secret)
         except PublisherError as exc:
             log.error("%s", exc)
             return
@@ -316,37 +319,41 @@ class Runner:
                 "for this digest (`publisher send --digest FILE --retry-failed` tries again)",
                 date,
                 unsent,
-                self.cfg.schedule.retry_failed_times,
+                cfg.schedule.retry_failed_times,
             )
 
+    def _triggers(self, cfg: Config) -> tuple[IntervalTrigger, OrTrigger]:
+        """The build job's trigger and the send job's, from `cfg`."""
+        t = send_time(cfg)
+        poll = cfg.schedule.poll_seconds
+        return IntervalTrigger(seconds=poll, timezone=cfg.tz), OrTrigger(
+            [
+                IntervalTrigger(seconds=poll, timezone=cfg.tz),
+                CronTrigger(hour=t.hour, minute=t.minute, timezone=cfg.tz),
+            ]
+        )
+
     def start(self) -> None:
-        t = send_time(self.cfg)
         apscheduler_log = logging.getLogger("apscheduler.scheduler")
         if self.skips.filter not in apscheduler_log.filters:
             apscheduler_log.addFilter(self.skips.filter)
-        poll = IntervalTrigger(seconds=self.cfg.schedule.poll_seconds, timezone=self.cfg.tz)
+        build, send = self._triggers(self.cfg)
         self.scheduler.add_job(
             self._build_job,
-            poll,
+            build,
             id="build",
             executor="build",
             next_run_time=dt.datetime.now(self.cfg.tz),  # at once: the catch-up
         )
-        self.scheduler.add_job(
-            self._send_job,
-            OrTrigger(
-                [
-                    IntervalTrigger(seconds=self.cfg.schedule.poll_seconds, timezone=self.cfg.tz),
-                    CronTrigger(hour=t.hour, minute=t.minute, timezone=self.cfg.tz),
-                ]
-            ),
-            id="send",
-            executor="send",
-        )
+        self.scheduler.add_job(self._send_job, send, id="send", executor="send")
         self.scheduler.start()
+        self._say_watching("publisher run")
+
+    def _say_watching(self, what: str) -> None:
         nxt = next_send_moment(self.cfg, dt.datetime.now(dt.UTC))
         log.info(
-            "publisher run: watching %s every %gs; emails at %s %s (next %s)%s",
+            "%s: watching %s every %gs; emails at %s %s (next %s)%s",
+            what,
             self.cfg.digests.inbox,
             self.cfg.schedule.poll_seconds,
             self.cfg.schedule.send_at,
@@ -354,6 +361,22 @@ class Runner:
             nxt.isoformat(timespec="minutes"),
             "; send on arrival" if self.cfg.schedule.send_on_arrival else "",
         )
+
+    def reload(self) -> bool:
+        """Re-read the config file (SIGHUP). A config that does not load (a typo, a bad value)
+        is one ERROR line and the running one stays; a good one is used from the next job on
+        (a step under way finishes with the old one). The secret stays as it was started."""
+        try:
+            cfg = load_config(self.cfg.path)
+        except (PublisherError, OSError) as exc:
+            log.error("SIGHUP: %s; keeping the configuration in use", exc)
+            return False
+        self.cfg = cfg
+        build, send = self._triggers(cfg)
+        self.scheduler.reschedule_job("build", trigger=build)
+        self.scheduler.reschedule_job("send", trigger=send)
+        self._say_watching(f"SIGHUP: configuration reloaded from {cfg.path}")
+        return True
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -375,9 +398,13 @@ def run_forever(cfg: Config, *, secret: bytes, install_signals: bool = True) -> 
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # SIGHUP re-reads the config (it used to kill the process, the default action).
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: runner.hup.set())
     runner.start()
-    while not runner.stop.wait(0.5):
-        pass
+    while not runner.stop.wait(0.2):
+        if runner.hup.is_set():
+            runner.hup.clear()
+            runner.reload()
     runner.shutdown()
     log.info("stopped")
     return 0

@@ -457,3 +457,33 @@ def test_alembic_says_nothing_on_a_tick_and_a_migration_is_logged_when_one_runs(
     assert text.count("state database: upgrading the schema from None to") == 1, text
     for noise in ("Context impl", "Will assume", "setup plugin"):
         assert noise not in text, text
+
+
+def test_sighup_rereads_the_config_and_keeps_the_old_one_if_it_is_bad(
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
+) -> None:
+    # Issue 23: SIGHUP killed `publisher run` (the default action).
+    _, port = server
+    cfg = project(tmp_path, port, db_url)
+    good = cfg.path.read_text(encoding="utf-8")
+    run = Run(cfg)
+    try:
+        run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
+        cfg.path.write_text(good.replace("poll_seconds = 0.2", "poll_seconds = 'often'"))
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for("the bad config refused", lambda: "keeping the configuration" in run.text())
+        before = run.ticks(cfg)
+        run.wait_for("a tick with the old config", lambda: run.ticks(cfg) != before)
+        cfg.path.write_text(good.replace("poll_seconds = 0.2", "poll_seconds = 0.3"))
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for("the new config", lambda: "configuration reloaded" in run.text())
+        before = run.ticks(cfg)
+        run.wait_for("a tick with the new config", lambda: run.ticks(cfg) != before)
+    finally:
+        assert run.terminate() == 0
+    text = run.text()
+    [refused] = [line for line in text.splitlines() if "keeping the configuration" in line]
+    assert "ERROR SIGHUP: " in refused and "'schedule.poll_seconds' must be a number" in refused
+    assert "Traceback" not in text
+    [reloaded] = [line for line in text.splitlines() if "configuration reloaded" in line]
+    assert f"reloaded from {cfg.path}: watching" in reloaded and "every 0.3s" in reloaded
