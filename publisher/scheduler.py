@@ -48,7 +48,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import Config, load_config
 from .digest import parse_file
-from .errors import PublisherError
+from .errors import DigestError, PublisherError
 from .policy import arrived, email_due, next_send_moment, send_time, too_old
 from .progress import LogProgress
 from .publish import send_digest
@@ -171,9 +171,6 @@ def send_step(
                 if retry_failed
                 else "resuming a send that stopped"
             )
-            if retry_failed:
-                # Counted before the send: a retry that crashes half-way is still a retry.
-                store.update_publication(pub.digest_date, email_retries=pub.email_retries + 1)
         else:
             due = email_due(cfg, pub.digest_date, arrived(pub.source, pub.created_at, now), now)
             if not due.due:
@@ -183,6 +180,13 @@ def send_step(
             reason = due.reason
         try:
             digest = parse_file(pub.source)
+        except DigestError:
+            continue  # edited into something that is not a digest: the build reports it, once
+        if retry_failed:
+            # Counted before the send: a retry that crashes half-way is still a retry. (Two
+            # `run` processes starting the same retry both write the same number.)
+            store.update_publication(pub.digest_date, email_retries=pub.email_retries + 1)
+        try:
             log.info("sending %s (%s)", pub.digest_date, reason)
             result = send_digest(
                 cfg,

@@ -487,3 +487,21 @@ def test_sighup_rereads_the_config_and_keeps_the_old_one_if_it_is_bad(
     assert "Traceback" not in text
     [reloaded] = [line for line in text.splitlines() if "configuration reloaded" in line]
     assert f"reloaded from {cfg.path}: watching" in reloaded and "every 0.3s" in reloaded
+
+
+def test_a_digest_edited_into_a_bad_file_is_reported_by_the_build_not_by_every_send_tick(
+    tmp_path: Path, db_url: str
+) -> None:
+    from publisher.scheduler import tick
+
+    from .net import free_port
+
+    cfg = project(tmp_path, free_port(), db_url, subscribers=2)  # an outage: nothing is sent
+    path = write_digest(cfg.digests.inbox, today())
+    with Store.open(cfg) as store:
+        first = tick(cfg, store, secret=SECRET.encode())
+        assert [d for d, _ in first.pending] == [today()]  # "send failed": the outage
+        path.write_text("# not a digest\n\njust notes\n", encoding="utf-8")
+        again = tick(cfg, store, secret=SECRET.encode())
+    assert again.problems and "not a digest" in again.problems[0]
+    assert again.pending == []  # the send step skips it quietly; the build said why
