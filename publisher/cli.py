@@ -474,6 +474,9 @@ def _print_intake(outcomes: Any, quiet: bool) -> Any:
     return summary
 
 
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure; an MTA pipe retries the message later
+
+
 @bounces.command("import")
 @config_option
 @click.argument("paths", nargs=-1, required=True)
@@ -485,15 +488,22 @@ def bounces_import(config_path: Path, paths: tuple[str, ...], quiet: bool) -> No
 
     One line per message, then a summary. A bad message (malformed, too big, forged or expired
     token) is one line and the rest go on; the same message imported twice counts once. The
-    exit status is 1 only when a PATH cannot be read at all.
+    exit status is 1 only when a PATH cannot be read at all, and 75 (EX_TEMPFAIL) when the
+    state database cannot be used now (unreachable, locked, full disk): an MTA pipe then keeps
+    the message and tries again later instead of bouncing the bounce.
     """
     from .bounces.intake import Intake, read_paths
     from .state import Store
+    from .state.health import StorageError
 
     cfg = get_config(config_path)
-    with Store.open(cfg) as store:
-        intake = Intake(cfg, store)
-        _print_intake(intake.run(read_paths(paths, intake.max_bytes)), quiet)
+    try:
+        with Store.open(cfg) as store:
+            intake = Intake(cfg, store)
+            _print_intake(intake.run(read_paths(paths, intake.max_bytes)), quiet)
+    except StorageError as exc:
+        click.echo(f"error: {exc} (exit 75: the mail system will try again)", err=True)
+        sys.exit(EX_TEMPFAIL)
 
 
 @bounces.command("fetch")

@@ -134,6 +134,10 @@ class ScheduleConfig:
     max_age_days: int = 2
     send_on_arrival: bool = False
     misfire_grace_hours: float = 12.0
+    # `run` retries a partial send's failed rows (4xx after max_attempts) this many times,
+    # this many hours apart; then they are final for that digest.
+    retry_failed_times: int = 3
+    retry_failed_hours: float = 6.0
     # HH:MM in site.timezone: no digest dated today by then is a warning (status, alert).
     expect_by: str = ""
 
@@ -384,6 +388,12 @@ def _validate(cfg: Config) -> None:
     ):
         if v < 1:
             raise ConfigError(f"{p}: '{dotted}' must be at least 1, not {v}")
+    for dotted, n in (
+        ("schedule.retry_failed_times", cfg.schedule.retry_failed_times),
+        ("schedule.retry_failed_hours", cfg.schedule.retry_failed_hours),
+    ):
+        if n < 0:
+            raise ConfigError(f"{p}: '{dotted}' must not be negative, not {n}")
     if cfg.web.confirm_resend_minutes < 0:
         raise ConfigError(f"{p}: 'web.confirm_resend_minutes' must not be negative")
     if not 0 <= cfg.feed.publish_hour <= 23:

@@ -95,7 +95,7 @@ def findings(cfg: Config, store: Store, *, now: dt.datetime | None = None) -> li
     recent = [p for p in pubs if (local.date() - p.digest_date).days <= RECENT_DAYS]
     for pub in recent:
         day = pub.digest_date.isoformat()
-        if pub.email_status == "partial" or (pub.email_status == "sent" and pub.failed):
+        if pub.email_status == "partial" or pub.failed:
             found.append(
                 Finding(
                     "send-failures",

@@ -14,6 +14,7 @@ from .config import Config
 from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, Finding, exit_code, findings
 from .policy import arrived, email_due, next_send_moment, too_old
 from .state import Store
+from .state.publications import Publication
 
 
 def status_lines(
@@ -47,10 +48,15 @@ def status_lines(
             "none": "email not sent",
             "sending": f"email sending: {pub.sent} sent, {pub.failed} failed",
             "sent": f"email sent: {pub.sent} sent, {pub.failed} failed",
-            "partial": f"email partial: {pub.sent} sent, {pub.failed} failed",
+            "partial": f"email partial: {pub.sent} sent, {pub.failed} failed"
+            + (f", retried {pub.email_retries}x" if pub.email_retries else ""),
+            "final": f"email final: {pub.sent} sent, {pub.failed} failed after "
+            f"{pub.email_retries} retries (no more automatic retries)",
         }.get(pub.email_status, pub.email_status)
         out.append(f"  {pub.digest_date}  in feed  {email}  ({pub.source})")
-        if pub.email_status != "sent":
+        if pub.email_status == "partial" and not too_old(cfg, pub.digest_date, now):
+            pending.append(f"  {pub.digest_date}  {_retry_note(cfg, pub, now)}")
+        elif pub.email_status not in ("sent", "final"):
             due = email_due(cfg, pub.digest_date, arrived(pub.source, pub.created_at, now), now)
             if due.due or not too_old(cfg, pub.digest_date, now):
                 pending.append(f"  {pub.digest_date}  {'due now' if due.due else due.reason}")
@@ -116,3 +122,14 @@ def _pulled(store: Store) -> str:
     if last["ok"]:
         return f"pulled at {last['at']} ({last['head'][:12]})"
     return f"{last['failures']} failed pulls in a row, the last at {last['at']}: {last['error']}"
+
+
+def _retry_note(cfg: Config, pub: Publication, now: dt.datetime) -> str:
+    """When `publisher run` retries a partial send's failed rows (publisher/scheduler.py)."""
+    times = cfg.schedule.retry_failed_times
+    if pub.email_retries >= times:
+        return f"failed rows retried {times} times: final at the next tick"
+    base = pub.email_finished_at or now.astimezone(dt.UTC).replace(tzinfo=None)
+    at = (base + dt.timedelta(hours=cfg.schedule.retry_failed_hours)).replace(tzinfo=dt.UTC)
+    when = "due now" if at <= now else at.astimezone(cfg.tz).isoformat(timespec="minutes")
+    return f"retry {pub.email_retries + 1} of {times} of the failed: {when}"

@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import state as st
 from . import urls
+from .bounces.verp import ReturnPath
 from .config import Config
 from .i18n import strings
 from .state import InvalidAddress, Store, normalize_email, normalize_name
@@ -80,7 +81,8 @@ PRIVATE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-Sender = Callable[[Config, str, str], None]
+# send_confirmation's shape: (cfg, email, url, *, envelope_from=None).
+Sender = Callable[..., None]
 
 # ---------------------------------------------------------------------------------------------
 # Security headers
@@ -107,6 +109,13 @@ log = logging.getLogger("uvicorn.error")
 
 TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|preferences)/[^/?#\s\"]+")
 REDACTED = "[token]"
+
+
+def mask_address(email: str) -> str:
+    """`ada@example.org` -> `a***@example.org`: enough for an operator to tell readers apart in
+    a log, not enough to mail them."""
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}" if local else "***"
 
 
 def content_security_policy(cfg: Config) -> str:
@@ -434,15 +443,38 @@ class WebSide:
             return
         # Only a new row takes the form's name: an unconfirmed form must not rename an existing
         # subscriber.
-        sub, _ = self.store.add_subscriber(
+        sub, created = self.store.add_subscriber(
             email, name, status=st.PENDING, source="web", rename=False
         )
         try:
             token = sign_id(self.secret, "confirm", sub.id, now)  # names when it was issued
-            self.sender(self.cfg, email, urls.confirm_url(self.cfg, token))
-        except MailError:
+            self.sender(
+                self.cfg,
+                email,
+                urls.confirm_url(self.cfg, token),
+                envelope_from=self._return_path(sub.id, now),
+            )
+        except MailError as exc:
             self.store.give_back_token(key, 1, period, self.clock())
+            # A row made by this signup goes: nobody can confirm it, and a retry makes it
+            # again. An existing one (pending from before, or a subscriber) stays as it was.
+            dropped = created and self.store.discard_pending(sub.id)
+            # The operator's one line: the cause, and the subscriber's id, not the address
+            # (the server's reply may quote it: masked).
+            log.error(
+                "confirmation mail for subscriber %d not sent (%s): %s",
+                sub.id,
+                "pending row removed" if dropped else "row kept: it existed before",
+                str(exc).replace(email, mask_address(email)),
+            )
             raise
+
+    def _return_path(self, subscriber_id: int, now: float) -> str | None:
+        """The VERP envelope sender of a confirmation mail (None: the From address)."""
+        if not self.cfg.email.return_path:
+            return None
+        day = dt.datetime.fromtimestamp(now, self.cfg.tz).date()
+        return ReturnPath(self.cfg.email.return_path, self.secret).address(subscriber_id, day)
 
     def _email(self, token: str, purposes: tuple[str, ...], now: float | None = None) -> str:
         """The address a valid token for one of `purposes` names (an id is looked up);

@@ -265,7 +265,7 @@ def test_run_alerts_once_after_repeated_pull_failures_and_recovers(
     runner = Runner(load_config(cfg_path), secret=SECRET.encode())
     caplog.set_level(logging.INFO, logger="publisher.run")
     for _ in range(3):
-        runner._job()  # a poll: pull, build, bookkeeping, alerts
+        runner._build_job()  # a poll: pull, build, bookkeeping, alerts
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
     assert [level for level, _ in lines] == ["WARNING", "WARNING", "ERROR", "WARNING"], lines
     assert lines[2][1].startswith("alert: the last 2 pulls of file://"), lines
@@ -276,7 +276,7 @@ def test_run_alerts_once_after_repeated_pull_failures_and_recovers(
     up.day(D14)
     up.push("first")
     caplog.clear()
-    runner._job()
+    runner._build_job()
     assert any("works again after 3 failures" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "public/2024/05/14/index.html").is_file()
     assert publisher(cfg_path, "status").returncode == 0

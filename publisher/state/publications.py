@@ -23,6 +23,7 @@ class Publication:
     email_started_at: dt.datetime | None
     email_finished_at: dt.datetime | None
     created_at: dt.datetime | None = None  # when the digest was first seen
+    email_retries: int = 0  # retries of the failed rows by `publisher run`
 
 
 def _publication(row: Any) -> Publication:
@@ -37,6 +38,7 @@ def _publication(row: Any) -> Publication:
         email_started_at=row.email_started_at,
         email_finished_at=row.email_finished_at,
         created_at=row.created_at,
+        email_retries=row.email_retries,
     )
 
 
@@ -100,7 +102,7 @@ class PublicationsMixin:
 
     def update_publication(self, digest_date: dt.date, **values: Any) -> None:
         """Set columns of an existing publication row: feed_built_at, email_status, sent,
-        failed, email_started_at, email_finished_at."""
+        failed, email_started_at, email_finished_at, email_retries."""
         allowed = {
             "feed_built_at",
             "email_status",
@@ -108,6 +110,7 @@ class PublicationsMixin:
             "failed",
             "email_started_at",
             "email_finished_at",
+            "email_retries",
         }
         bad = set(values) - allowed
         if bad:
