@@ -116,11 +116,31 @@ def build(config_path: Path) -> None:
     click.echo(
         f"built {report.days} days in {report.output}: {len(report.written)} files written, "
         f"{report.unchanged} unchanged, {report.parsed} digests parsed; "
-        f"feeds {report.rss} and {report.atom}; {elapsed:.2f} s"
+        + (f"{len(report.removed)} pages removed; " if report.removed else "")
+        + f"feeds {report.rss} and {report.atom}; {elapsed:.2f} s"
         + (f"; {len(report.problems)} digests skipped" if report.problems else "")
     )
     if report.problems:
         sys.exit(1)
+
+
+@cli.command()
+@config_option
+def pull(config_path: Path) -> None:
+    """Fetch the digests from [digests] git into the inbox (a clone publisher manages).
+
+    Clones the repository the first time; then fetches [digests] git_branch and resets the
+    clone to it, so a force-push upstream is followed too. `publisher run` does this on every
+    poll. Exit 1, with one line, when git fails; the inbox is then left as it was.
+
+    \b
+    Example:
+      publisher pull && publisher build
+    """
+    from .pull import pull as pull_digests
+
+    cfg = get_config(config_path)
+    click.echo(pull_digests(cfg).summary())
 
 
 @cli.command()
@@ -277,6 +297,30 @@ def db_upgrade(config_path: Path) -> None:
         click.echo(f"{where}: upgraded from {before or 'an empty database'} to revision {after}")
 
 
+@db.command("backup")
+@config_option
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(config_path: Path, dest: Path) -> None:
+    """Copy a SQLite state database to DEST, consistent, while `run` and `serve` go on.
+
+    SQLite's online backup: every page as of one moment, whatever the other processes write
+    meanwhile. To restore, stop the services, put the copy in place of the database (and
+    delete its -wal and -shm files), start them again. For PostgreSQL use pg_dump (README,
+    "Backups").
+
+    \b
+    Example:
+      publisher db backup /var/backups/publisher-$(date +%F).sqlite3
+    """
+    from .state.backup import backup
+
+    cfg = get_config(config_path)
+    size = backup(cfg, dest)
+    click.echo(
+        f"backed up {cfg.database_url.removeprefix('sqlite:///')} to {dest} ({size:,} bytes)"
+    )
+
+
 @cli.group()
 def subscribers() -> None:
     """Manage subscribers: the CSV list, the state database, statuses.
@@ -430,6 +474,9 @@ def _print_intake(outcomes: Any, quiet: bool) -> Any:
     return summary
 
 
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure; an MTA pipe retries the message later
+
+
 @bounces.command("import")
 @config_option
 @click.argument("paths", nargs=-1, required=True)
@@ -441,15 +488,22 @@ def bounces_import(config_path: Path, paths: tuple[str, ...], quiet: bool) -> No
 
     One line per message, then a summary. A bad message (malformed, too big, forged or expired
     token) is one line and the rest go on; the same message imported twice counts once. The
-    exit status is 1 only when a PATH cannot be read at all.
+    exit status is 1 only when a PATH cannot be read at all, and 75 (EX_TEMPFAIL) when the
+    state database cannot be used now (unreachable, locked, full disk): an MTA pipe then keeps
+    the message and tries again later instead of bouncing the bounce.
     """
     from .bounces.intake import Intake, read_paths
     from .state import Store
+    from .state.health import StorageError
 
     cfg = get_config(config_path)
-    with Store.open(cfg) as store:
-        intake = Intake(cfg, store)
-        _print_intake(intake.run(read_paths(paths, intake.max_bytes)), quiet)
+    try:
+        with Store.open(cfg) as store:
+            intake = Intake(cfg, store)
+            _print_intake(intake.run(read_paths(paths, intake.max_bytes)), quiet)
+    except StorageError as exc:
+        click.echo(f"error: {exc} (exit 75: the mail system will try again)", err=True)
+        sys.exit(EX_TEMPFAIL)
 
 
 @bounces.command("fetch")
@@ -565,23 +619,70 @@ def run(config_path: Path) -> None:
 @cli.command()
 @config_option
 @click.option("--limit", default=10, show_default=True, help="How many recent digests to show.")
-def status(config_path: Path, limit: int) -> None:
-    """Show the latest digests seen, what was published and emailed, what is pending, and
-    the next scheduled send.
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for machines.")
+def status(config_path: Path, limit: int, as_json: bool) -> None:
+    """Show the latest digests seen, what was published and emailed, what is pending, the
+    next scheduled send, and what is wrong (late digest, failed or stuck send, bounce rates,
+    failing pulls).
+
+    Exits 0 when healthy, 1 on warnings, 2 on errors, so cron and monitoring can use it.
 
     \b
     Example:
       publisher status --config /srv/publisher/config.toml
+      publisher status --json | jq .findings
     """
+    import json
+
+    from .health import exit_code, findings
     from .state import Store
     from .state.health import check_integrity
-    from .status import status_lines
+    from .status import status_json, status_lines
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
         check_integrity(store.engine)
+        if as_json:
+            report = status_json(cfg, store, limit=limit)
+            click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+            sys.exit(report["exit"])
         for line in status_lines(cfg, store, limit=limit):
             click.echo(line)
+        code = exit_code(findings(cfg, store))
+    sys.exit(code)
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    help="The folder report.html is written into (never the public archive).",
+)
+@click.option("--days", default=30, show_default=True, help="How many days the charts cover.")
+def report(config_path: Path, out_dir: Path, days: int) -> None:
+    """Write a self-contained report.html of charts for the operator: readers by status, new
+    readers per day, each digest's delivered, failed, bounced, complained and unsubscribed,
+    the bounce and complaint rates against 2% and 0.3%, send durations and speeds, and the
+    inbound reports by kind.
+
+    No script and no external file: open it from disk or serve it privately. It is never
+    written into [feed] output.
+
+    \b
+    Example:
+      publisher report --out /srv/private --days 90
+    """
+    from .report import write_report
+    from .state import Store
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        path = write_report(cfg, store, out_dir, days=days)
+    click.echo(f"wrote {path}")
 
 
 EXIT_INTERRUPTED = 130  # `publisher send` stopped by SIGTERM or SIGINT before the end

@@ -39,6 +39,22 @@ class SiteConfig:
 @dataclass(frozen=True, slots=True)
 class DigestsConfig:
     inbox: Path = Path("digests")
+    # A git repository to fetch the digests from (`publisher pull`, and `run` on every poll):
+    # `inbox` is then a clone that publisher manages (reset to the remote branch each pull).
+    git: str = ""
+    git_branch: str = "main"
+    # The folder inside the clone that holds the digests (the upstream's "paper_logs").
+    git_path: str = ""
+
+    @property
+    def managed(self) -> bool:
+        """Whether the inbox is a clone of `git` (only day-named files count as digests)."""
+        return bool(self.git)
+
+    @property
+    def folder(self) -> Path:
+        """The folder searched for digests: the inbox, or `git_path` inside the clone."""
+        return self.inbox / self.git_path if self.git and self.git_path else self.inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,12 @@ class ScheduleConfig:
     max_age_days: int = 2
     send_on_arrival: bool = False
     misfire_grace_hours: float = 12.0
+    # `run` retries a partial send's failed rows (4xx after max_attempts) this many times,
+    # this many hours apart; then they are final for that digest.
+    retry_failed_times: int = 3
+    retry_failed_hours: float = 6.0
+    # HH:MM in site.timezone: no digest dated today by then is a warning (status, alert).
+    expect_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +187,22 @@ class BouncesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    # `GET /metrics` answers loopback clients, and any client that sends this variable's value
+    # as `Authorization: Bearer ...`; everyone else gets 404.
+    token_env: str = "PUBLISHER_METRICS_TOKEN"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    # Where `publisher run` mails its alerts (publisher/health.py), at most one per kind a day;
+    # empty: alerts are only logged and shown by `publisher status`.
+    email: str = ""
+    # This many failed pulls of [digests] git in a row are an alert.
+    pull_failures: int = 6
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path = Path("config.toml")
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -177,6 +215,8 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     web: WebConfig = field(default_factory=WebConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def root(self) -> Path:
@@ -333,6 +373,12 @@ def _validate(cfg: Config) -> None:
         )
     if not _HHMM.match(cfg.schedule.send_at):
         raise ConfigError(f"{p}: 'schedule.send_at' must be HH:MM, not {cfg.schedule.send_at!r}")
+    if cfg.schedule.expect_by and not _HHMM.match(cfg.schedule.expect_by):
+        raise ConfigError(
+            f"{p}: 'schedule.expect_by' must be HH:MM or empty, not {cfg.schedule.expect_by!r}"
+        )
+    if cfg.alerts.email and "@" not in parseaddr(cfg.alerts.email)[1]:
+        raise ConfigError(f"{p}: 'alerts.email' is not an address: {cfg.alerts.email!r}")
     for dotted, v in (
         ("feed.max_items", cfg.feed.max_items),
         ("smtp.connections", cfg.smtp.connections),
@@ -342,6 +388,12 @@ def _validate(cfg: Config) -> None:
     ):
         if v < 1:
             raise ConfigError(f"{p}: '{dotted}' must be at least 1, not {v}")
+    for dotted, n in (
+        ("schedule.retry_failed_times", cfg.schedule.retry_failed_times),
+        ("schedule.retry_failed_hours", cfg.schedule.retry_failed_hours),
+    ):
+        if n < 0:
+            raise ConfigError(f"{p}: '{dotted}' must not be negative, not {n}")
     if cfg.web.confirm_resend_minutes < 0:
         raise ConfigError(f"{p}: 'web.confirm_resend_minutes' must not be negative")
     if not 0 <= cfg.feed.publish_hour <= 23:
@@ -350,6 +402,26 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{p}: 'feed.content' must be summary or full, not {cfg.feed.content!r}")
     check_dkim(cfg)
     check_bounces(cfg)
+    check_git(cfg)
+
+
+def check_git(cfg: Config) -> None:
+    """`[digests] git`, `git_branch`, `git_path`: nothing git could read as an option, and a
+    subfolder that stays inside the clone."""
+    d, p = cfg.digests, cfg.path
+    if cfg.alerts.pull_failures < 1:
+        raise ConfigError(f"{p}: 'alerts.pull_failures' must be at least 1")
+    if not d.git:
+        return
+    if d.git.startswith("-") or any(c.isspace() for c in d.git):
+        raise ConfigError(f"{p}: 'digests.git' is not a repository URL: {d.git!r}")
+    if not d.git_branch or d.git_branch.startswith("-") or any(c.isspace() for c in d.git_branch):
+        raise ConfigError(f"{p}: 'digests.git_branch' is not a branch name: {d.git_branch!r}")
+    sub = Path(d.git_path)
+    if sub.is_absolute() or ".." in sub.parts or sub.parts[:1] == (".git",):
+        raise ConfigError(
+            f"{p}: 'digests.git_path' must be a folder inside the clone, not {d.git_path!r}"
+        )
 
 
 def check_bounces(cfg: Config) -> None:

@@ -354,6 +354,9 @@ class _Claims:
         self.digest_date = digest_date
         self.retry_failed = retry_failed
         self.include_final = include_final
+        # Failed rows are wanted again (retry_failed) only if they failed before this send
+        # began: one it failed itself has used up its max_attempts here.
+        self.started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         self.lease = max(lease_seconds, 1.0)
         self.batch = batch
         self.stop = stop
@@ -395,6 +398,7 @@ class _Claims:
                         self.lease,
                         self.retry_failed,
                         self.include_final,
+                        failed_before=self.started,
                     )
                     with self.lock:
                         self.queue.extend(entries)

@@ -335,8 +335,27 @@ class _PaperBuilder:
         )
 
 
-def find_digests(inbox: Path) -> list[Path]:
-    """Every *.md under the inbox, recursively, in a stable order."""
+# The names a dated digest file goes by, relative to the folder searched: YYYY/MM/DD.md (the
+# upstream's paper_logs/ layout), YYYY/MM/YYYY-MM-DD.md, YYYY-MM-DD.md or YYYYMMDD.md.
+_DATED_NAME = re.compile(
+    r"^(?:(?:\d{4}/)?\d{2}/\d{2}|(?:\d{4}/(?:\d{2}/)?)?\d{4}-?\d{2}-?\d{2})\.md$"
+)
+
+
+def is_dated_name(relative: str) -> bool:
+    """Whether a path (relative to the digests folder, with /) is named like a day's digest."""
+    return bool(_DATED_NAME.match(relative))
+
+
+def find_digests(inbox: Path, *, dated_only: bool = False) -> list[Path]:
+    """Every *.md under the inbox, recursively, in a stable order (README.md files skipped).
+
+    `dated_only` keeps only files named like a day (`is_dated_name`): in a git checkout of
+    someone else's repository, LICENSE.md or CONTRIBUTING.md are not digests, and must not be
+    reported as bad ones."""
     if not inbox.is_dir():
         return []
-    return sorted(p for p in inbox.rglob("*.md") if p.is_file() and p.name.lower() != "readme.md")
+    found = (p for p in inbox.rglob("*.md") if p.is_file() and p.name.lower() != "readme.md")
+    if dated_only:
+        found = (p for p in found if is_dated_name(p.relative_to(inbox).as_posix()))
+    return sorted(found)

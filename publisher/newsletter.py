@@ -288,6 +288,7 @@ def render_newsletter(digest: Digest, cfg: Config) -> Newsletter:
         "date_text": digest.date.isoformat(),
         "paper_count": len(views),
         "day_url": day_url,
+        "subscribe_url": urls.subscribe_url(cfg),
         "contact": cfg.email.contact,
         "reader_email": PLACEHOLDER_EMAIL,
         "unsubscribe_url": PLACEHOLDER_UNSUBSCRIBE,

@@ -30,7 +30,7 @@ from .tokens import secret_from_env
 def newest_digest(cfg: Config) -> Path:
     """The inbox digest with the latest date (files that do not parse are skipped)."""
     best: tuple[object, Path] | None = None
-    for path in find_digests(cfg.digests.inbox):
+    for path in find_digests(cfg.digests.folder, dated_only=cfg.digests.managed):
         try:
             day = parse_file(path).date
         except PublisherError:
@@ -38,7 +38,7 @@ def newest_digest(cfg: Config) -> Path:
         if best is None or day >= best[0]:  # type: ignore[operator]
             best = (day, path)
     if best is None:
-        raise PublisherError(f"{cfg.digests.inbox}: no digest found ('digests.inbox')")
+        raise PublisherError(f"{cfg.digests.folder}: no digest found ('digests.inbox')")
     return best[1]
 
 

@@ -27,6 +27,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -114,6 +115,7 @@ class BuildReport:
     built: tuple[BuiltDay, ...] = ()  # every day in the archive, newest first
     json_feed: Path | None = None
     searched: bool = False  # the Pagefind index was (re)built in this build
+    removed: tuple[Path, ...] = ()  # pages of days (and months) that left the inbox
 
     @property
     def ok(self) -> bool:
@@ -203,13 +205,13 @@ def _day_from_digest(digest: Digest, mtime: int | None) -> _Day:
 
 
 def _read_inbox(
-    inbox: Path, file_cache: dict[str, Any], problems: list[BuildProblem]
+    cfg: Config, file_cache: dict[str, Any], problems: list[BuildProblem]
 ) -> tuple[list[_Day], dict[str, Any], int]:
     """Every digest in the inbox; files whose (mtime_ns, size) match the cache are not read."""
     days: list[_Day] = []
     new_cache: dict[str, Any] = {}
     parsed = 0
-    for path in find_digests(inbox):
+    for path in find_digests(cfg.digests.folder, dated_only=cfg.digests.managed):
         key = str(path)
         try:
             st = path.stat()
@@ -629,6 +631,7 @@ class SiteWriter:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.written: list[Path] = []
+        self.removed: list[Path] = []  # pages of days no longer in the inbox
         self.unchanged = 0
 
     def is_current(self, path: Path) -> bool:
@@ -729,9 +732,7 @@ def _collect(cfg: Config, manifest: dict[str, Any], digests: list[Digest] | None
     cache = manifest.get("cache", {}) if manifest.get("fingerprint") == fingerprint else {}
     problems: list[BuildProblem] = []
     if digests is None:
-        raw_days, file_cache, parsed = _read_inbox(
-            cfg.digests.inbox, manifest.get("files", {}), problems
-        )
+        raw_days, file_cache, parsed = _read_inbox(cfg, manifest.get("files", {}), problems)
     else:
         raw_days = [_day_from_digest(d, _mtime(d.source)) for d in digests]
         file_cache, parsed = manifest.get("files", {}), len(digests)
@@ -832,14 +833,22 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
     out = cfg.feed.output
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
-    ctx = _collect(cfg, _read_manifest(manifest_path), digests)
+    manifest = _read_manifest(manifest_path)
+    ctx = _collect(cfg, manifest, digests)
     writer = SiteWriter(out)
     new_pages = _write_day_pages(ctx, writer)
     new_months = _write_month_pages(ctx, writer)
     feed_days = _write_feeds_and_index(ctx, writer)
+    if digests is None:
+        # Pages of days that left the inbox go too; a day whose file is only bad for now (a
+        # half-written edit) keeps its page, and its entry in the manifest, until it is fixed.
+        kept = _dates_of(ctx.problems)
+        new_pages.update({k: v for k, v in _old_pages(manifest).items() if k in kept})
+        _remove_stale(writer, manifest, new_pages, new_months)
 
     searched = False
-    if cfg.feed.search and (writer.written or not (out / SEARCH_FOLDER / "pagefind.js").is_file()):
+    changed = writer.written or writer.removed
+    if cfg.feed.search and (changed or not (out / SEARCH_FOLDER / "pagefind.js").is_file()):
         index_search(out)
         searched = True
 
@@ -862,6 +871,7 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         output=out,
         days=len(days),
         written=tuple(writer.written),
+        removed=tuple(writer.removed),
         unchanged=writer.unchanged,
         parsed=ctx.parsed,
         problems=tuple(ctx.problems),
@@ -871,6 +881,50 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         json_feed=out / JSON_FILE,
         searched=searched,
     )
+
+
+def _old_pages(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest.get("cache", {}).get("pages", {})
+
+
+_DATE_IN_PATH = re.compile(r"(\d{4})[/-]?(\d{2})[/-]?(\d{2})(?:\.md)?$")
+
+
+def _dates_of(problems: Iterable[BuildProblem]) -> set[str]:
+    """The days (YYYY-MM-DD) that bad files are named for, as far as their names tell."""
+    dates = set()
+    for problem in problems:
+        m = _DATE_IN_PATH.search(Path(problem.path).as_posix())
+        if m:
+            dates.add("-".join(m.groups()))
+    return dates
+
+
+def _remove_stale(
+    writer: SiteWriter,
+    manifest: dict[str, Any],
+    pages: dict[str, Any],
+    months: dict[str, Any],
+) -> None:
+    """Delete the day and month pages of the previous build that this build no longer has (a
+    digest deleted from the inbox, or a whole month of them), with their compressed copies and
+    the folders they leave empty. The index, the feeds and the sitemap are rebuilt from the days
+    that remain, and a removal counts as a write, so the search index is rebuilt without them."""
+    cache = manifest.get("cache", {})
+    gone: list[Path] = []
+    for key in set(_old_pages(manifest)) - set(pages):
+        gone.append(writer.out / day_path(dt.date.fromisoformat(key)) / "index.html")
+    for key in set(cache.get("months", {})) - set(months):
+        year, month = (int(x) for x in key.split("-"))
+        gone.append(writer.out / month_path(year, month) / "index.html")
+    for page in sorted(gone):
+        for path in (page, *_compressed(page)):
+            path.unlink(missing_ok=True)
+        writer.removed.append(page)
+        folder = page.parent
+        while folder != writer.out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 from .config import Config
+from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, Finding, exit_code, findings
 from .policy import arrived, email_due, next_send_moment, too_old
-from .scheduler import META_LAST_TICK, META_PROBLEMS
 from .state import Store
+from .state.publications import Publication
 
 
 def status_lines(
@@ -29,7 +31,11 @@ def status_lines(
         f"{cfg.schedule.send_at} {cfg.site.timezone}"
         + ("; send on arrival)" if cfg.schedule.send_on_arrival else ")")
     )
-    out.append(f"polling:        every {cfg.schedule.poll_seconds:g} s in {cfg.digests.inbox}")
+    out.append(f"polling:        every {cfg.schedule.poll_seconds:g} s in {cfg.digests.folder}")
+    if cfg.digests.git:
+        out.append(
+            f"upstream:       {cfg.digests.git} ({cfg.digests.git_branch}): {_pulled(store)}"
+        )
     pubs = store.list_publications(limit)
     out.append("")
     out.append(f"latest digests ({len(pubs)} shown):")
@@ -42,10 +48,15 @@ def status_lines(
             "none": "email not sent",
             "sending": f"email sending: {pub.sent} sent, {pub.failed} failed",
             "sent": f"email sent: {pub.sent} sent, {pub.failed} failed",
-            "partial": f"email partial: {pub.sent} sent, {pub.failed} failed",
+            "partial": f"email partial: {pub.sent} sent, {pub.failed} failed"
+            + (f", retried {pub.email_retries}x" if pub.email_retries else ""),
+            "final": f"email final: {pub.sent} sent, {pub.failed} failed after "
+            f"{pub.email_retries} retries (no more automatic retries)",
         }.get(pub.email_status, pub.email_status)
         out.append(f"  {pub.digest_date}  in feed  {email}  ({pub.source})")
-        if pub.email_status != "sent":
+        if pub.email_status == "partial" and not too_old(cfg, pub.digest_date, now):
+            pending.append(f"  {pub.digest_date}  {_retry_note(cfg, pub, now)}")
+        elif pub.email_status not in ("sent", "final"):
             due = email_due(cfg, pub.digest_date, arrived(pub.source, pub.created_at, now), now)
             if due.due or not too_old(cfg, pub.digest_date, now):
                 pending.append(f"  {pub.digest_date}  {'due now' if due.due else due.reason}")
@@ -66,4 +77,59 @@ def status_lines(
     out.append("")
     out.append("problems:" if problems else "problems: none")
     out.extend(f"  {p}" for p in problems)
+    found = findings(cfg, store, now=now)
+    out.append("")
+    out.append(f"health: {_verdict(found)}")
+    out.extend(f"  {f.severity}: {f.kind}: {f.message}" for f in found)
     return out
+
+
+def _verdict(found: list[Finding]) -> str:
+    return {0: "ok", 1: "warnings", 2: "errors"}[exit_code(found)]
+
+
+def status_json(
+    cfg: Config, store: Store, *, now: dt.datetime | None = None, limit: int = 10
+) -> dict[str, Any]:
+    """What `publisher status --json` prints: the same facts as the lines, for machines."""
+    now = now or dt.datetime.now(dt.UTC)
+    found = findings(cfg, store, now=now)
+    return {
+        "health": _verdict(found),
+        "exit": exit_code(found),
+        "findings": [f.as_dict() for f in found],
+        "last_tick": store.get_meta(META_LAST_TICK),
+        "next_send": next_send_moment(cfg, now).isoformat(timespec="minutes"),
+        "upstream": json.loads(store.get_meta(META_PULL) or "null") if cfg.digests.git else None,
+        "digests": [
+            {
+                "date": p.digest_date.isoformat(),
+                "source": p.source,
+                "email": p.email_status,
+                "sent": p.sent,
+                "failed": p.failed,
+            }
+            for p in store.list_publications(limit)
+        ],
+    }
+
+
+def _pulled(store: Store) -> str:
+    """The last pull of [digests] git, as `publisher run` recorded it."""
+    last = json.loads(store.get_meta(META_PULL) or "null")
+    if last is None:
+        return "not pulled yet by `publisher run`"
+    if last["ok"]:
+        return f"pulled at {last['at']} ({last['head'][:12]})"
+    return f"{last['failures']} failed pulls in a row, the last at {last['at']}: {last['error']}"
+
+
+def _retry_note(cfg: Config, pub: Publication, now: dt.datetime) -> str:
+    """When `publisher run` retries a partial send's failed rows (publisher/scheduler.py)."""
+    times = cfg.schedule.retry_failed_times
+    if pub.email_retries >= times:
+        return f"failed rows retried {times} times: final at the next tick"
+    base = pub.email_finished_at or now.astimezone(dt.UTC).replace(tzinfo=None)
+    at = (base + dt.timedelta(hours=cfg.schedule.retry_failed_hours)).replace(tzinfo=dt.UTC)
+    when = "due now" if at <= now else at.astimezone(cfg.tz).isoformat(timespec="minutes")
+    return f"retry {pub.email_retries + 1} of {times} of the failed: {when}"

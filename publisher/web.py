@@ -30,6 +30,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -45,13 +47,14 @@ from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import state as st
 from . import urls
+from .bounces.verp import ReturnPath
 from .config import Config
 from .i18n import strings
 from .state import InvalidAddress, Store, normalize_email, normalize_name
@@ -78,7 +81,8 @@ PRIVATE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-Sender = Callable[[Config, str, str], None]
+# send_confirmation's shape: (cfg, email, url, *, envelope_from=None).
+Sender = Callable[..., None]
 
 # ---------------------------------------------------------------------------------------------
 # Security headers
@@ -105,6 +109,13 @@ log = logging.getLogger("uvicorn.error")
 
 TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|preferences)/[^/?#\s\"]+")
 REDACTED = "[token]"
+
+
+def mask_address(email: str) -> str:
+    """`ada@example.org` -> `a***@example.org`: enough for an operator to tell readers apart in
+    a log, not enough to mail them."""
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}" if local else "***"
 
 
 def content_security_policy(cfg: Config) -> str:
@@ -336,6 +347,7 @@ class WebSide:
         self.sender = sender
         self.clock = clock
         self.t = strings(cfg.site.language)
+        self._registry: Any = None  # /metrics' collector registry, made on the first scrape
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -431,15 +443,38 @@ class WebSide:
             return
         # Only a new row takes the form's name: an unconfirmed form must not rename an existing
         # subscriber.
-        sub, _ = self.store.add_subscriber(
+        sub, created = self.store.add_subscriber(
             email, name, status=st.PENDING, source="web", rename=False
         )
         try:
             token = sign_id(self.secret, "confirm", sub.id, now)  # names when it was issued
-            self.sender(self.cfg, email, urls.confirm_url(self.cfg, token))
-        except MailError:
+            self.sender(
+                self.cfg,
+                email,
+                urls.confirm_url(self.cfg, token),
+                envelope_from=self._return_path(sub.id, now),
+            )
+        except MailError as exc:
             self.store.give_back_token(key, 1, period, self.clock())
+            # A row made by this signup goes: nobody can confirm it, and a retry makes it
+            # again. An existing one (pending from before, or a subscriber) stays as it was.
+            dropped = created and self.store.discard_pending(sub.id)
+            # The operator's one line: the cause, and the subscriber's id, not the address
+            # (the server's reply may quote it: masked).
+            log.error(
+                "confirmation mail for subscriber %d not sent (%s): %s",
+                sub.id,
+                "pending row removed" if dropped else "row kept: it existed before",
+                str(exc).replace(email, mask_address(email)),
+            )
             raise
+
+    def _return_path(self, subscriber_id: int, now: float) -> str | None:
+        """The VERP envelope sender of a confirmation mail (None: the From address)."""
+        if not self.cfg.email.return_path:
+            return None
+        day = dt.datetime.fromtimestamp(now, self.cfg.tz).date()
+        return ReturnPath(self.cfg.email.return_path, self.secret).address(subscriber_id, day)
 
     def _email(self, token: str, purposes: tuple[str, ...], now: float | None = None) -> str:
         """The address a valid token for one of `purposes` names (an id is looked up);
@@ -582,6 +617,42 @@ class WebSide:
         css, _, _ = env.loader.get_source(env, "web/web.css")  # type: ignore[union-attr]
         return Response(css, media_type="text/css; charset=utf-8")
 
+    def _may_scrape(self, request: Request) -> bool:
+        """/metrics is never public by accident: a loopback client that did not come through a
+        proxy (no forwarding header), or the bearer token from `[metrics] token_env`."""
+        token = os.environ.get(self.cfg.metrics.token_env, "") if self.cfg.metrics.token_env else ""
+        given = request.headers.get("authorization", "")
+        if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        proxied = any(h in request.headers for h in ("forwarded", "x-forwarded-for", "x-real-ip"))
+        host = request.client.host if request.client else ""
+        try:
+            return not proxied and ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    async def metrics(self, request: Request) -> Response:
+        """The Prometheus text format, read from the state database (publisher/metrics.py)."""
+        if not self._may_scrape(request):
+            return await self.not_found(request, HTTPException(404))
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if self._registry is None:
+            from .metrics import registry_for
+
+            self._registry = registry_for(self.store)
+        body = await run_in_threadpool(generate_latest, self._registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+    async def healthz(self, request: Request) -> Response:
+        """For a load balancer or a monitor: 200 when the state database answers, 503 when it
+        does not; no detail either way (the log and `publisher status` have those)."""
+        try:
+            await run_in_threadpool(self.store.ping)
+        except Exception:  # any failure to answer is "not healthy", and says nothing more
+            return PlainTextResponse("unavailable\n", 503, headers={"Cache-Control": "no-store"})
+        return PlainTextResponse("ok\n", headers={"Cache-Control": "no-store"})
+
     async def not_found(self, request: Request, exc: Exception) -> Response:
         """404 in the site's look (missing pages, dotfiles, paths outside the archive)."""
         return self.message("404", self.t["bad_link_body"], status=404)
@@ -660,6 +731,8 @@ def create_app(
     routes = [
         Route("/subscribe", side.subscribe, methods=["GET", "POST"]),
         Route("/web.css", side.web_css, methods=["GET"]),
+        Route("/healthz", side.healthz, methods=["GET"]),
+        Route("/metrics", side.metrics, methods=["GET"]),
         Route("/confirm/{token}", side.confirm, methods=["GET", "POST"]),
         Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),

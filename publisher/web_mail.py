@@ -81,12 +81,13 @@ def build_confirmation(cfg: Config, email: str, url: str) -> bytes:
     return signing.signed(compose(headers, text, html), signing.dkim_settings(cfg))
 
 
-def deliver(cfg: Config, recipient: str, message: bytes) -> None:
-    """Hand one message to the shared transport: the SMTP server, or the Maildir outbox."""
+def deliver(cfg: Config, recipient: str, message: bytes, envelope_from: str | None = None) -> None:
+    """Hand one message to the shared transport: the SMTP server, or the Maildir outbox.
+    `envelope_from` is the MAIL FROM (a VERP return path), else the From address."""
     transport = None
     try:
         transport = make_transport_factory(cfg)()
-        transport.send(envelope_sender(cfg), recipient, message)
+        transport.send(envelope_from or envelope_sender(cfg), recipient, message)
     except SmtpSetupError as exc:  # already names the server and the key to change
         raise MailError(str(exc)) from None
     except DeliveryError as exc:
@@ -97,6 +98,10 @@ def deliver(cfg: Config, recipient: str, message: bytes) -> None:
             transport.close()
 
 
-def send_confirmation(cfg: Config, email: str, url: str) -> None:
-    """Mail the double opt-in link `url` to `email`; MailError if it cannot be sent."""
-    deliver(cfg, check_address(email), build_confirmation(cfg, email, url))
+def send_confirmation(
+    cfg: Config, email: str, url: str, *, envelope_from: str | None = None
+) -> None:
+    """Mail the double opt-in link `url` to `email` from `envelope_from` (the reader's VERP
+    return path when `[email] return_path` is set, so a bounce from a mistyped address reaches
+    the bounce mailbox); MailError if it cannot be sent."""
+    deliver(cfg, check_address(email), build_confirmation(cfg, email, url), envelope_from)

@@ -1,18 +1,23 @@
 """A real SMTP server on loopback for the delivery tests (aiosmtpd in a thread).
 
 `Recorder` keeps every accepted message as (recipient, bytes) and misbehaves on request:
-`pipelining` advertises PIPELINING; `refuse_rcpt` answers 550 to RCPT for those addresses;
+`pipelining` advertises PIPELINING; `refuse_rcpt` answers 550 to RCPT for those addresses,
+`full_mailbox` 452 4.2.2 (mailbox full, temporary) to RCPT for those, forever, counted in
+`rcpt_tries`;
 `defer_data[addr] = n` answers 451 to the first n DATA commands for that address;
 `drop_data[addr] = n` drops the connection instead; `refuse_data[addr] = reply` answers that
 (a 5xx) at the end of DATA, and `reject_every = n` answers 554 to every n-th message's end of
 DATA. `refuse_service` answers 421 ("service not available") for the whole session: in the
 greeting (then hangs up) with "greeting", to EHLO with "ehlo", to MAIL with "mail".
+`hold` (a threading.Event) makes every end of DATA wait until it is set, `held` set once one
+does: a send slowed down for as long as a test needs, without a sleep.
 `to(address)` gives the messages a recipient received, parsed. `smtp_server()` runs one for a
 `with` block (the web tests); `start_server` starts one the caller stops (the delivery tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 import time
@@ -55,6 +60,8 @@ class Recorder:
         self.lock = threading.Lock()
         self.messages: list[tuple[str, bytes]] = []
         self.refuse_rcpt: set[str] = set()
+        self.full_mailbox: set[str] = set()
+        self.rcpt_tries: Counter[str] = Counter()  # RCPTs seen, by address
         self.defer_data: dict[str, int] = {}
         self.drop_data: dict[str, int] = {}
         self.refuse_data: dict[str, str] = {}
@@ -65,6 +72,8 @@ class Recorder:
         self.pipelining = False  # advertise PIPELINING (aiosmtpd handles it, but is silent)
         self.sessions = 0  # EHLOs seen: how many connections a client opened
         self.arrived: dict[str, float] = {}  # recipient -> time.monotonic() of its first "250"
+        self.hold: threading.Event | None = None  # set: let the ends of DATA through
+        self.held = threading.Event()  # an end of DATA waited on `hold`
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201
         session.host_name = hostname
@@ -95,12 +104,20 @@ class Recorder:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201
+        with self.lock:
+            self.rcpt_tries[address] += 1
         if address in self.refuse_rcpt:
             return "550 5.1.1 No such user"
+        if address in self.full_mailbox:
+            return "452 4.2.2 Mailbox full"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201
+        hold = self.hold
+        if hold is not None and not hold.is_set():
+            self.held.set()
+            await asyncio.get_running_loop().run_in_executor(None, hold.wait)
         rcpt = envelope.rcpt_tos[0]
         with self.lock:
             if self.drop_data.get(rcpt, 0) > 0:

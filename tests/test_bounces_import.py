@@ -264,3 +264,18 @@ def test_soft_bounces_suppress_on_distinct_days_and_a_delivery_resets(
         assert store.get("reset@example.net").status == "active"
         with store.engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM bounce_messages")).scalar() == 8
+
+
+def test_stdin_pipe_exits_75_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
+    # Issue 23: with the database down the pipe exited 1, Postfix bounced the bounce and it
+    # was lost. EX_TEMPFAIL (75) makes the MTA keep the message and retry.
+    from .net import free_port
+
+    url = f"postgresql+psycopg://publisher@127.0.0.1:{free_port()}/publisher"  # nobody there
+    cfg = write_config(tmp_path, url)
+    run = cli(cfg, "bounces", "import", "-", stdin=dsn(verp(1, DAY), "a@example.net", serial="x"))
+    assert run.returncode == 75, (run.returncode, run.stdout, run.stderr)
+    assert "Traceback" not in run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "127.0.0.1" in line, line
+    assert "exit 75: the mail system will try again" in line, line

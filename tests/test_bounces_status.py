@@ -36,7 +36,7 @@ def test_status_rates_and_warnings(tmp_path: Path, db_url: str) -> None:
     line = ingest(cfg, arf(readers[4], verp(ids[readers[4]], good_day)))
     assert "suppressed (complaint)" in line, line
     run = cli(cfg, "status")
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 1, run.stderr  # warnings (publisher/health.py): exit 1
     out = run.stdout
     expected = [
         f"  {bad_day}  bounces 3/100 (3.0%: hard 2, soft 0, blocked 1)  complaints 0 (0.00%)",

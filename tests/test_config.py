@@ -20,6 +20,7 @@ def test_shipped_config_loads_with_paths_relative_to_its_folder() -> None:
     assert cfg.smtp.host == "" and cfg.smtp.security == "starttls" and cfg.smtp.verify_tls
     assert cfg.database_url == f"sqlite:///{ROOT / 'state' / 'publisher.sqlite3'}"
     assert cfg.email.from_ == "Daily Papers <papers@localhost>"
+    assert cfg.schedule.retry_failed_times == 3 and cfg.schedule.retry_failed_hours == 6.0
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -49,6 +50,16 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("[schedule]\nsend_at = '7am'\n", "'schedule.send_at' must be HH:MM"),
         ("[site]\ntimezone = 'Mars/Olympus'\n", "'site.timezone' is not a known time zone"),
         ("[smtp]\nconnections = 0\n", "'smtp.connections' must be at least 1"),
+        (
+            "[schedule]\nretry_failed_times = -1\n",
+            "'schedule.retry_failed_times' must not be negative",
+        ),
+        ("[schedule]\nretry_failed_times = 1.5\n", "'schedule.retry_failed_times' must be an"),
+        (
+            "[schedule]\nretry_failed_hours = -0.5\n",
+            "'schedule.retry_failed_hours' must not be negative",
+        ),
+        ("[schedule]\nretry_failed_hours = '6h'\n", "'schedule.retry_failed_hours' must be a"),
         ("[site\n", "invalid TOML"),
     ],
 )

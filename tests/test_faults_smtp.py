@@ -266,3 +266,39 @@ def test_stop_during_a_retry_leaves_the_message_queued_not_failed(
         assert recorder.received() == {"slow@example.com": 1}
     finally:
         server.stop()
+
+
+def test_a_mailbox_full_forever_ends_retry_failed_with_that_reader_failed(
+    tmp_path: Path, recorder: Recorder, db_url: str
+) -> None:
+    # The wedge of issue 23: 452 4.2.2 to RCPT for one reader, forever. A send marks the row
+    # failed after max_attempts; --retry-failed then used to claim that same row again and
+    # again ("74/1: 0 sent, 74 failed") and never ended.
+    n = 12
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port, db_url, connections=2, max_attempts=3)
+        emails = readers(cfg, n)
+        full = emails[5]
+        recorder.full_mailbox.add(full)
+        first = send(cfg)
+        assert first.returncode == 1, first.stdout + first.stderr  # a reader still lacks it
+        assert f"{n - 1} sent, 1 failed" in first.stdout
+        assert recorder.rcpt_tries[full] == 3
+
+        # A hang guard only: without the fix this never returns.
+        retried = send(cfg, "--retry-failed", timeout=120)
+        assert retried.returncode == 1, retried.stdout + retried.stderr
+        assert "Traceback" not in retried.stderr
+        assert "0 sent, 1 failed" in retried.stdout
+        assert "1 active subscribers still without it" in retried.stdout
+        assert recorder.rcpt_tries[full] == 6  # max_attempts in this send, then it stopped
+        rows = {r["email"]: r for r in ledger_rows(cfg)}
+        assert rows[full]["status"] == "failed" and not rows[full]["final"]
+        assert rows[full]["attempts"] == 6 and rows[full]["last_reply"].startswith("452 4.2.2")
+        assert rows[full]["lease_until"] is None
+        assert {e for e, r in rows.items() if r["status"] == "sent"} == set(emails) - {full}
+        counts = recorder.received()
+        assert set(counts) == set(emails) - {full} and set(counts.values()) == {1}
+    finally:
+        server.stop()

@@ -8,9 +8,11 @@ import datetime as dt
 import email
 import email.policy
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +37,14 @@ def today() -> dt.date:
 
 
 def project(
-    tmp: Path, port: int, db_url: str, subscribers: int = 3, connections: int = 2
+    tmp: Path,
+    port: int,
+    db_url: str,
+    subscribers: int = 3,
+    connections: int = 2,
+    *,
+    timeout: float = 5.0,
+    schedule: str = "",
 ) -> Config:
     """A project folder: inbox, subscribers, config.toml on the state database `db_url`."""
     (tmp / "inbox").mkdir()
@@ -58,13 +67,14 @@ security = "none"
 connections = {connections}
 retry_base_seconds = 0.01
 max_attempts = 3
-timeout = 5.0
+timeout = {timeout}
 [subscribers]
 file = "subs.csv"
 [schedule]
 poll_seconds = 0.2
 send_on_arrival = true
 max_age_days = 2
+{schedule}
 """
         + state_toml(db_url),
         encoding="utf-8",
@@ -207,8 +217,9 @@ def test_malformed_digest_is_reported_and_the_next_good_one_still_goes_out(
         text=True,
         timeout=60,
     )
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr  # a skipped digest is a warning
     assert f"{bad}:1: not a digest" in status.stdout
+    assert f"warning: bad-digest: {bad}:1: not a digest" in status.stdout
     assert f"{yesterday}  in feed  email sent: 2 sent, 0 failed" in status.stdout
     assert f"{old}  in feed  email not sent" in status.stdout
     assert "1 older than [schedule] max_age_days = 2 are not emailed" in status.stdout
@@ -319,3 +330,179 @@ def test_a_manual_send_is_not_taken_for_an_edit_by_the_scheduler(
         report = tick(cfg, store, secret=SECRET.encode())
     assert report.edited == [] and report.new == [] and report.sent == []
     assert total(recorder) == 2
+
+
+def test_a_mailbox_always_full_is_retried_a_set_number_of_times_spaced_then_final(
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
+) -> None:
+    # Issue 23: one reader's mailbox answers 452 4.2.2 forever. `run` used to retry the partial
+    # send on every tick, for ever; now twice (retry_failed_times), 6 hours apart, then final.
+    from publisher.scheduler import tick
+    from publisher.status import status_lines
+
+    recorder, port = server
+    cfg = project(
+        tmp_path,
+        port,
+        db_url,
+        subscribers=4,
+        schedule="retry_failed_times = 2\nretry_failed_hours = 6.0",
+    )
+    full = "r2@example.com"
+    recorder.full_mailbox.add(full)
+    write_digest(cfg.digests.inbox, today())
+    key = SECRET.encode()
+
+    def later(hours: float) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)
+
+    with Store.open(cfg) as store:
+        first = tick(cfg, store, secret=key)
+        assert first.sent == [] and [d for d, _ in first.pending] == [today()]
+        assert recorder.rcpt_tries[full] == 3  # max_attempts
+        pub = store.get_publication(today())
+        assert pub.email_status == "partial" and pub.email_retries == 0
+
+        # Not again before retry_failed_hours have passed.
+        soon = tick(cfg, store, now=later(1), secret=key)
+        assert recorder.rcpt_tries[full] == 3
+        [(day, why)] = soon.pending
+        assert day == today() and why.startswith("partial: retry 1 of 2 at "), why
+        assert any(
+            f"{today()}  retry 1 of 2 of the failed: " in line
+            for line in status_lines(cfg, store, now=later(1))
+        )
+
+        for n in (1, 2):  # each retry tries the failed reader max_attempts times, no more
+            tick(cfg, store, now=later(7), secret=key)
+            assert recorder.rcpt_tries[full] == 3 + 3 * n
+            assert store.get_publication(today()).email_retries == n
+
+        done = tick(cfg, store, now=later(7), secret=key)
+        assert done.final == [(today(), 1)] and done.pending == []
+        pub = store.get_publication(today())
+        assert pub.email_status == "final"
+        for _ in range(2):  # final: no more sends of this digest, whatever the time
+            assert tick(cfg, store, now=later(30), secret=key).final == []
+        assert recorder.rcpt_tries[full] == 9
+        row = store.ledger_entry(today(), full)
+        assert row["status"] == "failed" and row["attempts"] == 9
+        lines = status_lines(cfg, store, now=later(30))
+        assert f"{today()}  in feed  email final: 3 sent, 1 failed after 2 retries" in "\n".join(
+            lines
+        )
+        assert "pending emails: none" in lines
+    assert recorder.received() == {f"r{i}@example.com": 1 for i in (0, 1, 3)}
+
+
+def test_a_slow_send_does_not_hold_back_a_new_digest_and_skips_are_logged_once(
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
+) -> None:
+    # Issue 23: the build and the send were one job, so a digest that arrived during a long
+    # send waited for its end (for ever, when the send looped). Now they are two jobs. The send
+    # is held at its first end of DATA until the new digest is in feed.xml: no timing involved.
+    recorder, port = server
+    recorder.hold = threading.Event()
+    cfg = project(tmp_path, port, db_url, subscribers=3, connections=1, timeout=120.0)
+    run = Run(cfg)
+    try:
+        run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
+        yesterday = today() - dt.timedelta(days=1)
+        write_digest(cfg.digests.inbox, yesterday)
+        run.wait_for("the send under way, held", recorder.held.is_set)
+        write_digest(cfg.digests.inbox, today())
+
+        def in_feed() -> bool:
+            feed = feedparser.parse(str(cfg.feed.output / "feed.xml"))
+            return any(today().isoformat() in e.title for e in feed.entries)
+
+        run.wait_for("the new digest in feed.xml while the send is held", in_feed, timeout=60)
+        run.wait_for("a skipped send tick", lambda: "send tick skipped" in run.text())
+        # A few more polls (the tick stamp has whole seconds) while the send is held: still
+        # one line for that whole run of skips.
+        for _ in range(2):
+            before = run.ticks(cfg)
+            run.wait_for("another build tick", lambda b=before: run.ticks(cfg) != b)
+        recorder.hold.set()
+        run.wait_for("both digests to everyone", lambda: total(recorder) == 6, timeout=60)
+        run.wait_for("the skips counted", lambda: "ticks skipped while the previous" in run.text())
+    finally:
+        if recorder.hold is not None:
+            recorder.hold.set()
+        assert run.terminate(timeout=60) == 0
+    text = run.text()
+    assert "maximum number of running instances" not in text, text
+    # Each run of skips of the send job: one line when it starts, one count when it ends.
+    said = re.findall(r"send tick (skipped)|send tick: (\d+) ticks skipped", text)
+    assert said and [bool(w) for w, _ in said] == [True, False] * (len(said) // 2), text
+    assert max(int(n) for _, n in said if n) >= 2, text  # the held send's run, said once
+    assert set(recorder.received().values()) == {2}
+
+
+def test_alembic_says_nothing_on_a_tick_and_a_migration_is_logged_when_one_runs(
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
+) -> None:
+    # Issue 23: "Context impl ...", "Will assume ... DDL" on every tick, 2,900 lines a day.
+    _, port = server
+    cfg = project(tmp_path, port, db_url)
+    write_digest(cfg.digests.inbox, today() - dt.timedelta(days=30))  # built, never mailed
+    run = Run(cfg)  # the first to open the new database: it runs the migrations
+    try:
+        run.wait_for("the first build", lambda: "new digest" in run.text())
+        for _ in range(3):  # several ticks, each opening the database (stamps in seconds)
+            before = run.ticks(cfg)
+            run.wait_for("another tick", lambda b=before: run.ticks(cfg) != b)
+    finally:
+        assert run.terminate() == 0
+    text = run.text()
+    assert text.count("state database: upgrading the schema from None to") == 1, text
+    for noise in ("Context impl", "Will assume", "setup plugin"):
+        assert noise not in text, text
+
+
+def test_sighup_rereads_the_config_and_keeps_the_old_one_if_it_is_bad(
+    tmp_path: Path, server: tuple[Recorder, int], db_url: str
+) -> None:
+    # Issue 23: SIGHUP killed `publisher run` (the default action).
+    _, port = server
+    cfg = project(tmp_path, port, db_url)
+    good = cfg.path.read_text(encoding="utf-8")
+    run = Run(cfg)
+    try:
+        run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
+        cfg.path.write_text(good.replace("poll_seconds = 0.2", "poll_seconds = 'often'"))
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for("the bad config refused", lambda: "keeping the configuration" in run.text())
+        before = run.ticks(cfg)
+        run.wait_for("a tick with the old config", lambda: run.ticks(cfg) != before)
+        cfg.path.write_text(good.replace("poll_seconds = 0.2", "poll_seconds = 0.3"))
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for("the new config", lambda: "configuration reloaded" in run.text())
+        before = run.ticks(cfg)
+        run.wait_for("a tick with the new config", lambda: run.ticks(cfg) != before)
+    finally:
+        assert run.terminate() == 0
+    text = run.text()
+    [refused] = [line for line in text.splitlines() if "keeping the configuration" in line]
+    assert "ERROR SIGHUP: " in refused and "'schedule.poll_seconds' must be a number" in refused
+    assert "Traceback" not in text
+    [reloaded] = [line for line in text.splitlines() if "configuration reloaded" in line]
+    assert f"reloaded from {cfg.path}: watching" in reloaded and "every 0.3s" in reloaded
+
+
+def test_a_digest_edited_into_a_bad_file_is_reported_by_the_build_not_by_every_send_tick(
+    tmp_path: Path, db_url: str
+) -> None:
+    from publisher.scheduler import tick
+
+    from .net import free_port
+
+    cfg = project(tmp_path, free_port(), db_url, subscribers=2)  # an outage: nothing is sent
+    path = write_digest(cfg.digests.inbox, today())
+    with Store.open(cfg) as store:
+        first = tick(cfg, store, secret=SECRET.encode())
+        assert [d for d, _ in first.pending] == [today()]  # "send failed": the outage
+        path.write_text("# not a digest\n\njust notes\n", encoding="utf-8")
+        again = tick(cfg, store, secret=SECRET.encode())
+    assert again.problems and "not a digest" in again.problems[0]
+    assert again.pending == []  # the send step skips it quietly; the build said why

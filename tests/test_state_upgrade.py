@@ -87,6 +87,7 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_kept(
         assert row["attempts"] == 5 and row["last_reply"] == "451 try later"
         pub = store.get_publication(DAY)
         assert pub.email_status == "partial" and (pub.sent, pub.failed) == (2, 1)
+        assert pub.email_retries == 0  # 0005_send_retries: no retry by `run` yet
         assert pub.source == "/srv/digests/2024/05/14.md"
         # 0.1.0 could leave a wrong CSV state behind its "unchanged" fingerprint: forgotten.
         assert store.get_meta("csv_sha256:x") is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import email
+import logging
 import os
 import re
 import subprocess
@@ -138,3 +139,100 @@ def test_serve_refuses_a_from_without_a_domain_in_one_line(tmp_path: Path) -> No
     assert "Traceback" not in r.stderr
     [line] = r.stderr.strip().splitlines()
     assert line == f"error: {config}: 'email.from' has no address with a domain: 'nobody'"
+
+
+class _EnvelopeRecorder(Recorder):
+    """Also keeps each accepted message's MAIL FROM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.senders: dict[str, str] = {}
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201
+        reply = await super().handle_DATA(server, session, envelope)
+        if reply.startswith("250"):
+            with self.lock:
+                for r in envelope.rcpt_tos:
+                    self.senders[r] = envelope.mail_from
+        return reply
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+def test_a_confirmation_that_cannot_be_sent_is_logged_and_leaves_no_pending_row(
+    tmp_path: Path,
+) -> None:
+    # Issue 23: STARTTLS required against a server that offers none answered 503 with only
+    # the access line in the log, and left the pending row behind.
+    recorder = Recorder()
+    controller = start_server(recorder)  # no STARTTLS offered
+    stores: list[Store] = []
+    lines = _Lines()
+
+    def make_app(base: str):  # noqa: ANN202
+        cfg = web_config(tmp_path, base, controller.port)
+        cfg = dataclasses.replace(cfg, smtp=dataclasses.replace(cfg.smtp, security="starttls"))
+        stores.append(Store.open(cfg))
+        return create_app(cfg, secret=SECRET, store=stores[0])
+
+    try:
+        with live_server(make_app) as base, httpx.Client(timeout=30) as http:
+            # After uvicorn has set up its loggers (which drops handlers added before).
+            logging.getLogger("uvicorn.error").addHandler(lines)
+            r = http.post(base + "subscribe", data={"email": "ada@example.com", "name": "Ada"})
+            assert r.status_code == 503, r.text
+            assert stores[0].get("ada@example.com") is None  # no pending row left behind
+            # An existing subscriber's row stays as it was.
+            stores[0].add_subscriber("bob@example.com", status="active", source="cli")
+            r = http.post(base + "subscribe", data={"email": "bob@example.com"})
+            assert r.status_code == 503, r.text
+            assert stores[0].get("bob@example.com").status == "active"
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(lines)
+        controller.stop()
+        for store in stores:
+            store.close()
+    assert recorder.messages == []
+    said = [line for line in lines.lines if "confirmation mail" in line]
+    assert len(said) == 2, lines.lines
+    first, second = said
+    assert first.startswith("ERROR confirmation mail for subscriber ")
+    assert "pending row removed" in first and "STARTTLS" in first, first
+    assert "row kept" in second, second
+    assert not any("ada@example.com" in line or "bob@example.com" in line for line in lines.lines)
+
+
+def test_the_confirmation_goes_out_from_the_verp_return_path(tmp_path: Path) -> None:
+    from publisher.bounces.verp import VERP, TokenCodec, address_pattern
+
+    template = "bounces+{token}@papers.example.org"
+    recorder = _EnvelopeRecorder()
+    controller = start_server(recorder)
+    stores: list[Store] = []
+
+    def make_app(base: str):  # noqa: ANN202
+        cfg = web_config(tmp_path, base, controller.port)
+        cfg = dataclasses.replace(cfg, email=dataclasses.replace(cfg.email, return_path=template))
+        stores.append(Store.open(cfg))
+        return create_app(cfg, secret=SECRET, store=stores[0])
+
+    try:
+        with live_server(make_app) as base, httpx.Client(timeout=30) as http:
+            r = http.post(base + "subscribe", data={"email": "ada@example.com", "name": "Ada"})
+            assert r.status_code == 200, r.text
+            sub_id = stores[0].get("ada@example.com").id
+    finally:
+        controller.stop()
+        for store in stores:
+            store.close()
+    m = address_pattern(template).fullmatch(recorder.senders["ada@example.com"])
+    assert m, recorder.senders
+    token = TokenCodec([SECRET], VERP).verify(m.group(1))
+    assert token.subscriber_id == sub_id

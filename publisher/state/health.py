@@ -88,7 +88,14 @@ def describe(url: sa.URL, exc: BaseException) -> str | None:
     if type(exc).__name__ in ("OperationalError", "InterfaceError") or (
         sqlstate[:2] in ("08", "53") or sqlstate[:3] == "57P"
     ):
-        return f"{where(url)}: cannot use the PostgreSQL server: {first}"
+        hint = ""
+        if "no password supplied" in lowered or "password authentication failed" in lowered:
+            hint = (
+                " (the password goes in ~/.pgpass of the user running publisher, a line "
+                "host:port:database:user:password with mode 600, or in $PGPASSWORD; README: "
+                '"Several processes and machines")'
+            )
+        return f"{where(url)}: cannot use the PostgreSQL server: {first}{hint}"
     return None
 
 

@@ -271,14 +271,23 @@ class LedgerMixin:
         return added
 
     @staticmethod
-    def _wanted(retry_failed: bool, include_final: bool = False) -> Any:
+    def _wanted(
+        retry_failed: bool,
+        include_final: bool = False,
+        failed_before: dt.datetime | None = None,
+    ) -> Any:
         """Rows to send: queued; with retry_failed also failed ones not final; with
-        include_final every failed one (a 5xx the operator wants tried again)."""
+        include_final every failed one (a 5xx the operator wants tried again). With
+        `failed_before` (naive UTC), only failures recorded before then: a send passes its
+        start, so a row it failed itself (max_attempts used up) is not taken again by it."""
         wanted = ledger.c.status == QUEUED
+        failed = ledger.c.status == FAILED
+        if failed_before is not None:
+            failed = sa.and_(failed, ledger.c.updated_at < failed_before)
         if include_final:
-            wanted = sa.or_(wanted, ledger.c.status == FAILED)
+            wanted = sa.or_(wanted, failed)
         elif retry_failed:
-            wanted = sa.or_(wanted, sa.and_(ledger.c.status == FAILED, ~ledger.c.final))
+            wanted = sa.or_(wanted, sa.and_(failed, ~ledger.c.final))
         return wanted
 
     def count_pending(
@@ -418,10 +427,15 @@ class LedgerMixin:
         lease_seconds: float,
         retry_failed: bool = False,
         include_final: bool = False,
+        *,
+        failed_before: dt.datetime | None = None,
     ) -> list[LedgerEntry]:
         """Claim up to `limit` rows to send (oldest first): wanted rows of mailable
         subscribers that nobody holds or whose holder's lease has run out. The claim is
-        `owner`'s until `lease_seconds` from now (renewed by `renew_claims`).
+        `owner`'s until `lease_seconds` from now (renewed by `renew_claims`). With
+        `failed_before` (the send's start), failed rows are taken only if they failed before
+        it: a row that used up its attempts in this send stays failed until the next one
+        (without it, `--retry-failed` against a mailbox that is always full never ended).
 
         PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent senders take disjoint batches
         without waiting on each other; SQLite: the write lock of BEGIN IMMEDIATE.
@@ -443,7 +457,7 @@ class LedgerMixin:
         else:
             session = self._write()
         with session as conn:
-            wanted = self._wanted(retry_failed, include_final)
+            wanted = self._wanted(retry_failed, include_final, failed_before)
             entries = self._take(conn, digest_date, owner, limit, lease_seconds, wanted, after)
             if after and len(entries) < limit:
                 more = limit - len(entries)
@@ -590,6 +604,20 @@ class LedgerMixin:
                 .where(self._mailable())
             )
             return set(conn.execute(q).scalars())
+
+    def abandoned_claims(self, lease_seconds: float) -> tuple[int, dt.datetime | None]:
+        """Unsent rows whose claim ran out more than one lease ago without anyone taking them
+        over (a sender died and no other is running): how many, and the oldest lease's end."""
+        with self.engine.connect() as conn:
+            cutoff = self._clock(conn) - dt.timedelta(seconds=lease_seconds)
+            n, oldest = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(ledger.c.lease_until)).where(
+                    ledger.c.status == QUEUED,
+                    ledger.c.claimed_by.is_not(None),
+                    ledger.c.lease_until < cutoff,
+                )
+            ).one()
+        return int(n or 0), oldest
 
     @_retrying
     def expire_claims(self, digest_date: dt.date, owner: str) -> int:

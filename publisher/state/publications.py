@@ -23,6 +23,7 @@ class Publication:
     email_started_at: dt.datetime | None
     email_finished_at: dt.datetime | None
     created_at: dt.datetime | None = None  # when the digest was first seen
+    email_retries: int = 0  # retries of the failed rows by `publisher run`
 
 
 def _publication(row: Any) -> Publication:
@@ -37,6 +38,7 @@ def _publication(row: Any) -> Publication:
         email_started_at=row.email_started_at,
         email_finished_at=row.email_finished_at,
         created_at=row.created_at,
+        email_retries=row.email_retries,
     )
 
 
@@ -52,6 +54,16 @@ class PublicationsMixin:
         """Create or replace a meta value (safe against a concurrent set of the same key)."""
         with self._write() as conn:
             upsert(conn, meta, {"key": key, "value": value}, ["key"], update={"value": value})
+
+    def claim_meta(self, key: str, value: str) -> bool:
+        """Create a meta value only if the key is new: True for the one caller (of any process)
+        that created it. `publisher run` claims an alert this way before mailing it."""
+        with self._write() as conn:
+            return upsert(conn, meta, {"key": key, "value": value}, ["key"]) == 1
+
+    def delete_meta(self, key: str) -> None:
+        with self._write() as conn:
+            conn.execute(meta.delete().where(meta.c.key == key))
 
     # -- publications (used by the scheduler) ------------------------------------------------
 
@@ -90,7 +102,7 @@ class PublicationsMixin:
 
     def update_publication(self, digest_date: dt.date, **values: Any) -> None:
         """Set columns of an existing publication row: feed_built_at, email_status, sent,
-        failed, email_started_at, email_finished_at."""
+        failed, email_started_at, email_finished_at, email_retries."""
         allowed = {
             "feed_built_at",
             "email_status",
@@ -98,6 +110,7 @@ class PublicationsMixin:
             "failed",
             "email_started_at",
             "email_finished_at",
+            "email_retries",
         }
         bad = set(values) - allowed
         if bad:

@@ -40,8 +40,9 @@ STATUSES = (ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED)
 SOURCES = ("csv", "web", "cli")
 # Ledger statuses.
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
-# Publication email statuses.
-EMAIL_STATUSES = ("none", "sending", "sent", "partial")
+# Publication email statuses. `final`: a partial send whose failed rows `publisher run` retried
+# `[schedule] retry_failed_times` times; it retries them no more (publisher/scheduler.py).
+EMAIL_STATUSES = ("none", "sending", "sent", "partial", "final")
 
 
 class InvalidAddress(PublisherError):
@@ -148,6 +149,8 @@ publications = sa.Table(
     sa.Column("failed", sa.Integer, nullable=False, default=0),
     sa.Column("email_started_at", sa.DateTime, nullable=True),
     sa.Column("email_finished_at", sa.DateTime, nullable=True),
+    # Retries of a partial send's failed rows by `publisher run` (at most retry_failed_times).
+    sa.Column("email_retries", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
@@ -311,6 +314,11 @@ class StoreBase:
         """Open the database named by cfg.database_url, creating or upgrading its tables (an
         Alembic migration, serialised between processes) when it is empty or older."""
         return cls(cfg.database_url)
+
+    def ping(self) -> None:
+        """One round trip to the database; raises (a StorageError) if it does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -207,6 +207,17 @@ class SubscribersMixin:
             row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
         return _subscriber(row)
 
+    def discard_pending(self, subscriber_id: int) -> bool:
+        """Delete a subscriber row that is still `pending` (a signup whose confirmation mail
+        could not be sent: nobody can confirm it). True if it was deleted."""
+        with self._write() as conn:
+            res = conn.execute(
+                subscribers.delete().where(
+                    subscribers.c.id == subscriber_id, subscribers.c.status == PENDING
+                )
+            )
+        return res.rowcount > 0
+
     def record_hard_bounce(self, email: str, reply: str, limit: int) -> bool:
         """Count a hard bounce (5xx on RCPT); at `limit` bounces the address is bounced and
         suppressed. Returns True when this bounce suppressed it."""

@@ -1,0 +1,250 @@
+"""`GET /metrics` on `publisher serve`: the Prometheus text format, through prometheus_client.
+
+Every value is read from the state database at scrape time, so any number of `serve` processes
+report the same numbers, and one scrape is one round trip: a single UNION ALL of small
+aggregates (`_QUERY`), each answered from an index (subscribers.status, ledger's
+(digest_date, status), bounce_events' (digest_date, kind), the publications' primary key).
+
+Names follow Prometheus' conventions: a `publisher_` prefix, units in the name (`_seconds`,
+`_ratio`), labels with few values. Nothing here counts opens or clicks: publisher does not
+track readers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .state import Store
+from .state.schema import bounce_events, ledger, meta, publications, subscribers
+
+_STR = sa.String(1000)
+
+
+def _row(name: str, label: Any, value: Any) -> sa.Select[Any]:
+    return sa.select(
+        sa.literal(name, _STR).label("name"),
+        sa.cast(label, _STR).label("label"),
+        sa.cast(value, _STR).label("value"),
+    )
+
+
+def _latest_send() -> Any:
+    """The digest date of the newest send that started."""
+    return (
+        sa.select(publications.c.digest_date)
+        .where(publications.c.email_started_at.is_not(None))
+        .order_by(publications.c.digest_date.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _query() -> sa.CompoundSelect:
+    pub, queued = publications.c, ledger.c.status == "queued"
+    latest = _latest_send()
+
+    def last(column: Any) -> Any:  # a column of the latest send's row
+        return sa.select(column).where(pub.digest_date == latest).scalar_subquery()
+
+    newest = sa.select(sa.func.max(pub.digest_date)).scalar_subquery()
+    arrived = sa.select(pub.created_at).where(pub.digest_date == newest).scalar_subquery()
+    pending = sa.select(sa.func.count()).where(queued).scalar_subquery()
+    oldest = sa.select(sa.func.min(ledger.c.updated_at)).where(queued).scalar_subquery()
+    sent = sa.select(sa.func.coalesce(sa.func.sum(pub.sent), 0)).scalar_subquery()
+    failed = sa.select(sa.func.coalesce(sa.func.sum(pub.failed), 0)).scalar_subquery()
+    status_source = subscribers.c.status + sa.literal("|") + subscribers.c.source
+    return sa.union_all(
+        sa.select(
+            sa.literal("subscribers", _STR),
+            sa.cast(status_source, _STR),
+            sa.cast(sa.func.count(), _STR),
+        ).group_by(subscribers.c.status, subscribers.c.source),
+        _row("pending", "", pending),
+        _row("oldest_pending", "", oldest),
+        _row("sent_total", "", sent),
+        _row("failed_total", "", failed),
+        sa.select(
+            sa.literal("last_send_kind", _STR),
+            sa.cast(bounce_events.c.kind, _STR),
+            sa.cast(sa.func.count(sa.distinct(bounce_events.c.email)), _STR),
+        )
+        .where(bounce_events.c.digest_date == latest)
+        .group_by(bounce_events.c.kind),
+        _row("last_send", "digest", latest),
+        _row("last_send", "sent", last(pub.sent)),
+        _row("last_send", "failed", last(pub.failed)),
+        _row("last_send", "started", last(pub.email_started_at)),
+        _row("last_send", "finished", last(pub.email_finished_at)),
+        _row("newest_digest", "date", newest),
+        _row("newest_digest", "arrived", arrived),
+        sa.select(
+            sa.literal("meta", _STR), sa.cast(meta.c.key, _STR), sa.cast(meta.c.value, _STR)
+        ).where(meta.c.key.in_(("run:pull", "run:last_tick"))),
+    )
+
+
+def _time(text: str | None) -> dt.datetime | None:
+    """A timestamp as either database casts it to text (naive UTC), or as `run` stored it."""
+    if not text:
+        return None
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _epoch(moment: dt.datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def read(store: Store) -> dict[str, Any]:
+    """Everything /metrics shows, in one round trip to the database."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(_query()).all()
+    out: dict[str, Any] = {"subscribers": {}, "last_send_kind": {}, "last_send": {}, "meta": {}}
+    for name, label, value in rows:
+        if name in ("subscribers", "last_send_kind"):
+            out[name][label] = int(value)
+        elif name in ("last_send", "newest_digest", "meta"):
+            out.setdefault(name, {})[label] = value
+        else:
+            out[name] = value
+    return out
+
+
+class StateCollector(Collector):
+    """A prometheus_client collector that reads the state database on every scrape."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        data = read(self.store)
+        now = dt.datetime.now(dt.UTC)
+
+        subs = GaugeMetricFamily(
+            "publisher_subscribers",
+            "Subscribers by status and by where they came from (csv, web, cli).",
+            labels=["status", "source"],
+        )
+        for key, n in sorted(data["subscribers"].items()):
+            status, _, source = key.partition("|")
+            subs.add_metric([status, source], n)
+        yield subs
+
+        yield GaugeMetricFamily(
+            "publisher_ledger_pending_messages",
+            "Messages queued in the ledger and not yet sent or failed.",
+            value=int(data["pending"] or 0),
+        )
+        oldest = _time(data["oldest_pending"])
+        yield GaugeMetricFamily(
+            "publisher_ledger_oldest_pending_age_seconds",
+            "Age of the oldest message still queued (0 when none is).",
+            value=(now - oldest).total_seconds() if oldest else 0.0,
+        )
+        # Sums over the publications' counts: they only grow, like counters, until a
+        # publication row is deleted by hand.
+        yield GaugeMetricFamily(
+            "publisher_messages_sent",
+            "Messages accepted by the SMTP server (or the outbox), all digests.",
+            value=int(data["sent_total"] or 0),
+        )
+        yield GaugeMetricFamily(
+            "publisher_messages_failed",
+            "Messages that failed, all digests.",
+            value=int(data["failed_total"] or 0),
+        )
+
+        last = data["last_send"]
+        if last.get("digest"):
+            sent, failed = int(last["sent"] or 0), int(last["failed"] or 0)
+            kinds = data["last_send_kind"]
+            bounced = kinds.get("hard", 0) + kinds.get("soft", 0) + kinds.get("blocked", 0)
+            day = dt.date.fromisoformat(last["digest"][:10])
+            yield GaugeMetricFamily(
+                "publisher_last_send_digest_date_seconds",
+                "The digest date of the newest send (midnight UTC, as a Unix time).",
+                value=dt.datetime.combine(day, dt.time(), dt.UTC).timestamp(),
+            )
+            per = GaugeMetricFamily(
+                "publisher_last_send_messages",
+                "The newest send's messages by outcome (bounced, complained: from reports).",
+                labels=["outcome"],
+            )
+            per.add_metric(["sent"], sent)
+            per.add_metric(["failed"], failed)
+            per.add_metric(["bounced"], bounced)
+            per.add_metric(["complained"], kinds.get("complaint", 0))
+            yield per
+            yield GaugeMetricFamily(
+                "publisher_last_send_bounce_ratio",
+                "Readers of the newest send who bounced, over the messages attempted.",
+                value=bounced / max(sent + failed, 1),
+            )
+            yield GaugeMetricFamily(
+                "publisher_last_send_complaint_ratio",
+                "Readers of the newest send who complained, over the messages sent.",
+                value=kinds.get("complaint", 0) / max(sent, 1),
+            )
+            started, finished = _time(last["started"]), _time(last["finished"])
+            if started and finished:
+                seconds = max((finished - started).total_seconds(), 0.0)
+                yield GaugeMetricFamily(
+                    "publisher_last_send_duration_seconds",
+                    "How long the newest finished send took.",
+                    value=seconds,
+                )
+                yield GaugeMetricFamily(
+                    "publisher_last_send_messages_per_second",
+                    "Messages sent per second in the newest finished send.",
+                    value=sent / seconds if seconds else 0.0,
+                )
+
+        newest = data.get("newest_digest", {})
+        if newest.get("date"):
+            day = dt.date.fromisoformat(newest["date"][:10])
+            yield GaugeMetricFamily(
+                "publisher_last_digest_date_seconds",
+                "The newest digest's date (midnight UTC, as a Unix time).",
+                value=dt.datetime.combine(day, dt.time(), dt.UTC).timestamp(),
+            )
+            arrived = _epoch(_time(newest.get("arrived")))
+            if arrived is not None:
+                yield GaugeMetricFamily(
+                    "publisher_last_digest_arrival_seconds",
+                    "When the newest digest was first seen (Unix time).",
+                    value=arrived,
+                )
+
+        tick = _epoch(_time(data["meta"].get("run:last_tick")))
+        if tick is not None:
+            yield GaugeMetricFamily(
+                "publisher_run_last_tick_seconds",
+                "When `publisher run` last polled (Unix time).",
+                value=tick,
+            )
+        if pulled := data["meta"].get("run:pull"):
+            state = json.loads(pulled)
+            yield GaugeMetricFamily(
+                "publisher_pull_failures",
+                "Failed pulls of [digests] git in a row (0: the last one worked).",
+                value=state["failures"],
+            )
+            if state["ok"]:
+                yield GaugeMetricFamily(
+                    "publisher_last_pull_success_seconds",
+                    "When the last pull of [digests] git succeeded (Unix time).",
+                    value=_epoch(_time(state["at"])),
+                )
+
+
+def registry_for(store: Store) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(store))
+    return registry

@@ -1,0 +1,128 @@
+"""The numbers behind `publisher report`: plain aggregates over the tables publisher already
+keeps (subscribers, suppressions, publications, bounce events). Read-only, a few queries per
+report, each over an indexed column or a small table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from .schema import UNSUBSCRIBED, bounce_events, publications, subscribers, suppressions
+
+
+@dataclass(frozen=True, slots=True)
+class SendRow:
+    """One emailed digest."""
+
+    date: dt.date
+    sent: int
+    failed: int
+    bounced: int  # distinct addresses with a hard, soft or blocked event naming the digest
+    complained: int
+    unsubscribed: int  # unsubscribes in the 7 days from the digest's date
+    seconds: float | None  # from the send's start to its end, when it ended
+
+    @property
+    def attempted(self) -> int:
+        return self.sent + self.failed
+
+    @property
+    def bounce_rate(self) -> float:
+        return self.bounced / max(self.attempted, 1)
+
+    @property
+    def complaint_rate(self) -> float:
+        return self.complained / max(self.sent, 1)
+
+    @property
+    def per_second(self) -> float | None:
+        return self.sent / self.seconds if self.seconds else None
+
+
+def status_counts(engine: sa.Engine) -> dict[str, int]:
+    q = sa.select(subscribers.c.status, sa.func.count()).group_by(subscribers.c.status)
+    with engine.connect() as conn:
+        return {status: n for status, n in conn.execute(q)}
+
+
+def _utc(day: dt.date, tz: dt.tzinfo) -> dt.datetime:
+    """The start of `day` in `tz`, as the naive UTC the tables keep."""
+    return dt.datetime.combine(day, dt.time(), tz).astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _local_day(moment: dt.datetime, tz: dt.tzinfo) -> dt.date:
+    return moment.replace(tzinfo=dt.UTC).astimezone(tz).date()
+
+
+def joined_per_day(
+    engine: sa.Engine, since: dt.date, tz: dt.tzinfo
+) -> dict[tuple[dt.date, str], int]:
+    """{(day, source): subscribers created that day}, from `since` on (days in `tz`)."""
+    q = sa.select(subscribers.c.created_at, subscribers.c.source).where(
+        subscribers.c.created_at >= _utc(since, tz)
+    )
+    out: dict[tuple[dt.date, str], int] = {}
+    with engine.connect() as conn:
+        for created, source in conn.execute(q):
+            key = (_local_day(created, tz), source)
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def sends(engine: sa.Engine, since: dt.date, tz: dt.tzinfo) -> list[SendRow]:
+    """Every digest from `since` on that was emailed, oldest first; a digest's unsubscribes are
+    those of the 7 days from its date's midnight in `tz`."""
+    pub = publications.c
+    q = (
+        sa.select(
+            pub.digest_date, pub.sent, pub.failed, pub.email_started_at, pub.email_finished_at
+        )
+        .where(pub.digest_date >= since, (pub.sent + pub.failed) > 0)
+        .order_by(pub.digest_date)
+    )
+    ev = bounce_events.c
+    kinds = (
+        sa.select(ev.digest_date, ev.kind, sa.func.count(sa.distinct(ev.email)))
+        .where(ev.digest_date >= since)
+        .group_by(ev.digest_date, ev.kind)
+    )
+    unsub = sa.select(suppressions.c.created_at).where(
+        suppressions.c.reason == UNSUBSCRIBED,
+        suppressions.c.created_at >= _utc(since, tz),
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+        by_kind: dict[dt.date, dict[str, int]] = {}
+        for day, kind, n in conn.execute(kinds):
+            by_kind.setdefault(day, {})[kind] = n
+        left = sorted(created for (created,) in conn.execute(unsub))
+    out = []
+    for day, sent, failed, started, finished in rows:
+        k = by_kind.get(day, {})
+        start = _utc(day, tz)
+        end = start + dt.timedelta(days=7)
+        out.append(
+            SendRow(
+                date=day,
+                sent=sent,
+                failed=failed,
+                bounced=k.get("hard", 0) + k.get("soft", 0) + k.get("blocked", 0),
+                complained=k.get("complaint", 0),
+                unsubscribed=sum(1 for t in left if start <= t < end),
+                seconds=(finished - started).total_seconds() if started and finished else None,
+            )
+        )
+    return out
+
+
+def event_kinds(engine: sa.Engine, since: dt.date, tz: dt.tzinfo) -> dict[str, int]:
+    """Bounce events by kind (hard, soft, blocked, complaint, unsubscribe, ignored...)."""
+    q = (
+        sa.select(bounce_events.c.kind, sa.func.count())
+        .where(bounce_events.c.created_at >= _utc(since, tz))
+        .group_by(bounce_events.c.kind)
+    )
+    with engine.connect() as conn:
+        return {kind: n for kind, n in conn.execute(q)}
