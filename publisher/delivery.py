@@ -27,7 +27,9 @@ are the messages accepted but not yet recorded at the crash, at most one per con
 
 Failures: transient ones (4xx, timeouts, dropped connections) are retried on a fresh connection
 with exponential backoff (`retry_base_seconds` x 2^n) up to `max_attempts`, then marked failed
-(retried by `send --retry-failed`). A server that cannot be reached, or answers 421 at the
+(retried by `send --retry-failed`, and by `publisher run` a few times, publisher/scheduler.py;
+a send never claims again a row it failed itself, so a mailbox that is always full cannot keep
+it going). A server that cannot be reached, or answers 421 at the
 greeting, EHLO or MAIL, that long is an outage: the send stops (`SmtpUnreachable`) and nothing is
 marked failed. 5xx replies fail the message for good (`final`, retried only by `--retry-failed
 --include-final`): a 5xx to RCPT, or at DATA naming a bad address (transport._data_kind), is a
