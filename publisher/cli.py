@@ -238,6 +238,12 @@ def send(
             f"note: ${cfg.web.secret_env} is not set; unsubscribe links use the preview "
             "secret and will be refused by the real server"
         )
+    if not cfg.email.return_path:
+        click.echo(
+            "warning: [email] return_path is not set: bounces are matched by the address they "
+            "name, which anyone can forge by mailing the bounce address; set a VERP return path "
+            '(e.g. "bounces+{token}@your-domain") so only signed tokens count'
+        )
     click.echo("dry run: no server contacted, nothing recorded")
     if report.dkim_check is not None and not report.dkim_check[0]:
         sys.exit(1)
@@ -381,14 +387,29 @@ def subscribers_export(config_path: Path, status: str | None) -> None:
 @click.option("--status", default=None, help="Only subscribers with this status.")
 @click.option("--counts", "counts_only", is_flag=True, help="Only the counts by status.")
 def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -> None:
-    """List subscribers (address, status, source, name), then the counts by status."""
+    """List subscribers (address, status, source, name; for a suppressed address, why, and the
+    bounce event that did it: see `bounces list`), then the counts by status."""
     from .state import Store
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
         if not counts_only:
+            page: list[Any] = []
+
+            def flush() -> None:
+                # Why a suppressed address is suppressed, and the bounce event that did it.
+                notes = store.suppression_notes([s.email for s in page])
+                for sub in page:
+                    note = notes.get(sub.email)
+                    line = f"{sub.email}\t{sub.status}\t{sub.source}\t{sub.name}"
+                    click.echo(line + (f"\tsuppressed: {note}" if note else ""))
+                page.clear()
+
             for sub in store.iter_subscribers(status):
-                click.echo(f"{sub.email}\t{sub.status}\t{sub.source}\t{sub.name}")
+                page.append(sub)
+                if len(page) >= 1000:
+                    flush()
+            flush()
         counts = store.counts_by_status()
     total = sum(counts.values())
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" (total {total})")
@@ -476,7 +497,9 @@ def bounces_fetch(config_path: Path, quiet: bool) -> None:
 @config_option
 @click.option(
     "--kind",
-    type=click.Choice(["hard", "soft", "blocked", "complaint", "ignored", "unsubscribe"]),
+    type=click.Choice(
+        ["hard", "soft", "blocked", "complaint", "ignored", "unsubscribe", "unverified"]
+    ),
     default=None,
     help="Only events of this kind.",
 )
@@ -495,6 +518,7 @@ def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json
                     "id": e.id,
                     "email": e.email,
                     "kind": e.kind,
+                    "reported_kind": e.reported_kind or None,
                     "status": e.status,
                     "reason": e.reason,
                     "action": e.action,
@@ -505,8 +529,9 @@ def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json
                 }
                 click.echo(json.dumps(obj, ensure_ascii=False))
             else:
+                kind = f"{e.kind}:{e.reported_kind}" if e.reported_kind else e.kind
                 click.echo(
-                    f"{e.id}\t{e.created_at:%Y-%m-%d %H:%M}\t{e.kind}\t{e.email or '-'}\t"
+                    f"{e.id}\t{e.created_at:%Y-%m-%d %H:%M}\t{kind}\t{e.email or '-'}\t"
                     f"{e.status or '-'}\t{e.action}\t{e.reason[:120]}\t{e.source}"
                 )
 

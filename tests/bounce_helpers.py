@@ -23,15 +23,22 @@ MAILTO = f"mailto:unsubscribe+{{token}}@{DOMAIN}?subject=unsubscribe"
 SAMPLES = Path(__file__).resolve().parent / "fixtures" / "bounces"
 
 
-def write_config(tmp: Path, db_url: str, extra: str = "", **bounces: object) -> Config:
+def write_config(
+    tmp: Path, db_url: str, extra: str = "", *, return_path: bool = True, **bounces: object
+) -> Config:
+    """A config on `db_url`; VERP on unless `return_path` is False."""
     (tmp / "subscribers").mkdir(parents=True, exist_ok=True)
     (tmp / "subscribers" / "subscribers.csv").write_text("email,name\n")
     section = "".join(f"{k} = {json.dumps(v)}\n" for k, v in bounces.items())
     (tmp / "config.toml").write_text(
         "[email]\n"
         f'from = "Daily Papers <papers@{DOMAIN}>"\n'
-        f'return_path = "{RETURN_PATH}"\n'
-        f'unsubscribe_mailto = "{MAILTO}"\n' + extra + "[bounces]\n" + section + state_toml(db_url)
+        + (f'return_path = "{RETURN_PATH}"\n' if return_path else "")
+        + f'unsubscribe_mailto = "{MAILTO}"\n'
+        + extra
+        + "[bounces]\n"
+        + section
+        + state_toml(db_url)
     )
     return load_config(tmp / "config.toml")
 
@@ -42,6 +49,26 @@ def add(store: Store, *emails: str) -> dict[str, int]:
         sub, _ = store.add_subscriber(e, status="active", source="cli")
         ids[e] = sub.id
     return ids
+
+
+def mailed(store: Store, ids: dict[str, int], day: dt.date) -> None:
+    """Ledger rows as a send leaves them: each of `ids` was sent the digest of `day`."""
+    from publisher.state.schema import ledger
+
+    with store.engine.begin() as conn:
+        for e, sid in ids.items():
+            conn.execute(
+                ledger.insert().values(
+                    digest_date=day,
+                    subscriber_id=sid,
+                    email=e,
+                    status="sent",
+                    attempts=1,
+                    final=False,
+                    last_reply="250 OK",
+                    updated_at=dt.datetime.combine(day, dt.time(7)),
+                )
+            )
 
 
 def verp(sub_id: int, day: dt.date, secret: str = SECRET) -> str:

@@ -9,7 +9,9 @@ The kinds (what the policy in publisher/state/bounces.py does with each):
   reader, but `publisher status` counts it (our reputation or content has a problem);
 - ``soft``: a temporary failure (mailbox full, 4.x.x, expired in the queue): suppresses only
   after `[bounces] soft_limit` on distinct days;
-- ``complaint``, ``ignored`` and ``unsubscribe`` come from whole messages (publisher/bounces/parse).
+- ``complaint``, ``ignored`` and ``unsubscribe`` come from whole messages (publisher/bounces/parse);
+- ``unverified``: a report with no valid VERP token while `[email] return_path` is set: anyone
+  can mail the bounce address, so it is recorded with what it claimed and acts on nobody.
 
 The order follows what the mature analysers (Sisimai, Mailman, boogie) do: the diagnostic text
 first when it clearly names a cause (servers put 5.1.1 on block-list refusals and 5.7.1 on
@@ -21,15 +23,16 @@ from __future__ import annotations
 
 import re
 
-HARD, SOFT, BLOCKED, COMPLAINT, IGNORED, UNSUBSCRIBE = (
+HARD, SOFT, BLOCKED, COMPLAINT, IGNORED, UNSUBSCRIBE, UNVERIFIED = (
     "hard",
     "soft",
     "blocked",
     "complaint",
     "ignored",
     "unsubscribe",
+    "unverified",
 )
-KINDS = (HARD, SOFT, BLOCKED, COMPLAINT, IGNORED, UNSUBSCRIBE)
+KINDS = (HARD, SOFT, BLOCKED, COMPLAINT, IGNORED, UNSUBSCRIBE, UNVERIFIED)
 
 # About us or the message: never the reader's fault.
 _BLOCKED = re.compile(

@@ -12,8 +12,12 @@ Whom a message is about, in order:
    no bounce and no auto-reply: an unsubscribe request by the reader the token names;
 2. a report sent to the VERP return path (``bounces+{token}@...``): the token's reader and
    digest, whatever address the report names (forwarding and aliases change that);
-3. otherwise (mail sent before `return_path` was set, a relay that rewrites the envelope, a
-   feedback loop): the recipients the report names, matched against the subscriber list.
+3. otherwise, with `return_path` set: nobody. The bounce address is public (it is in every
+   message's envelope) and anyone can mail it a report naming any reader, so a report (DSN,
+   ARF, flufl.bounce) without a valid token is recorded as `unverified`, with the kind it
+   claimed, and acts on nobody;
+4. without `return_path`: the recipients the report names, matched against the subscriber
+   list, but only those the ledger shows were sent a digest within `token_max_age_days`.
 
 A forged or expired token is reported and recorded as `ignored`; it never falls back to the
 addresses in the report, so a forged bounce cannot suppress anyone.
@@ -38,7 +42,7 @@ from ..config import Config
 from ..errors import PublisherError
 from ..state import BouncePolicy, InboundEvent, Store
 from ..state.bounces import InboundMessage
-from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, UNSUBSCRIBE
+from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, UNSUBSCRIBE, UNVERIFIED
 from .parse import Report, analyse, is_auto_reply
 from .verp import UNSUBSCRIBE as UNSUB_PURPOSE
 from .verp import VERP, BadToken, TokenCodec, TokenData, address_pattern
@@ -121,6 +125,7 @@ class Intake:
             hard_limit=cfg.subscribers.bounce_limit,
             soft_limit=cfg.bounces.soft_limit,
             soft_window_days=cfg.bounces.soft_window_days,
+            mailed_within_days=cfg.bounces.token_max_age_days,
         )
         self.max_bytes = cfg.bounces.max_message_bytes
 
@@ -220,6 +225,12 @@ class Intake:
                 return None, "not a bounce, complaint or unsubscribe request"
             sender = parseaddr(str(msg.get("From", "")))[1].lower()
             return [InboundEvent(sender, IGNORED, reason=report.reason)], report.reason
+        if self._verp_re is not None:
+            events = [
+                InboundEvent(f.email, UNVERIFIED, f.status, f.diagnostic, reported_kind=f.kind)
+                for f in report.failures
+            ]
+            return events, report.reason + " (no VERP token: unverified)"
         events = [InboundEvent(f.email, f.kind, f.status, f.diagnostic) for f in report.failures]
         return events, report.reason + " (no VERP token: matched by address)"
 
@@ -290,7 +301,7 @@ def _outcome(item: InboundMessage, actions: list[str] | None) -> Outcome:
     if actions is None:
         return Outcome(source, "duplicate", f"{source}: already imported, nothing changed")
     parts = [
-        f"{e.kind} {e.email or '?'}"
+        f"{e.kind}{f' ({e.reported_kind})' if e.reported_kind else ''} {e.email or '?'}"
         + (f" {e.status}" if e.status else "")
         + f": {a}"
         + (f" ({e.reason})" if e.kind == IGNORED else "")
