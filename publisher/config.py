@@ -152,6 +152,8 @@ class BouncesConfig:
     token_max_age_days: int = 180
     # A bigger message is reported and left alone (not read, not kept).
     max_message_bytes: int = 10_000_000
+    # A message is kept (for `publisher bounces show`) up to this size, with a note past it.
+    keep_raw_bytes: int = 256 * 1024
     # `publisher bounces fetch`: an IMAP mailbox over TLS (port 993), certificate verified
     # (against `imap_cafile` when set, else the system's CAs).
     imap_host: str = ""
@@ -374,6 +376,7 @@ def check_bounces(cfg: Config) -> None:
         ("bounces.soft_limit", cfg.bounces.soft_limit),
         ("bounces.soft_window_days", cfg.bounces.soft_window_days),
         ("bounces.max_message_bytes", cfg.bounces.max_message_bytes),
+        ("bounces.keep_raw_bytes", cfg.bounces.keep_raw_bytes),
         ("bounces.imap_port", cfg.bounces.imap_port),
     ):
         if v < 1:

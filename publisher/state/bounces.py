@@ -65,6 +65,8 @@ class InboundMessage:
     raw: bytes
     summary: str
     events: list[InboundEvent]
+    # The size of the message as received, when `raw` is only what is kept of it.
+    size: int | None = None
 
 
 @dataclass(slots=True)
@@ -164,6 +166,14 @@ class BouncesMixin:
             q = sa.select(bounce_messages.c.id).where(bounce_messages.c.sha256 == sha256)
             return conn.execute(q).first() is not None
 
+    def known_bounce_messages(self, shas: list[str]) -> list[str]:
+        """The ones among `shas` already imported (one query)."""
+        if not shas:
+            return []
+        with self.engine.connect() as conn:
+            q = sa.select(bounce_messages.c.sha256).where(bounce_messages.c.sha256.in_(shas))
+            return list(conn.execute(q).scalars())
+
     def record_inbound(
         self,
         *,
@@ -214,7 +224,7 @@ class BouncesMixin:
                     {
                         "sha256": item.sha256,
                         "source": item.source[:1000],
-                        "size": len(item.raw),
+                        "size": item.size if item.size is not None else len(item.raw),
                         "summary": item.summary[:500],
                         "raw": item.raw,
                         "received_at": now,
