@@ -390,6 +390,7 @@ def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -
     """List subscribers (address, status, source, name; for a suppressed address, why, and the
     bounce event that did it: see `bounces list`), then the counts by status."""
     from .state import Store
+    from .terminal import shown
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -401,8 +402,9 @@ def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -
                 notes = store.suppression_notes([s.email for s in page])
                 for sub in page:
                     note = notes.get(sub.email)
-                    line = f"{sub.email}\t{sub.status}\t{sub.source}\t{sub.name}"
-                    click.echo(line + (f"\tsuppressed: {note}" if note else ""))
+                    fields = [sub.email, sub.status, sub.source, sub.name]
+                    fields += [f"suppressed: {note}"] if note else []
+                    click.echo("\t".join(shown(f) for f in fields))
                 page.clear()
 
             for sub in store.iter_subscribers(status):
@@ -438,6 +440,7 @@ def bounces() -> None:
 
 def _print_intake(outcomes: Any, quiet: bool) -> Any:
     from .bounces.intake import Summary
+    from .terminal import shown
 
     summary = Summary()
     for outcome in outcomes:
@@ -446,7 +449,7 @@ def _print_intake(outcomes: Any, quiet: bool) -> Any:
             outcome.status == "recorded" and not outcome.suppressed
         )
         if not (quiet and routine):
-            click.echo(outcome.line)
+            click.echo(shown(outcome.line))  # a report's text: no control character
     click.echo(summary.line())
     return summary
 
@@ -507,8 +510,10 @@ def bounces_fetch(config_path: Path, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json: bool) -> None:
     """Every event recorded: bounces and refusals (also those during the send), complaints,
-    unsubscribe requests, ignored auto-replies; with what was done about each."""
+    unsubscribe requests, ignored auto-replies; with what was done about each. Text from the
+    reports is shown with its control characters escaped (also in --json)."""
     from .state import Store
+    from .terminal import shown, shown_json
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -527,21 +532,28 @@ def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json
                     "message_id": e.message_id,
                     "at": e.created_at.isoformat(timespec="seconds"),
                 }
-                click.echo(json.dumps(obj, ensure_ascii=False))
+                click.echo(shown_json(json.dumps(obj, ensure_ascii=False)))
             else:
                 kind = f"{e.kind}:{e.reported_kind}" if e.reported_kind else e.kind
-                click.echo(
-                    f"{e.id}\t{e.created_at:%Y-%m-%d %H:%M}\t{kind}\t{e.email or '-'}\t"
-                    f"{e.status or '-'}\t{e.action}\t{e.reason[:120]}\t{e.source}"
-                )
+                fields = [str(e.id), f"{e.created_at:%Y-%m-%d %H:%M}", kind, e.email or "-"]
+                fields += [e.status or "-", e.action, e.reason[:120], e.source]
+                click.echo("\t".join(shown(f) for f in fields))
 
 
 @bounces.command("show")
 @config_option
 @click.argument("event_id", type=int)
-def bounces_show(config_path: Path, event_id: int) -> None:
-    """Print the kept message that event EVENT_ID (from `bounces list`) came from."""
+@click.option(
+    "--raw", is_flag=True, help="Write the bytes as kept, even to a terminal (e.g. to save them)."
+)
+def bounces_show(config_path: Path, event_id: int, raw: bool) -> None:
+    """Print the kept message that event EVENT_ID (from `bounces list`) came from.
+
+    Piped or redirected, the bytes are written as kept (up to [bounces] keep_raw_bytes). On a
+    terminal its control characters (ESC sequences, C1 and bidi controls) are escaped, since
+    anyone can write them into a bounce; --raw writes the bytes there too."""
     from .state import Store
+    from .terminal import shown_lines
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -554,8 +566,12 @@ def bounces_show(config_path: Path, event_id: int) -> None:
             )
         kept = store.bounce_message(event.message_id)
     assert kept is not None
-    sys.stdout.buffer.write(kept[1])
-    sys.stdout.buffer.flush()
+    if raw or not sys.stdout.isatty():
+        sys.stdout.buffer.write(kept[1])
+        sys.stdout.buffer.flush()
+        return
+    text = kept[1].decode("utf-8", "backslashreplace")
+    click.echo(shown_lines(text), nl=False)
 
 
 @cli.command()
