@@ -12,8 +12,9 @@ Auto-replies (vacation, out of office, challenge-response) are `ignored`, whatev
 Anyone can mail the bounce address, so the cost is linear in the message's size and bounded
 where it is not: at most `MAX_RECIPIENTS` recipients are read (the scan stops there), a
 diagnostic is classified on its first `DIAGNOSTIC_CHARS`, and flufl.bounce (whose detectors
-walk every line of every part, several times) reads only the first `HEURISTIC_BYTES` of a
-message, where every bounce format puts its list of failed addresses.
+try some fifty patterns on every line, one pattern set after the other) reads only the first
+`HEURISTIC_LINES` lines (and `HEURISTIC_BYTES`) of a message, where every bounce format puts its
+list of failed addresses.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ MAX_RECIPIENTS = 20
 DIAGNOSTIC_CHARS = 1000
 # flufl.bounce reads at most this much of a message (see the module docstring).
 HEURISTIC_BYTES = 128 * 1024
+HEURISTIC_LINES = 2000
 # An address header is read on this much of its value (ours are short).
 HEADER_CHARS = 64 * 1024
 
@@ -255,9 +257,11 @@ def _diagnostic_near(text: str, lowered: str, address: str) -> str:
 def _heuristic(msg: Message, raw: bytes | None) -> Report:
     from flufl.bounce import all_failures
 
-    if raw is not None and len(raw) > HEURISTIC_BYTES:
+    if raw is not None:
         # The detectors on the head of the message only (see the module docstring).
-        msg = message_from_bytes(raw[:HEURISTIC_BYTES])
+        head = _head(raw)
+        if len(head) < len(raw):
+            msg = message_from_bytes(head)
     try:
         temporary, permanent = all_failures(msg)
     except Exception as exc:  # noqa: BLE001 - a detector choking on odd input is "no bounce"
@@ -283,6 +287,17 @@ def _heuristic(msg: Message, raw: bytes | None) -> Report:
         return Report(IGNORED, "no bounce found")
     original = _original(msg)
     return Report("bounce", "non-standard bounce (flufl.bounce)", failures, original)
+
+
+def _head(raw: bytes) -> bytes:
+    """The first HEURISTIC_LINES lines of `raw`, at most HEURISTIC_BYTES."""
+    head = raw[:HEURISTIC_BYTES]
+    end = -1
+    for _ in range(HEURISTIC_LINES):
+        end = head.find(b"\n", end + 1)
+        if end < 0:
+            return head
+    return head[: end + 1]
 
 
 def analyse(msg: Message, raw: bytes | None = None) -> Report:
