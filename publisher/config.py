@@ -77,7 +77,7 @@ class EmailConfig:
     contact: str = ""
     list_id: str = ""
     unsubscribe_mailto: str = ""
-    # VERP envelope sender, e.g. "bounces+{token}@example.org" (publisher/bounces/verp.py);
+    # VERP envelope sender, e.g. "bounces+{token}@example.org" (publisher/mailrules.py);
     # empty: the From address, as before.
     return_path: str = ""
     max_authors: int = 5
@@ -356,7 +356,7 @@ def _validate(cfg: Config) -> None:
 
 def check_bounces(cfg: Config) -> None:
     """`[email] return_path`, a `{token}` mailto, and the `[bounces]` numbers."""
-    from .bounces.verp import split_template
+    from .mailrules import split_template
 
     p = cfg.path
     for dotted, value in (

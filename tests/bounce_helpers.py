@@ -10,8 +10,8 @@ import sys
 from email.utils import format_datetime
 from pathlib import Path
 
-from publisher.bounces.verp import UNSUBSCRIBE, VERP, TokenCodec
 from publisher.config import Config, load_config
+from publisher.mailrules import UNSUBSCRIBE, VERP, TokenCodec
 from publisher.state import Store
 
 from .pg import state_toml

@@ -40,12 +40,23 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import PublisherError
+from ..mailrules import (
+    BLOCKED,
+    COMPLAINT,
+    HARD,
+    IGNORED,
+    SOFT,
+    UNSUBSCRIBE,
+    UNVERIFIED,
+    VERP,
+    BadToken,
+    TokenCodec,
+    TokenData,
+    address_pattern,
+)
 from ..state import BouncePolicy, InboundEvent, Store
 from ..state.bounces import InboundMessage
-from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, UNSUBSCRIBE, UNVERIFIED
 from .parse import HEADER_CHARS, Report, analyse, is_auto_reply
-from .verp import UNSUBSCRIBE as UNSUB_PURPOSE
-from .verp import VERP, BadToken, TokenCodec, TokenData, address_pattern
 
 # Headers naming where the message was delivered (the envelope recipient when the MTA adds it).
 _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
@@ -126,7 +137,7 @@ class Intake:
         self.store = store
         secrets = list(secrets) if secrets is not None else secrets_for(cfg)
         self._verp = TokenCodec(secrets, VERP)
-        self._unsub = TokenCodec(secrets, UNSUB_PURPOSE)
+        self._unsub = TokenCodec(secrets, UNSUBSCRIBE)
         self._verp_re = address_pattern(cfg.email.return_path) if cfg.email.return_path else None
         target = _mailto_target(cfg)
         self._unsub_re = address_pattern(target) if target else None

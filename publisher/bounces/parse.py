@@ -5,7 +5,7 @@
 delivery status notifications (multipart/report; report-type=delivery-status) and RFC 5965
 feedback reports (report-type=feedback-report). Everything else that may be a bounce (old MTAs,
 Exchange, qmail, Yahoo...) goes to flufl.bounce, the detectors of GNU Mailman, which name the
-failed addresses; the cause then comes from the text around them (publisher/bounces/classify).
+failed addresses; the cause then comes from the text around them (publisher/mailrules.py).
 
 Auto-replies (vacation, out of office, challenge-response) are `ignored`, whatever they say.
 
@@ -25,7 +25,7 @@ from email import message_from_bytes
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
-from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, classify, enhanced_status
+from ..mailrules import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, classify, enhanced_status
 
 # A bounce names at most this many recipients that we act on (a mailing-list loop may name
 # thousands; ours is one recipient per message).

@@ -455,7 +455,7 @@ class BouncesMixin:
 
 
 def _status_of(reply: str) -> str:
-    from ..bounces.classify import enhanced_status
+    from ..mailrules import enhanced_status
 
     return enhanced_status(reply) or reply[:3]
 
