@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from publisher.bounces.verp import ReturnPath
 from publisher.config import load_config
+from publisher.mailrules import ReturnPath
 from publisher.state import Store
 
 SECRET = "bench-secret-0123456789abcdef0123456789"

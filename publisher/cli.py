@@ -258,6 +258,12 @@ def send(
             f"note: ${cfg.web.secret_env} is not set; unsubscribe links use the preview "
             "secret and will be refused by the real server"
         )
+    if not cfg.email.return_path:
+        click.echo(
+            "warning: [email] return_path is not set: bounces are matched by the address they "
+            "name, which anyone can forge by mailing the bounce address; set a VERP return path "
+            '(e.g. "bounces+{token}@your-domain") so only signed tokens count'
+        )
     click.echo("dry run: no server contacted, nothing recorded")
     if report.dkim_check is not None and not report.dkim_check[0]:
         sys.exit(1)
@@ -425,14 +431,31 @@ def subscribers_export(config_path: Path, status: str | None) -> None:
 @click.option("--status", default=None, help="Only subscribers with this status.")
 @click.option("--counts", "counts_only", is_flag=True, help="Only the counts by status.")
 def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -> None:
-    """List subscribers (address, status, source, name), then the counts by status."""
+    """List subscribers (address, status, source, name; for a suppressed address, why, and the
+    bounce event that did it: see `bounces list`), then the counts by status."""
     from .state import Store
+    from .terminal import shown
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
         if not counts_only:
+            page: list[Any] = []
+
+            def flush() -> None:
+                # Why a suppressed address is suppressed, and the bounce event that did it.
+                notes = store.suppression_notes([s.email for s in page])
+                for sub in page:
+                    note = notes.get(sub.email)
+                    fields = [sub.email, sub.status, sub.source, sub.name]
+                    fields += [f"suppressed: {note}"] if note else []
+                    click.echo("\t".join(shown(f) for f in fields))
+                page.clear()
+
             for sub in store.iter_subscribers(status):
-                click.echo(f"{sub.email}\t{sub.status}\t{sub.source}\t{sub.name}")
+                page.append(sub)
+                if len(page) >= 1000:
+                    flush()
+            flush()
         counts = store.counts_by_status()
     total = sum(counts.values())
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" (total {total})")
@@ -461,6 +484,7 @@ def bounces() -> None:
 
 def _print_intake(outcomes: Any, quiet: bool) -> Any:
     from .bounces.intake import Summary
+    from .terminal import shown
 
     summary = Summary()
     for outcome in outcomes:
@@ -469,7 +493,7 @@ def _print_intake(outcomes: Any, quiet: bool) -> Any:
             outcome.status == "recorded" and not outcome.suppressed
         )
         if not (quiet and routine):
-            click.echo(outcome.line)
+            click.echo(shown(outcome.line))  # a report's text: no control character
     click.echo(summary.line())
     return summary
 
@@ -530,7 +554,9 @@ def bounces_fetch(config_path: Path, quiet: bool) -> None:
 @config_option
 @click.option(
     "--kind",
-    type=click.Choice(["hard", "soft", "blocked", "complaint", "ignored", "unsubscribe"]),
+    type=click.Choice(
+        ["hard", "soft", "blocked", "complaint", "ignored", "unsubscribe", "unverified"]
+    ),
     default=None,
     help="Only events of this kind.",
 )
@@ -538,8 +564,10 @@ def bounces_fetch(config_path: Path, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json: bool) -> None:
     """Every event recorded: bounces and refusals (also those during the send), complaints,
-    unsubscribe requests, ignored auto-replies; with what was done about each."""
+    unsubscribe requests, ignored auto-replies; with what was done about each. Text from the
+    reports is shown with its control characters escaped (also in --json)."""
     from .state import Store
+    from .terminal import shown, shown_json
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -549,6 +577,7 @@ def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json
                     "id": e.id,
                     "email": e.email,
                     "kind": e.kind,
+                    "reported_kind": e.reported_kind or None,
                     "status": e.status,
                     "reason": e.reason,
                     "action": e.action,
@@ -557,20 +586,28 @@ def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json
                     "message_id": e.message_id,
                     "at": e.created_at.isoformat(timespec="seconds"),
                 }
-                click.echo(json.dumps(obj, ensure_ascii=False))
+                click.echo(shown_json(json.dumps(obj, ensure_ascii=False)))
             else:
-                click.echo(
-                    f"{e.id}\t{e.created_at:%Y-%m-%d %H:%M}\t{e.kind}\t{e.email or '-'}\t"
-                    f"{e.status or '-'}\t{e.action}\t{e.reason[:120]}\t{e.source}"
-                )
+                kind = f"{e.kind}:{e.reported_kind}" if e.reported_kind else e.kind
+                fields = [str(e.id), f"{e.created_at:%Y-%m-%d %H:%M}", kind, e.email or "-"]
+                fields += [e.status or "-", e.action, e.reason[:120], e.source]
+                click.echo("\t".join(shown(f) for f in fields))
 
 
 @bounces.command("show")
 @config_option
 @click.argument("event_id", type=int)
-def bounces_show(config_path: Path, event_id: int) -> None:
-    """Print the kept message that event EVENT_ID (from `bounces list`) came from."""
+@click.option(
+    "--raw", is_flag=True, help="Write the bytes as kept, even to a terminal (e.g. to save them)."
+)
+def bounces_show(config_path: Path, event_id: int, raw: bool) -> None:
+    """Print the kept message that event EVENT_ID (from `bounces list`) came from.
+
+    Piped or redirected, the bytes are written as kept (up to [bounces] keep_raw_bytes). On a
+    terminal its control characters (ESC sequences, C1 and bidi controls) are escaped, since
+    anyone can write them into a bounce; --raw writes the bytes there too."""
     from .state import Store
+    from .terminal import shown_lines
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
@@ -583,8 +620,12 @@ def bounces_show(config_path: Path, event_id: int) -> None:
             )
         kept = store.bounce_message(event.message_id)
     assert kept is not None
-    sys.stdout.buffer.write(kept[1])
-    sys.stdout.buffer.flush()
+    if raw or not sys.stdout.isatty():
+        sys.stdout.buffer.write(kept[1])
+        sys.stdout.buffer.flush()
+        return
+    text = kept[1].decode("utf-8", "backslashreplace")
+    click.echo(shown_lines(text), nl=False)
 
 
 @cli.command()

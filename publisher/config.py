@@ -93,7 +93,7 @@ class EmailConfig:
     contact: str = ""
     list_id: str = ""
     unsubscribe_mailto: str = ""
-    # VERP envelope sender, e.g. "bounces+{token}@example.org" (publisher/bounces/verp.py);
+    # VERP envelope sender, e.g. "bounces+{token}@example.org" (publisher/mailrules.py);
     # empty: the From address, as before.
     return_path: str = ""
     max_authors: int = 5
@@ -174,6 +174,8 @@ class BouncesConfig:
     token_max_age_days: int = 180
     # A bigger message is reported and left alone (not read, not kept).
     max_message_bytes: int = 10_000_000
+    # A message is kept (for `publisher bounces show`) up to this size, with a note past it.
+    keep_raw_bytes: int = 256 * 1024
     # `publisher bounces fetch`: an IMAP mailbox over TLS (port 993), certificate verified
     # (against `imap_cafile` when set, else the system's CAs).
     imap_host: str = ""
@@ -426,7 +428,7 @@ def check_git(cfg: Config) -> None:
 
 def check_bounces(cfg: Config) -> None:
     """`[email] return_path`, a `{token}` mailto, and the `[bounces]` numbers."""
-    from .bounces.verp import split_template
+    from .mailrules import split_template
 
     p = cfg.path
     for dotted, value in (
@@ -446,6 +448,7 @@ def check_bounces(cfg: Config) -> None:
         ("bounces.soft_limit", cfg.bounces.soft_limit),
         ("bounces.soft_window_days", cfg.bounces.soft_window_days),
         ("bounces.max_message_bytes", cfg.bounces.max_message_bytes),
+        ("bounces.keep_raw_bytes", cfg.bounces.keep_raw_bytes),
         ("bounces.imap_port", cfg.bounces.imap_port),
     ):
         if v < 1:

@@ -54,8 +54,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .bounces.verp import ReturnPath
 from .config import Config
+from .mailrules import ReturnPath
 from .progress import NoProgress, Progress
 from .state import LedgerEntry, SentRecorder, Store
 from .transport import (
@@ -660,7 +660,7 @@ def return_path(cfg: Config) -> ReturnPath | None:
 def _record_refusal(store: Store, entry: LedgerEntry, exc: DeliveryError) -> None:
     """A 5xx during the send is a bounce event too (kind by cause), so `bounces list` and the
     rates in `publisher status` see it next to the bounces that come back by mail."""
-    from .bounces.classify import HARD, smtp_refusal_kind
+    from .mailrules import HARD, smtp_refusal_kind
 
     code, _, text = exc.reply.partition(" ")
     kind = (

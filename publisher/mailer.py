@@ -25,9 +25,9 @@ from email.utils import parseaddr
 from html import escape
 
 from . import signing
-from .bounces.verp import UNSUBSCRIBE, TokenCodec
 from .config import Config
 from .errors import ConfigError
+from .mailrules import UNSUBSCRIBE, TokenCodec
 from .mime import (
     B64_LINE,
     CRLF,
@@ -137,7 +137,7 @@ class MessageFactory:
         # unsubscribe token (web.py), so a reader's two links cost one HMAC.
         self._prefs_base = preferences_url(cfg, "")
         self._mailto = unsubscribe_mailto(cfg)
-        # `unsubscribe+{token}@...`: each reader's own signed token (publisher/bounces/verp.py),
+        # `unsubscribe+{token}@...`: each reader's own signed token (publisher/mailrules.py),
         # so a mail to it unsubscribes exactly that reader (`publisher bounces import`).
         self._mailto_tokens = (
             TokenCodec([secret], UNSUBSCRIBE) if "{token}" in self._mailto else None

@@ -5,9 +5,10 @@ Every failure to deliver one message is a `DeliveryError` with a `kind`:
 - ``transient``: a 4xx reply, a timeout, a dropped or refused connection: retry later;
 - ``permanent``: a 5xx reply that is not about the reader's address (e.g. 554 content rejected
   at the end of DATA, 552 5.2.2 mailbox full): this message is failed for good;
-- ``bounce``: a 5xx reply to RCPT TO about the reader's address (publisher/bounces/classify.py:
-  not a block list, policy or full mailbox), or one at DATA whose enhanced status code says it
-  is bad (5.1.x but 5.1.7/5.1.8, which are the sender's) or disabled (5.2.1): a hard bounce.
+- ``bounce``: a 5xx reply to RCPT TO about the reader's address (publisher/mailrules.py, the
+  classifier bounce reports go through too: not a block list, policy or full mailbox), or one
+  at DATA that names the address as the cause (5.1.x but 5.1.7/5.1.8, which are the sender's;
+  5.2.1 disabled; "user unknown"...): a hard bounce.
 
 `connect=True` marks a failure of the server, not of the message: no connection, or a 421
 ("service not available") in the greeting or to EHLO or MAIL. Retried like any transient
@@ -21,7 +22,6 @@ send stops.
 from __future__ import annotations
 
 import mailbox
-import re
 import smtplib
 import socket
 import ssl
@@ -34,6 +34,7 @@ from typing import Literal, Protocol
 
 from .config import Config, smtp_password
 from .errors import PublisherError
+from .mailrules import refusal_kind
 
 Kind = Literal["transient", "permanent", "bounce"]
 
@@ -135,35 +136,17 @@ def _kind(code: int) -> Kind:
 
 def _rcpt_kind(code: int, text: bytes | str = "") -> Kind:
     """A refused RCPT TO: a bounce only when the refusal is about the reader's address (the
-    cause-based classifier of publisher/bounces/classify.py); a 550 5.7.1 "your IP is blocked"
-    or a full mailbox refuses this message only and never counts against the reader."""
-    if not 500 <= code <= 599:
-        return "transient"
-    from .bounces.classify import HARD, smtp_refusal_kind
-
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return "bounce" if smtp_refusal_kind(code, text) == HARD else "permanent"
-
-
-_ENHANCED = re.compile(rb"\s*5\.(\d{1,3})\.(\d{1,3})\b")
+    one classifier, publisher/mailrules.py); a 550 5.7.1 "your IP is blocked" or a full mailbox
+    refuses this message only and never counts against the reader."""
+    return refusal_kind(code, text)  # type: ignore[return-value]
 
 
 def _data_kind(code: int, text: bytes | str) -> Kind:
-    """A reply to DATA or to the end of the message: a 5xx is a bounce only when its enhanced
-    status code (RFC 3463) blames the recipient's address: 5.1.x (bad mailbox, system, syntax;
-    not 5.1.7/5.1.8, the sender's address) or 5.2.1 (mailbox disabled). Any other 5xx (5.2.2
-    mailbox full, 5.6.x/5.7.x content or policy, no code at all) refuses this message only."""
-    if not 500 <= code <= 599:
-        return "transient"
-    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
-    m = _ENHANCED.match(raw)
-    if m is None:
-        return "permanent"
-    subject, detail = int(m[1]), int(m[2])
-    if (subject == 1 and detail not in (7, 8)) or (subject, detail) == (2, 1):
-        return "bounce"
-    return "permanent"
+    """A reply to DATA or to the end of the message: the same classifier, a bounce only when
+    it names the recipient's address as the cause (5.1.x but 5.1.7/5.1.8, 5.2.1, "user
+    unknown"...); any other 5xx (5.2.2 mailbox full, content or policy, no cause at all)
+    refuses this message only."""
+    return refusal_kind(code, text, after_rcpt=True)  # type: ignore[return-value]
 
 
 def _service_refused(where: str, code: int, text: bytes | str) -> DeliveryError:

@@ -54,9 +54,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import state as st
 from . import urls
-from .bounces.verp import ReturnPath
 from .config import Config
 from .i18n import strings
+from .mailrules import ReturnPath
 from .state import InvalidAddress, Store, normalize_email, normalize_name
 from .state.health import StorageError
 from .templating import jinja_env

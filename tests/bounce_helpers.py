@@ -10,8 +10,8 @@ import sys
 from email.utils import format_datetime
 from pathlib import Path
 
-from publisher.bounces.verp import UNSUBSCRIBE, VERP, TokenCodec
 from publisher.config import Config, load_config
+from publisher.mailrules import UNSUBSCRIBE, VERP, TokenCodec
 from publisher.state import Store
 
 from .pg import state_toml
@@ -23,15 +23,22 @@ MAILTO = f"mailto:unsubscribe+{{token}}@{DOMAIN}?subject=unsubscribe"
 SAMPLES = Path(__file__).resolve().parent / "fixtures" / "bounces"
 
 
-def write_config(tmp: Path, db_url: str, extra: str = "", **bounces: object) -> Config:
+def write_config(
+    tmp: Path, db_url: str, extra: str = "", *, return_path: bool = True, **bounces: object
+) -> Config:
+    """A config on `db_url`; VERP on unless `return_path` is False."""
     (tmp / "subscribers").mkdir(parents=True, exist_ok=True)
     (tmp / "subscribers" / "subscribers.csv").write_text("email,name\n")
     section = "".join(f"{k} = {json.dumps(v)}\n" for k, v in bounces.items())
     (tmp / "config.toml").write_text(
         "[email]\n"
         f'from = "Daily Papers <papers@{DOMAIN}>"\n'
-        f'return_path = "{RETURN_PATH}"\n'
-        f'unsubscribe_mailto = "{MAILTO}"\n' + extra + "[bounces]\n" + section + state_toml(db_url)
+        + (f'return_path = "{RETURN_PATH}"\n' if return_path else "")
+        + f'unsubscribe_mailto = "{MAILTO}"\n'
+        + extra
+        + "[bounces]\n"
+        + section
+        + state_toml(db_url)
     )
     return load_config(tmp / "config.toml")
 
@@ -42,6 +49,26 @@ def add(store: Store, *emails: str) -> dict[str, int]:
         sub, _ = store.add_subscriber(e, status="active", source="cli")
         ids[e] = sub.id
     return ids
+
+
+def mailed(store: Store, ids: dict[str, int], day: dt.date) -> None:
+    """Ledger rows as a send leaves them: each of `ids` was sent the digest of `day`."""
+    from publisher.state.schema import ledger
+
+    with store.engine.begin() as conn:
+        for e, sid in ids.items():
+            conn.execute(
+                ledger.insert().values(
+                    digest_date=day,
+                    subscriber_id=sid,
+                    email=e,
+                    status="sent",
+                    attempts=1,
+                    final=False,
+                    last_reply="250 OK",
+                    updated_at=dt.datetime.combine(day, dt.time(7)),
+                )
+            )
 
 
 def verp(sub_id: int, day: dt.date, secret: str = SECRET) -> str:
@@ -176,3 +203,104 @@ Hello.
 
 --A{serial}--
 """.encode()
+
+
+# -- adversarial messages (issue 22, "Cost"): each about `size` bytes ------------------------
+
+_HEAD = (
+    "From: MAILER-DAEMON@mx.attacker.example\nTo: bounces@{d}\nSubject: failure notice\n"
+    "Date: Wed, 15 May 2024 07:00:00 +0000\nMessage-ID: <{tag}@attacker.example>\n"
+).replace("{d}", DOMAIN)
+
+
+def qmail_list(size: int = 10_000_000) -> bytes:
+    """A qmail bounce listing as many distinct addresses as fit (150,000 in 4.5 MB)."""
+    lines = []
+    total, i = 0, 0
+    while total < size:
+        line = (
+            f"<user{i}@victim{i % 97}.example>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
+        )
+        lines.append(line)
+        total += len(line)
+        i += 1
+    body = (
+        "Hi. This is the qmail-send program at mx.attacker.example.\n"
+        "I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+        "This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+        + "".join(lines)
+        + "--- Below this line is a copy of the message.\n\n"
+    )
+    return (_HEAD.replace("{tag}", "qmail-list") + "\n" + body).encode()
+
+
+def dsn_many_recipients(size: int = 10_000_000) -> bytes:
+    """An RFC 3464 report with a per-recipient block for as many addresses as fit."""
+    block = (
+        "Final-Recipient: rfc822; user{i}@victim.example\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <user{i}@victim.example>: User unknown\n\n"
+    )
+    n = size // len(block)
+    blocks = "".join(block.format(i=i) for i in range(n))
+    return _report("dsn-many", blocks).encode()
+
+
+def _report(tag: str, status_body: str) -> str:
+    return (
+        _HEAD.replace("{tag}", tag) + "MIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="Z"\n\n'
+        "--Z\nContent-Type: text/plain\n\nFailed.\n\n"
+        "--Z\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.attacker.example\n\n"
+        f"{status_body}--Z--\n"
+    )
+
+
+def huge_diagnostic(size: int = 10_000_000) -> bytes:
+    """One recipient whose Diagnostic-Code runs on for `size` bytes of folded lines."""
+    fold = "\n ".join("550 5.1.1 user unknown " * 3 for _ in range(size // 72))
+    blocks = (
+        "Final-Recipient: rfc822; someone@victim.example\nAction: failed\nStatus: 5.1.1\n"
+        f"Diagnostic-Code: smtp; {fold}\n\n"
+    )
+    return _report("huge-diag", blocks).encode()
+
+
+def many_parts(size: int = 10_000_000) -> bytes:
+    """A multipart/mixed of as many small text parts as fit, each naming an address."""
+    part = "--P\nContent-Type: text/plain\n\n<user{i}@victim.example>: 550 5.1.1 unknown\n\n"
+    n = size // len(part)
+    body = "".join(part.format(i=i) for i in range(n)) + "--P--\n"
+    return (
+        _HEAD.replace("{tag}", "many-parts")
+        + 'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="P"\n\n'
+        + "This is a multi-part message.\n\n"
+        + body
+    ).encode()
+
+
+def deep_nesting(size: int = 10_000_000, depth: int = 900) -> bytes:
+    """Multipart parts nested `depth` deep (under Python's recursion limit), the innermost one
+    short lines up to `size`: the `email` parser checks each line against every open boundary."""
+    opening = "".join(
+        f'Content-Type: multipart/mixed; boundary="N{i}"\n\n--N{i}\n' for i in range(depth)
+    )
+    closing = "".join(f"\n--N{i}--\n" for i in reversed(range(depth)))
+    head = _HEAD.replace("{tag}", "deep") + "MIME-Version: 1.0\n" + opening
+    head += "Content-Type: text/plain\n\n<someone@victim.example>: 550 5.1.1 unknown\n"
+    lines = "x\n" * max((size - len(head) - len(closing)) // 2, 0)
+    return (head + lines + closing).encode()
+
+
+def many_lines(size: int = 10_000_000) -> bytes:
+    """A plain message of `size` bytes of empty lines (the parser's cost is per line)."""
+    return (_HEAD.replace("{tag}", "lines") + "\n" + "\n" * size).encode()
+
+
+ADVERSARIAL = {
+    "qmail_list": qmail_list,
+    "dsn_many_recipients": dsn_many_recipients,
+    "huge_diagnostic": huge_diagnostic,
+    "many_parts": many_parts,
+    "deep_nesting": deep_nesting,
+    "many_lines": many_lines,
+}

@@ -21,6 +21,7 @@ from .bounce_helpers import (
     dsn,
     events,
     ingest,
+    mailed,
     stored_events,
     unsub_address,
     verp,
@@ -41,9 +42,12 @@ UNTOUCHED_SENDERS = ["mia@example.net", "noah@example.net", "olga@example.net"]
 
 
 def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_url: str) -> None:
-    cfg = write_config(tmp_path, db_url)
+    # The samples carry no VERP token: they act by the address they name only without
+    # `return_path`, and only on readers the ledger shows were mailed lately.
+    cfg = write_config(tmp_path, db_url, return_path=False)
     with Store.open(cfg) as store:
-        add(store, *HARD, *BLOCKED, *SOFT, *COMPLAINED, *UNTOUCHED_SENDERS)
+        ids = add(store, *HARD, *BLOCKED, *SOFT, *COMPLAINED, *UNTOUCHED_SENDERS)
+        mailed(store, ids, DAY)
     run = cli(cfg, "bounces", "import", str(SAMPLES))
     assert run.returncode == 0, run.stderr
     n = len(list(SAMPLES.glob("*.eml")))
@@ -83,6 +87,27 @@ def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_ur
     shown = cli(cfg, "bounces", "show", str(by_email["jack@example.net"]["id"]))
     assert shown.returncode == 0
     assert shown.stdout == (SAMPLES / "ses_bounce.eml").read_text()
+
+
+def test_samples_folder_with_return_path_acts_on_nobody(tmp_path: Path, db_url: str) -> None:
+    # With VERP on, a report without a token is anyone's word: recorded, tied to nobody.
+    cfg = write_config(tmp_path, db_url)
+    with Store.open(cfg) as store:
+        ids = add(store, *HARD, *BLOCKED, *SOFT, *COMPLAINED, *UNTOUCHED_SENDERS)
+        mailed(store, ids, DAY)
+    run = cli(cfg, "bounces", "import", str(SAMPLES))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1].endswith("; 0 addresses suppressed"), run.stdout
+    with Store.open(cfg) as store:
+        for e in ids:
+            assert store.get(e).status == "active" and not store.is_suppressed(e), e
+    claimed = {e["email"]: e["reported_kind"] for e in events(cfg, "--kind", "unverified")}
+    assert claimed == {
+        **dict.fromkeys(HARD, "hard"),
+        **dict.fromkeys(BLOCKED, "blocked"),
+        **dict.fromkeys(SOFT, "soft"),
+        **dict.fromkeys(COMPLAINED, "complaint"),
+    }
 
 
 def test_maildir_mbox_and_stdin_take_the_same_path(tmp_path: Path, db_url: str) -> None:
@@ -134,7 +159,7 @@ def test_verp_names_the_reader_whatever_address_the_report_names(
 
 
 def test_unknown_address_is_kept_and_reported(tmp_path: Path, db_url: str) -> None:
-    cfg = write_config(tmp_path, db_url)
+    cfg = write_config(tmp_path, db_url, return_path=False)
     with Store.open(cfg) as store:
         add(store, "someone@example.net")
     run = cli(cfg, "bounces", "import", str(SAMPLES / "ses_bounce.eml"))

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from publisher.bounces.classify import classify, smtp_refusal_kind
 from publisher.bounces.parse import analyse
-from publisher.bounces.verp import (
+from publisher.mailrules import (
     TOKEN_LENGTH,
     UNSUBSCRIBE,
     VERP,
@@ -24,6 +23,8 @@ from publisher.bounces.verp import (
     ReturnPath,
     TokenCodec,
     address_pattern,
+    classify,
+    smtp_refusal_kind,
 )
 
 SAMPLES = Path(__file__).resolve().parent / "fixtures" / "bounces"
@@ -143,3 +144,39 @@ def test_return_path_address_matches_its_pattern() -> None:
     m = address_pattern(template).fullmatch(address.upper())
     assert m and TokenCodec([b"s" * 32], VERP).verify(m.group(1)).subscriber_id == 42
     assert len(address.partition("@")[0]) <= 64
+
+
+# One classifier (publisher/mailrules.py): a reply refused at RCPT TO, at the end of DATA, and
+# the same reply quoted in a DSN's Diagnostic-Code get the same verdict.
+ONE_RULE = [
+    ("550 5.1.1 <a@example.net>: Recipient address rejected: User unknown", "bounce", "hard"),
+    ("550 Requested action not taken: mailbox unavailable, user unknown", "bounce", "hard"),
+    (
+        "550 5.1.1 Service refused: 198.51.100.7 is listed at zen.spamhaus.org",
+        "permanent",
+        "blocked",
+    ),
+    ("550 5.7.1 Message refused by policy", "permanent", "blocked"),
+    ("552 5.2.2 Mailbox full", "permanent", "soft"),
+    ("451 4.3.0 Try again later", "transient", "soft"),
+]
+
+
+@pytest.mark.parametrize(("reply", "send_kind", "report_kind"), ONE_RULE)
+def test_one_classifier_for_rcpt_data_and_reports(
+    reply: str, send_kind: str, report_kind: str
+) -> None:
+    from publisher.transport import _data_kind, _rcpt_kind
+
+    code, _, text = reply.partition(" ")
+    assert _rcpt_kind(int(code), text) == send_kind
+    assert _data_kind(int(code), text.encode()) == send_kind
+    assert classify("", f"smtp; {reply}", permanent=code.startswith("5")) == report_kind
+
+
+def test_a_bare_5xx_at_data_refuses_the_message_not_the_reader() -> None:
+    from publisher.transport import _data_kind
+
+    # accepted at RCPT TO, refused with no cause named: about the message
+    assert _data_kind(554, b"Transaction failed") == "permanent"
+    assert _data_kind(554, b"5.7.1 Message content rejected") == "permanent"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from publisher.bounces.verp import VERP, TokenCodec, address_pattern
 from publisher.config import Config
 from publisher.delivery import deliver
+from publisher.mailrules import VERP, TokenCodec, address_pattern
 from publisher.state import Store
 
 from .smtp_server import Recorder, start_server

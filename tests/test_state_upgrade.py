@@ -107,3 +107,34 @@ def test_a_database_newer_than_this_release_is_refused_with_one_line(db_url: str
     engine.dispose()
     with pytest.raises(SchemaTooNew, match="revision 9999, newer than this publisher"):
         Store(db_url)
+
+
+def test_bounce_events_of_revision_0004_get_an_empty_reported_kind(db_url: str) -> None:
+    """0005_bounce_trust adds `bounce_events.reported_kind` (what an unverified report
+    claimed); the events recorded before it keep their kind and get an empty one."""
+    from alembic import command
+
+    from publisher.state.migrate import alembic_config
+
+    if db_url.startswith("sqlite"):
+        Path(sa.engine.make_url(db_url).database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    with engine.begin() as conn:
+        now = dt.datetime(2024, 5, 15, 7)
+        conn.execute(
+            sa.text(
+                "INSERT INTO bounce_events (email, kind, status, reason, action, created_at) "
+                "VALUES ('a@example.net', 'hard', '5.1.1', 'user unknown', 'counted', :now)"
+            ),
+            {"now": now},
+        )
+    engine.dispose()
+    with Store(db_url) as store:
+        assert current(store.engine) == head()
+        (event,) = store.iter_bounce_events()
+        assert (event.kind, event.reported_kind, event.reason) == ("hard", "", "user unknown")
+    assert _schema_diff(db_url) == []

@@ -210,7 +210,7 @@ def test_a_confirmation_that_cannot_be_sent_is_logged_and_leaves_no_pending_row(
 
 
 def test_the_confirmation_goes_out_from_the_verp_return_path(tmp_path: Path) -> None:
-    from publisher.bounces.verp import VERP, TokenCodec, address_pattern
+    from publisher.mailrules import VERP, TokenCodec, address_pattern
 
     template = "bounces+{token}@papers.example.org"
     recorder = _EnvelopeRecorder()

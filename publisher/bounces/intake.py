@@ -12,8 +12,12 @@ Whom a message is about, in order:
    no bounce and no auto-reply: an unsubscribe request by the reader the token names;
 2. a report sent to the VERP return path (``bounces+{token}@...``): the token's reader and
    digest, whatever address the report names (forwarding and aliases change that);
-3. otherwise (mail sent before `return_path` was set, a relay that rewrites the envelope, a
-   feedback loop): the recipients the report names, matched against the subscriber list.
+3. otherwise, with `return_path` set: nobody. The bounce address is public (it is in every
+   message's envelope) and anyone can mail it a report naming any reader, so a report (DSN,
+   ARF, flufl.bounce) without a valid token is recorded as `unverified`, with the kind it
+   claimed, and acts on nobody;
+4. without `return_path`: the recipients the report names, matched against the subscriber
+   list, but only those the ledger shows were sent a digest within `token_max_age_days`.
 
 A forged or expired token is reported and recorded as `ignored`; it never falls back to the
 addresses in the report, so a forged bounce cannot suppress anyone.
@@ -27,7 +31,7 @@ import mailbox
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -36,18 +40,38 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import PublisherError
+from ..mailrules import (
+    BLOCKED,
+    COMPLAINT,
+    HARD,
+    IGNORED,
+    SOFT,
+    UNSUBSCRIBE,
+    UNVERIFIED,
+    VERP,
+    BadToken,
+    TokenCodec,
+    TokenData,
+    address_pattern,
+)
 from ..state import BouncePolicy, InboundEvent, Store
 from ..state.bounces import InboundMessage
-from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, UNSUBSCRIBE
-from .parse import Report, analyse, is_auto_reply
-from .verp import UNSUBSCRIBE as UNSUB_PURPOSE
-from .verp import VERP, BadToken, TokenCodec, TokenData, address_pattern
+from .parse import HEADER_CHARS, Report, analyse, is_auto_reply
 
 # Headers naming where the message was delivered (the envelope recipient when the MTA adds it).
 _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
 _SEVERITY = {HARD: 3, SOFT: 2, BLOCKED: 1}
-# Messages recorded per transaction by `Intake.run` (an import, a Maildir of thousands).
+# Messages recorded per transaction by `Intake.run` (an import, a Maildir of thousands), and
+# the most bytes read ahead for one batch (its duplicates are found in one query, unparsed).
 BATCH = 200
+BATCH_BYTES = 32 * 1024 * 1024
+# A message is parsed on its first PARSE_BYTES: every report puts what is read (the human part,
+# the delivery-status or feedback-report part, the returned headers) at its start, and the
+# `email` package's cost grows with lines times nesting, which a hostile sender chooses. For
+# the same reason a message with more than MAX_BOUNDARIES multipart boundaries there is not
+# read: a bounce has two or three.
+PARSE_BYTES = 512 * 1024
+MAX_BOUNDARIES = 16
 
 
 class IntakeError(PublisherError):
@@ -113,7 +137,7 @@ class Intake:
         self.store = store
         secrets = list(secrets) if secrets is not None else secrets_for(cfg)
         self._verp = TokenCodec(secrets, VERP)
-        self._unsub = TokenCodec(secrets, UNSUB_PURPOSE)
+        self._unsub = TokenCodec(secrets, UNSUBSCRIBE)
         self._verp_re = address_pattern(cfg.email.return_path) if cfg.email.return_path else None
         target = _mailto_target(cfg)
         self._unsub_re = address_pattern(target) if target else None
@@ -121,43 +145,78 @@ class Intake:
             hard_limit=cfg.subscribers.bounce_limit,
             soft_limit=cfg.bounces.soft_limit,
             soft_window_days=cfg.bounces.soft_window_days,
+            mailed_within_days=cfg.bounces.token_max_age_days,
         )
         self.max_bytes = cfg.bounces.max_message_bytes
+        self.keep_bytes = cfg.bounces.keep_raw_bytes
 
     # -- one message ---------------------------------------------------------------------
 
     def process(self, raw: bytes, source: str, *, today: dt.date | None = None) -> Outcome:
         """Read, record and act on one message."""
-        prepared = self.prepare(raw, source, today=today)
+        if len(raw) > self.max_bytes:
+            return self.too_large(source, len(raw))
+        raw, sha = _normalized(raw)
+        known = self.store.known_bounce_messages([sha])
+        prepared = self.prepare(raw, source, today=today, sha=sha, known=known)
         if isinstance(prepared, Outcome):
             return prepared
         (actions,) = self.store.record_inbound_batch([prepared], self.policy)
         return _outcome(prepared, actions)
 
     def prepare(
-        self, raw: bytes, source: str, *, today: dt.date | None = None
+        self,
+        raw: bytes,
+        source: str,
+        *,
+        today: dt.date | None = None,
+        sha: str | None = None,
+        known: Container[str] = (),
     ) -> Outcome | InboundMessage:
         """What one message says, ready to record; an Outcome when there is nothing to record
-        (too big, unusable, not ours)."""
+        (too big, unusable, not ours, or its SHA-256 in `known`: imported before, not parsed
+        again). With `sha`, `raw` is already normalized (_normalized)."""
         if len(raw) > self.max_bytes:
             return self.too_large(source, len(raw))
-        raw = raw.replace(b"\r\n", b"\n")
-        sha = hashlib.sha256(raw).hexdigest()
+        if sha is None:
+            raw, sha = _normalized(raw)
+        if sha in known:
+            return _duplicate(source)
+        head = raw[:PARSE_BYTES]
+        boundaries = head.lower().count(b"boundary")
+        if boundaries > MAX_BOUNDARIES:
+            return Outcome(
+                source,
+                "bad",
+                f"{source}: {boundaries} MIME boundaries in its first {PARSE_BYTES} bytes, more "
+                f"than {MAX_BOUNDARIES}: no mail system's report, not read",
+            )
         try:
-            msg = message_from_bytes(raw)
+            msg = message_from_bytes(head)
             keys = msg.keys()
         except Exception as exc:  # noqa: BLE001 - the email package on hostile input
             return Outcome(source, "bad", f"{source}: unreadable message ({type(exc).__name__})")
         if not keys or not any(k.lower() in ("from", "to", "subject", "date") for k in keys):
             return Outcome(source, "bad", f"{source}: not an email message (no headers)")
         try:
-            events, summary = self._events(msg, today)
+            events, summary = self._events(msg, head, today)
         except Exception as exc:  # noqa: BLE001 - one odd message must not stop the batch
             why = f"{type(exc).__name__}: {exc}"[:200]
             return Outcome(source, "bad", f"{source}: malformed message ({why})")
         if events is None:
             return Outcome(source, "skipped", f"{source}: {summary}; left alone")
-        return InboundMessage(sha, source, raw, summary, events)
+        return InboundMessage(sha, source, self._kept(raw), summary, events, size=len(raw))
+
+    def _kept(self, raw: bytes) -> bytes:
+        """What is kept of a message for `bounces show`: its first [bounces] keep_raw_bytes,
+        with a note when that is not all of it."""
+        if len(raw) <= self.keep_bytes:
+            return raw
+        note = (
+            f"\n\n[publisher: truncated: the first {self.keep_bytes} of {len(raw)} bytes are "
+            "kept ([bounces] keep_raw_bytes)]\n"
+        )
+        return raw[: self.keep_bytes] + note.encode()
 
     def too_large(self, source: str, size: int) -> Outcome:
         return Outcome(
@@ -173,7 +232,7 @@ class Intake:
         found = []
         for name in headers:
             for value in msg.get_all(name, []):
-                value = str(value)
+                value = str(value)[:HEADER_CHARS]
                 if not pattern.search(value):
                     continue  # the cheap test first: most headers name no token address
                 for _, addr in getaddresses([value]):
@@ -191,10 +250,13 @@ class Intake:
         except BadToken as exc:
             return str(exc)
 
-    def _events(self, msg: Message, today: dt.date | None) -> tuple[list[InboundEvent] | None, str]:
-        """The events in `msg` and a summary; (None, why) when the message is not ours."""
+    def _events(
+        self, msg: Message, raw: bytes, today: dt.date | None
+    ) -> tuple[list[InboundEvent] | None, str]:
+        """The events in `msg` (parsed from `raw`) and a summary; (None, why) when the message
+        is not ours."""
         unsub = self._tokens(msg, self._unsub_re, _RECIPIENT_HEADERS)
-        report = analyse(msg)
+        report = analyse(msg, raw)
         if unsub and report.kind == IGNORED and not is_auto_reply(msg):
             data = self._verify(self._unsub, unsub[0], today)
             if isinstance(data, str):
@@ -220,6 +282,12 @@ class Intake:
                 return None, "not a bounce, complaint or unsubscribe request"
             sender = parseaddr(str(msg.get("From", "")))[1].lower()
             return [InboundEvent(sender, IGNORED, reason=report.reason)], report.reason
+        if self._verp_re is not None:
+            events = [
+                InboundEvent(f.email, UNVERIFIED, f.status, f.diagnostic, reported_kind=f.kind)
+                for f in report.failures
+            ]
+            return events, report.reason + " (no VERP token: unverified)"
         events = [InboundEvent(f.email, f.kind, f.status, f.diagnostic) for f in report.failures]
         return events, report.reason + " (no VERP token: matched by address)"
 
@@ -265,19 +333,42 @@ class Intake:
     ) -> Iterator[Outcome]:
         """Process many messages, recording them `batch` at a time (one transaction each);
         the outcomes come in the order of `sources`."""
-        waiting: list[Outcome | InboundMessage] = []
+        waiting: list[tuple[str, bytes | Outcome]] = []
+        size = 0
 
         def flush() -> Iterator[Outcome]:
-            items = [w for w in waiting if isinstance(w, InboundMessage)]
+            nonlocal size
+            # The duplicates first, in one query and before any parsing: a re-imported Maildir
+            # costs a hash per message.
+            read: list[tuple[str, bytes | Outcome, str]] = []
+            for source, item in waiting:
+                if isinstance(item, bytes) and len(item) <= self.max_bytes:
+                    item, sha = _normalized(item)
+                    read.append((source, item, sha))
+                else:
+                    read.append((source, item, ""))
+            known = set(self.store.known_bounce_messages([sha for *_, sha in read if sha]))
+            prepared: list[Outcome | InboundMessage] = []
+            for source, item, sha in read:
+                if isinstance(item, Outcome):
+                    prepared.append(item)
+                    continue
+                done = self.prepare(item, source, sha=sha or None, known=known)
+                prepared.append(done)
+                if isinstance(done, InboundMessage):
+                    known.add(sha)  # the same message twice in one batch: the second is known
+            items = [p for p in prepared if isinstance(p, InboundMessage)]
             results = iter(self.store.record_inbound_batch(items, self.policy) if items else [])
-            for w in waiting:
-                yield _outcome(w, next(results)) if isinstance(w, InboundMessage) else w
+            for p in prepared:
+                yield _outcome(p, next(results)) if isinstance(p, InboundMessage) else p
             waiting.clear()
+            size = 0
 
         try:
             for source, item in sources:
-                waiting.append(item if isinstance(item, Outcome) else self.prepare(item, source))
-                if len(waiting) >= batch:
+                waiting.append((source, item))
+                size += len(item) if isinstance(item, bytes) else 0
+                if len(waiting) >= batch or size >= BATCH_BYTES:
                     yield from flush()
         except IntakeError:
             yield from flush()  # what was read before the unreadable path is still recorded
@@ -285,12 +376,22 @@ class Intake:
         yield from flush()
 
 
+def _normalized(raw: bytes) -> tuple[bytes, str]:
+    """The message with LF line ends, and its key (the SHA-256 of that)."""
+    raw = raw.replace(b"\r\n", b"\n")
+    return raw, hashlib.sha256(raw).hexdigest()
+
+
+def _duplicate(source: str) -> Outcome:
+    return Outcome(source, "duplicate", f"{source}: already imported, nothing changed")
+
+
 def _outcome(item: InboundMessage, actions: list[str] | None) -> Outcome:
     source = item.source
     if actions is None:
-        return Outcome(source, "duplicate", f"{source}: already imported, nothing changed")
+        return _duplicate(source)
     parts = [
-        f"{e.kind} {e.email or '?'}"
+        f"{e.kind}{f' ({e.reported_kind})' if e.reported_kind else ''} {e.email or '?'}"
         + (f" {e.status}" if e.status else "")
         + f": {a}"
         + (f" ({e.reason})" if e.kind == IGNORED else "")

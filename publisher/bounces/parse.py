@@ -5,23 +5,38 @@
 delivery status notifications (multipart/report; report-type=delivery-status) and RFC 5965
 feedback reports (report-type=feedback-report). Everything else that may be a bounce (old MTAs,
 Exchange, qmail, Yahoo...) goes to flufl.bounce, the detectors of GNU Mailman, which name the
-failed addresses; the cause then comes from the text around them (publisher/bounces/classify).
+failed addresses; the cause then comes from the text around them (publisher/mailrules.py).
 
 Auto-replies (vacation, out of office, challenge-response) are `ignored`, whatever they say.
+
+Anyone can mail the bounce address, so the cost is linear in the message's size and bounded
+where it is not: at most `MAX_RECIPIENTS` recipients are read (the scan stops there), a
+diagnostic is classified on its first `DIAGNOSTIC_CHARS`, and flufl.bounce (whose detectors
+try some fifty patterns on every line, one pattern set after the other) reads only the first
+`HEURISTIC_LINES` lines (and `HEURISTIC_BYTES`) of a message, where every bounce format puts its
+list of failed addresses.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from email import message_from_bytes
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
-from .classify import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, classify, enhanced_status
+from ..mailrules import BLOCKED, COMPLAINT, HARD, IGNORED, SOFT, classify, enhanced_status
 
 # A bounce names at most this many recipients that we act on (a mailing-list loop may name
 # thousands; ours is one recipient per message).
 MAX_RECIPIENTS = 20
+# A diagnostic is kept and classified on this much of its text.
+DIAGNOSTIC_CHARS = 1000
+# flufl.bounce reads at most this much of a message (see the module docstring).
+HEURISTIC_BYTES = 128 * 1024
+HEURISTIC_LINES = 2000
+# An address header is read on this much of its value (ours are short).
+HEADER_CHARS = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -90,6 +105,7 @@ def from_mta(msg: Message) -> bool:
 
 def _address(value: str) -> str:
     """The address of a DSN field value like `rfc822; ada@example.com`."""
+    value = value[:1000]  # an address is at most 320 characters; the rest is noise
     _, _, addr = value.partition(";") if ";" in value else ("", "", value)
     return parseaddr(addr.strip())[1].strip().strip("<>").lower()
 
@@ -132,14 +148,17 @@ def _dsn(report: Message) -> Report:
         if not isinstance(blocks, list):
             continue
         for block in blocks[1:]:  # the first block is per message, the rest per recipient
+            if len(failures) >= MAX_RECIPIENTS:
+                break
             action = _header(block, "Action").strip().lower()
             recipient = _address(_header(block, "Original-Recipient")) or _address(
                 _header(block, "Final-Recipient")
             )
             status = enhanced_status(_header(block, "Status"))
-            diagnostic = " ".join(_header(block, "Diagnostic-Code").split())
+            diagnostic = _clip(_header(block, "Diagnostic-Code"))
             if action in ("delivered", "relayed", "expanded"):
-                notices.append(f"{action} {recipient}")
+                if len(notices) < MAX_RECIPIENTS:
+                    notices.append(f"{action} {recipient}")
                 continue
             if not recipient:
                 continue
@@ -150,7 +169,13 @@ def _dsn(report: Message) -> Report:
             failures.append(Failure(recipient, kind, status, diagnostic[:500]))
     if not failures:
         return Report(IGNORED, "delivery notice: " + (", ".join(notices) or "no failed recipient"))
-    return Report("bounce", "RFC 3464 DSN", failures[:MAX_RECIPIENTS], _original(report))
+    return Report("bounce", "RFC 3464 DSN", failures, _original(report))
+
+
+def _clip(value: str) -> str:
+    """A header's text on one line, its first DIAGNOSTIC_CHARS only (a 10 MB Diagnostic-Code
+    costs no more than a short one)."""
+    return " ".join(value[: DIAGNOSTIC_CHARS * 2].split())[:DIAGNOSTIC_CHARS]
 
 
 def _arf(report: Message) -> Report:
@@ -166,18 +191,24 @@ def _arf(report: Message) -> Report:
 
             raw = part.get_payload(decode=True) or b""
             fields = message_from_string(raw.decode("utf-8", "replace"))
-        feedback_type = _header(fields, "Feedback-Type").strip().lower()
-        recipients += [_address(v) for v in fields.get_all("Original-Rcpt-To", [])]
+        feedback_type = _header(fields, "Feedback-Type").strip().lower()[:40]
+        for value in fields.get_all("Original-Rcpt-To", []):
+            if len(recipients) >= MAX_RECIPIENTS:
+                break
+            addr = _address(str(value)[:HEADER_CHARS])
+            if addr and addr not in recipients:
+                recipients.append(addr)
     original = _original(report)
     if not recipients and original is not None:
-        recipients = [a.lower() for _, a in getaddresses(original.get_all("To", [])) if a]
+        to = [str(v)[:HEADER_CHARS] for v in original.get_all("To", [])[:MAX_RECIPIENTS]]
+        recipients = list(dict.fromkeys(a.lower() for _, a in getaddresses(to) if a))
     reason = f"ARF feedback report ({feedback_type or 'abuse'})"
     if feedback_type and feedback_type not in ("abuse", "fraud", "virus", "other", "not-spam"):
         return Report(IGNORED, reason, [], original)
     if feedback_type == "not-spam":
         return Report(IGNORED, reason, [], original)
-    failures = [Failure(r, COMPLAINT, "", reason) for r in dict.fromkeys(recipients) if r]
-    return Report(COMPLAINT, reason, failures[:MAX_RECIPIENTS], original)
+    failures = [Failure(r, COMPLAINT, "", reason) for r in recipients[:MAX_RECIPIENTS]]
+    return Report(COMPLAINT, reason, failures, original)
 
 
 def _body_text(msg: Message, limit: int = 200_000) -> str:
@@ -198,10 +229,11 @@ def _body_text(msg: Message, limit: int = 200_000) -> str:
 _CODE = re.compile(r"\b[45]\d\d[ -]\S|\b[45]\.\d{1,3}\.\d{1,3}\b")
 
 
-def _diagnostic_near(text: str, address: str) -> str:
+def _diagnostic_near(text: str, lowered: str, address: str) -> str:
     """The SMTP reply a non-standard bounce quotes for `address`: the line with the first reply
-    code after the address (else anywhere), and up to two lines that continue it."""
-    at = text.lower().find(address)
+    code after the address (else anywhere), and up to two lines that continue it. `lowered` is
+    `text.lower()`, computed once per message, not once per address."""
+    at = lowered.find(address)
     windows = [text[at : at + 1500]] if at >= 0 else []
     windows.append(text[:4000])
     for window in windows:
@@ -222,9 +254,14 @@ def _diagnostic_near(text: str, address: str) -> str:
     return ""
 
 
-def _heuristic(msg: Message) -> Report:
+def _heuristic(msg: Message, raw: bytes | None) -> Report:
     from flufl.bounce import all_failures
 
+    if raw is not None:
+        # The detectors on the head of the message only (see the module docstring).
+        head = _head(raw)
+        if len(head) < len(raw):
+            msg = message_from_bytes(head)
     try:
         temporary, permanent = all_failures(msg)
     except Exception as exc:  # noqa: BLE001 - a detector choking on odd input is "no bounce"
@@ -232,25 +269,40 @@ def _heuristic(msg: Message) -> Report:
     if not temporary and not permanent:
         return Report(IGNORED, "no bounce found")
     text = _body_text(msg)
+    lowered = text.lower()
     failures: list[Failure] = []
-    for raw, perm in [(a, True) for a in permanent] + [(a, False) for a in temporary]:
-        addr = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    seen: set[str] = set()
+    for found, perm in [(a, True) for a in permanent] + [(a, False) for a in temporary]:
+        if len(failures) >= MAX_RECIPIENTS:
+            break
+        addr = found.decode("utf-8", "replace") if isinstance(found, bytes) else str(found)
         addr = addr.strip().strip("<>").lower()
-        if "@" not in addr or any(f.email == addr for f in failures):
+        if "@" not in addr or addr in seen:
             continue
-        diagnostic = _diagnostic_near(text, addr)
+        seen.add(addr)
+        diagnostic = _diagnostic_near(text, lowered, addr)
         kind = classify("", diagnostic, permanent=perm) if perm else SOFT
         failures.append(Failure(addr, kind, enhanced_status(diagnostic), diagnostic))
     if not failures:
         return Report(IGNORED, "no bounce found")
     original = _original(msg)
-    return Report(
-        "bounce", "non-standard bounce (flufl.bounce)", failures[:MAX_RECIPIENTS], original
-    )
+    return Report("bounce", "non-standard bounce (flufl.bounce)", failures, original)
 
 
-def analyse(msg: Message) -> Report:
-    """What `msg` is; see the module docstring."""
+def _head(raw: bytes) -> bytes:
+    """The first HEURISTIC_LINES lines of `raw`, at most HEURISTIC_BYTES."""
+    head = raw[:HEURISTIC_BYTES]
+    end = -1
+    for _ in range(HEURISTIC_LINES):
+        end = head.find(b"\n", end + 1)
+        if end < 0:
+            return head
+    return head[: end + 1]
+
+
+def analyse(msg: Message, raw: bytes | None = None) -> Report:
+    """What `msg` is; see the module docstring. `raw`, the bytes `msg` was parsed from, lets
+    a big non-standard bounce be read on its head only."""
     arf = _report_parts(msg, "feedback-report")
     if arf is not None:
         return _arf(arf)
@@ -262,7 +314,7 @@ def analyse(msg: Message) -> Report:
         # Mail systems mark their bounces auto-replied too (Exim does): only a message from a
         # person's mailbox is taken for a vacation or challenge reply.
         return Report(IGNORED, f"auto-reply: {why}")
-    return _heuristic(msg)
+    return _heuristic(msg, raw)
 
 
 __all__ = ["BLOCKED", "COMPLAINT", "HARD", "IGNORED", "SOFT", "Failure", "Report", "analyse"]

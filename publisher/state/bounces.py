@@ -8,10 +8,14 @@
 - ``soft``: suppresses once `soft_limit` soft bounces fell on distinct days (the digest's date
   when the VERP token names it, else the day the bounce came) within `soft_window_days`, counting
   only those after the last digest sent to the reader that did not bounce (a delivery resets);
-- ``blocked`` and ``ignored``: recorded, nothing else.
+- ``blocked``, ``ignored`` and ``unverified`` (a report without a valid VERP token while
+  `return_path` is set, with what it claimed in ``reported_kind``): recorded, nothing else.
 
-An address that is no subscriber is recorded (action ``unknown address``), never dropped. A
-message already imported (same SHA-256 of its bytes) changes nothing.
+An event matched by address, not by a token (`return_path` unset), acts only on an address the
+ledger shows was sent a digest within `mailed_within_days`: anyone can mail the bounce address,
+and this bounds who a forged report can reach to the readers mailed lately. An address that is
+no subscriber is recorded (action ``unknown address``), never dropped. A message already
+imported (same SHA-256 of its bytes) changes nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class InboundEvent:
     reason: str = ""
     subscriber_id: int | None = None
     digest_date: dt.date | None = None
+    # `unverified` events: the kind the report claimed.
+    reported_kind: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,8 @@ class InboundMessage:
     raw: bytes
     summary: str
     events: list[InboundEvent]
+    # The size of the message as received, when `raw` is only what is kept of it.
+    size: int | None = None
 
 
 @dataclass(slots=True)
@@ -69,14 +77,42 @@ class _Sub:
     hard_bounces: int
 
 
-class _Subscribers:
-    """The subscribers a batch of events is about, read (and locked) in one query."""
+# Kinds that act on a reader (the others are only recorded).
+_ACTING = ("complaint", "unsubscribe", "hard", "soft")
 
-    def __init__(self, conn: sa.Connection, events: list[InboundEvent]) -> None:
+
+class _Subscribers:
+    """The subscribers a batch of events is about, read (and locked) in one query, and which
+    of the addresses matched without a token were mailed lately (one more query)."""
+
+    def __init__(
+        self,
+        conn: sa.Connection,
+        events: list[InboundEvent],
+        mailed_within_days: int,
+        now: dt.datetime,
+    ) -> None:
+        events = [e for e in events if e.kind != "unverified"]
         ids = {e.subscriber_id for e in events if e.subscriber_id is not None}
         emails = {_key(e.email) for e in events if e.email}
         self.by_id: dict[int, _Sub] = {}
         self.by_email: dict[str, _Sub] = {}
+        self.mailed: set[str] = set()
+        by_address = {
+            _key(e.email)
+            for e in events
+            if e.subscriber_id is None and e.email and e.kind in _ACTING
+        }
+        if by_address:
+            since = now.date() - dt.timedelta(days=max(mailed_within_days, 1))
+            self.mailed = set(
+                conn.execute(
+                    sa.select(ledger.c.email)
+                    .where(ledger.c.email.in_(by_address), ledger.c.status == SENT)
+                    .where(ledger.c.digest_date >= since)
+                    .distinct()
+                ).scalars()
+            )
         if not ids and not emails:
             return
         cols = (subscribers.c.id, subscribers.c.email, subscribers.c.status)
@@ -88,6 +124,8 @@ class _Subscribers:
             self.by_id[sub.id] = self.by_email[sub.email] = sub
 
     def find(self, event: InboundEvent) -> _Sub | None:
+        if event.kind == "unverified":
+            return None  # a claim nobody signed is about nobody
         sub = self.by_id.get(event.subscriber_id) if event.subscriber_id is not None else None
         if sub is None and event.email:
             sub = self.by_email.get(_key(event.email))
@@ -99,6 +137,9 @@ class BouncePolicy:
     hard_limit: int = 1
     soft_limit: int = 3
     soft_window_days: int = 30
+    # An event matched by address (no token) acts only on a reader sent a digest within this
+    # many days ([bounces] token_max_age_days).
+    mailed_within_days: int = 180
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +155,7 @@ class BounceEvent:
     action: str
     created_at: dt.datetime
     source: str
+    reported_kind: str = ""
 
 
 class BouncesMixin:
@@ -123,6 +165,14 @@ class BouncesMixin:
         with self.engine.connect() as conn:
             q = sa.select(bounce_messages.c.id).where(bounce_messages.c.sha256 == sha256)
             return conn.execute(q).first() is not None
+
+    def known_bounce_messages(self, shas: list[str]) -> list[str]:
+        """The ones among `shas` already imported (one query)."""
+        if not shas:
+            return []
+        with self.engine.connect() as conn:
+            q = sa.select(bounce_messages.c.sha256).where(bounce_messages.c.sha256.in_(shas))
+            return list(conn.execute(q).scalars())
 
     def record_inbound(
         self,
@@ -158,7 +208,8 @@ class BouncesMixin:
                     sa.select(bounce_messages.c.sha256).where(bounce_messages.c.sha256.in_(shas))
                 ).scalars()
             )
-            subs = _Subscribers(conn, [e for i in items for e in i.events])
+            events = [e for i in items for e in i.events]
+            subs = _Subscribers(conn, events, policy.mailed_within_days, now)
             insert = dialect_insert(conn.dialect.name, bounce_messages).on_conflict_do_nothing(
                 index_elements=["sha256"]
             )
@@ -173,7 +224,7 @@ class BouncesMixin:
                     {
                         "sha256": item.sha256,
                         "source": item.source[:1000],
-                        "size": len(item.raw),
+                        "size": item.size if item.size is not None else len(item.raw),
                         "summary": item.summary[:500],
                         "raw": item.raw,
                         "received_at": now,
@@ -190,7 +241,7 @@ class BouncesMixin:
                         conn.execute(bounce_events.insert(), pending)
                         pending = []
                     row = subs.find(event)
-                    action = self._act(conn, row, event, policy, now)
+                    action = self._act(conn, row, event, policy, now, subs.mailed)
                     email = row.email if row else _key(event.email) if event.email else ""
                     pending.append(
                         {
@@ -203,6 +254,7 @@ class BouncesMixin:
                             "reason": event.reason[:500],
                             "action": action[:200],
                             "created_at": now,
+                            "reported_kind": event.reported_kind[:16],
                         }
                     )
                     actions.append(action)
@@ -241,12 +293,18 @@ class BouncesMixin:
         event: InboundEvent,
         policy: BouncePolicy,
         now: dt.datetime,
+        mailed: set[str],
     ) -> str:
         kind = event.kind
+        if kind == "unverified":
+            return "recorded: no valid VERP token, acted on nobody"
         if kind in ("blocked", "ignored"):
             return "recorded"
         if row is None:
             return "unknown address"
+        if event.subscriber_id is None and row.email not in mailed:
+            days = policy.mailed_within_days
+            return f"recorded: not mailed within {days} days (no token), acted on nobody"
         if kind in ("complaint", "unsubscribe"):
             reason = "complaint" if kind == "complaint" else "unsubscribed by mail"
             if row.status != UNSUBSCRIBED:
@@ -334,7 +392,37 @@ class BouncesMixin:
                 action=r.action,
                 created_at=r.created_at,
                 source=r.source or "smtp (during the send)",
+                reported_kind=r.reported_kind,
             )
+
+    def suppression_notes(self, emails: list[str]) -> dict[str, str]:
+        """{address: why it is suppressed, and the event that did it when one did} for the
+        suppressed ones among `emails` (what `subscribers list` shows)."""
+        keys = [_key(e) for e in emails]
+        if not keys:
+            return {}
+        with self.engine.connect() as conn:
+            reasons = dict(
+                conn.execute(
+                    sa.select(suppressions.c.email, suppressions.c.reason).where(
+                        suppressions.c.email.in_(keys)
+                    )
+                ).all()
+            )
+            if not reasons:
+                return {}
+            last = dict(
+                conn.execute(
+                    sa.select(bounce_events.c.email, sa.func.max(bounce_events.c.id))
+                    .where(bounce_events.c.email.in_(list(reasons)))
+                    .where(bounce_events.c.action.like("suppressed%"))
+                    .group_by(bounce_events.c.email)
+                ).all()
+            )
+        return {
+            email: reason + (f" (bounce event {last[email]})" if email in last else "")
+            for email, reason in reasons.items()
+        }
 
     def bounce_message(self, message_id: int) -> tuple[str, bytes] | None:
         """(source, raw bytes) of a kept inbound message."""
@@ -367,7 +455,7 @@ class BouncesMixin:
 
 
 def _status_of(reply: str) -> str:
-    from ..bounces.classify import enhanced_status
+    from ..mailrules import enhanced_status
 
     return enhanced_status(reply) or reply[:3]
 

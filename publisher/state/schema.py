@@ -203,6 +203,9 @@ bounce_events = sa.Table(
     # What the policy did: counted, suppressed, unknown address...
     sa.Column("action", sa.String(200), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # What an `unverified` report (no valid VERP token) claimed: hard, soft, complaint...; it
+    # acted on nobody, but the operator sees what it said. Empty for every other kind.
+    sa.Column("reported_kind", sa.String(16), nullable=False, server_default=""),
     sa.Index("ix_bounce_events_digest_kind", "digest_date", "kind"),
     sa.Index("ix_bounce_events_subscriber", "subscriber_id", "kind"),
 )
