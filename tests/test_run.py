@@ -27,7 +27,7 @@ from .sitehelpers import digest_text, write_digest
 from .smtp_server import Recorder, start_server
 
 TZ = ZoneInfo("Asia/Seoul")
-SECRET = "run-test-secret-0123456789abcdef"
+SECRET = "s6UPkEgRXJs0iSHglZWm5dUbYXmXmkqgghcOCJ4P5OI"
 
 
 def today() -> dt.date:
