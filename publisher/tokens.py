@@ -26,8 +26,8 @@ import hashlib
 import hmac
 import math
 import os
-import secrets as _secrets
 import re
+import secrets as _secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
