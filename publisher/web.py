@@ -56,6 +56,7 @@ from .config import Config
 from .i18n import strings
 from .state import InvalidAddress, Store, normalize_email, normalize_name
 from .state.health import StorageError
+from .state.limits import canonical_mailbox
 from .templating import jinja_env
 from .tokens import TokenError, read, sign_id
 from .urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
@@ -218,8 +219,11 @@ def _client_key(client: str) -> str:
 
 
 def _address_key(email: str) -> str:
-    # Addresses may be 320 characters, and the table need not show them.
-    return "web.confirm:" + hashlib.sha256(email.encode()).hexdigest()[:40]
+    # One allowance per mailbox, not per spelling: `victim+1@`, `victim+2@` and Gmail's dotted
+    # variants all reach one person (issue 27). Addresses may be 320 characters, and the table
+    # need not show them: hashed.
+    mailbox = canonical_mailbox(email)
+    return "web.confirm:" + hashlib.sha256(mailbox.encode()).hexdigest()[:40]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +424,8 @@ class WebSide:
 
     def _signup(self, email: str, name: str) -> None:
         """Store the address as pending (an existing subscriber keeps its status and name) and
-        mail a confirmation link, at most once per address per `confirm_resend_minutes`."""
+        mail a confirmation link, at most once per mailbox (`canonical_mailbox`: every spelling
+        of one address) per `confirm_resend_minutes`."""
         now = self.clock()
         key = _address_key(email)
         period = self.cfg.web.confirm_resend_minutes * 60.0

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from publisher.config import default_config
 from publisher.errors import PublisherError
 from publisher.state import InvalidAddress, Store
+from publisher.state.limits import canonical_mailbox
 
 from .pg import config_for
 
@@ -191,3 +192,20 @@ def test_the_sent_recorder_commits_each_call_on_a_connection_of_its_own(store: S
         finally:
             for conn in conns:
                 conn.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "mailbox"),
+    [
+        ("victim@example.com", "victim@example.com"),
+        ("Victim+news@Example.com", "victim@example.com"),
+        ("first.last+a+b@example.com", "first.last@example.com"),  # dots count elsewhere
+        ("v.i.c.t.i.m+1@gmail.com", "victim@gmail.com"),
+        ("Vic.Tim@googlemail.com", "victim@gmail.com"),
+        ("first.last-name_x+tag@protonmail.com", "firstlastnamex@proton.me"),
+        ("first_last@pm.me", "firstlast@proton.me"),
+        ("+only@example.com", "+only@example.com"),  # nothing left: kept as it is
+    ],
+)
+def test_canonical_mailbox(address: str, mailbox: str) -> None:
+    assert canonical_mailbox(address) == mailbox

@@ -476,3 +476,46 @@ def test_a_bug_answers_500_with_the_security_headers(tmp_path: Path) -> None:
         assert "a bug" not in r.text
     assert public.headers["referrer-policy"] == "strict-origin-when-cross-origin"
     assert private.headers["referrer-policy"] == "no-referrer"
+
+
+# ---------------------------------------------------------------------------------------------
+# Signup mail to one victim (issue 27)
+
+
+VICTIM_SPELLINGS = [
+    "victim@gmail.com",
+    "victim+1@gmail.com",
+    "victim+news@gmail.com",
+    "Victim+2@GMAIL.com",
+    "v.ictim@gmail.com",
+    "vic.tim+3@gmail.com",
+    "v.i.c.t.i.m@googlemail.com",
+    "victim+4@googlemail.com",
+]
+
+
+def test_one_mailbox_gets_one_confirmation_whatever_the_spellings_and_clients(
+    project: Project,
+) -> None:
+    """20 clients (X-Forwarded-For from the loopback proxy) ask for 20 spellings of one Gmail
+    mailbox: it gets one confirmation mail, and a different mailbox still gets its own."""
+    with serving(project, PUBLISHER_SECRET=NEW) as (base, _):
+        for i in range(20):
+            address = VICTIM_SPELLINGS[i % len(VICTIM_SPELLINGS)].replace("+", f"+{i}x", 1)
+            r = httpx.post(
+                base + "subscribe",
+                data={"email": address, "name": ""},
+                headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+        r = httpx.post(base + "subscribe", data={"email": "other+1@gmail.com"}, timeout=30)
+        assert r.status_code == 200
+    to_victim = [rcpt for rcpt, _ in project.inbox.messages if "other" not in rcpt]
+    assert len(to_victim) == 1, to_victim
+    assert [rcpt for rcpt, _ in project.inbox.messages if "other" in rcpt] == ["other+1@gmail.com"]
+    # The address is stored as the reader typed it (lower-cased), tag and dots kept.
+    with project.store() as store:
+        assert store.get("victim@gmail.com") is not None
+        assert store.get("other+1@gmail.com") is not None
+        assert store.get("other@gmail.com") is None
