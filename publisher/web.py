@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -45,8 +46,8 @@ from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -308,6 +309,11 @@ class ArchiveFiles(StaticFiles):
         ):
             raise HTTPException(status_code=404)
         response = await super().get_response(path, scope)
+        if isinstance(response, RedirectResponse):
+            # StaticFiles' `/2025/04` -> `/2025/04/` builds an absolute URL from the Host
+            # header (`Host: evil.example` -> `http://evil.example/2025/04/`): redirect to the
+            # path instead, which the browser resolves against the address it asked.
+            response.headers["location"] = _slash_location(scope)
         name = PurePosixPath(path).name
         if name in FEED_TYPES and response.status_code == 200:
             response.headers["content-type"] = FEED_TYPES[name]
@@ -315,6 +321,29 @@ class ArchiveFiles(StaticFiles):
             # Revalidate every time: the ETag makes that a cheap 304, and a new day shows at once.
             response.headers["cache-control"] = "no-cache"
         return response
+
+
+def _slash_location(scope: Scope) -> str:
+    """The request's own path with a trailing slash, as a path-only Location (query kept)."""
+    path = "/" + (scope.get("root_path", "") + scope.get("path", "")).lstrip("/")
+    location = quote(path, safe="/:@!$&'()*+,;=-._~") + "/"
+    query = scope.get("query_string", b"")
+    return f"{location}?{query.decode('latin-1')}" if query else location
+
+
+class ArchiveMount(Mount):
+    """The archive at `/`, below every other route: a path one of them serves (with another
+    method) is theirs, so `PUT /subscribe` gets the route's 405 and its `Allow: GET, HEAD,
+    POST`, not the archive's `GET, HEAD`."""
+
+    def __init__(self, app: ASGIApp, others: list[Route]) -> None:
+        super().__init__("/", app=app)
+        self.others = others
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if any(route.matches(scope)[0] != Match.NONE for route in self.others):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -669,8 +698,9 @@ def create_app(
         Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),
         Route("/preferences/{token}/data.json", side.preferences_data, methods=["GET"]),
-        Mount("/", ArchiveFiles(directory=cfg.feed.output, html=True, check_dir=False)),
     ]
+    archive = ArchiveFiles(directory=cfg.feed.output, html=True, check_dir=False)
+    routes.append(ArchiveMount(archive, list(routes)))
     app = Starlette(
         routes=routes,
         exception_handlers={

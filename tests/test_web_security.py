@@ -519,3 +519,42 @@ def test_one_mailbox_gets_one_confirmation_whatever_the_spellings_and_clients(
         assert store.get("victim@gmail.com") is not None
         assert store.get("other+1@gmail.com") is not None
         assert store.get("other@gmail.com") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# 405 and the trailing-slash redirect (issue 27)
+
+
+def _allow(response: httpx.Response) -> set[str]:
+    return {m.strip() for m in response.headers["allow"].split(",")}
+
+
+def test_405_names_the_methods_the_path_takes(project: Project) -> None:
+    with serving(project, PUBLISHER_SECRET=NEW) as (base, _):
+        for method, path, allowed in [
+            ("PUT", "subscribe", {"GET", "HEAD", "POST"}),
+            ("DELETE", "subscribe", {"GET", "HEAD", "POST"}),
+            ("PUT", "preferences/abc", {"GET", "HEAD", "POST"}),
+            ("PUT", "unsubscribe/abc", {"GET", "HEAD", "POST"}),
+            ("POST", "web.css", {"GET", "HEAD"}),
+            ("POST", "feed.xml", {"GET", "HEAD"}),
+            ("PUT", "2024/05/15/", {"GET", "HEAD"}),
+        ]:
+            r = httpx.request(method, base + path, timeout=30)
+            assert r.status_code == 405, (method, path, r.status_code)
+            assert _allow(r) == allowed, (method, path, r.headers["allow"])
+            assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_trailing_slash_redirect_is_a_path_never_the_host_header(project: Project) -> None:
+    with serving(project, PUBLISHER_SECRET=NEW) as (base, _):
+        for host in ("evil.example", "evil.example:8443", None):
+            headers = {"Host": host} if host else {}
+            r = httpx.get(base + "2024/05", headers=headers, timeout=30)
+            assert r.status_code == 307
+            assert r.headers["location"] == "/2024/05/", r.headers["location"]
+        r = httpx.get(base + "2024/05?x=1", headers={"Host": "evil.example"}, timeout=30)
+        assert r.headers["location"] == "/2024/05/?x=1"
+        # The browser's way: the path resolves against the address it asked.
+        r = httpx.get(base + "2024/05", follow_redirects=True, timeout=30)
+        assert r.status_code == 200 and str(r.url) == base + "2024/05/"
