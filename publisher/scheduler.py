@@ -36,6 +36,7 @@ from .config import Config
 from .digest import parse_file
 from .errors import PublisherError
 from .policy import arrived, email_due, next_send_moment, send_time, too_old
+from .privacy import mask_addresses
 from .progress import LogProgress
 from .publish import send_digest
 from .site import build_site
@@ -116,11 +117,13 @@ def tick(
                 progress=LogProgress(every=10.0),
                 stop=stop,
                 secret=secret,
-                log=log.info,
+                # The send's notes (a skipped CSV row names its address) go to the log:
+                # addresses masked there, as everywhere in `publisher run`'s log.
+                log=lambda line: log.info("%s", mask_addresses(line)),
             )
         except PublisherError as exc:
             # An SMTP outage or a bad login: the send stays pending for a later tick.
-            log.error("send of %s failed, will retry: %s", day.date, exc)
+            log.error("send of %s failed, will retry: %s", day.date, mask_addresses(str(exc)))
             report.pending.append((day.date, f"send failed: {exc}"))
             continue
         log.info("%s", result.summary())
