@@ -12,7 +12,8 @@
 - /unsubscribe/TOKEN: GET shows a button and never changes anything (mail scanners prefetch
   links); POST, including RFC 8058's one-click `List-Unsubscribe=One-Click`, unsubscribes and
   suppresses the address and answers 200 with no cookie and no redirect, however often.
-- /preferences/TOKEN: status, subscribe again, and a JSON copy of what is stored.
+- /preferences/TOKEN: status, subscribe again, change the name, a JSON copy of what is stored,
+  and "delete my data" (the address then survives only as a suppression hash).
 - Every response carries the security headers (`SecurityHeaders`: Content-Security-Policy,
   nosniff, frame-ancestors 'none', a Referrer-Policy); token pages are never cached and send no
   Referer. `log_config()` is `publisher serve`'s logging: the access log shows no token.
@@ -568,13 +569,28 @@ class WebSide:
         email = await self._subject(token, ("manage", "unsubscribe"))
         if email is None:
             return self.bad_link()
+        notice = ""
         if request.method == "POST":
             if await _read_body(request) is None:
                 return self.message(self.t["too_large"], self.t["too_large"], status=413)
             form = await request.form(max_files=0, max_fields=5)
-            if _field(form, "action") == "resubscribe":
+            action = _field(form, "action")
+            if action == "resubscribe":
                 # The token was mailed to this address: using it is the owner's fresh consent.
                 await run_in_threadpool(self.store.resubscribe, email, "", "web")
+            elif action == "rename":
+                await run_in_threadpool(self.store.rename, email, _field(form, "name"))
+                notice = self.t["name_saved"]
+            elif action == "delete":
+                # Erasure: the row, its sends and bounces go; the address stays only as a
+                # suppression hash, so a CSV sync cannot add it back. (No audit trail exists
+                # yet to record it in.)
+                await run_in_threadpool(self.store.delete_data, email)
+                return self.page(
+                    "web/page.html",
+                    self.t["deleted_title"],
+                    lines=[self.t["deleted_body"].format(email=email, title=self.cfg.site.title)],
+                )
         sub = await run_in_threadpool(self.store.get, email)
         status = sub.status if sub else None
         # The page's unsubscribe button: a token naming the id, or the very token the reader
@@ -597,6 +613,9 @@ class WebSide:
             action=urls.preferences_url(self.cfg, token),
             unsubscribe_action=unsubscribe_action,
             data_url=urls.preferences_data_url(self.cfg, token),
+            has_row=sub is not None,
+            name=sub.name if sub else "",
+            notice=notice,
         )
 
     async def preferences_data(self, request: Request) -> Response:

@@ -25,11 +25,14 @@ import feedparser
 import httpx
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from publisher import state as st
 from publisher.config import Config, load_config
+from publisher.i18n import strings
 from publisher.site import build_site
 from publisher.state import Store
+from publisher.state.schema import suppressions
 from publisher.tokens import MAKE_SECRET, read, sign, sign_id
 from publisher.web import REDACTED, content_security_policy
 
@@ -558,3 +561,61 @@ def test_trailing_slash_redirect_is_a_path_never_the_host_header(project: Projec
         # The browser's way: the path resolves against the address it asked.
         r = httpx.get(base + "2024/05", follow_redirects=True, timeout=30)
         assert r.status_code == 200 and str(r.url) == base + "2024/05/"
+
+
+# ---------------------------------------------------------------------------------------------
+# Preferences: the name, and deleting one's data (issue 27)
+
+
+def _post_form(url: str, **fields: str) -> httpx.Response:
+    return httpx.post(url, data=fields, timeout=30)
+
+
+def test_preferences_change_the_name_and_delete_the_data_for_good(project: Project) -> None:
+    r = run_cli(project, "send", PUBLISHER_SECRET=NEW)  # ada, from the CSV, gets an issue
+    assert r.returncode == 0, r.stdout + r.stderr
+    with project.store() as store:
+        ada = store.get("ada@example.com")
+        assert ada is not None and ada.name == "Ada"
+        assert store.stored_data("ada@example.com")["sends"]
+    with serving(project, PUBLISHER_SECRET=NEW) as (base, _):
+        manage = f"{base}preferences/{sign_id(NEW.encode(), 'manage', ada.id)}"
+        page = httpx.get(manage, timeout=30)
+        assert page.status_code == 200
+        assert 'name="name"' in page.text and 'value="Ada"' in page.text
+        assert 'value="delete"' in page.text
+
+        r = _post_form(manage, action="rename", name="  Ada\tLovelace ")
+        assert r.status_code == 200 and 'value="Ada Lovelace"' in r.text
+        with project.store() as store:
+            assert store.get("ada@example.com").name == "Ada Lovelace"  # type: ignore[union-attr]
+
+        r = _post_form(manage, action="delete")
+        assert r.status_code == 200, r.text
+        deleted = strings(project.cfg.site.language)["deleted_title"]
+        assert deleted in r.text and "ada@example.com" in r.text
+        assert r.headers["cache-control"] == "no-store"
+        # The link names a subscriber who is gone: nothing to show, nothing to download.
+        assert httpx.get(manage, timeout=30).status_code == 400
+        assert httpx.get(manage + "/data.json", timeout=30).status_code == 400
+
+    with project.store() as store:
+        assert store.get("ada@example.com") is None
+        data = store.stored_data("ada@example.com")
+        assert data["subscriber"] is None and data["sends"] == [] and data["suppression"] is None
+        with store.engine.connect() as conn:
+            kept = [row.email for row in conn.execute(sa.select(suppressions))]
+        assert len(kept) == 1 and kept[0].startswith("sha256:")
+        assert "ada" not in kept[0]
+    # The CSV still lists ada (and changes, so the sync reads it): the row comes back
+    # unsubscribed, matched by the hash, and the next send mails grace only.
+    (project.root / "subs.csv").write_text(
+        "email,name\nada@example.com,Ada\ngrace@example.com,Grace\n", encoding="utf-8"
+    )
+    before = len(project.inbox.to("ada@example.com"))
+    write_digest(project.cfg.digests.inbox, DAYS[-1] + dt.timedelta(days=1))
+    r = run_cli(project, "send", PUBLISHER_SECRET=NEW)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(project.inbox.to("ada@example.com")) == before
+    assert len(project.inbox.to("grace@example.com")) == 1
+    assert project.status("ada@example.com") == (st.UNSUBSCRIBED, True)
