@@ -326,7 +326,11 @@ class ArchiveFiles(StaticFiles):
 
 def _slash_location(scope: Scope) -> str:
     """The request's own path with a trailing slash, as a path-only Location (query kept)."""
-    path = "/" + (scope.get("root_path", "") + scope.get("path", "")).lstrip("/")
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and not path.startswith(root):  # ASGI servers that leave root_path out of path
+        path = root + path
+    # One leading slash: `//evil.example/x` would be a scheme-relative URL to another host.
+    path = "/" + path.lstrip("/")
     location = quote(path, safe="/:@!$&'()*+,;=-._~") + "/"
     query = scope.get("query_string", b"")
     return f"{location}?{query.decode('latin-1')}" if query else location
