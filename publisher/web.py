@@ -583,8 +583,8 @@ class WebSide:
                 # The token was mailed to this address: using it is the owner's fresh consent.
                 await run_in_threadpool(self.store.resubscribe, email, "", "web")
             elif action == "rename":
-                await run_in_threadpool(self.store.rename, email, _field(form, "name"))
-                notice = self.t["name_saved"]
+                if await run_in_threadpool(self.store.rename, email, _field(form, "name")):
+                    notice = self.t["name_saved"]
             elif action == "delete":
                 # Erasure: the row, its sends and bounces go; the address stays only as a
                 # suppression hash, so a CSV sync cannot add it back. (No audit trail exists
