@@ -211,6 +211,11 @@ class ExpiredLink(TokenError):
 # (publisher/state/limits.py), shared by every `publisher serve` process on it: N processes
 # behind one proxy allow what one would.
 CLIENT_PERIOD = 3600.0  # signups_per_client_per_hour
+# Whatever `confirm_resend_minutes` says (0 turns the spacing off), one mailbox gets at most
+# MAILBOX_BURST confirmation mails in a row, then one per MAILBOX_REFILL seconds: a few an hour
+# at most, whatever the spellings and clients used to ask (issue 27).
+MAILBOX_BURST = 3
+MAILBOX_REFILL = 3600.0
 
 
 def _client_key(client: str) -> str:
@@ -226,6 +231,12 @@ def _address_key(email: str) -> str:
     # need not show them: hashed.
     mailbox = canonical_mailbox(email)
     return "web.confirm:" + hashlib.sha256(mailbox.encode()).hexdigest()[:40]
+
+
+def _mailbox_key(email: str) -> str:
+    # The per-mailbox cap's bucket (MAILBOX_BURST), beside the spacing one above.
+    mailbox = canonical_mailbox(email)
+    return "web.mailbox:" + hashlib.sha256(mailbox.encode()).hexdigest()[:40]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +470,8 @@ class WebSide:
     def _signup(self, email: str, name: str) -> None:
         """Store the address as pending (an existing subscriber keeps its status and name) and
         mail a confirmation link, at most once per mailbox (`canonical_mailbox`: every spelling
-        of one address) per `confirm_resend_minutes`."""
+        of one address) per `confirm_resend_minutes`, and at most MAILBOX_BURST in a row, then
+        one an hour."""
         now = self.clock()
         key = _address_key(email)
         period = self.cfg.web.confirm_resend_minutes * 60.0
@@ -467,6 +479,10 @@ class WebSide:
         # out after it: a slow SMTP server must not hold up every other signup. A failed send
         # gives the token back so the person may retry.
         if not self.store.take_token(key, 1, period, now):
+            return
+        cap = (_mailbox_key(email), MAILBOX_BURST, MAILBOX_BURST * MAILBOX_REFILL)
+        if not self.store.take_token(*cap, now):
+            self.store.give_back_token(key, 1, period, now)  # nothing was sent
             return
         # Only a new row takes the form's name: an unconfirmed form must not rename an existing
         # subscriber.
@@ -478,6 +494,7 @@ class WebSide:
             self.sender(self.cfg, email, urls.confirm_url(self.cfg, token))
         except MailError:
             self.store.give_back_token(key, 1, period, self.clock())
+            self.store.give_back_token(*cap, self.clock())
             raise
 
     def _email(self, token: str, purposes: tuple[str, ...], now: float | None = None) -> str:
