@@ -739,6 +739,10 @@ def create_app(
         Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),
         Route("/preferences/{token}/data.json", side.preferences_data, methods=["GET"]),
     ]
+    for route in routes:
+        if route.methods:
+            # A set in Starlette: in order, a 405's Allow header reads the same every time.
+            route.methods = dict.fromkeys(sorted(route.methods)).keys()  # type: ignore[assignment]
     archive = ArchiveFiles(directory=cfg.feed.output, html=True, check_dir=False)
     routes.append(ArchiveMount(archive, list(routes)))
     app = Starlette(
