@@ -29,7 +29,7 @@ from publisher.config import load_config
 from publisher.mailrules import ReturnPath
 from publisher.state import Store
 
-SECRET = "bench-secret-0123456789abcdef0123456789"
+SECRET = "Ufd2xj9Qe7mWcL4tZr0NbK8sHaY3vGp1oE6iTqJ5nRw"
 DOMAIN = "papers.example.org"
 
 

@@ -30,7 +30,7 @@ from tests.browser import chromium  # noqa: E402  (the tests' launch: same flags
 CORPUS = ROOT.parent / "shared" / "corpus" / "daily_papers_ko"
 WIDTHS = (375, 600)
 SCHEMES = ("light", "dark")
-SECRET = b"bench-secret"
+SECRET = b"Ufd2xj9Qe7mWcL4tZr0NbK8sHaY3vGp1oE6iTqJ5nRw"
 
 MEASURE = """(href) => {
   const a = [...document.querySelectorAll('a')].find((x) => x.href === href);

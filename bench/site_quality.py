@@ -192,7 +192,7 @@ def main() -> None:
         assert report.ok, report.problems
         out = cfg.feed.output
         newest = report.built[0].date
-        server, base = serve(cfg, secret=b"bench-secret-" + b"x" * 32)
+        server, base = serve(cfg, secret=b"Ufd2xj9Qe7mWcL4tZr0NbK8sHaY3vGp1oE6iTqJ5nRw")
         flags = " ".join(["--headless=new", *CHROMIUM_ARGS, "--disable-dev-shm-usage"])
         if not args.online:
             _, port = fake_cdn(root)

@@ -795,7 +795,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
 
     \b
     Example:
-      export PUBLISHER_SECRET=$(openssl rand -base64 32)
+      export PUBLISHER_SECRET=$(publisher secret)
       publisher serve --port 8000
     """
     import uvicorn
@@ -818,6 +818,20 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     uvicorn.run(
         app, host=host, port=port, proxy_headers=True, log_level="info", log_config=log_config()
     )
+
+
+@cli.command()
+def secret() -> None:
+    """Print a fresh signing secret for [web] secret_env (32 random bytes, URL-safe base64).
+
+    \b
+    Examples:
+      export PUBLISHER_SECRET=$(publisher secret)
+      publisher secret > /etc/publisher/secret && chmod 600 /etc/publisher/secret
+    """
+    from .tokens import make_secret
+
+    click.echo(make_secret())
 
 
 def main() -> None:

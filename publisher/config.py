@@ -358,6 +358,18 @@ def check_dkim(cfg: Config) -> None:
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# Variables every shell, login or service manager sets: a secret read from one of them is known
+# to every process and user on the machine (`secret_env = "PATH"`), so naming one is a mistake.
+WELL_KNOWN_VARIABLES = frozenset(
+    """PATH HOME USER LOGNAME SHELL PWD OLDPWD TERM LANG LANGUAGE LC_ALL LC_CTYPE LC_MESSAGES
+    TZ TMPDIR TMP TEMP HOSTNAME HOST MAIL EDITOR VISUAL PAGER DISPLAY XAUTHORITY SHLVL _
+    USERNAME UID EUID GROUPS PS1 PS2 IFS COLUMNS LINES SSH_AUTH_SOCK SSH_CLIENT SSH_CONNECTION
+    SSH_TTY XDG_RUNTIME_DIR XDG_CONFIG_HOME XDG_DATA_HOME XDG_CACHE_HOME XDG_SESSION_ID
+    DBUS_SESSION_BUS_ADDRESS INVOCATION_ID JOURNAL_STREAM NOTIFY_SOCKET LISTEN_FDS LISTEN_PID
+    RUNTIME_DIRECTORY STATE_DIRECTORY CACHE_DIRECTORY LOGS_DIRECTORY CONFIGURATION_DIRECTORY
+    VIRTUAL_ENV PYTHONPATH PYTHONHOME LD_LIBRARY_PATH LD_PRELOAD MANPATH INFOPATH
+    """.split()  # noqa: SIM905
+)
 
 
 def _validate(cfg: Config) -> None:
@@ -398,6 +410,16 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{p}: '{dotted}' must not be negative, not {n}")
     if cfg.web.confirm_resend_minutes < 0:
         raise ConfigError(f"{p}: 'web.confirm_resend_minutes' must not be negative")
+    for dotted, variable in (
+        ("web.secret_env", cfg.web.secret_env),
+        ("smtp.password_env", cfg.smtp.password_env),
+        ("bounces.imap_password_env", cfg.bounces.imap_password_env),
+    ):
+        if variable.upper() in WELL_KNOWN_VARIABLES:
+            raise ConfigError(
+                f"{p}: '{dotted}' names ${variable}, a variable every process on the machine "
+                "has, not a secret; name a variable of your own"
+            )
     if not 0 <= cfg.feed.publish_hour <= 23:
         raise ConfigError(f"{p}: 'feed.publish_hour' must be between 0 and 23")
     if cfg.feed.content not in ("summary", "full"):

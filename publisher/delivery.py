@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .mailrules import ReturnPath
+from .privacy import mask_addresses, reader
 from .progress import NoProgress, Progress
 from .state import LedgerEntry, SentRecorder, Store
 from .transport import (
@@ -626,7 +627,14 @@ def _deliver_one(
                 store.record_hard_bounce(entry.email, exc.reply, cfg.subscribers.bounce_limit)
             if final:
                 _record_refusal(store, entry, exc)
-            log.info("failed %s after %d attempts: %s", entry.email, attempt, exc.reply)
+            # Logs name the reader by id and a masked address (journald, shippers: not the
+            # list); the reply often echoes the address, so it is masked too.
+            log.info(
+                "failed %s after %d attempts: %s",
+                reader(entry.subscriber_id, entry.email),
+                attempt,
+                mask_addresses(exc.reply),
+            )
             with tally.lock:
                 tally.failed += 1
                 tally.attempted += 1
@@ -634,7 +642,10 @@ def _deliver_one(
                 tally.rejected += exc.kind == "permanent"
             return None
         except ClaimRevoked:
-            log.info("left out %s: unsubscribed (or claim lost) during the send", entry.email)
+            log.info(
+                "left out %s: unsubscribed (or claim lost) during the send",
+                reader(entry.subscriber_id, entry.email),
+            )
             with tally.lock:
                 tally.skipped += 1
             return None

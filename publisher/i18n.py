@@ -127,6 +127,20 @@ _STRINGS: dict[str, dict[str, str]] = {
         "status_inactive": "not subscribed",
         "resubscribe_button": "Subscribe again",
         "download_data": "Download what is stored about this address (JSON)",
+        "your_name_label": "Your name",
+        "name_button": "Save name",
+        "name_saved": "Your name is saved.",
+        "delete_explain": (
+            "Delete everything stored about this address. You will get no more emails; the "
+            "address is kept only as a one-way fingerprint so that it is never added again "
+            "without you."
+        ),
+        "delete_button": "Delete my data",
+        "deleted_title": "Your data is deleted",
+        "deleted_body": (
+            "Everything stored about {email} is deleted, and {title} will not email it again. "
+            "To come back, subscribe again."
+        ),
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -246,6 +260,19 @@ _STRINGS: dict[str, dict[str, str]] = {
         "status_inactive": "구독하지 않음",
         "resubscribe_button": "다시 구독하기",
         "download_data": "이 주소에 대해 저장된 정보 내려받기 (JSON)",
+        "your_name_label": "이름",
+        "name_button": "이름 저장",
+        "name_saved": "이름을 저장했습니다.",
+        "delete_explain": (
+            "이 주소에 대해 저장된 모든 정보를 삭제합니다. 더 이상 메일을 받지 않으며, 주소는 "
+            "본인 없이 다시 추가되지 않도록 되돌릴 수 없는 지문으로만 남습니다."
+        ),
+        "delete_button": "내 정보 삭제",
+        "deleted_title": "정보가 삭제되었습니다",
+        "deleted_body": (
+            "{email}에 대해 저장된 모든 정보를 삭제했으며, {title}은(는) 이 주소로 다시 메일을 "
+            "보내지 않습니다. 다시 받으려면 새로 구독해 주세요."
+        ),
     },
 }
 

@@ -52,6 +52,7 @@ from .digest import parse_file
 from .errors import DigestError, PublisherError
 from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, findings
 from .policy import arrived, email_due, next_send_moment, send_time, too_old
+from .privacy import mask_addresses
 from .progress import LogProgress
 from .publish import send_digest
 from .pull import pull
@@ -195,11 +196,15 @@ def send_step(
                 progress=LogProgress(every=10.0),
                 stop=stop,
                 secret=secret,
-                log=log.info,
+                # The send's notes (a skipped CSV row names its address) go to the log:
+                # addresses masked there, as everywhere in `publisher run`'s log.
+                log=lambda line: log.info("%s", mask_addresses(line)),
             )
         except PublisherError as exc:
             # An SMTP outage or a bad login: the send stays pending for a later tick.
-            log.error("send of %s failed, will retry: %s", pub.digest_date, exc)
+            log.error(
+                "send of %s failed, will retry: %s", pub.digest_date, mask_addresses(str(exc))
+            )
             report.pending.append((pub.digest_date, f"send failed: {exc}"))
             continue
         log.info("%s", result.summary())

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from .config import Config, check_dkim
 from .errors import ConfigError
+from .state.files import warn_if_exposed
 
 CRLF = b"\r\n"
 # DKIM covers these (when present); dkimpy's default list leaves out List-Unsubscribe-Post,
@@ -109,6 +110,8 @@ def load_key(cfg: Config) -> bytes:
         raise ConfigError(
             f"{where} is not a usable private key (PEM, RSA, PKCS#1 or PKCS#8): {reason}"
         ) from None
+    # The key signs as the domain: a usable key others can read is a WARNING (once a process).
+    warn_if_exposed(d.key_file, "DKIM key")  # type: ignore[arg-type]
     return key
 
 

@@ -14,8 +14,8 @@ Two forms verify:
 
 The secret comes from the environment variable that `[web] secret_env` names, never from
 config.toml; tokens signed with one of the previous secrets in `<secret_env>_PREVIOUS` still
-verify (rotation, `secrets_from_env`). A secret must be at least 32 bytes with some variety in it
-(`check_secret`).
+verify (rotation, `secrets_from_env`). A secret must be hard to guess: zxcvbn must estimate at
+least 2**128 guesses for it (`check_secret`); `publisher secret` prints one (`make_secret`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
 import re
+import secrets as _secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,11 +38,19 @@ PURPOSES = frozenset({"unsubscribe", "confirm", "manage"})
 # Used only by `send --dry-run` and tests when no secret is set: previews carry links that the
 # real server will refuse, which is what a preview should do.
 PREVIEW_SECRET = b"publisher-preview-secret-not-for-production"
-# The rules for a signing secret (README "Web side"): `openssl rand -base64 32` gives 44
-# characters; a 16-byte hex string (32 characters, 128 bits) also passes.
-MIN_SECRET_BYTES = 32
-MIN_SECRET_DISTINCT = 8  # "aaaa...", "abababab..." and the like are refused whatever their length
-MAKE_SECRET = "openssl rand -base64 32"
+# The rule for a signing secret (README "Web side"). One mailed token lets anyone test guesses
+# offline, so a secret must resist a guessing attack, not merely look long: zxcvbn (Dropbox's
+# estimator: repeats, sequences, keyboard runs, dates, dictionary words, l33t) must estimate at
+# least 2**128 guesses. Its model counts a random character as 10 guesses, so it errs on the
+# safe side: 32 random bytes as base64 (`publisher secret`, `openssl rand -base64 32`) score
+# 10**42 or more, `abcdefgh` * 4 scores 10**2 and `mynewsletter-secret-key-2024-prod` 10**24.
+# 16 random bytes as hex (32 characters) score about 10**28 and are refused: use 32 bytes.
+MIN_SECRET_GUESSES_LOG10 = 128 * math.log10(2)  # 38.5
+# zxcvbn's cost grows with the length (and it refuses more than 72 characters): a secret whose
+# first 72 characters are strong is strong.
+_ZXCVBN_MAX_CHARS = 72
+SECRET_BYTES = 32
+MAKE_SECRET = "publisher secret"
 
 _VERSION = b"\x01"
 _MAC_BYTES = 16  # 128 bits
@@ -214,19 +224,32 @@ def read(secrets: Iterable[bytes], token: str, purpose: str) -> Subject:
 # Secrets
 
 
+def make_secret() -> str:
+    """A fresh signing secret: SECRET_BYTES random bytes as URL-safe base64 (43 characters)."""
+    return _secrets.token_urlsafe(SECRET_BYTES)
+
+
+def secret_strength(value: str) -> float:
+    """log10 of the guesses zxcvbn estimates an attacker needs for `value`."""
+    from zxcvbn import zxcvbn
+
+    if not value:  # zxcvbn fails on an empty string
+        return 0.0
+    return float(zxcvbn(value[:_ZXCVBN_MAX_CHARS])["guesses_log10"])
+
+
 def check_secret(value: str, where: str, variable: str) -> bytes:
     """`value` as bytes if it is a strong enough secret; PublisherError (one line, saying how to
-    make a good one) otherwise. `where` prefixes the message (the config file)."""
-    size = len(value.encode())
-    if size < MIN_SECRET_BYTES:
-        problem = f"is too short ({size} bytes; at least {MIN_SECRET_BYTES})"
-    elif len(set(value)) < MIN_SECRET_DISTINCT:
-        problem = f"is too repetitive (fewer than {MIN_SECRET_DISTINCT} different characters)"
-    else:
-        return value.encode()
-    raise PublisherError(
-        f"{where}: ${variable} {problem}; make one with `export {variable}=$({MAKE_SECRET})`"
-    )
+    make a good one, never the value) otherwise. `where` prefixes the message (the config
+    file)."""
+    strength = secret_strength(value)
+    if strength < MIN_SECRET_GUESSES_LOG10:
+        bits = int(strength / math.log10(2))
+        raise PublisherError(
+            f"{where}: ${variable} is too weak (guessable in about 2^{bits} tries, at least "
+            f"2^128 needed); make one with `export {variable}=$({MAKE_SECRET})`"
+        )
+    return value.encode()
 
 
 def previous_variable(cfg: Config) -> str:

@@ -22,6 +22,7 @@ send stops.
 from __future__ import annotations
 
 import mailbox
+import os
 import smtplib
 import socket
 import ssl
@@ -433,6 +434,16 @@ class SmtpTransport:
             conn.close()
 
 
+class _PrivateMaildir(mailbox.Maildir):
+    """A Maildir whose message files are 0600, whatever the umask (the standard library makes
+    its folders 0700 but its files 0666 less the umask): they carry an address each."""
+
+    def _create_tmp(self):  # noqa: ANN202
+        fh = super()._create_tmp()
+        os.fchmod(fh.fileno(), 0o600)
+        return fh
+
+
 class MaildirTransport:
     """Write each message as one file in a Maildir (`new/`), which any mail client reads.
 
@@ -440,7 +451,7 @@ class MaildirTransport:
 
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
-        self._box = mailbox.Maildir(str(outbox), create=True)
+        self._box = _PrivateMaildir(str(outbox), create=True)
         self._lock = threading.Lock()
 
     def send(

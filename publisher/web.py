@@ -12,7 +12,8 @@
 - /unsubscribe/TOKEN: GET shows a button and never changes anything (mail scanners prefetch
   links); POST, including RFC 8058's one-click `List-Unsubscribe=One-Click`, unsubscribes and
   suppresses the address and answers 200 with no cookie and no redirect, however often.
-- /preferences/TOKEN: status, subscribe again, and a JSON copy of what is stored.
+- /preferences/TOKEN: status, subscribe again, change the name, a JSON copy of what is stored,
+  and "delete my data" (the address then survives only as a suppression hash).
 - Every response carries the security headers (`SecurityHeaders`: Content-Security-Policy,
   nosniff, frame-ancestors 'none', a Referrer-Policy); token pages are never cached and send no
   Referer. `log_config()` is `publisher serve`'s logging: the access log shows no token.
@@ -40,6 +41,7 @@ import time
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -47,8 +49,14 @@ from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -59,6 +67,7 @@ from .i18n import strings
 from .mailrules import ReturnPath
 from .state import InvalidAddress, Store, normalize_email, normalize_name
 from .state.health import StorageError
+from .state.limits import canonical_mailbox
 from .templating import jinja_env
 from .tokens import TokenError, read, sign_id
 from .urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
@@ -219,6 +228,11 @@ class ExpiredLink(TokenError):
 # (publisher/state/limits.py), shared by every `publisher serve` process on it: N processes
 # behind one proxy allow what one would.
 CLIENT_PERIOD = 3600.0  # signups_per_client_per_hour
+# Whatever `confirm_resend_minutes` says (0 turns the spacing off), one mailbox gets at most
+# MAILBOX_BURST confirmation mails in a row, then one per MAILBOX_REFILL seconds: a few an hour
+# at most, whatever the spellings and clients used to ask (issue 27).
+MAILBOX_BURST = 3
+MAILBOX_REFILL = 3600.0
 
 
 def _client_key(client: str) -> str:
@@ -229,8 +243,17 @@ def _client_key(client: str) -> str:
 
 
 def _address_key(email: str) -> str:
-    # Addresses may be 320 characters, and the table need not show them.
-    return "web.confirm:" + hashlib.sha256(email.encode()).hexdigest()[:40]
+    # One allowance per mailbox, not per spelling: `victim+1@`, `victim+2@` and Gmail's dotted
+    # variants all reach one person (issue 27). Addresses may be 320 characters, and the table
+    # need not show them: hashed.
+    mailbox = canonical_mailbox(email)
+    return "web.confirm:" + hashlib.sha256(mailbox.encode()).hexdigest()[:40]
+
+
+def _mailbox_key(email: str) -> str:
+    # The per-mailbox cap's bucket (MAILBOX_BURST), beside the spacing one above.
+    mailbox = canonical_mailbox(email)
+    return "web.mailbox:" + hashlib.sha256(mailbox.encode()).hexdigest()[:40]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +338,11 @@ class ArchiveFiles(StaticFiles):
         ):
             raise HTTPException(status_code=404)
         response = await super().get_response(path, scope)
+        if isinstance(response, RedirectResponse):
+            # StaticFiles' `/2025/04` -> `/2025/04/` builds an absolute URL from the Host
+            # header (`Host: evil.example` -> `http://evil.example/2025/04/`): redirect to the
+            # path instead, which the browser resolves against the address it asked.
+            response.headers["location"] = _slash_location(scope)
         name = PurePosixPath(path).name
         if name in FEED_TYPES and response.status_code == 200:
             response.headers["content-type"] = FEED_TYPES[name]
@@ -322,6 +350,33 @@ class ArchiveFiles(StaticFiles):
             # Revalidate every time: the ETag makes that a cheap 304, and a new day shows at once.
             response.headers["cache-control"] = "no-cache"
         return response
+
+
+def _slash_location(scope: Scope) -> str:
+    """The request's own path with a trailing slash, as a path-only Location (query kept)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and not path.startswith(root):  # ASGI servers that leave root_path out of path
+        path = root + path
+    # One leading slash: `//evil.example/x` would be a scheme-relative URL to another host.
+    path = "/" + path.lstrip("/")
+    location = quote(path, safe="/:@!$&'()*+,;=-._~") + "/"
+    query = scope.get("query_string", b"")
+    return f"{location}?{query.decode('latin-1')}" if query else location
+
+
+class ArchiveMount(Mount):
+    """The archive at `/`, below every other route: a path one of them serves (with another
+    method) is theirs, so `PUT /subscribe` gets the route's 405 and its `Allow: GET, HEAD,
+    POST`, not the archive's `GET, HEAD`."""
+
+    def __init__(self, app: ASGIApp, others: list[Route]) -> None:
+        super().__init__("/", app=app)
+        self.others = others
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if any(route.matches(scope)[0] != Match.NONE for route in self.others):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,7 +487,9 @@ class WebSide:
 
     def _signup(self, email: str, name: str) -> None:
         """Store the address as pending (an existing subscriber keeps its status and name) and
-        mail a confirmation link, at most once per address per `confirm_resend_minutes`."""
+        mail a confirmation link, at most once per mailbox (`canonical_mailbox`: every spelling
+        of one address) per `confirm_resend_minutes`, and at most MAILBOX_BURST in a row, then
+        one an hour."""
         now = self.clock()
         key = _address_key(email)
         period = self.cfg.web.confirm_resend_minutes * 60.0
@@ -440,6 +497,10 @@ class WebSide:
         # out after it: a slow SMTP server must not hold up every other signup. A failed send
         # gives the token back so the person may retry.
         if not self.store.take_token(key, 1, period, now):
+            return
+        cap = (_mailbox_key(email), MAILBOX_BURST, MAILBOX_BURST * MAILBOX_REFILL)
+        if not self.store.take_token(*cap, now):
+            self.store.give_back_token(key, 1, period, now)  # nothing was sent
             return
         # Only a new row takes the form's name: an unconfirmed form must not rename an existing
         # subscriber.
@@ -456,6 +517,7 @@ class WebSide:
             )
         except MailError as exc:
             self.store.give_back_token(key, 1, period, self.clock())
+            self.store.give_back_token(*cap, self.clock())
             # A row made by this signup goes: nobody can confirm it, and a retry makes it
             # again. An existing one (pending from before, or a subscriber) stays as it was.
             dropped = created and self.store.discard_pending(sub.id)
@@ -569,13 +631,28 @@ class WebSide:
         email = await self._subject(token, ("manage", "unsubscribe"))
         if email is None:
             return self.bad_link()
+        notice = ""
         if request.method == "POST":
             if await _read_body(request) is None:
                 return self.message(self.t["too_large"], self.t["too_large"], status=413)
             form = await request.form(max_files=0, max_fields=5)
-            if _field(form, "action") == "resubscribe":
+            action = _field(form, "action")
+            if action == "resubscribe":
                 # The token was mailed to this address: using it is the owner's fresh consent.
                 await run_in_threadpool(self.store.resubscribe, email, "", "web")
+            elif action == "rename":
+                if await run_in_threadpool(self.store.rename, email, _field(form, "name")):
+                    notice = self.t["name_saved"]
+            elif action == "delete":
+                # Erasure: the row, its sends and bounces go; the address stays only as a
+                # suppression hash, so a CSV sync cannot add it back. (No audit trail exists
+                # yet to record it in.)
+                await run_in_threadpool(self.store.delete_data, email)
+                return self.page(
+                    "web/page.html",
+                    self.t["deleted_title"],
+                    lines=[self.t["deleted_body"].format(email=email, title=self.cfg.site.title)],
+                )
         sub = await run_in_threadpool(self.store.get, email)
         status = sub.status if sub else None
         # The page's unsubscribe button: a token naming the id, or the very token the reader
@@ -598,6 +675,9 @@ class WebSide:
             action=urls.preferences_url(self.cfg, token),
             unsubscribe_action=unsubscribe_action,
             data_url=urls.preferences_data_url(self.cfg, token),
+            has_row=sub is not None,
+            name=sub.name if sub else "",
+            notice=notice,
         )
 
     async def preferences_data(self, request: Request) -> Response:
@@ -737,8 +817,13 @@ def create_app(
         Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),
         Route("/preferences/{token}/data.json", side.preferences_data, methods=["GET"]),
-        Mount("/", ArchiveFiles(directory=cfg.feed.output, html=True, check_dir=False)),
     ]
+    for route in routes:
+        if route.methods:
+            # A set in Starlette: in order, a 405's Allow header reads the same every time.
+            route.methods = dict.fromkeys(sorted(route.methods)).keys()  # type: ignore[assignment]
+    archive = ArchiveFiles(directory=cfg.feed.output, html=True, check_dir=False)
+    routes.append(ArchiveMount(archive, list(routes)))
     app = Starlette(
         routes=routes,
         exception_handlers={

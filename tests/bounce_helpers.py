@@ -16,7 +16,7 @@ from publisher.state import Store
 
 from .pg import state_toml
 
-SECRET = "bounce-test-secret-0123456789abcdef"
+SECRET = "Y3Ph4xEOLuvWhc_eHrmWD6SMpBwEyyLEzNY8G9bvVJI"
 DOMAIN = "papers.example.org"
 RETURN_PATH = f"bounces+{{token}}@{DOMAIN}"
 MAILTO = f"mailto:unsubscribe+{{token}}@{DOMAIN}?subject=unsubscribe"

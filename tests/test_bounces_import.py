@@ -30,6 +30,7 @@ from .bounce_helpers import (
 from .test_bounces_parse import EXPECTED
 
 # Tokens older than [bounces] token_max_age_days are refused: a recent digest.
+OTHER_SECRET = "7IOP3zeBlvbEM3aWAZT1F_tmiMbuLl5L9tfL0irajcY"  # someone else's
 DAY = dt.date.today() - dt.timedelta(days=1)
 
 # Who each sample is about, by what the policy must do (see tests/test_bounces_parse.py).
@@ -206,7 +207,7 @@ def test_bad_input_is_one_line_each_and_the_batch_goes_on(tmp_path: Path, db_url
     inbox.mkdir()
     (inbox / "1-garbage").write_bytes(b"\x00\x01\x02 not mail at all \xff\xfe")
     (inbox / "2-huge.eml").write_bytes(dsn("x@y", "victim@example.net") + b"x" * 30_000)
-    forged = verp(ids["victim@example.net"], DAY, secret="someone-elses-secret-0123456789")
+    forged = verp(ids["victim@example.net"], DAY, secret=OTHER_SECRET)
     (inbox / "3-forged.eml").write_bytes(dsn(forged, "victim@example.net", serial="f"))
     expired = verp(ids["old@example.net"], dt.date.today() - dt.timedelta(days=61))
     (inbox / "4-expired.eml").write_bytes(dsn(expired, "old@example.net", serial="e"))

@@ -21,7 +21,7 @@ from publisher.state import Store
 from .smtp_server import Recorder, start_server
 from .test_delivery import DAY, build, subscribe, write_config
 
-SECRET = "send-side-bounce-secret-0123456789"
+SECRET = "xm5akFCiNe4DrdF0gtt_Y_Miw5i2WhwXnngWFeZZLwA"
 TEMPLATE = "bounces+{token}@papers.example.org"
 
 

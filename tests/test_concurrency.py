@@ -26,7 +26,7 @@ from .test_delivery import DAY, SAMPLE, build, write_config
 
 @pytest.fixture(autouse=True)
 def _signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PUBLISHER_SECRET", "concurrency-test-secret-of-32-bytes!")
+    monkeypatch.setenv("PUBLISHER_SECRET", "dssVo5eKapZKTZDEwhW7Iy76mGDt0sWUWosGDsfnrdA")
 
 
 def _send_cmd(config: Path) -> list[str]:

@@ -61,6 +61,12 @@ def _write(tmp_path: Path, text: str) -> Path:
         ),
         ("[schedule]\nretry_failed_hours = '6h'\n", "'schedule.retry_failed_hours' must be a"),
         ("[site\n", "invalid TOML"),
+        # Issue 27: a secret read from a variable every process has is no secret.
+        ("[web]\nsecret_env = 'PATH'\n", "'web.secret_env' names $PATH, a variable every"),
+        ("[web]\nsecret_env = 'HOME'\n", "'web.secret_env' names $HOME"),
+        ("[web]\nsecret_env = 'user'\n", "'web.secret_env' names $user"),
+        ("[web]\nsecret_env = 'SHELL'\n", "'web.secret_env' names $SHELL"),
+        ("[smtp]\npassword_env = 'LANG'\n", "'smtp.password_env' names $LANG"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path: Path, text: str, needle: str) -> None:

@@ -38,7 +38,7 @@ SAMPLE = ROOT / "digests" / "2024" / "05" / "15.md"
 @pytest.fixture(autouse=True)
 def _signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     # A real send signs unsubscribe links; subprocesses inherit this environment.
-    monkeypatch.setenv("PUBLISHER_SECRET", "delivery-test-secret-0123456789abcdef")
+    monkeypatch.setenv("PUBLISHER_SECRET", "cl-f12h7C1OgApZIuYcnLWJm7FUGhr0iR65awG7cH9k")
 
 
 def build(email_addr: str, name: str, subscriber_id: int = 0) -> bytes:

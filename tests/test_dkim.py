@@ -59,7 +59,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PUBLISHER_SECRET": "dkim-test-secret-0123456789abcdef"},
+        env={**os.environ, "PUBLISHER_SECRET": "__DMtJ_2YNIVwywDDCctwL0CKgbYxOmjxxzhlinC64w"},
     )
 
 

@@ -55,7 +55,7 @@ from .conftest import (
     shipped_copy,
 )
 
-SECRET = b"test-secret"
+SECRET = b"v1ugk1HAguTl5BdxewuTaqkABWjfgRW3v_xQ9OqKOMM"
 SAMPLE = ROOT / "digests" / "2024" / "05" / "15.md"
 CFG = load_config(ROOT / "config.toml")
 

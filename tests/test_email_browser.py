@@ -25,7 +25,7 @@ from publisher.preview import dry_run
 from .browser import CHROMIUM, MISSING, chromium
 from .conftest import CORPUS, ROOT, needs_corpus
 
-SECRET = b"test-secret"
+SECRET = b"v1ugk1HAguTl5BdxewuTaqkABWjfgRW3v_xQ9OqKOMM"
 # Days whose email overflowed a 375 px screen before (unbroken URLs and code names in the
 # summaries: 2024-02-08's github URL overflowed 600 px too), and the corpus's most Hangul-dense
 # day (2023-11-20: half of its characters are Hangul syllables).

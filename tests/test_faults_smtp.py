@@ -34,7 +34,7 @@ from .test_delivery import DAY, SAMPLE, build, subscribe, write_config
 
 @pytest.fixture(autouse=True)
 def _signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PUBLISHER_SECRET", "faults-test-secret-0123456789abcdef")
+    monkeypatch.setenv("PUBLISHER_SECRET", "D885NnIUqSeWEac9wDpbef9gsW7WUGA6YX3PUYqPXhw")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from .net import free_port
 from .test_delivery import SAMPLE
 
-SECRET = "storage-fault-test-secret-0123456789abcdef"
+SECRET = "gZIlGIcxRCoFkrc6iztO8B2urlwz9ZpEebazRyrf5OM"
 
 
 def project(tmp: Path, n: int, state: str = "state/publisher.sqlite3", outbox: str = "outbox"):

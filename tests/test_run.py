@@ -29,7 +29,7 @@ from .sitehelpers import digest_text, write_digest
 from .smtp_server import Recorder, start_server
 
 TZ = ZoneInfo("Asia/Seoul")
-SECRET = "run-test-secret-0123456789abcdef"
+SECRET = "s6UPkEgRXJs0iSHglZWm5dUbYXmXmkqgghcOCJ4P5OI"
 
 
 def today() -> dt.date:
@@ -506,3 +506,36 @@ def test_a_digest_edited_into_a_bad_file_is_reported_by_the_build_not_by_every_s
         again = tick(cfg, store, secret=SECRET.encode())
     assert again.problems and "not a digest" in again.problems[0]
     assert again.pending == []  # the send step skips it quietly; the build said why
+
+
+def test_the_log_names_readers_by_id_and_a_masked_address(
+    tmp_path: Path, server: tuple[Recorder, int]
+) -> None:
+    """Issue 27: `publisher run`'s log (journald) never carries a whole address: a delivery
+    failure names the reader as `#id (r…@example.com)`."""
+    recorder, port = server
+    cfg = project(tmp_path, port, f"sqlite:///{tmp_path / 'state.sqlite3'}", subscribers=3)
+    recorder.refuse_rcpt.add("r1@example.com")  # 550: a hard bounce, final
+    recorder.defer_data["r2@example.com"] = 99  # 451 until max_attempts
+    run = Run(cfg)
+    try:
+        run.wait_for("the first tick", lambda: run.ticks(cfg) is not None)
+        write_digest(cfg.digests.inbox, today(), digest_text(today(), n=2))
+        run.wait_for("two failures in the log", lambda: run.text().count("failed #") == 2)
+    finally:
+        assert run.terminate() == 0
+    text = run.text()
+    with Store.open(cfg) as store:
+        ids = {a: store.get(a).id for a in ("r1@example.com", "r2@example.com")}  # type: ignore
+    assert f"failed #{ids['r1@example.com']} (r…@example.com) after 1 attempts" in text, text
+    assert f"failed #{ids['r2@example.com']} (r…@example.com) after 3 attempts" in text, text
+    for i in range(3):
+        assert f"r{i}@example.com" not in text, text
+
+
+def test_mask_addresses_in_free_text() -> None:
+    from publisher.privacy import mask_addresses, reader
+
+    assert reader(1234, "grace@example.com") == "#1234 (g…@example.com)"
+    reply = "452 4.2.2 <grace.hopper+news@example.com>: mailbox full; 'bob@mx.example.org'"
+    assert mask_addresses(reply) == "452 4.2.2 <g…@example.com>: mailbox full; 'b…@mx.example.org'"

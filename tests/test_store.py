@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from publisher.config import default_config
 from publisher.errors import PublisherError
 from publisher.state import InvalidAddress, Store
+from publisher.state.limits import canonical_mailbox
 
 from .pg import config_for
 
@@ -191,3 +192,70 @@ def test_the_sent_recorder_commits_each_call_on_a_connection_of_its_own(store: S
         finally:
             for conn in conns:
                 conn.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "mailbox"),
+    [
+        ("victim@example.com", "victim@example.com"),
+        ("Victim+news@Example.com", "victim@example.com"),
+        ("first.last+a+b@example.com", "first.last@example.com"),  # dots count elsewhere
+        ("v.i.c.t.i.m+1@gmail.com", "victim@gmail.com"),
+        ("Vic.Tim@googlemail.com", "victim@gmail.com"),
+        ("first.last-name_x+tag@protonmail.com", "firstlastnamex@proton.me"),
+        ("first_last@pm.me", "firstlast@proton.me"),
+        ("+only@example.com", "+only@example.com"),  # nothing left: kept as it is
+    ],
+)
+def test_canonical_mailbox(address: str, mailbox: str) -> None:
+    assert canonical_mailbox(address) == mailbox
+
+
+def test_delete_data_leaves_only_a_suppression_hash(store: Store) -> None:
+    """Issue 27, erasure: the row, its sends, its bounce events and the kept message go; the
+    suppression list holds a hash that stops any re-add short of a fresh opt-in."""
+    from publisher.state import BouncePolicy, InboundEvent
+    from publisher.state.schema import bounce_events, bounce_messages, ledger, suppressions
+
+    day = dt.date(2024, 5, 15)
+    store.add_subscriber("ada@example.com", "Ada")
+    store.add_subscriber("bob@example.com", "Bob")
+    store.queue_pending(day)
+    ada = store.get("ada@example.com")
+    assert ada is not None
+    store.record_send_refusal("ada@example.com", day, "soft", "452 full", "counted")
+    store.record_inbound(
+        sha256="a" * 64,
+        source="test",
+        raw=b"From: mailer-daemon\r\n\r\nada@example.com bounced",
+        summary="DSN",
+        events=[InboundEvent("ada@example.com", "soft", "4.2.2", "full", ada.id, day)],
+        policy=BouncePolicy(),
+    )
+    store.unsubscribe("ada@example.com")  # a plain suppression row, replaced by the hash
+
+    assert store.delete_data("ada@example.com") is True
+    assert store.delete_data("ada@example.com") is False  # idempotent
+    with store.engine.connect() as conn:
+        kept = [r.email for r in conn.execute(sa.select(suppressions))]
+        assert conn.execute(sa.select(ledger.c.email)).scalars().all() == ["bob@example.com"]
+        assert conn.execute(sa.select(bounce_events)).all() == []
+        assert conn.execute(sa.select(bounce_messages)).all() == []
+    assert len(kept) == 1 and kept[0].startswith("sha256:") and "ada" not in kept[0]
+    assert store.get("ada@example.com") is None and store.is_suppressed("Ada@Example.com")
+
+    # A CSV row or an operator's add comes back unsubscribed; a fresh opt-in lifts the hash.
+    run = store.new_csv_run()
+    assert store.upsert_csv_batch(run, [("ada@example.com", "Ada")]) == (1, 0, 0)
+    assert store.get("ada@example.com").status == "unsubscribed"  # type: ignore[union-attr]
+    store.delete_data("ada@example.com")
+    sub, _ = store.add_subscriber("ada@example.com", status="active")
+    assert sub.status == "unsubscribed"
+    assert store.resubscribe("ada@example.com").status == "active"
+    assert not store.is_suppressed("ada@example.com")
+
+
+def test_rename(store: Store) -> None:
+    store.add_subscriber("ada@example.com", "Ada")
+    assert store.rename("ada@example.com", " Ada\nLovelace ").name == "Ada Lovelace"  # type: ignore[union-attr]
+    assert store.rename("nobody@example.com", "x") is None

@@ -19,6 +19,7 @@ from publisher.tokens import (
     Subject,
     TokenError,
     check_secret,
+    make_secret,
     read,
     secret_from_env,
     secrets_from_env,
@@ -114,9 +115,15 @@ def test_old_form_from_earlier_releases_still_reads() -> None:
         ("0123456789abcdef0123456789abcde", False),  # 31 bytes
         ("ab" * 40, False),  # long but two characters
         ("abcdefg" * 6, False),  # seven distinct
-        ("0123456789abcdef0123456789abcdef", True),  # `openssl rand -hex 16`: 128 bits
+        # Issue 27: long and varied enough for the old rule (32 bytes, 8 distinct), guessable.
+        ("abcdefghabcdefghabcdefghabcdefgh", False),
+        ("mynewsletter-secret-key-2024-prod", False),
+        ("new-secret-K7pQ2xV9mR4tW8yZ3bN6cF1hJ5", False),  # 26 random characters: ~2^86
+        ("0123456789abcdef0123456789abcdef", False),  # a sequence, however long
+        ("d41d8cd98f00b204e9800998ecf8427e", False),  # `openssl rand -hex 16` is too little
         ("q3Jm0c2yC1f7m8l7W1gH5pQ2kZ9sX4vB6nT0aE3dR8U=", True),  # `openssl rand -base64 32`
-        ("비밀번호는한글로도되지만길어야합니다", True),  # 51 bytes of UTF-8
+        ("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", True),  # -hex 32
+        ("66k6WExgXIqHg4nz5gFS_HYVetMgPCVJDV62nj96cxk", True),  # `publisher secret`
     ],
 )
 def test_secret_rules(value: str, ok: bool) -> None:
@@ -126,15 +133,23 @@ def test_secret_rules(value: str, ok: bool) -> None:
     with pytest.raises(PublisherError) as exc:
         check_secret(value, "config.toml", "PUBLISHER_SECRET")
     message = str(exc.value)
-    assert "\n" not in message and message.startswith("config.toml: $PUBLISHER_SECRET is too")
+    assert "\n" not in message and message.startswith("config.toml: $PUBLISHER_SECRET is too weak")
     assert f"export PUBLISHER_SECRET=$({MAKE_SECRET})" in message
+    assert len(value) < 5 or value not in message  # never the value itself
+
+
+def test_make_secret_is_fresh_and_passes() -> None:
+    made = {make_secret() for _ in range(20)}
+    assert len(made) == 20
+    for value in made:
+        assert len(value) == 43 and check_secret(value, "c", "V") == value.encode()
 
 
 def test_secrets_from_env_current_then_previous(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = default_config(tmp_path)
-    new, old, older = (f"{n}-0123456789abcdefghijklmnopqrstuvwxyz" for n in ("new", "old", "older"))
+    new, old, older = (make_secret() for _ in range(3))
     monkeypatch.delenv("PUBLISHER_SECRET", raising=False)
     monkeypatch.delenv("PUBLISHER_SECRET_PREVIOUS", raising=False)
     assert secret_from_env(cfg, required=False) == PREVIEW_SECRET
@@ -146,11 +161,11 @@ def test_secrets_from_env_current_then_previous(
     assert secrets_from_env(cfg) == [new.encode(), old.encode(), older.encode()]
     assert secret_from_env(cfg) == new.encode()  # signing: the current one only
     monkeypatch.setenv("PUBLISHER_SECRET_PREVIOUS", f"{old} tooshort")
-    with pytest.raises(PublisherError, match=r"\$PUBLISHER_SECRET_PREVIOUS is too short"):
+    with pytest.raises(PublisherError, match=r"\$PUBLISHER_SECRET_PREVIOUS is too weak"):
         secrets_from_env(cfg)
     # A weak current secret is refused even where a missing one falls back to the preview's.
     monkeypatch.setenv("PUBLISHER_SECRET", "short")
-    with pytest.raises(PublisherError, match="too short"):
+    with pytest.raises(PublisherError, match="too weak"):
         secret_from_env(cfg, required=False)
     # Another variable name follows [web] secret_env.
     other = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, secret_env="MY_KEY"))

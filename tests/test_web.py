@@ -33,7 +33,7 @@ from publisher.site import MANIFEST
 from publisher.state import Store
 from publisher.tokens import sign, sign_id
 from publisher.urls import preferences_url, unsubscribe_url
-from publisher.web import create_app
+from publisher.web import MAILBOX_BURST, MAILBOX_REFILL, create_app
 from publisher.web_mail import MailError, build_confirmation, send_confirmation
 
 from .conftest import one_error_line, run_publisher
@@ -362,6 +362,31 @@ def test_second_signup_within_the_window_sends_no_second_mail(web: Web) -> None:
     web.clock.advance(web.cfg.web.confirm_resend_minutes * 60)
     web.signup("grace@example.com")
     assert len(web.inbox.to("grace@example.com")) == 2
+
+
+def test_one_mailbox_gets_a_few_mails_an_hour_whatever_the_spacing(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Issue 27: even with `confirm_resend_minutes = 0` (no spacing), the spellings of one
+    mailbox share MAILBOX_BURST mails, then one an hour; the addresses are stored as typed."""
+    spellings = [
+        "victim@gmail.com",
+        "victim+a@gmail.com",
+        "v.ictim@gmail.com",
+        "victim+b@googlemail.com",
+        "Vic.Tim+c@gmail.com",
+    ]
+    for web in make_web(tmp_path, db_url, confirm_resend_minutes=0):
+        for address in spellings:
+            assert web.signup(address).status_code == 200
+            web.clock.advance(60)
+        assert len(web.inbox.messages) == MAILBOX_BURST
+        assert web.store.get("victim+a@gmail.com") is not None  # as typed, tag kept
+        web.clock.advance(MAILBOX_REFILL)
+        web.signup("victim+d@gmail.com")
+        assert len(web.inbox.messages) == MAILBOX_BURST + 1
+        web.signup("someone.else@gmail.com")  # another mailbox has its own allowance
+        assert len(web.inbox.to("someone.else@gmail.com")) == 1
 
 
 def test_per_client_limit_answers_429(tmp_path: Path, db_url: str) -> None:

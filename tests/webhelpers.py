@@ -22,7 +22,7 @@ from publisher.site import build_site
 
 from .sitehelpers import DAYS, site_config, write_digest
 
-SECRET = b"test-secret-0123456789abcdef0123456789"
+SECRET = b"58ONR3_Mnh0pIjEa8JYGT1OS7KzoB7J9MaFaIoilCV4"
 
 
 class Clock:

@@ -8,7 +8,9 @@ exists and SELECT ... FOR UPDATE locks it, on SQLite the write lock of BEGIN IMM
 one would. Times are the caller's clock (seconds since the epoch), so a test clock drives them.
 
 With capacity 1 and a period of W seconds a bucket is "at most once per W": the web side's
-per-address confirmation limit, whose token goes back (`give_back_token`) when the mail fails.
+per-mailbox confirmation limit, whose token goes back (`give_back_token`) when the mail fails.
+It is keyed on `canonical_mailbox`, so `victim+1@`, `victim+2@` and `v.ictim@gmail.com` share one
+allowance: one mailbox gets at most one confirmation mail per W, whatever the spellings used.
 
 A row whose bucket has refilled is the same as no row. Every `PRUNE_EVERY`-th take in a process
 deletes up to `PRUNE_BATCH` such rows, in a short transaction of its own that skips rows another
@@ -28,6 +30,31 @@ PRUNE_BATCH = 500
 # Refill is computed in floating point from microsecond timestamps: a bucket that is full to
 # within this much is full.
 _EPSILON = 1e-6
+
+
+# Providers that deliver every dotted spelling of a local part to one mailbox (Gmail), or also
+# ignore hyphens and underscores (Proton), and the domains that are one mailbox there: the
+# value is the domain the canonical form uses.
+_IGNORED_IN_LOCAL_PART = {
+    "gmail.com": (".", "gmail.com"),
+    "googlemail.com": (".", "gmail.com"),
+    "protonmail.com": ("._-", "proton.me"),
+    "protonmail.ch": ("._-", "proton.me"),
+    "proton.me": ("._-", "proton.me"),
+    "pm.me": ("._-", "proton.me"),
+}
+
+
+def canonical_mailbox(email: str) -> str:
+    """The mailbox a normalised address delivers to, for limits only (the stored address stays
+    as typed): lower case, without a `+tag`, and without the characters its provider ignores
+    (dots at Gmail, dots, hyphens and underscores at Proton)."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    ignored, domain = _IGNORED_IN_LOCAL_PART.get(domain, ("", domain))
+    if ignored:
+        local = local.translate({ord(c): None for c in ignored}) or local
+    return f"{local}@{domain}"
 
 
 def _utc(ts: float) -> dt.datetime:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .files import open_private
+
 _local_locks: dict[str, threading.Lock] = {}
 _local_guard = threading.Lock()
 
@@ -53,7 +55,7 @@ class LocksMixin:
                 yield
             return
         path = Path(f"{database}.{name}.lock")
-        with path.open("a") as fh:
+        with open_private(path) as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

@@ -287,8 +287,16 @@ def make_engine(url: str) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         db_path = engine.url.database
-        if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
+            from .files import check_sqlite_files, private_dir, private_file
+
+            # Every address and raw bounce lives here: the folder 0700 and the file 0600 when
+            # created (SQLite gives -wal and -shm the file's mode), whatever the umask; an
+            # existing one that others can read is one WARNING.
+            database = Path(db_path)
+            check_sqlite_files(database)
+            private_dir(database.parent)
+            private_file(database)
     return engine
 
 

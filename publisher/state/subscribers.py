@@ -2,11 +2,17 @@
 
 The rule that matters: an address that is unsubscribed, bounced or on the suppression list is
 never mailed again; only `resubscribe` (fresh consent, e.g. a confirmed double opt-in) lifts it.
+
+A reader who deletes their data (`delete_data`, the preferences page) leaves no address behind:
+the suppression list keeps only `suppression_hash(address)` (`sha256:` and 64 hex digits in the
+`email` column), which every suppression check also looks for, so a CSV sync or an operator's
+add cannot mail the address again, and nobody reading the table sees it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +31,8 @@ from .schema import (
     UnknownSubscriber,
     _key,
     _now,
+    bounce_events,
+    bounce_messages,
     dialect_insert,
     ledger,
     meta,
@@ -34,6 +42,15 @@ from .schema import (
     suppressions,
     upsert,
 )
+
+DELETED = "deleted by the reader"
+_HASH_PREFIX = "sha256:"
+
+
+def suppression_hash(key: str) -> str:
+    """How the suppression list keeps an address whose data was deleted: a one-way hash of the
+    normalised address (matched on a later add, never shown)."""
+    return _HASH_PREFIX + hashlib.sha256(f"publisher-suppression\x00{key}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +220,9 @@ class SubscribersMixin:
             # set_status, record_hard_bounce) takes them in that order, so two of them never
             # wait for each other's row on PostgreSQL (a deadlock).
             upsert(conn, subscribers, values, ["email"], update=update)
-            conn.execute(suppressions.delete().where(suppressions.c.email == key))
+            conn.execute(
+                suppressions.delete().where(suppressions.c.email.in_([key, suppression_hash(key)]))
+            )
             row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
         return _subscriber(row)
 
@@ -217,6 +236,56 @@ class SubscribersMixin:
                 )
             )
         return res.rowcount > 0
+
+    def rename(self, email: str, name: str) -> Subscriber | None:
+        """Set a subscriber's name (normalised; empty clears it); None if there is no row."""
+        key = _key(email)
+        with self._write() as conn:
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.email == key)
+                .values(name=normalize_name(name), updated_at=_now())
+            )
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).first()
+        return _subscriber(row) if row else None
+
+    def delete_data(self, email: str) -> bool:
+        """The reader's right to erasure: delete the subscriber row, its sends, its bounce events
+        (and the kept messages no other event needs) and its suppression, and keep only
+        `suppression_hash` on the suppression list, so the address is never mailed again unless
+        its owner signs up anew. One transaction; idempotent. True if a row was deleted."""
+        key = _key(email)
+        with self._write() as conn:
+            sub_id = conn.execute(
+                sa.select(subscribers.c.id).where(subscribers.c.email == key).with_for_update()
+            ).scalar()
+            by_reader = bounce_events.c.email == key
+            if sub_id is not None:
+                by_reader = sa.or_(by_reader, bounce_events.c.subscriber_id == sub_id)
+            messages = {
+                m
+                for (m,) in conn.execute(sa.select(bounce_events.c.message_id).where(by_reader))
+                if m is not None
+            }
+            conn.execute(bounce_events.delete().where(by_reader))
+            if messages:
+                still_used = sa.select(bounce_events.c.id).where(
+                    bounce_events.c.message_id == bounce_messages.c.id
+                )
+                conn.execute(
+                    bounce_messages.delete().where(
+                        bounce_messages.c.id.in_(messages), ~sa.exists(still_used)
+                    )
+                )
+            sends = ledger.c.email == key
+            if sub_id is not None:
+                sends = sa.or_(sends, ledger.c.subscriber_id == sub_id)
+            conn.execute(ledger.delete().where(sends))
+            if sub_id is not None:
+                conn.execute(subscribers.delete().where(subscribers.c.id == sub_id))
+            conn.execute(suppressions.delete().where(suppressions.c.email == key))
+            self._suppress(conn, suppression_hash(key), DELETED)
+        return sub_id is not None
 
     def record_hard_bounce(self, email: str, reply: str, limit: int) -> bool:
         """Count a hard bounce (5xx on RCPT); at `limit` bounces the address is bounced and
@@ -319,10 +388,14 @@ class SubscribersMixin:
                     ).where(subscribers.c.email.in_(list(merged)))
                 )
             }
+            # An address is suppressed by its own row or by the hash a deletion left.
+            hashed = {suppression_hash(e): e for e in merged}
             suppressed = {
-                e
+                hashed.get(e, e)
                 for (e,) in conn.execute(
-                    sa.select(suppressions.c.email).where(suppressions.c.email.in_(list(merged)))
+                    sa.select(suppressions.c.email).where(
+                        suppressions.c.email.in_([*merged, *hashed])
+                    )
                 )
             }
             new_rows = []
@@ -384,7 +457,9 @@ class SubscribersMixin:
 
     @staticmethod
     def _suppressed(conn: sa.Connection, key: str) -> bool:
-        q = sa.select(suppressions.c.email).where(suppressions.c.email == key)
+        # The address itself, or the hash a deletion left (`delete_data`).
+        candidates = [key, suppression_hash(key)]
+        q = sa.select(suppressions.c.email).where(suppressions.c.email.in_(candidates))
         return conn.execute(q).first() is not None
 
     @staticmethod
