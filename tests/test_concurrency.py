@@ -20,8 +20,8 @@ from publisher.delivery import deliver
 from publisher.state import Store
 from publisher.state.migrate import head
 
+from .deliveryhelpers import DAY, SAMPLE, build, write_config
 from .smtp_server import Recorder, start_server
-from .test_delivery import DAY, SAMPLE, build, write_config
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from .deliveryhelpers import SAMPLE
 from .net import free_port
-from .test_delivery import SAMPLE
 
 SECRET = "storage-fault-test-secret-0123456789abcdef"
 
