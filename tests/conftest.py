@@ -1,15 +1,17 @@
 """Shared fixtures. The real corpus lives in ../shared/corpus (present in CI); tests that need it
-skip with a reason where it is absent (under CI=true they fail). Format variations are written
-inline in the tests that need them; tests/fixtures holds the DKIM test key and state databases
-made by release 0.1.0 (tests/test_state_upgrade.py).
+skip with a reason where it is absent (under CI=true they fail: tests/requires.py). Format
+variations are written inline in the tests that need them; tests/fixtures holds the DKIM test
+key and state databases made by release 0.1.0 (tests/test_state_upgrade.py).
 
 State-database fixtures: `db_url` (parametrized: each test runs on "sqlite" and "postgresql",
-with a fresh empty database), `pg_url` (PostgreSQL only) and the session's `pg_cluster`."""
+with a fresh empty database), `pg_url` (PostgreSQL only) and the session's `pg_cluster`.
+
+The tiers (`postgresql`, `subprocess`, `browser`, `mta`, `corpus`, and `slow` for any of them)
+are inferred for every test by tests/tiers.py, from here (`pytest_collection_modifyitems`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shutil
 import subprocess
@@ -19,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from .pg import INSTALL_HINT, Cluster, find_bindir
+from . import tiers
+from .browser import chromium
+from .pg import Cluster
+from .requires import CORPUS, ROOT, requires
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "daily_papers_ko"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -94,18 +97,34 @@ def largest_corpus_digest() -> Path:
 
 
 # Skips without the corpus, except under CI=true, where the corpus is promised: there the
-# tests run and fail rather than pass by skipping.
-needs_corpus = pytest.mark.skipif(
-    not CORPUS.is_dir() and not os.environ.get("CI"),
-    reason=f"corpus not found at {CORPUS} (present in CI)",
-)
+# tests fail rather than pass by skipping (tests/requires.py).
+needs_corpus = pytest.mark.requires("corpus")
 
 
 @pytest.fixture
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS} (present in CI)")
-    return CORPUS
+    """The whole corpus (all 260 days): a `corpus` test."""
+    return Path(requires("corpus"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.requires("tool", ...)`: skip, or fail under CI=true, when one is missing."""
+    for mark in item.iter_markers("requires"):
+        for tool in mark.args:
+            requires(tool)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tiers.apply(items, CORPUS)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium driven by Playwright (tests/browser.py), one per module."""
+    requires("chromium")
+    requires("playwright")
+    with chromium() as b:
+        yield b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,34 +134,11 @@ def corpus() -> Path:
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "postgresql: runs on the throwaway PostgreSQL cluster (tests/pg.py)"
-    )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        on_pg = callspec is not None and callspec.params.get("db_url") == "postgresql"
-        if on_pg or "pg_url" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.postgresql)
-
-
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     """One throwaway PostgreSQL server for the session, started on first use. Without
     PostgreSQL installed the tests using it skip, except under CI=true where they fail."""
-    bindir = find_bindir()
-    if bindir is None:
-        reason = (
-            "PostgreSQL is not installed (no initdb/pg_ctl/postgres in /usr/lib/postgresql/*/bin "
-            f"nor in `pg_config --bindir`; {INSTALL_HINT})"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    cluster = Cluster(bindir)
+    cluster = Cluster(Path(requires("postgresql")))
     try:
         cluster.start()
         yield cluster
