@@ -4,7 +4,9 @@ variations are written inline in the tests that need them; tests/fixtures holds 
 key and state databases made by release 0.1.0 (tests/test_state_upgrade.py).
 
 State-database fixtures: `db_url` (parametrized: each test runs on "sqlite" and "postgresql",
-with a fresh empty database), `pg_url` (PostgreSQL only) and the session's `pg_cluster`.
+with a fresh database already migrated to the head revision: a copy of a template the session
+migrates once), `empty_db_url` (the same, with no tables), `pg_url` (PostgreSQL only, empty) and
+the session's `pg_cluster`.
 
 The tiers (`postgresql`, `subprocess`, `browser`, `mta`, `corpus`, and `slow` for any of them)
 are inferred for every test by tests/tiers.py, from here (`pytest_collection_modifyitems`)."""
@@ -14,12 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from publisher.state import Store
 
 from . import tiers
 from .browser import chromium
@@ -157,10 +162,54 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty state database, once per backend: a SQLite file under tmp_path, or a new
-    database on the session's PostgreSQL. Build a config with `tests.pg.config_for` (or put it
-    in a config.toml with `tests.pg.state_toml`). No tables: the library creates its own."""
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty state database (no tables), once per backend: for the tests of what the
+    library does to an empty or an old database (migrations)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state/publisher.sqlite3"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite state database the session migrates once; `db_url` copies the file."""
+    path = tmp_path_factory.mktemp("template") / "publisher.sqlite3"
+    Store(f"sqlite:///{path}").close()
+    # Everything into the main file (closing the last connection removes the WAL): one file
+    # to copy.
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: Cluster) -> str:
+    """A PostgreSQL database the session migrates once; `db_url` creates each test's database
+    from it (CREATE DATABASE ... TEMPLATE, a file copy), with no connection left open to it."""
+    name = pg_cluster.create_database()
+    Store(pg_cluster.url(name)).close()
+    return name
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh state database at the head revision, once per backend: a copy of the session's
+    migrated template, as a SQLite file under tmp_path or a new database on the session's
+    PostgreSQL (dropped after the test). Build a config with `tests.pg.config_for` (or put it
+    in a config.toml with `tests.pg.state_toml`). For an empty one: `empty_db_url`."""
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "publisher.sqlite3"
+        path.parent.mkdir()
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database(template=request.getfixturevalue("pg_template"))
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.drop_database(name)

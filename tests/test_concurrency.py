@@ -171,8 +171,10 @@ def test_a_send_overlapping_imports_marks_nobody_removed(tmp_path: Path, db_url:
         server.stop()
 
 
-def test_ten_processes_opening_an_empty_database_all_start(tmp_path: Path, db_url: str) -> None:
-    cfg = write_config(tmp_path, None, db_url)
+def test_ten_processes_opening_an_empty_database_all_start(
+    tmp_path: Path, empty_db_url: str
+) -> None:
+    cfg = write_config(tmp_path, None, empty_db_url)
     cmd = [sys.executable, "-m", "publisher.cli", "subscribers", "list", "--counts"]
     procs = [
         subprocess.Popen(
