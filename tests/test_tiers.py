@@ -3,6 +3,7 @@ each test's tier is inferred from what it uses (tests/tiers.py)."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,15 @@ def _starts_a_command_built_elsewhere() -> None:
     subprocess.run(_command(), check=True)
 
 
+importlib.import_module("tests.webhelpers")  # loaded, but no name of this module
+
+
+def _imports_its_helper_inside(tmp: Path) -> None:
+    from .webhelpers import start_serve
+
+    start_serve(tmp / "config.toml", 0, tmp / "log", {})
+
+
 def _opens_chromium() -> None:
     requires("chromium")
 
@@ -98,6 +108,7 @@ class _Item:
         pytest.param(_Item(_pure, ("browser",)), {"browser"}, id="browser-fixture"),
         pytest.param(_Item(_runs_publisher), {"subprocess"}, id="run_publisher"),
         pytest.param(_Item(_starts_a_command_built_elsewhere), {"subprocess"}, id="sys.executable"),
+        pytest.param(_Item(_imports_its_helper_inside), {"subprocess"}, id="local-import"),
         pytest.param(_Item(_opens_chromium), {"browser"}, id="requires-chromium"),
         pytest.param(_Item(_reads_the_corpus), {"corpus"}, id="corpus_files"),
         pytest.param(

@@ -118,6 +118,9 @@ class _Scanner:
                 found.add(NAME_MARKERS[name])
             obj = globs.get(name)
             if obj is None:
+                # `from .test_run import Run` inside the function: the module (once imported)
+                obj = sys.modules.get(f"tests.{name}")
+            if obj is None:
                 continue
             if isinstance(obj, types.ModuleType) and _in_tests(obj):
                 # `webhelpers.start_serve(...)`: the attributes named in this code
