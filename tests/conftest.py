@@ -1,17 +1,22 @@
 """Shared fixtures. The real corpus lives in ../shared/corpus (present in CI); tests that need it
-skip with a reason where it is absent (under CI=true they fail). Format variations are written
-inline in the tests that need them; tests/fixtures holds the DKIM test key and state databases
-made by release 0.1.0 (tests/test_state_upgrade.py).
+skip with a reason where it is absent (under CI=true they fail: tests/requires.py). Format
+variations are written inline in the tests that need them; tests/fixtures holds the DKIM test
+key and state databases made by release 0.1.0 (tests/test_state_upgrade.py).
 
 State-database fixtures: `db_url` (parametrized: each test runs on "sqlite" and "postgresql",
-with a fresh empty database), `pg_url` (PostgreSQL only) and the session's `pg_cluster`."""
+with a fresh database already migrated to the head revision: a copy of a template the session
+migrates once), `empty_db_url` (the same, with no tables), `pg_url` (PostgreSQL only, empty) and
+the session's `pg_cluster`.
+
+The tiers (`postgresql`, `subprocess`, `browser`, `mta`, `corpus`, and `slow` for any of them)
+are inferred for every test by tests/tiers.py, from here (`pytest_collection_modifyitems`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,10 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from .pg import INSTALL_HINT, Cluster, find_bindir
+from publisher.state import Store
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "daily_papers_ko"
+from . import tiers
+from .browser import chromium
+from .pg import Cluster
+from .requires import CORPUS, ROOT, requires
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -94,18 +102,34 @@ def largest_corpus_digest() -> Path:
 
 
 # Skips without the corpus, except under CI=true, where the corpus is promised: there the
-# tests run and fail rather than pass by skipping.
-needs_corpus = pytest.mark.skipif(
-    not CORPUS.is_dir() and not os.environ.get("CI"),
-    reason=f"corpus not found at {CORPUS} (present in CI)",
-)
+# tests fail rather than pass by skipping (tests/requires.py).
+needs_corpus = pytest.mark.requires("corpus")
 
 
 @pytest.fixture
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS} (present in CI)")
-    return CORPUS
+    """The whole corpus (all 260 days): a `corpus` test."""
+    return Path(requires("corpus"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.requires("tool", ...)`: skip, or fail under CI=true, when one is missing."""
+    for mark in item.iter_markers("requires"):
+        for tool in mark.args:
+            requires(tool)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tiers.apply(items, CORPUS)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium driven by Playwright (tests/browser.py), one per module."""
+    requires("chromium")
+    requires("playwright")
+    with chromium() as b:
+        yield b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,34 +139,11 @@ def corpus() -> Path:
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "postgresql: runs on the throwaway PostgreSQL cluster (tests/pg.py)"
-    )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        on_pg = callspec is not None and callspec.params.get("db_url") == "postgresql"
-        if on_pg or "pg_url" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.postgresql)
-
-
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     """One throwaway PostgreSQL server for the session, started on first use. Without
     PostgreSQL installed the tests using it skip, except under CI=true where they fail."""
-    bindir = find_bindir()
-    if bindir is None:
-        reason = (
-            "PostgreSQL is not installed (no initdb/pg_ctl/postgres in /usr/lib/postgresql/*/bin "
-            f"nor in `pg_config --bindir`; {INSTALL_HINT})"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    cluster = Cluster(bindir)
+    cluster = Cluster(Path(requires("postgresql")))
     try:
         cluster.start()
         yield cluster
@@ -161,10 +162,54 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty state database, once per backend: a SQLite file under tmp_path, or a new
-    database on the session's PostgreSQL. Build a config with `tests.pg.config_for` (or put it
-    in a config.toml with `tests.pg.state_toml`). No tables: the library creates its own."""
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty state database (no tables), once per backend: for the tests of what the
+    library does to an empty or an old database (migrations)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state/publisher.sqlite3"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite state database the session migrates once; `db_url` copies the file."""
+    path = tmp_path_factory.mktemp("template") / "publisher.sqlite3"
+    Store(f"sqlite:///{path}").close()
+    # Everything into the main file (closing the last connection removes the WAL): one file
+    # to copy.
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: Cluster) -> str:
+    """A PostgreSQL database the session migrates once; `db_url` creates each test's database
+    from it (CREATE DATABASE ... TEMPLATE, a file copy), with no connection left open to it."""
+    name = pg_cluster.create_database()
+    Store(pg_cluster.url(name)).close()
+    return name
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh state database at the head revision, once per backend: a copy of the session's
+    migrated template, as a SQLite file under tmp_path or a new database on the session's
+    PostgreSQL (dropped after the test). Build a config with `tests.pg.config_for` (or put it
+    in a config.toml with `tests.pg.state_toml`). For an empty one: `empty_db_url`."""
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "publisher.sqlite3"
+        path.parent.mkdir()
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database(template=request.getfixturevalue("pg_template"))
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.drop_database(name)

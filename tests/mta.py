@@ -1,7 +1,7 @@
 """Throwaway mail servers for the bounce tests: a real Postfix and a real Dovecot IMAP server,
 each with its own configuration in a temporary folder, on a free loopback port, stopped and
 deleted afterwards. Debian's `postfix` and `dovecot-imapd` packages; a test that needs one
-skips when it is missing, except under CI=true where it fails (like tests/pg.py).
+skips when it is missing, except under CI=true where it fails (tests/requires.py).
 
 The folders are made with mode 0755 outside pytest's private tmp tree: Postfix's daemons and
 its virtual(8) delivery run as other users (`postfix`, `nobody`), which must reach them.
@@ -17,23 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from .net import free_port, self_signed_cert
-
-POSTFIX_HINT = "Debian: apt-get install postfix"
-DOVECOT_HINT = "Debian: apt-get install dovecot-imapd"
-
-
-def require(tool: str, hint: str) -> str:
-    """The path of `tool`; skip (fail under CI=true) when it is not installed."""
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else "")
-    if path:
-        return path
-    reason = f"{tool} is not installed ({hint})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
+from .requires import requires
 
 
 def _public_dir(prefix: str) -> Path:
@@ -77,7 +62,7 @@ class Postfix:
     DSN goes to the envelope sender, as it does behind any relay."""
 
     def __init__(self, domains: list[str], mailboxes: dict[str, str]) -> None:
-        self.binary = require("postfix", POSTFIX_HINT)
+        self.binary = requires("postfix")
         self.root = _public_dir("publisher-postfix-")
         self.etc, self.mail = self.root / "etc", self.root / "mail"
         self.port = free_port()
@@ -184,7 +169,7 @@ class Dovecot:
     user, password = "bounces", "imap-test-password"
 
     def __init__(self) -> None:
-        self.binary = require("dovecot", DOVECOT_HINT)
+        self.binary = requires("dovecot")
         self.root = _public_dir("publisher-dovecot-")
         self.port = free_port()
         self.cert, key = self_signed_cert(self.root)

@@ -5,8 +5,9 @@
 server on a free port on 127.0.0.1 with its unix socket in that folder too, durability off
 (fsync, synchronous_commit, full_page_writes) since nothing in it must survive, stopped with
 `pg_ctl stop -m immediate` and deleted at the end. Each test gets a database of its own
-(`create_database`), dropped after. `Cluster(bindir, durable=True)` (bench/deliver.py) keeps
-PostgreSQL's own durability defaults instead and its folder on disk.
+(`create_database`, empty or a copy of the session's migrated template), dropped after.
+`Cluster(bindir, durable=True)` (bench/deliver.py) keeps PostgreSQL's own durability defaults
+instead and its folder on disk.
 
 PostgreSQL refuses to run as root: as root the folder belongs to the `postgres` system user and
 initdb/pg_ctl run as that user (runuser); otherwise as the current user.
@@ -252,11 +253,13 @@ class Cluster:
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
-    def create_database(self) -> str:
-        """A new, empty database (no tables: the library creates its own); returns its name."""
+    def create_database(self, template: str | None = None) -> str:
+        """A new database, empty (no tables: the library creates its own) or a copy of the
+        database `template` (which nobody may be connected to); returns its name."""
         assert self._admin is not None, "the cluster is not started"
         name = f"t_{uuid.uuid4().hex}"
-        self._admin.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        self._admin.execute(f'CREATE DATABASE "{name}"{copy}')
         return name
 
     def drop_database(self, name: str) -> None:

@@ -20,16 +20,10 @@ from publisher.site import build_site
 from publisher.state import Store
 from publisher.web import create_app
 
-from .browser import CHROMIUM, MISSING
 from .net import free_port
+from .requires import requires
 from .sitehelpers import DAYS, digest_text, site_config, write_digest
-from .test_web_browser import browser  # noqa: F401  (the fixture)
 from .webhelpers import SECRET, live_server
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=MISSING,
-)
 
 SPECIAL_DAY = dt.date(2024, 5, 14)
 SPECIAL = """## Daily Papers (2024-05-14)
@@ -126,7 +120,7 @@ def _search(page, query: str) -> list[str]:  # noqa: ANN001
 @pytest.mark.parametrize("how", ["publisher serve", "static host under a sub-path"])
 def test_search_finds_english_and_korean_terms_and_lands_on_the_paper(
     tmp_path: Path,
-    browser,  # noqa: ANN001, F811
+    browser,  # noqa: ANN001
     how: str,
 ) -> None:
     with served_archive(tmp_path, how) as base:
@@ -172,7 +166,8 @@ def urlpath(url: str) -> str:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_axe_finds_no_violation(tmp_path: Path, browser, scheme: str) -> None:  # noqa: ANN001, F811
+def test_axe_finds_no_violation(tmp_path: Path, browser, scheme: str) -> None:  # noqa: ANN001
+    requires("axe")
     from axe_playwright_python.sync_playwright import Axe
 
     axe = Axe()

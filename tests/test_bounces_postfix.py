@@ -18,8 +18,8 @@ from pathlib import Path
 from publisher.state import Store
 
 from .bounce_helpers import SECRET, cli, write_config
+from .deliveryhelpers import SAMPLE
 from .mta import Postfix
-from .test_delivery import SAMPLE
 
 
 def test_postfix_dsn_to_the_verp_address_suppresses_the_reader(tmp_path: Path, db_url: str) -> None:

@@ -18,8 +18,8 @@ from publisher.delivery import deliver
 from publisher.mailrules import VERP, TokenCodec, address_pattern
 from publisher.state import Store
 
+from .deliveryhelpers import DAY, build, subscribe, write_config
 from .smtp_server import Recorder, start_server
-from .test_delivery import DAY, build, subscribe, write_config
 
 SECRET = "xm5akFCiNe4DrdF0gtt_Y_Miw5i2WhwXnngWFeZZLwA"
 TEMPLATE = "bounces+{token}@papers.example.org"
@@ -132,7 +132,7 @@ def test_mailto_unsubscribe_carries_each_readers_token_and_a_reply_to_it_unsubsc
     from publisher.mailer import MessageFactory
     from publisher.newsletter import render_newsletter
 
-    from .test_delivery import SAMPLE
+    from .deliveryhelpers import SAMPLE
 
     recorder = EnvelopeRecorder()
     server = start_server(recorder)

@@ -6,6 +6,7 @@ counts what each address receives."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -20,8 +21,8 @@ from publisher.delivery import deliver
 from publisher.state import Store
 from publisher.state.migrate import head
 
+from .deliveryhelpers import DAY, SAMPLE, build, write_config
 from .smtp_server import Recorder, start_server
-from .test_delivery import DAY, SAMPLE, build, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -170,8 +171,10 @@ def test_a_send_overlapping_imports_marks_nobody_removed(tmp_path: Path, db_url:
         server.stop()
 
 
-def test_ten_processes_opening_an_empty_database_all_start(tmp_path: Path, db_url: str) -> None:
-    cfg = write_config(tmp_path, None, db_url)
+def test_ten_processes_opening_an_empty_database_all_start(
+    tmp_path: Path, empty_db_url: str
+) -> None:
+    cfg = write_config(tmp_path, None, empty_db_url)
     cmd = [sys.executable, "-m", "publisher.cli", "subscribers", "list", "--counts"]
     procs = [
         subprocess.Popen(
@@ -277,10 +280,10 @@ def test_two_schedulers_and_a_manual_send_publish_a_digest_once(
             runs[0].wait_for(
                 "every reader", lambda: sum(recorder.received().values()) >= n, timeout=120
             )
+            # Each run finishes a tick that started after every reader had it: none sends more.
+            everyone = dt.datetime.now(dt.UTC)
             for run in runs:
-                before = run.ticks(cfg)
-                run.wait_for("two more ticks", lambda r=run, b=before: r.ticks(cfg) != b)
-            time.sleep(0.5)
+                run.wait_for_a_tick_after(cfg, everyone)
         finally:
             codes = [run.terminate(30) for run in runs]
         assert codes == [0, 0], [run.text()[-2000:] for run in runs]

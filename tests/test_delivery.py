@@ -3,7 +3,6 @@ the ledger, and resuming after kill -9."""
 
 from __future__ import annotations
 
-import datetime as dt
 import email
 import email.policy
 import mailbox
@@ -13,74 +12,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from publisher.cli import cli
-from publisher.config import Config, load_config
 from publisher.delivery import deliver
 from publisher.state import Store
-from publisher.subscribers import import_csv
 from publisher.transport import DeliveryError, SmtpSettings, SmtpSetupError, SmtpTransport
 
+from .deliveryhelpers import DAY, SAMPLE, build, subscribe, write_config
 from .net import self_signed_cert
-from .pg import state_toml
 from .smtp_server import Recorder, start_server
-
-DAY = dt.date(2024, 5, 15)
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "digests" / "2024" / "05" / "15.md"
 
 
 @pytest.fixture(autouse=True)
 def _signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     # A real send signs unsubscribe links; subprocesses inherit this environment.
     monkeypatch.setenv("PUBLISHER_SECRET", "cl-f12h7C1OgApZIuYcnLWJm7FUGhr0iR65awG7cH9k")
-
-
-def build(email_addr: str, name: str, subscriber_id: int = 0) -> bytes:
-    """A deterministic message per subscriber, so what arrives can be compared byte for byte."""
-    msg = EmailMessage()
-    msg["From"] = "Daily Papers <papers@localhost>"
-    msg["To"] = f"{name} <{email_addr}>" if name else email_addr
-    msg["Subject"] = f"Daily Papers {DAY}"
-    msg.set_content(f"Hello {name or email_addr}\n.leading dot line\n논문 요약\n")
-    return msg.as_bytes(policy=email.policy.SMTP)
-
-
-def write_config(tmp: Path, port: int | None, db_url: str | None = None, **smtp: object) -> Config:
-    """config.toml for the loopback server; `db_url` (conftest's fixture) for the state
-    database, else the default SQLite file (for tests that never open the store)."""
-    lines = ["[smtp]"]
-    settings = {
-        "host": "127.0.0.1" if port else "",
-        "port": port or 25,
-        "security": "none",
-        "connections": 2,
-        "retry_base_seconds": 0.001,
-        "max_attempts": 3,
-        "timeout": 5.0,
-        **smtp,
-    }
-    for k, v in settings.items():
-        lines.append(
-            f"{k} = {v!r}".replace("'", '"')
-            if not isinstance(v, bool)
-            else f"{k} = {str(v).lower()}"
-        )
-    lines += ["[subscribers]", 'file = "subs.csv"', "[digests]", f'inbox = "{ROOT / "digests"}"']
-    state = state_toml(db_url) if db_url else ""
-    (tmp / "config.toml").write_text("\n".join(lines) + "\n" + state)
-    return load_config(tmp / "config.toml")
-
-
-def subscribe(cfg: Config, store: Store, emails: list[str]) -> None:
-    rows = "".join(f"{e},Name {i}\n" for i, e in enumerate(emails))
-    cfg.subscribers.file.write_text("email,name\n" + rows)
-    import_csv(cfg, store)
 
 
 @pytest.fixture

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import dkim
@@ -26,6 +29,7 @@ from publisher.newsletter import render_newsletter
 from publisher.signing import public_key, verify_offline
 
 from .conftest import FIXTURES, ROOT
+from .requires import requires
 
 KEY = FIXTURES / "dkim" / "test.key"
 PUB = FIXTURES / "dkim" / "test.pub"
@@ -52,10 +56,11 @@ def signed_lines(key: Path = KEY, domain: str = "example.org") -> str:
     return f'selector = "s1"\ndomain = "{domain}"\nkey_file = "{key}"'
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`publisher ...` as a user runs it: a subprocess, its output and exit status."""
+def run_cli(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """`publisher ...` as a user runs it: a subprocess, its output and exit status. `prefix`:
+    a command that runs it (setpriv, to run it as another user)."""
     return subprocess.run(
-        [sys.executable, "-m", "publisher.cli", *args],
+        [*prefix, sys.executable, "-m", "publisher.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -199,15 +204,34 @@ def test_bad_key_is_one_config_error_at_setup(tmp_path: Path, which: str) -> Non
     assert "cannot be read" in message or "is not a usable private key" in message
 
 
-def test_unreadable_key_file(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file")
-    key = tmp_path / "locked.key"
+@pytest.fixture
+def public_folder() -> Iterator[Path]:
+    """A folder any user can enter (pytest's tmp_path is its owner's only): for a command run
+    as another user."""
+    folder = Path(tempfile.mkdtemp(prefix="publisher-dkim-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_unreadable_key_file(public_folder: Path) -> None:
+    """A key file its reader may not open is one line. Root opens any file, so as root (CI) the
+    command runs as `nobody` (setpriv), for whom the mode-0 file is as unreadable as for anyone."""
+    key = public_folder / "locked.key"
     key.write_bytes(KEY.read_bytes())
     key.chmod(0)
-    cfg = load_config(write_config(tmp_path, signed_lines(key)))
-    with pytest.raises(ConfigError, match="cannot be read: Permission denied"):
-        factory(cfg)
+    path = write_config(public_folder, signed_lines(key))
+    out = public_folder / "preview"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    as_nobody: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        as_nobody = (requires("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+    r = run_cli("send", "--dry-run", "--config", str(path), "--out", str(out), prefix=as_nobody)
+    assert_one_error_line(r, path, f"'email.dkim.key_file' {key} cannot be read: Permission denied")
+    assert not list(out.glob("*.eml"))
 
 
 def test_bad_key_stops_the_cli_with_one_line_naming_the_file(tmp_path: Path) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
-from collections.abc import Iterator
+import importlib
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,8 @@ from publisher.mailer import MessageFactory
 from publisher.newsletter import render_newsletter
 from publisher.preview import dry_run
 
-from .browser import CHROMIUM, MISSING, chromium
 from .conftest import CORPUS, ROOT, needs_corpus
+from .requires import requires
 
 SECRET = b"v1ugk1HAguTl5BdxewuTaqkABWjfgRW3v_xQ9OqKOMM"
 # Days whose email overflowed a 375 px screen before (unbroken URLs and code names in the
@@ -32,24 +31,10 @@ SECRET = b"v1ugk1HAguTl5BdxewuTaqkABWjfgRW3v_xQ9OqKOMM"
 OVERFLOWED = ["2024/02/08", "2023/12/22", "2023/12/06", "2024/02/09", "2024/09/19"]
 KOREAN_HEAVY = "2023/11/20"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason=MISSING,
-)
-
 
 @pytest.fixture(scope="module")
 def cfg() -> Config:
     return load_config(ROOT / "config.toml")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed (test extras)"
-    )
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture
@@ -132,9 +117,8 @@ def test_axe_finds_no_violation_in_the_preview(
     page,  # noqa: ANN001
     day: str,
 ) -> None:
-    axe_module = pytest.importorskip(
-        "axe_playwright_python.sync_playwright", reason="axe-playwright-python (test extras)"
-    )
+    requires("axe")
+    axe_module = importlib.import_module("axe_playwright_python.sync_playwright")
     digest = CORPUS / f"{day}.md"
     report = dry_run(
         cfg,

@@ -3,7 +3,7 @@
 No network test runs (no DNS blocklists, no DKIM key lookup), so the score is the message's own:
 its headers, HTML and text. The only rules allowed are the informational ones no newsletter can
 avoid before it is sent: HTML_MESSAGE (it has an HTML part), NO_RECEIVED and NO_RELAYS (it has
-not travelled yet). Skips where spamassassin is absent, except under CI (.ci/apt-packages).
+not travelled yet). Skips where spamassassin is absent, fails under CI=true (tests/requires.py).
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,18 +23,12 @@ from publisher.mailer import MessageFactory
 from publisher.newsletter import Newsletter, render_newsletter
 
 from .conftest import CORPUS, ROOT, needs_corpus
+from .requires import requires
 
-SPAMASSASSIN = shutil.which("spamassassin")
 UNAVOIDABLE = {"HTML_MESSAGE", "NO_RECEIVED", "NO_RELAYS"}
 DAY = CORPUS / "2024" / "02" / "08.md"
 
-pytestmark = [
-    needs_corpus,
-    pytest.mark.skipif(
-        SPAMASSASSIN is None and not os.environ.get("CI"),
-        reason="spamassassin not found: apt-get install spamassassin",
-    ),
-]
+pytestmark = [needs_corpus, pytest.mark.requires("spamassassin")]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +49,7 @@ def rules_hit(raw: bytes, tmp_path: Path) -> set[str]:
     prefs = tmp_path / "user_prefs"
     prefs.write_text("")
     done = subprocess.run(
-        [SPAMASSASSIN or "spamassassin", "-L", "-t", "-p", str(prefs)],
+        [requires("spamassassin"), "-L", "-t", "-p", str(prefs)],
         input=raw,
         capture_output=True,
         timeout=300,

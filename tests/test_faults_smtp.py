@@ -28,8 +28,8 @@ from publisher.delivery import deliver
 from publisher.state import Store
 from publisher.state.schema import ledger
 
+from .deliveryhelpers import DAY, SAMPLE, build, subscribe, write_config
 from .smtp_server import Recorder, start_server
-from .test_delivery import DAY, SAMPLE, build, subscribe, write_config
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from .deliveryhelpers import SAMPLE
 from .net import free_port
-from .test_delivery import SAMPLE
 
 SECRET = "gZIlGIcxRCoFkrc6iztO8B2urlwz9ZpEebazRyrf5OM"
 

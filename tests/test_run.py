@@ -110,6 +110,17 @@ class Run:
         with Store.open(cfg) as store:
             return store.get_meta("run:last_tick")
 
+    def wait_for_a_tick_after(self, cfg: Config, moment: dt.datetime) -> None:
+        """Until a tick that started after `moment` has finished, sends and all: `run:last_tick`
+        is written at the end of a tick with the time it started, in whole seconds, so a value
+        after `moment` is a tick that started after it."""
+
+        def done() -> bool:
+            last = self.ticks(cfg)
+            return last is not None and dt.datetime.fromisoformat(last) > moment
+
+        self.wait_for(f"a tick that started after {moment:%H:%M:%S.%f}", done)
+
     def terminate(self, timeout: float = 10) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -159,11 +170,10 @@ def test_new_digest_is_published_once_and_not_again_after_restart(
     assert sorted(recorder.received()) == [f"r{i}@example.com" for i in range(3)]
 
     # A restart sees the same digest, published: it sends nothing again.
+    restarted = dt.datetime.now(dt.UTC)
     first_tick = Run(cfg)
     try:
-        before = first_tick.ticks(cfg)
-        first_tick.wait_for("a tick after the restart", lambda: first_tick.ticks(cfg) != before)
-        time.sleep(0.5)  # a few more poll intervals
+        first_tick.wait_for_a_tick_after(cfg, restarted)
     finally:
         assert first_tick.terminate() == 0
     assert total(recorder) == 3
@@ -177,7 +187,7 @@ def test_new_digest_is_published_once_and_not_again_after_restart(
             "the feed to show the edit",
             lambda: "changed: feed entry and page updated" in edit.text(),
         )
-        time.sleep(0.5)
+        edit.wait_for_a_tick_after(cfg, dt.datetime.now(dt.UTC))  # would it send again?
     finally:
         assert edit.terminate() == 0
     assert total(recorder) == 3
@@ -201,7 +211,7 @@ def test_malformed_digest_is_reported_and_the_next_good_one_still_goes_out(
         yesterday = today() - dt.timedelta(days=1)
         write_digest(cfg.digests.inbox, yesterday)
         run.wait_for("2 emails", lambda: total(recorder) == 2)
-        time.sleep(0.5)
+        run.wait_for_a_tick_after(cfg, dt.datetime.now(dt.UTC))  # a poll after the sends
     finally:
         assert run.terminate() == 0
     assert run.text().count("not a digest") == 1  # reported once, not on every poll

@@ -31,7 +31,7 @@ NS = {"h": "http://www.w3.org/1999/xhtml"}
 def test_every_page_links_to_the_signup_and_the_index_form_signs_up(tmp_path: Path) -> None:
     asked: list[tuple[str, str]] = []
 
-    def sender(cfg, address: str, url: str) -> None:  # noqa: ANN001 - the confirmation mail
+    def sender(cfg, address: str, url: str, **_: object) -> None:  # noqa: ANN001 - the mail
         asked.append((address, url))
 
     def make_app(base: str):  # noqa: ANN202

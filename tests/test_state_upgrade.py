@@ -23,6 +23,13 @@ from .conftest import FIXTURES
 DAY = dt.date(2024, 5, 14)  # the fixture's digest: 2 sent, 1 failed (451), 1 queued
 
 
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    """Here every database starts empty (conftest's `db_url` is already migrated): these tests
+    load old databases into it, or migrate it themselves."""
+    return empty_db_url
+
+
 def _schema_diff(url: str) -> list[object]:
     engine = sa.create_engine(url)
     try:

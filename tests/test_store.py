@@ -13,6 +13,7 @@ from publisher.config import default_config
 from publisher.errors import PublisherError
 from publisher.state import InvalidAddress, Store
 from publisher.state.limits import canonical_mailbox
+from publisher.state.migrate import current, head
 
 from .pg import config_for
 
@@ -38,15 +39,30 @@ def table_names(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_each_test_gets_an_empty_database_and_open_creates_the_tables(
-    tmp_path: Path, db_url: str
-) -> None:
-    if db_url.startswith("sqlite"):
+def test_an_empty_database_gets_its_tables_on_open(tmp_path: Path, empty_db_url: str) -> None:
+    if empty_db_url.startswith("sqlite"):
         (tmp_path / "state").mkdir()
-    assert table_names(db_url) == set()
-    with Store.open(config_for(tmp_path, db_url)):
+    assert table_names(empty_db_url) == set()
+    with Store.open(config_for(tmp_path, empty_db_url)):
         pass
+    assert table_names(empty_db_url) >= TABLES
+
+
+@pytest.mark.parametrize("turn", ["first", "second"])
+def test_each_test_gets_its_own_copy_of_the_migrated_template(
+    tmp_path: Path, db_url: str, turn: str
+) -> None:
+    """conftest's `db_url`: at the head revision before the library opens it, with no rows, and
+    a copy: what one test writes, the next does not see."""
     assert table_names(db_url) >= TABLES
+    engine = sa.create_engine(db_url)
+    try:
+        assert current(engine) == head()
+    finally:
+        engine.dispose()
+    with Store.open(config_for(tmp_path, db_url)) as store:
+        assert sum(store.counts_by_status().values()) == 0
+        store.add_subscriber(f"{turn}@example.com", "", status="active", source="csv")
 
 
 def test_open_creates_tables_in_wal_mode(tmp_path: Path) -> None:

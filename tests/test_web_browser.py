@@ -1,38 +1,21 @@
 """A real browser fills in the signup form: Debian's headless Chromium driven by Playwright.
 
 Launched by tests/browser.py (Playwright told where Chromium is, so nothing is downloaded: no
-`playwright install`). Skips, saying why, where /usr/bin/chromium is absent (`.ci/run` installs
-it from `.ci/apt-packages` when it runs as root on Debian).
+`playwright install`) through conftest's `browser` fixture. Skips, saying why, where
+/usr/bin/chromium is absent, and fails under CI=true (`.ci/run` installs it from
+`.ci/apt-packages` when it runs as root on Debian).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from publisher.i18n import strings
 from publisher.state import ACTIVE, PENDING, Store
 from publisher.web import create_app
 
-from .browser import CHROMIUM, MISSING, chromium
 from .smtp_server import smtp_server
 from .webhelpers import SECRET, live_server, web_config
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=MISSING,
-)
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed (test extras)"
-    )
-    with chromium() as b:
-        yield b
 
 
 def test_browser_fills_in_the_signup_form(tmp_path: Path, browser) -> None:  # noqa: ANN001

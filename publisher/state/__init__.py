@@ -89,11 +89,8 @@ __all__ = [
     "Subscriber",
     "UnknownSubscriber",
     "ledger",
-    "meta",
-    "metadata",
     "normalize_email",
     "normalize_name",
     "publications",
     "subscribers",
-    "suppressions",
 ]
