@@ -125,6 +125,55 @@ def build(config_path: Path) -> None:
 
 @cli.command()
 @config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per topic, in an array.")
+def topics(config_path: Path, as_json: bool) -> None:
+    """Each [topics.NAME] with its number of matching papers over the inbox.
+
+    Then the share of papers that match no topic (they still go to readers who want all
+    topics), so the patterns can be tuned. Digests that do not parse are skipped.
+
+    \b
+    Examples:
+      publisher topics
+      publisher topics --json | jq '.[] | select(.papers < 10)'
+    """
+    from .digest import find_digests
+    from .topics import TopicMatcher
+
+    cfg = get_config(config_path)
+    matcher = TopicMatcher.from_config(cfg)
+    counts = dict.fromkeys(matcher.names, 0)
+    papers = unmatched = 0
+    for path in find_digests(cfg.digests.inbox):
+        try:
+            digest = parse_file(path)
+        except PublisherError:
+            continue
+        for paper in digest.papers:
+            papers += 1
+            found = matcher.topics_of(paper)
+            unmatched += not found
+            for name in found:
+                counts[name] += 1
+    if as_json:
+        rows = [
+            {"name": t.name, "label": t.label, "match": list(t.match), "papers": counts[t.name]}
+            for t in matcher.topics
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not matcher.topics:
+        click.echo(f"no topics in {cfg.path} (add [topics.NAME] tables)")
+    width = max((len(n) for n in matcher.names), default=0)
+    for t in matcher.topics:
+        share = counts[t.name] / papers if papers else 0.0
+        click.echo(f"{t.name:<{width}}  {counts[t.name]:6d} papers  {share:6.1%}  {t.label}")
+    share = unmatched / papers if papers else 0.0
+    click.echo(f"{papers} papers in {cfg.digests.inbox}; {unmatched} ({share:.1%}) match no topic")
+
+
+@cli.command()
+@config_option
 @click.option(
     "--dry-run",
     is_flag=True,
