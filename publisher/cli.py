@@ -373,6 +373,60 @@ def subscribers_add(config_path: Path, email: str, name: str, resubscribe: bool)
         click.echo(f"{sub.email}: {'added' if created else 'already subscribed'}")
 
 
+@subscribers.command("set")
+@config_option
+@click.argument("email")
+@click.option("--cadence", default=None, help="daily, weekly or paused (nothing is sent).")
+@click.option("--topics", "topic_list", default=None, help="Topic names, comma-separated.")
+@click.option("--all-topics", is_flag=True, help="Every paper, whatever its topics.")
+@click.option("--max", "max_papers", default=None, type=int, help="At most N papers (0: all).")
+def subscribers_set(
+    config_path: Path,
+    email: str,
+    cadence: str | None,
+    topic_list: str | None,
+    all_topics: bool,
+    max_papers: int | None,
+) -> None:
+    """Set what EMAIL gets: cadence, topics (see `publisher topics`) and a cap.
+
+    Options left out keep their value. This is the operator's change: it also replaces a
+    choice the reader made on the web (a CSV import never does). It applies from the next
+    edition.
+
+    \b
+    Examples:
+      publisher subscribers set ada@example.com --cadence weekly --topics agents,rl --max 10
+      publisher subscribers set ada@example.com --all-topics --max 0
+    """
+    from .state import CADENCES, ChoiceUpdate, Store
+    from .topics import parse_topics
+
+    if topic_list is not None and all_topics:
+        raise click.UsageError("--topics and --all-topics exclude each other")
+    cfg = get_config(config_path)
+    if cadence is not None and cadence not in CADENCES:
+        raise PublisherError(f"unknown cadence {cadence!r} (daily, weekly or paused)")
+    if max_papers is not None and max_papers < 0:
+        raise PublisherError(f"--max must be 0 (all) or more, not {max_papers}")
+    chosen = None
+    if all_topics:
+        chosen = frozenset()
+    elif topic_list is not None:
+        try:
+            chosen = parse_topics(topic_list, cfg.topic_names)
+        except ValueError as exc:
+            raise PublisherError(f"{exc} ({cfg.path})") from None
+        if not chosen:
+            raise PublisherError("--topics needs at least one name (or use --all-topics)")
+    update = ChoiceUpdate(cadence=cadence, topics=chosen, max_papers=max_papers)
+    with Store.open(cfg) as store:
+        sub = store.set_choice(email, update, source="cli")
+    from .topics import describe_choice
+
+    click.echo(f"{sub.email}: {describe_choice(cfg, sub.cadence, sub.topics, sub.max_papers)}")
+
+
 @subscribers.command("remove")
 @config_option
 @click.argument("email")

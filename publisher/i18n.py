@@ -92,6 +92,16 @@ _STRINGS: dict[str, dict[str, str]] = {
         "status_inactive": "not subscribed",
         "resubscribe_button": "Subscribe again",
         "download_data": "Download what is stored about this address (JSON)",
+        # Reader choice (publisher/topics.py): the footer line and the preferences form.
+        "cadence_daily": "Daily",
+        "cadence_weekly": "Weekly",
+        "cadence_paused": "Paused",
+        "all_topics": "all topics",
+        "top_n": "top {n}",
+        "all_papers": "every paper",
+        "you_get": "You get: {line}.",
+        "change_choice": "Change",
+        "in_this_email": "In this email",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -177,6 +187,15 @@ _STRINGS: dict[str, dict[str, str]] = {
         "status_inactive": "구독하지 않음",
         "resubscribe_button": "다시 구독하기",
         "download_data": "이 주소에 대해 저장된 정보 내려받기 (JSON)",
+        "cadence_daily": "매일",
+        "cadence_weekly": "주간",
+        "cadence_paused": "일시 중지",
+        "all_topics": "모든 주제",
+        "top_n": "상위 {n}편",
+        "all_papers": "모든 논문",
+        "you_get": "받는 내용: {line}",
+        "change_choice": "변경",
+        "in_this_email": "이번 호 목차",
     },
 }
 

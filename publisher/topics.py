@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .config import Config, TopicConfig
 from .digest import Bullet, Paper
+from .i18n import strings
 
 CADENCES = ("daily", "weekly", "paused")
 
@@ -104,3 +105,19 @@ def parse_topics(value: str, known: Sequence[str], sep: str = ",") -> frozenset[
 def topics_cell(topics: Iterable[str]) -> str:
     """How a set of topics is stored and exported: sorted names joined by `;` (empty: all)."""
     return ";".join(sorted(topics))
+
+
+def describe_choice(cfg: Config, cadence: str, topics: Iterable[str], max_papers: int) -> str:
+    """One line saying what a reader gets, in the site's language, topics in config order:
+    "매일 · 효율화·양자화, 에이전트 · 상위 10편"."""
+    t = strings(cfg.site.language)
+    chosen = set(topics)
+    labels = [tc.label for tc in cfg.topics if tc.name in chosen]
+    labels += sorted(chosen - {tc.name for tc in cfg.topics})  # a topic since removed
+    return " · ".join(
+        (
+            t.get(f"cadence_{cadence}", cadence),
+            ", ".join(labels) if labels else t["all_topics"],
+            t["top_n"].format(n=max_papers) if max_papers > 0 else t["all_papers"],
+        )
+    )

@@ -73,6 +73,11 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_kept(
             "removed": 0,
         }
         assert store.ledger_counts(DAY) == {"queued": 1, "sent": 2, "failed": 1}
+        # 0005_reader_choice: every existing reader is daily, all topics, no cap, chosen by
+        # nobody; their ledger rows are of the one segment (all, no cap).
+        for sub in store.iter_subscribers():
+            assert (sub.cadence, sub.topics, sub.max_papers) == ("daily", frozenset(), 0)
+            assert sub.choice_source is None
         bounced = store.get("reader3@example.org")
         assert bounced.status == "bounced" and bounced.hard_bounces == 1
         assert store.suppression_reason("reader3@example.org") == "bounced: 550 no such user"
@@ -93,6 +98,7 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_kept(
         # And the upgraded ledger works as a queue: the queued row can be claimed.
         claimed = store.claim(DAY, "test:1:x", 10, lease_seconds=30)
         assert [e.email for e in claimed] == ["late@example.org"]
+        assert claimed[0].segment == ("", 0)
     assert _schema_diff(db_url) == []
 
 
