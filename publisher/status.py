@@ -44,6 +44,11 @@ def status_lines(
             "sent": f"email sent: {pub.sent} sent, {pub.failed} failed",
             "partial": f"email partial: {pub.sent} sent, {pub.failed} failed",
         }.get(pub.email_status, pub.email_status)
+        if pub.email_status != "none":
+            # Readers whose topics matched nothing in the edition: served, with no email.
+            nomatch = store.ledger_counts(pub.digest_date).get("nomatch", 0)
+            if nomatch:
+                email += f", {nomatch} nothing matched ({pub.sent + nomatch} served)"
         out.append(f"  {pub.digest_date}  in feed  {email}  ({pub.source})")
         if pub.email_status != "sent":
             due = email_due(cfg, pub.digest_date, arrived(pub.source, pub.created_at, now), now)
