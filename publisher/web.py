@@ -58,6 +58,7 @@ from .state import InvalidAddress, Store, normalize_email, normalize_name
 from .state.health import StorageError
 from .templating import jinja_env
 from .tokens import TokenError, read, sign_id
+from .topics import Choice
 from .urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
 from .web_mail import MailError, check_sender, send_confirmation
 
@@ -381,6 +382,9 @@ class WebSide:
             error=error,
             email=email,
             name=name,
+            choice=Choice(),  # the defaults: daily, every paper
+            cadences=st.CADENCES,
+            topics=self.cfg.topics,
         )
 
     async def subscribe(self, request: Request) -> Response:
@@ -399,8 +403,13 @@ class WebSide:
         )
         if not allowed:
             return self.message(self.t["too_many"], self.t["too_many"], status=429)
-        form = await request.form(max_files=0, max_fields=10)
+        form = await request.form(max_files=0, max_fields=10 + len(self.cfg.topics))
         raw_email, name, trap = (_field(form, k) for k in ("email", "name", "website"))
+        try:
+            # Optional: cadence and topics (a form without them gives daily, every paper).
+            choice = _choice_of(form, self.cfg, with_max=False)
+        except ValueError:
+            return self.subscribe_form(self.t["invalid_choice"], raw_email[:320], status=400)
         try:
             email = normalize_email(
                 raw_email, check_deliverability=self.cfg.subscribers.check_deliverability
@@ -413,12 +422,12 @@ class WebSide:
         if trap:
             return neutral
         try:
-            await run_in_threadpool(self._signup, email, normalize_name(name))
+            await run_in_threadpool(self._signup, email, normalize_name(name), choice)
         except MailError:
             return self.message(self.t["send_failed"], self.t["send_failed"], status=503)
         return neutral
 
-    def _signup(self, email: str, name: str) -> None:
+    def _signup(self, email: str, name: str, choice: st.ChoiceUpdate | None = None) -> None:
         """Store the address as pending (an existing subscriber keeps its status and name) and
         mail a confirmation link, at most once per address per `confirm_resend_minutes`."""
         now = self.clock()
@@ -431,9 +440,13 @@ class WebSide:
             return
         # Only a new row takes the form's name: an unconfirmed form must not rename an existing
         # subscriber.
-        sub, _ = self.store.add_subscriber(
+        sub, created = self.store.add_subscriber(
             email, name, status=st.PENDING, source="web", rename=False
         )
+        if created and choice is not None and choice.values() != {"cadence": "daily", "topics": ""}:
+            # Like the name, only a new row takes the form's choice (an unconfirmed form must
+            # not change an existing reader's); it is the reader's own: `web`.
+            self.store.set_choice(email, choice, "web")
         try:
             token = sign_id(self.secret, "confirm", sub.id, now)  # names when it was issued
             self.sender(self.cfg, email, urls.confirm_url(self.cfg, token))
@@ -534,13 +547,16 @@ class WebSide:
         email = await self._subject(token, ("manage", "unsubscribe"))
         if email is None:
             return self.bad_link()
+        choice_saved = choice_error = False
         if request.method == "POST":
             if await _read_body(request) is None:
                 return self.message(self.t["too_large"], self.t["too_large"], status=413)
-            form = await request.form(max_files=0, max_fields=5)
+            form = await request.form(max_files=0, max_fields=8 + len(self.cfg.topics))
             if _field(form, "action") == "resubscribe":
                 # The token was mailed to this address: using it is the owner's fresh consent.
                 await run_in_threadpool(self.store.resubscribe, email, "", "web")
+            elif _field(form, "action") == "choice":
+                choice_saved, choice_error = await self._save_choice(email, form)
         sub = await run_in_threadpool(self.store.get, email)
         status = sub.status if sub else None
         # The page's unsubscribe button: a token naming the id, or the very token the reader
@@ -563,7 +579,27 @@ class WebSide:
             action=urls.preferences_url(self.cfg, token),
             unsubscribe_action=unsubscribe_action,
             data_url=urls.preferences_data_url(self.cfg, token),
+            choice=sub,  # its cadence, topics and max_papers; None: no row, no choice form
+            cadences=st.CADENCES,
+            topics=self.cfg.topics,
+            signup=False,
+            choice_saved=choice_saved,
+            choice_error=choice_error,
+            status=400 if choice_error else 200,
         )
+
+    async def _save_choice(self, email: str, form: Any) -> tuple[bool, bool]:
+        """The preferences form's cadence, topics and cap, stored as the reader's own choice
+        (`web`: a CSV import never overwrites it). (saved, invalid)."""
+        try:
+            update = _choice_of(form, self.cfg, with_max=True)
+        except ValueError:
+            return False, True
+        try:
+            await run_in_threadpool(self.store.set_choice, email, update, "web")
+        except st.UnknownSubscriber:
+            return False, True
+        return True, False
 
     async def preferences_data(self, request: Request) -> Response:
         email = await self._subject(request.path_params["token"], ("manage", "unsubscribe"))
@@ -610,6 +646,25 @@ def _json_default(value: object) -> str:
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _choice_of(form: Any, cfg: Config, *, with_max: bool) -> st.ChoiceUpdate:
+    """A reader choice from a form: `cadence`, `topic` (ticked boxes, none: every paper) and,
+    `with_max`, `max_papers`; ValueError for an unknown cadence or topic or a bad number."""
+    cadence = _field(form, "cadence") or "daily"
+    if cadence not in st.CADENCES:
+        raise ValueError(f"unknown cadence {cadence!r}")
+    names = [v for v in form.getlist("topic") if isinstance(v, str)]
+    known = set(cfg.topic_names)
+    if any(n not in known for n in names):
+        raise ValueError("unknown topic")
+    max_papers = None
+    if with_max:
+        raw = _field(form, "max_papers").strip() or "0"
+        if not raw.isdigit() or int(raw) > 1000:
+            raise ValueError(f"bad max_papers {raw!r}")
+        max_papers = int(raw)
+    return st.ChoiceUpdate(cadence=cadence, topics=frozenset(names), max_papers=max_papers)
 
 
 def _field(form: Any, name: str) -> str:
