@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -263,22 +264,53 @@ def _keep(name: str, forms: dict[int, Form]) -> bool:
 def _choose(
     views: list[_PaperView], prefix: str, pieces: list[tuple[str, str]], budget: int
 ) -> dict[int, Form]:
-    """Each paper's form: the richest that keeps the whole HTML within `budget` CRLF bytes."""
-    sizes = [(name, _crlf_bytes(piece)) for name, piece in pieces]
-    base = _crlf_bytes(prefix)
+    """Each paper's form: the richest that keeps the whole HTML within `budget` CRLF bytes.
+
+    The total is kept up to date as papers change form (what `_keep` would keep, summed per
+    paper and for the shared pieces), not recounted over every piece at each step: a segment
+    of a big day is assembled in milliseconds (`_total` is the plain recount, for the tests).
+    """
+    size = {name: _crlf_bytes(piece) for name, piece in pieces}
     forms: dict[int, Form] = {v.n: "full" for v in views}
+    toc = len(forms) >= TOC_MIN
+    counts = Counter(forms.values())
 
-    def total() -> int:
-        return base + sum(size for name, size in sizes if _keep(name, forms))
+    def own(n: int, form: Form) -> int:
+        """The bytes of paper n's pieces in `form`: its card or title, its line in the list."""
+        mine = size.get(f"{n}-{form}", 0) if form != "web" else 0
+        if toc and form in ("full", "short"):
+            mine += size.get(f"{n}-toc-card", 0)
+        elif toc and form == "title":
+            mine += size.get(f"{n}-toc-link", 0)
+        return mine
 
+    def shared() -> int:
+        kept = {"footer": True}
+        kept["short-note"] = counts["full"] < len(forms)
+        kept["more-head"] = kept["more-tail"] = counts["title"] > 0
+        kept["more-web"] = counts["web"] > 0
+        kept["toc-head"] = kept["toc-tail"] = toc and counts["web"] < len(forms)
+        return sum(size.get(name, 0) for name, keep in kept.items() if keep)
+
+    papers = _crlf_bytes(prefix) + sum(own(v.n, "full") for v in views)
     # Least important first: fewest votes, then later in the digest (the digest's own order).
     order = sorted(views, key=lambda v: (v.votes if v.votes is not None else -1, -v.n))
     for form in ("short", "title", "web"):
         for v in order:
-            if total() <= budget:
+            if papers + shared() <= budget:
                 return forms
+            old = forms[v.n]
+            papers += own(v.n, form) - own(v.n, old)  # type: ignore[arg-type]
+            counts[old] -= 1
+            counts[form] += 1
             forms[v.n] = form  # type: ignore[assignment]
     return forms
+
+
+def _total(prefix: str, pieces: list[tuple[str, str]], forms: dict[int, Form]) -> int:
+    """The CRLF bytes of the HTML that `forms` keeps, counted piece by piece."""
+    kept = (piece for name, piece in pieces if _keep(name, forms))
+    return _crlf_bytes(prefix) + sum(_crlf_bytes(piece) for piece in kept)
 
 
 def _text_view(v: _PaperView, form: Form) -> dict[str, Any]:

@@ -262,3 +262,31 @@ def test_a_segment_cut_from_the_inlined_edition_equals_its_own_rendering() -> No
         assert anchors.sub("p-N", cut.html) == anchors.sub("p-N", alone.html)
         assert (cut.subject, cut.text) == (alone.subject, alone.text)
         assert (cut.full, cut.shortened, cut.linked) == (alone.full, alone.shortened, alone.linked)
+
+
+def test_the_size_budget_choice_is_kept_up_to_date_exactly() -> None:
+    """`_choose` keeps its total incrementally; its choice at every budget is the one the plain
+    recount of every kept piece gives (the algorithm as it was), papers giving way in order."""
+    from publisher.newsletter import _choose, _total, inline_edition
+
+    from .conftest import CORPUS, ROOT, largest_corpus_digest
+
+    def reference(views, prefix, pieces, budget):  # noqa: ANN001, ANN202
+        forms = {v.n: "full" for v in views}
+        order = sorted(views, key=lambda v: (v.votes if v.votes is not None else -1, -v.n))
+        for form in ("short", "title", "web"):
+            for v in order:
+                if _total(prefix, pieces, forms) <= budget:
+                    return forms
+                forms[v.n] = form
+        return forms
+
+    cfg = load_config(ROOT / "config.toml")
+    path = largest_corpus_digest() if CORPUS.is_dir() else ROOT / "digests/2024/05/15.md"
+    edition = inline_edition(parse_file(path), cfg)
+    pieces = list(edition.pieces)
+    for views in (list(edition.views), list(edition.views)[::3], list(edition.views)[:5]):
+        full = _total(edition.prefix, pieces, {v.n: "full" for v in views})
+        for budget in (full, full - 1, full * 3 // 4, full // 2, full // 4, 3_000):
+            got = _choose(views, edition.prefix, pieces, budget)
+            assert got == reference(views, edition.prefix, pieces, budget), (len(views), budget)
