@@ -425,6 +425,12 @@ def subscribers_set(
     from .topics import describe_choice
 
     click.echo(f"{sub.email}: {describe_choice(cfg, sub.cadence, sub.topics, sub.max_papers)}")
+    if sub.cadence == "weekly":
+        click.echo(
+            "note: weekly readers get no daily email, and this release has no weekly send yet: "
+            "they get nothing until it has",
+            err=True,
+        )
 
 
 @subscribers.command("remove")

@@ -108,6 +108,9 @@ _STRINGS: dict[str, dict[str, str]] = {
         "save_choice": "Save",
         "choice_saved": "Saved. It applies from the next edition.",
         "invalid_choice": "That choice is not valid; nothing was changed.",
+        "unsubscribe_alternatives": "Too much mail? You can also pause, or choose fewer papers.",
+        "pause_button": "Pause instead (stay subscribed)",
+        "choose_less": "Choose topics and how many papers",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -208,6 +211,11 @@ _STRINGS: dict[str, dict[str, str]] = {
         "save_choice": "저장",
         "choice_saved": "저장했습니다. 다음 호부터 적용됩니다.",
         "invalid_choice": "올바르지 않은 선택입니다. 아무것도 바꾸지 않았습니다.",
+        "unsubscribe_alternatives": (
+            "메일이 너무 많나요? 일시 중지하거나 받을 논문을 줄일 수도 있습니다."
+        ),
+        "pause_button": "대신 일시 중지하기 (구독 유지)",
+        "choose_less": "주제와 논문 수 고르기",
     },
 }
 

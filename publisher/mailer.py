@@ -285,8 +285,9 @@ class Segments:
         self._rendering: dict[tuple[str, int], threading.Event] = {}
         self._edition: InlinedEdition | None = None
         self._edition_lock = threading.Lock()
-        self.renders = 0
-        self.render_seconds = 0.0
+        self.renders = 0  # segments made (each from the pieces of the one inlined edition)
+        self.render_seconds = 0.0  # their time, the edition's inlining not included
+        self.edition_seconds = 0.0  # Jinja + premailer of the whole edition, once
 
     def factory(self, topics: str, max_papers: int) -> MessageFactory:
         """The MessageFactory of one segment (`topics` as stored: `a;b`), rendered if needed."""
@@ -328,6 +329,8 @@ class Segments:
         with self._edition_lock:  # premailer once per edition, by the first segment's thread
             if self._edition is None:
                 self._edition = inline_edition(self.digest, self.cfg)
+                self.edition_seconds = time.perf_counter() - started
+                started = time.perf_counter()
         choice = Choice(self.cadence, split_topics(topics), max_papers)
         selection = replace(self.digest, papers=tuple(papers))
         newsletter = render_newsletter(selection, self.cfg, choice, edition=self._edition)

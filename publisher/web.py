@@ -65,6 +65,9 @@ from .web_mail import MailError, check_sender, send_confirmation
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
 # an unsubscribe must not subscribe anyone again.
 CONFIRM_MAX_AGE = dt.timedelta(days=7)
+# The cadences a reader may pick on the web. "weekly" joins them with the weekly edition
+# (issue 21, step 5): until that send exists a weekly reader would get nothing at all.
+WEB_CADENCES = ("daily", "paused")
 # Forms and one-click bodies are a few dozen bytes; anything bigger is not one of ours.
 MAX_BODY = 8 * 1024
 FEED_TYPES = {
@@ -383,7 +386,7 @@ class WebSide:
             email=email,
             name=name,
             choice=Choice(),  # the defaults: daily, every paper
-            cadences=st.CADENCES,
+            cadences=WEB_CADENCES,
             topics=self.cfg.topics,
         )
 
@@ -526,6 +529,9 @@ class WebSide:
                 self.t["unsubscribe_title"],
                 email=email,
                 action=urls.unsubscribe_url(self.cfg, token),
+                # Instead of leaving: pause (still subscribed, nothing suppressed) or change
+                # what they get, on the preferences page (which takes this token too).
+                preferences_action=urls.preferences_url(self.cfg, token),
             )
         # RFC 8058: the body is `List-Unsubscribe=One-Click`, urlencoded or multipart. Our own
         # button posts the same. The signed token is the authority, so the body is only size-
@@ -557,6 +563,14 @@ class WebSide:
                 await run_in_threadpool(self.store.resubscribe, email, "", "web")
             elif _field(form, "action") == "choice":
                 choice_saved, choice_error = await self._save_choice(email, form)
+            elif _field(form, "action") == "pause":
+                # The unsubscribe page's "pause instead": only the cadence changes.
+                pause = st.ChoiceUpdate(cadence="paused")
+                try:
+                    await run_in_threadpool(self.store.set_choice, email, pause, "web")
+                    choice_saved = True
+                except st.UnknownSubscriber:
+                    choice_error = True
         sub = await run_in_threadpool(self.store.get, email)
         status = sub.status if sub else None
         # The page's unsubscribe button: a token naming the id, or the very token the reader
@@ -580,7 +594,7 @@ class WebSide:
             unsubscribe_action=unsubscribe_action,
             data_url=urls.preferences_data_url(self.cfg, token),
             choice=sub,  # its cadence, topics and max_papers; None: no row, no choice form
-            cadences=st.CADENCES,
+            cadences=WEB_CADENCES,
             topics=self.cfg.topics,
             signup=False,
             choice_saved=choice_saved,
@@ -652,7 +666,7 @@ def _choice_of(form: Any, cfg: Config, *, with_max: bool) -> st.ChoiceUpdate:
     """A reader choice from a form: `cadence`, `topic` (ticked boxes, none: every paper) and,
     `with_max`, `max_papers`; ValueError for an unknown cadence or topic or a bad number."""
     cadence = _field(form, "cadence") or "daily"
-    if cadence not in st.CADENCES:
+    if cadence not in WEB_CADENCES:
         raise ValueError(f"unknown cadence {cadence!r}")
     names = [v for v in form.getlist("topic") if isinstance(v, str)]
     known = set(cfg.topic_names)

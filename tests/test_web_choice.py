@@ -117,14 +117,18 @@ def test_the_preferences_form_changes_the_choice_from_the_next_edition(
 
 def test_the_signup_form_takes_cadence_and_topics_for_a_new_address_only(web: Web) -> None:
     form = web.http.get(web.base + "subscribe")
-    assert 'name="cadence" value="weekly"' in form.text and 'value="agents"' in form.text
-    r = web.signup("new@example.com", "New", cadence="weekly", topic="agents")
+    assert 'name="cadence" value="paused"' in form.text and 'value="agents"' in form.text
+    # Until the weekly edition exists the web does not offer it (a weekly reader would get
+    # nothing): asking for it is refused like any unknown value.
+    assert 'value="weekly"' not in form.text
+    assert web.signup("wk@example.com", cadence="weekly").status_code == 400
+    r = web.signup("new@example.com", "New", cadence="daily", topic=["agents", "rl"])
     assert r.status_code == 200
     sub = web.store.get("new@example.com")
     assert (sub.status, sub.cadence, sub.topics, sub.choice_source) == (
         st.PENDING,
-        "weekly",
-        {"agents"},
+        "daily",
+        {"agents", "rl"},
         "web",
     )
     # Someone else's form for a known address does not change that reader's choice.
@@ -138,3 +142,22 @@ def test_the_signup_form_takes_cadence_and_topics_for_a_new_address_only(web: We
     assert (plain.cadence, plain.topics, plain.choice_source) == ("daily", frozenset(), None)
     assert web.signup("x@example.com", topic="robots").status_code == 400
     assert web.store.get("x@example.com") is None
+
+
+def test_the_unsubscribe_page_offers_to_pause_and_one_click_still_unsubscribes(web: Web) -> None:
+    web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="cli")
+    web.store.set_choice("ada@example.com", st.ChoiceUpdate(topics=frozenset({"rl"})), "cli")
+    link = web.unsub_url("ada@example.com")
+    page = web.http.get(link)
+    assert page.status_code == 200 and T["pause_button"] in page.text
+    pause_to = re.search(r'action="([^"]+/preferences/[^"]+)"', page.text)
+    assert pause_to is not None
+    assert web.state("ada@example.com") == (st.ACTIVE, False)  # the GET changed nothing
+    r = web.http.post(pause_to.group(1), data={"action": "pause"})
+    assert r.status_code == 200 and T["choice_saved"] in r.text
+    sub = web.store.get("ada@example.com")
+    assert (sub.cadence, sub.topics, sub.status) == ("paused", {"rl"}, st.ACTIVE)
+    assert not web.store.is_suppressed("ada@example.com")
+    # RFC 8058's one-click POST is untouched: it unsubscribes at once.
+    assert web.post_one_click(link).status_code == 200
+    assert web.state("ada@example.com") == (st.UNSUBSCRIBED, True)
