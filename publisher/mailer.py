@@ -30,7 +30,7 @@ from html import escape
 from . import signing
 from .bounces.verp import UNSUBSCRIBE, TokenCodec
 from .config import Config
-from .digest import Digest
+from .digest import Digest, Paper
 from .errors import ConfigError
 from .mime import (
     B64_LINE,
@@ -252,10 +252,9 @@ class Segments:
     segments there are. The expensive part (Jinja plus premailer, ~0.3 s on a 68-paper day) is
     done once for the whole edition, every paper in every form (`inline_edition`); a segment
     keeps the pieces of its papers (`render_newsletter(..., edition=...)`, a few ms) and renders
-    only its small text part. The ledger queues readers
-    in segment order, so a sender meets one segment after another and renders each once (a
-    segment evicted and met again is rendered again; `renders` counts). Thread-safe: workers
-    building a segment being rendered wait for that one rendering.
+    only its small text part. The ledger queues readers in segment order, so a sender meets
+    one segment after another and makes each once (a segment evicted and met again is made
+    again; `renders` counts). Thread-safe: workers building a segment being made wait for it.
     """
 
     def __init__(
@@ -316,7 +315,7 @@ class Segments:
                     del self._rendering[key]
                 done.set()
 
-    def papers(self, topics: str, max_papers: int) -> list:
+    def papers(self, topics: str, max_papers: int) -> list[Paper]:
         """The papers of the edition a reader of this segment gets."""
         return select(self.digest.papers, self.matcher, split_topics(topics), max_papers)
 
