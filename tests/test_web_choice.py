@@ -161,3 +161,51 @@ def test_the_unsubscribe_page_offers_to_pause_and_one_click_still_unsubscribes(w
     # RFC 8058's one-click POST is untouched: it unsubscribes at once.
     assert web.post_one_click(link).status_code == 200
     assert web.state("ada@example.com") == (st.UNSUBSCRIBED, True)
+
+
+def test_a_browser_changes_the_choice_on_the_preferences_page_and_reads_it_back(
+    tmp_path: Path,
+) -> None:
+    """Headless Chromium (tests/browser.py) ticks topics, picks paused, sets a cap, saves,
+    then reloads the page and finds what it chose."""
+    from .browser import CHROMIUM, MISSING, chromium
+
+    if not CHROMIUM.exists():
+        pytest.skip(MISSING)
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    from publisher.tokens import sign_id
+    from publisher.urls import preferences_url
+
+    with smtp_server() as (_inbox, port):
+        stores: list[Store] = []
+
+        def make_app(base: str):  # noqa: ANN202
+            cfg = dataclasses.replace(web_config(tmp_path, base, port), topics=TOPICS)
+            stores.append(Store.open(cfg))
+            stores[0].add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="cli")
+            return create_app(cfg, secret=SECRET, store=stores[0])
+
+        with live_server(make_app) as base, chromium() as browser:
+            store = stores[0]
+            ada = store.get("ada@example.com")
+            cfg = dataclasses.replace(web_config(tmp_path, base, port), topics=TOPICS)
+            url = preferences_url(cfg, sign_id(SECRET, "manage", ada.id))
+            page = browser.new_page()
+            page.goto(url)
+            page.check("input[name=topic][value=agents]")
+            page.check("input[name=topic][value=rl]")
+            page.check("input[name=cadence][value=paused]")
+            page.fill("#max_papers", "7")
+            with page.expect_navigation():
+                page.click("form.choice button[type=submit]")
+            assert page.locator("[role=status]").inner_text() == T["choice_saved"]
+            page.goto(url)  # read back: a fresh GET shows what is stored
+            assert page.is_checked("input[name=cadence][value=paused]")
+            assert page.is_checked("input[name=topic][value=agents]")
+            assert page.is_checked("input[name=topic][value=rl]")
+            assert not page.is_checked("input[name=topic][value=efficiency]")
+            assert page.input_value("#max_papers") == "7"
+            page.close()
+            sub = store.get("ada@example.com")
+            assert (sub.cadence, sub.topics, sub.max_papers) == ("paused", {"agents", "rl"}, 7)
+        stores[0].close()
