@@ -7,7 +7,7 @@ no topic, and still goes to readers who want all topics. The regexes are compile
 
 A reader's selection from an edition (`select`): the papers in at least one of their topics
 (all papers when they chose none), then, with a cap, the `max_papers` with the most votes (a
-paper without votes counts as 0; ties go to the earlier day, then to the digest's order),
+paper without votes counts as 0; ties go to the digest's order),
 shown in the edition's own order.
 """
 
