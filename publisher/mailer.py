@@ -272,12 +272,11 @@ class Segments:
         self.cadence = cadence
         self.cache_size = max(cache_size, 1)
         self.matcher = TopicMatcher.from_config(cfg)
-        topics: set[str] = set()
-        for paper in digest.papers:
-            topics |= self.matcher.topics_of(paper)
-        # The topics of the edition's papers: a reader whose topics match none of them is
-        # served with nothing matched (the ledger's `nomatch`), not mailed.
-        self.present_topics = frozenset(topics)
+        # Each paper's topics, matched once per edition (the regexes are the costly part of a
+        # segment's selection); a reader whose topics match none of the edition's is served
+        # with nothing matched (the ledger's `nomatch`), not mailed.
+        self.paper_topics = [self.matcher.topics_of(p) for p in digest.papers]
+        self.present_topics = frozenset().union(*self.paper_topics)
         self._dkim = signing.dkim_settings(cfg)  # the key is read and tried once, here
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, int], MessageFactory] = OrderedDict()
@@ -317,7 +316,13 @@ class Segments:
 
     def papers(self, topics: str, max_papers: int) -> list[Paper]:
         """The papers of the edition a reader of this segment gets."""
-        return select(self.digest.papers, self.matcher, split_topics(topics), max_papers)
+        return select(
+            self.digest.papers,
+            self.matcher,
+            split_topics(topics),
+            max_papers,
+            paper_topics=self.paper_topics,
+        )
 
     def _render(self, topics: str, max_papers: int) -> MessageFactory:
         started = time.perf_counter()

@@ -81,11 +81,16 @@ def select(
     matcher: TopicMatcher,
     topics: Iterable[str] = (),
     max_papers: int = 0,
+    *,
+    paper_topics: Sequence[frozenset[str]] | None = None,
 ) -> list[Paper]:
     """The papers a reader with this choice gets from an edition (in the edition's order):
-    those in any of `topics` (all when empty), the top `max_papers` by votes when capped."""
+    those in any of `topics` (all when empty), the top `max_papers` by votes when capped.
+    `paper_topics`: each paper's topics, when already matched (once per edition)."""
     wanted = frozenset(topics)
-    chosen = [(i, p) for i, p in enumerate(papers) if not wanted or wanted & matcher.topics_of(p)]
+    if paper_topics is None:
+        paper_topics = [matcher.topics_of(p) for p in papers] if wanted else []
+    chosen = [(i, p) for i, p in enumerate(papers) if not wanted or wanted & paper_topics[i]]
     if max_papers > 0 and len(chosen) > max_papers:
         ranked = sorted(chosen, key=lambda ip: (-(ip[1].votes or 0), ip[0]))[:max_papers]
         chosen = sorted(ranked, key=lambda ip: ip[0])
