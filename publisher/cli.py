@@ -145,6 +145,55 @@ def pull(config_path: Path) -> None:
 
 @cli.command()
 @config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per topic, in an array.")
+def topics(config_path: Path, as_json: bool) -> None:
+    """Each [topics.NAME] with its number of matching papers over the inbox.
+
+    Then the share of papers that match no topic (they still go to readers who want all
+    topics), so the patterns can be tuned. Digests that do not parse are skipped.
+
+    \b
+    Examples:
+      publisher topics
+      publisher topics --json | jq '.[] | select(.papers < 10)'
+    """
+    from .digest import find_digests
+    from .topics import TopicMatcher
+
+    cfg = get_config(config_path)
+    matcher = TopicMatcher.from_config(cfg)
+    counts = dict.fromkeys(matcher.names, 0)
+    papers = unmatched = 0
+    for path in find_digests(cfg.digests.inbox):
+        try:
+            digest = parse_file(path)
+        except PublisherError:
+            continue
+        for paper in digest.papers:
+            papers += 1
+            found = matcher.topics_of(paper)
+            unmatched += not found
+            for name in found:
+                counts[name] += 1
+    if as_json:
+        rows = [
+            {"name": t.name, "label": t.label, "match": list(t.match), "papers": counts[t.name]}
+            for t in matcher.topics
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not matcher.topics:
+        click.echo(f"no topics in {cfg.path} (add [topics.NAME] tables)")
+    width = max((len(n) for n in matcher.names), default=0)
+    for t in matcher.topics:
+        share = counts[t.name] / papers if papers else 0.0
+        click.echo(f"{t.name:<{width}}  {counts[t.name]:6d} papers  {share:6.1%}  {t.label}")
+    share = unmatched / papers if papers else 0.0
+    click.echo(f"{papers} papers in {cfg.digests.inbox}; {unmatched} ({share:.1%}) match no topic")
+
+
+@cli.command()
+@config_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -372,6 +421,66 @@ def subscribers_add(config_path: Path, email: str, name: str, resubscribe: bool)
                 "back, use --resubscribe"
             )
         click.echo(f"{sub.email}: {'added' if created else 'already subscribed'}")
+
+
+@subscribers.command("set")
+@config_option
+@click.argument("email")
+@click.option("--cadence", default=None, help="daily, weekly or paused (nothing is sent).")
+@click.option("--topics", "topic_list", default=None, help="Topic names, comma-separated.")
+@click.option("--all-topics", is_flag=True, help="Every paper, whatever its topics.")
+@click.option("--max", "max_papers", default=None, type=int, help="At most N papers (0: all).")
+def subscribers_set(
+    config_path: Path,
+    email: str,
+    cadence: str | None,
+    topic_list: str | None,
+    all_topics: bool,
+    max_papers: int | None,
+) -> None:
+    """Set what EMAIL gets: cadence, topics (see `publisher topics`) and a cap.
+
+    Options left out keep their value. This is the operator's change: it also replaces a
+    choice the reader made on the web (a CSV import never does). It applies from the next
+    edition.
+
+    \b
+    Examples:
+      publisher subscribers set ada@example.com --cadence weekly --topics agents,rl --max 10
+      publisher subscribers set ada@example.com --all-topics --max 0
+    """
+    from .state import CADENCES, ChoiceUpdate, Store
+    from .topics import parse_topics
+
+    if topic_list is not None and all_topics:
+        raise click.UsageError("--topics and --all-topics exclude each other")
+    cfg = get_config(config_path)
+    if cadence is not None and cadence not in CADENCES:
+        raise PublisherError(f"unknown cadence {cadence!r} (daily, weekly or paused)")
+    if max_papers is not None and max_papers < 0:
+        raise PublisherError(f"--max must be 0 (all) or more, not {max_papers}")
+    chosen = None
+    if all_topics:
+        chosen = frozenset()
+    elif topic_list is not None:
+        try:
+            chosen = parse_topics(topic_list, cfg.topic_names)
+        except ValueError as exc:
+            raise PublisherError(f"{exc} ({cfg.path})") from None
+        if not chosen:
+            raise PublisherError("--topics needs at least one name (or use --all-topics)")
+    update = ChoiceUpdate(cadence=cadence, topics=chosen, max_papers=max_papers)
+    with Store.open(cfg) as store:
+        sub = store.set_choice(email, update, source="cli")
+    from .topics import describe_choice
+
+    click.echo(f"{sub.email}: {describe_choice(cfg, sub.cadence, sub.topics, sub.max_papers)}")
+    if sub.cadence == "weekly":
+        click.echo(
+            "note: weekly readers get no daily email, and this release has no weekly send yet: "
+            "they get nothing until it has",
+            err=True,
+        )
 
 
 @subscribers.command("remove")

@@ -205,6 +205,15 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TopicConfig:
+    """One `[topics.NAME]` table: what readers see (`label`) and the regexes that pick papers."""
+
+    name: str
+    label: str
+    match: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path = Path("config.toml")
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -219,6 +228,12 @@ class Config:
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # `[topics.NAME]` tables, in file order (publisher/topics.py matches papers to them).
+    topics: tuple[TopicConfig, ...] = ()
+
+    @property
+    def topic_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.topics)
 
     @property
     def root(self) -> Path:
@@ -248,7 +263,7 @@ def _toml_name(name: str) -> str:
 
 def _build(cls: type, table: dict[str, Any], where: str, cfg_path: Path) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("path", "topics")}
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         name = _ALIASES.get(key, key)
@@ -477,6 +492,53 @@ def check_bounces(cfg: Config) -> None:
             raise ConfigError(f"{p}: '{dotted}' must be at least 1, not {v}")
 
 
+# A topic's name is in URLs (/topics/NAME/), CSV cells (`;`-separated) and CLI lists (`,`).
+TOPIC_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+def _topics(table: Any, cfg_path: Path) -> tuple[TopicConfig, ...]:
+    """`[topics.NAME]` tables -> TopicConfig, each regex compiled once here to name a bad one."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{cfg_path}: 'topics' must be a table of [topics.NAME] tables")
+    out = []
+    for name, body in table.items():
+        where = f"topics.{name}"
+        if not TOPIC_NAME.match(name):
+            raise ConfigError(
+                f"{cfg_path}: '{where}': a topic name is 1 to 40 lower-case letters, digits "
+                "or '-', starting with a letter or digit"
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"{cfg_path}: '{where}' must be a table")
+        unknown = sorted(set(body) - {"label", "match"})
+        if unknown:
+            raise ConfigError(
+                f"{cfg_path}: unknown key '{where}.{unknown[0]}' (known here: label, match)"
+            )
+        label = body.get("label", name)
+        if not isinstance(label, str) or not label.strip():
+            raise ConfigError(f"{cfg_path}: '{where}.label' must be a non-empty string")
+        match = body.get("match", [])
+        if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
+            raise ConfigError(f"{cfg_path}: '{where}.match' must be a list of strings")
+        if not [m for m in match if m.strip()]:
+            raise ConfigError(
+                f"{cfg_path}: '{where}.match' is empty: a topic needs at least one pattern"
+            )
+        for i, pattern in enumerate(match):
+            if not pattern.strip():
+                raise ConfigError(f"{cfg_path}: '{where}.match[{i}]' is an empty pattern")
+            try:
+                re.compile(pattern, re.IGNORECASE)
+            except re.error as exc:
+                raise ConfigError(
+                    f"{cfg_path}: '{where}.match[{i}]' is not a valid regular expression "
+                    f"({exc}): {pattern!r}"
+                ) from None
+        out.append(TopicConfig(name=name, label=label.strip(), match=tuple(match)))
+    return tuple(out)
+
+
 def load_config(path: str | os.PathLike[str] = "config.toml") -> Config:
     """Read and validate a config file; every problem is a ConfigError naming file and key."""
     cfg_path = Path(path).resolve()
@@ -492,8 +554,9 @@ def load_config(path: str | os.PathLike[str] = "config.toml") -> Config:
         raise ConfigError(f"{cfg_path}: config file is not UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{cfg_path}: invalid TOML: {exc}") from None
+    topics = _topics(data.pop("topics", {}), cfg_path)
     cfg = _build(Config, data, "", cfg_path)
-    cfg = dataclasses.replace(cfg, path=cfg_path)
+    cfg = dataclasses.replace(cfg, path=cfg_path, topics=topics)
     cfg = _resolve_paths(cfg, cfg_path.parent)
     _validate(cfg)
     return cfg

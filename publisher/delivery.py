@@ -53,6 +53,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .config import Config
 from .mailrules import ReturnPath
@@ -73,6 +74,16 @@ log = logging.getLogger("publisher.delivery")
 Builder = Callable[[str, str, int], bytes]
 
 
+class SegmentedBuilder(Protocol):
+    """The messages of an edition with reader choice (publisher.mailer.Segments): rows are
+    queued with their reader's segment, and one whose topics match none of `present_topics`
+    is recorded `nomatch` (served, nothing to send) instead of queued."""
+
+    present_topics: frozenset[str] | None
+
+    def build_entry(self, entry: LedgerEntry) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryReport:
     digest_date: dt.date
@@ -87,6 +98,7 @@ class DeliveryReport:
     skipped: int = 0  # claimed, then left out: unsubscribed (or suppressed) during the send
     rejected: int = 0  # failed for good for a reason not the address (e.g. 554 content)
     stopped: bool = False  # `stop` was set (SIGTERM/SIGINT) before the end
+    nomatch: int = 0  # readers of this edition served with nothing matched (no email)
 
     @property
     def ok(self) -> bool:
@@ -101,6 +113,11 @@ class DeliveryReport:
             f"({self.bounced} hard bounces), {self.retries} retries, in {self.seconds:.1f}s "
             f"({rate:.0f}/s) via {self.transport}; "
             + (f"{self.skipped} left out (unsubscribed during the send); " if self.skipped else "")
+            + (
+                f"{self.nomatch} with nothing matching their topics (no email); "
+                if self.nomatch
+                else ""
+            )
             + (
                 f"{self.rejected} rejected by the server for content or policy (5xx, final; "
                 "`publisher send --retry-failed --include-final` retries them); "
@@ -153,18 +170,19 @@ def deliver(
     cfg: Config,
     store: Store,
     digest_date: dt.date,
-    build: Builder,
+    build: Builder | None,
     *,
     retry_failed: bool = False,
     include_final: bool = False,
     progress: Progress | None = None,
     transport_factory: Callable[[], Transport] | None = None,
     stop: threading.Event | None = None,
+    segments: SegmentedBuilder | None = None,
 ) -> DeliveryReport:
     """Send the digest of `digest_date` to every mailable subscriber not yet sent it.
 
     `build(email, name, subscriber_id)` returns the RFC 5322 message bytes (CRLF) for one
-    subscriber.
+    subscriber; or `segments` builds each row's message in its reader's segment (reader choice).
     Raises SmtpSetupError (a PublisherError) if the server cannot be used at all; whatever was
     sent until then is in the ledger. Setting `stop` (SIGTERM or SIGINT in `publisher run` and
     `publisher send`) makes every worker finish and record the message it is sending, then
@@ -181,7 +199,15 @@ def deliver(
     sender = envelope_sender(cfg)
     verp = return_path(cfg)
     t0 = time.monotonic()
-    store.queue_pending(digest_date)
+    if segments is not None:
+        make: Callable[[LedgerEntry], bytes] = segments.build_entry
+        present = segments.present_topics
+    elif build is not None:
+        make = lambda e: build(e.email, e.name, e.subscriber_id)  # noqa: E731
+        present = None
+    else:
+        raise TypeError("deliver() needs build or segments")
+    store.queue_pending(digest_date, present)
     total = store.count_pending(digest_date, retry_failed, include_final)
     workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
     stop = threading.Event()
@@ -223,7 +249,7 @@ def deliver(
                     store,
                     transport,
                     entry_from or sender,
-                    build,
+                    make,
                     entry,
                     tally,
                     limiter,
@@ -288,7 +314,7 @@ def deliver(
             # another pass, so the report never calls a reader "still without it" merely
             # because they were added after the queueing at the start.
             unsent = store.unsent_active(digest_date)
-            added = store.queue_pending(digest_date) if unsent else 0
+            added = store.queue_pending(digest_date, present) if unsent else 0
             if not added:
                 break
             progress.grow(added)
@@ -315,6 +341,7 @@ def deliver(
         skipped=tally.skipped,
         rejected=tally.rejected,
         stopped=shutdown is not None and shutdown.is_set(),
+        nomatch=store.ledger_counts(digest_date).get("nomatch", 0),
     )
 
 
@@ -571,7 +598,7 @@ def _deliver_one(
     store: Store,
     transport: Transport,
     sender: str,
-    build: Builder,
+    build: Callable[[LedgerEntry], bytes],
     entry: LedgerEntry,
     tally: _Tally,
     limiter: RateLimiter,
@@ -586,7 +613,7 @@ def _deliver_one(
     """Send one message with retries and record the outcome in the ledger; return the ledger
     ticket of a `sent` row (None if the message failed, _UNFINISHED if the send was stopped
     before a retry). `ready` and `next_recipient` go to the transport (see Transport.send)."""
-    message = build(entry.email, entry.name, entry.subscriber_id)
+    message = build(entry)
     max_attempts = max(cfg.smtp.max_attempts, 1)
     attempt = 0
     while True:

@@ -141,6 +141,25 @@ _STRINGS: dict[str, dict[str, str]] = {
             "Everything stored about {email} is deleted, and {title} will not email it again. "
             "To come back, subscribe again."
         ),
+        # Reader choice (publisher/topics.py): the footer line and the preferences form.
+        "cadence_daily": "Daily",
+        "cadence_weekly": "Weekly",
+        "cadence_paused": "Paused",
+        "all_topics": "all topics",
+        "top_n": "top {n}",
+        "all_papers": "every paper",
+        "you_get": "You get: {line}.",
+        "in_this_email": "In this email",
+        "choice_title": "What you get",
+        "cadence_label": "How often",
+        "topics_label": "Topics (none ticked: every paper)",
+        "max_label": "At most this many papers per email (0: all)",
+        "save_choice": "Save",
+        "choice_saved": "Saved. It applies from the next edition.",
+        "invalid_choice": "That choice is not valid; nothing was changed.",
+        "unsubscribe_alternatives": "Too much mail? You can also pause, or choose fewer papers.",
+        "pause_button": "Pause instead (stay subscribed)",
+        "choose_less": "Choose topics and how many papers",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -273,6 +292,26 @@ _STRINGS: dict[str, dict[str, str]] = {
             "{email}에 대해 저장된 모든 정보를 삭제했으며, {title}은(는) 이 주소로 다시 메일을 "
             "보내지 않습니다. 다시 받으려면 새로 구독해 주세요."
         ),
+        "cadence_daily": "매일",
+        "cadence_weekly": "주간",
+        "cadence_paused": "일시 중지",
+        "all_topics": "모든 주제",
+        "top_n": "상위 {n}편",
+        "all_papers": "모든 논문",
+        "you_get": "받는 내용: {line}",
+        "in_this_email": "이번 호 목차",
+        "choice_title": "받을 내용",
+        "cadence_label": "받는 주기",
+        "topics_label": "주제 (선택하지 않으면 모든 논문)",
+        "max_label": "한 번에 받을 최대 논문 수 (0: 전부)",
+        "save_choice": "저장",
+        "choice_saved": "저장했습니다. 다음 호부터 적용됩니다.",
+        "invalid_choice": "올바르지 않은 선택입니다. 아무것도 바꾸지 않았습니다.",
+        "unsubscribe_alternatives": (
+            "메일이 너무 많나요? 일시 중지하거나 받을 논문을 줄일 수도 있습니다."
+        ),
+        "pause_button": "대신 일시 중지하기 (구독 유지)",
+        "choose_less": "주제와 논문 수 고르기",
     },
 }
 

@@ -1,7 +1,10 @@
-"""Digest -> Newsletter: the email's subject, HTML and text, rendered once per digest.
+"""Digest -> Newsletter: the email's subject, HTML and text, once per segment of readers.
 
-Jinja renders and premailer inlines the CSS ONCE per digest (the expensive part, ~0.1 s on a big
-day); what differs per reader (address, name, unsubscribe URL) is left as placeholders that
+Jinja renders and premailer inlines the CSS ONCE per edition (the expensive part, ~0.3 s on a
+68-paper day), every paper in every form (`inline_edition`); each segment of readers (their
+topics and cap: publisher/topics.py, publisher/mailer.Segments) keeps the pieces of its papers
+and fills its subject, preheader, count and choice line (`render_newsletter`). What differs per
+reader (address, name, unsubscribe URL) is left as placeholders that
 `publisher.mailer.MessageFactory` substitutes per message, so a 10,000-reader send costs one
 inlining, not 10,000.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +40,7 @@ from .i18n import strings
 from .markdown import plain_inline
 from .mime import one_line
 from .templating import jinja_env
+from .topics import Choice
 
 # Placeholders for what differs per reader. Word characters only, so that neither Jinja's
 # autoescape, premailer/lxml's serialiser nor a URL rewrite can alter them.
@@ -227,11 +232,25 @@ def _split(html: str) -> tuple[str, list[tuple[str, str]]]:
     return parts[0], list(zip(parts[1::2], parts[2::2], strict=True))
 
 
+# An email with more papers than this opens with a compact list of its titles (phones: a
+# 20-paper email is about 18 screens long).
+TOC_MIN = 6
+
+
 def _keep(name: str, forms: dict[int, Form]) -> bool:
     """Whether the piece after mark `name` belongs in the email, given each paper's form."""
     values = forms.values()
     if name == "footer":
         return True
+    # The list of titles: a paper shown as a card links to it, one listed as a linked title
+    # links to the paper, one left to the web page is left out of the list too.
+    if name in ("toc-head", "toc-tail"):
+        return len(forms) >= TOC_MIN and any(f != "web" for f in values)
+    if name.endswith(("-toc-card", "-toc-link")):
+        n, _, kind = name.partition("-toc-")
+        form = forms.get(int(n))
+        wanted = ("full", "short") if kind == "card" else ("title",)
+        return len(forms) >= TOC_MIN and form in wanted
     if name == "short-note":
         return any(f != "full" for f in values)
     if name in ("more-head", "more-tail"):
@@ -245,22 +264,53 @@ def _keep(name: str, forms: dict[int, Form]) -> bool:
 def _choose(
     views: list[_PaperView], prefix: str, pieces: list[tuple[str, str]], budget: int
 ) -> dict[int, Form]:
-    """Each paper's form: the richest that keeps the whole HTML within `budget` CRLF bytes."""
-    sizes = [(name, _crlf_bytes(piece)) for name, piece in pieces]
-    base = _crlf_bytes(prefix)
+    """Each paper's form: the richest that keeps the whole HTML within `budget` CRLF bytes.
+
+    The total is kept up to date as papers change form (what `_keep` would keep, summed per
+    paper and for the shared pieces), not recounted over every piece at each step: a segment
+    of a big day is assembled in milliseconds (`_total` is the plain recount, for the tests).
+    """
+    size = {name: _crlf_bytes(piece) for name, piece in pieces}
     forms: dict[int, Form] = {v.n: "full" for v in views}
+    toc = len(forms) >= TOC_MIN
+    counts = Counter(forms.values())
 
-    def total() -> int:
-        return base + sum(size for name, size in sizes if _keep(name, forms))
+    def own(n: int, form: Form) -> int:
+        """The bytes of paper n's pieces in `form`: its card or title, its line in the list."""
+        mine = size.get(f"{n}-{form}", 0) if form != "web" else 0
+        if toc and form in ("full", "short"):
+            mine += size.get(f"{n}-toc-card", 0)
+        elif toc and form == "title":
+            mine += size.get(f"{n}-toc-link", 0)
+        return mine
 
+    def shared() -> int:
+        kept = {"footer": True}
+        kept["short-note"] = counts["full"] < len(forms)
+        kept["more-head"] = kept["more-tail"] = counts["title"] > 0
+        kept["more-web"] = counts["web"] > 0
+        kept["toc-head"] = kept["toc-tail"] = toc and counts["web"] < len(forms)
+        return sum(size.get(name, 0) for name, keep in kept.items() if keep)
+
+    papers = _crlf_bytes(prefix) + sum(own(v.n, "full") for v in views)
     # Least important first: fewest votes, then later in the digest (the digest's own order).
     order = sorted(views, key=lambda v: (v.votes if v.votes is not None else -1, -v.n))
     for form in ("short", "title", "web"):
         for v in order:
-            if total() <= budget:
+            if papers + shared() <= budget:
                 return forms
+            old = forms[v.n]
+            papers += own(v.n, form) - own(v.n, old)  # type: ignore[arg-type]
+            counts[old] -= 1
+            counts[form] += 1
             forms[v.n] = form  # type: ignore[assignment]
     return forms
+
+
+def _total(prefix: str, pieces: list[tuple[str, str]], forms: dict[int, Form]) -> int:
+    """The CRLF bytes of the HTML that `forms` keeps, counted piece by piece."""
+    kept = (piece for name, piece in pieces if _keep(name, forms))
+    return _crlf_bytes(prefix) + sum(_crlf_bytes(piece) for piece in kept)
 
 
 def _text_view(v: _PaperView, form: Form) -> dict[str, Any]:
@@ -275,43 +325,121 @@ def _text_view(v: _PaperView, form: Form) -> dict[str, Any]:
     }
 
 
-def render_newsletter(digest: Digest, cfg: Config) -> Newsletter:
-    """Render a digest's email once: Jinja, then premailer, then the size-budget choice."""
+# What differs between the segments of one edition, left as placeholders in the one inlined
+# document and filled per segment (HTML-escaped): the subject (<title>), the preheader, the
+# number of papers and the footer's line saying what the reader gets.
+_SEG_SUBJECT = "__PUBLISHER_SEGMENT_SUBJECT__"
+_SEG_PREHEADER = "__PUBLISHER_SEGMENT_PREHEADER__"
+_SEG_COUNT = "__PUBLISHER_SEGMENT_COUNT__"
+_SEG_CHOICE = "__PUBLISHER_SEGMENT_CHOICE__"
+
+
+@dataclass(frozen=True, slots=True)
+class InlinedEdition:
+    """An edition's HTML with every paper in every form, CSS inlined once (premailer is the
+    expensive part: ~0.3 s for a 68-paper day), cut at its marks; `assemble` makes each
+    segment's newsletter from it by keeping pieces, with no second inlining."""
+
+    digest: Digest
+    views: tuple[_PaperView, ...]
+    prefix: str
+    pieces: tuple[tuple[str, str], ...]
+
+
+def inline_edition(digest: Digest, cfg: Config) -> InlinedEdition:
+    """Jinja, then premailer, once for the whole edition (every paper, every form)."""
     t = strings(cfg.site.language)
-    views = [_view(n, p, cfg, t["et_al"]) for n, p in enumerate(digest.papers)]
-    subject = subject_for(digest, cfg)
-    day_url = urls.day_url(cfg, digest.date)
-    common = {
+    views = tuple(_view(n, p, cfg, t["et_al"]) for n, p in enumerate(digest.papers))
+    raw = (
+        jinja_env(cfg)
+        .get_template("email/newsletter.html")
+        .render(
+            **_common(digest, cfg),
+            subject=_SEG_SUBJECT,
+            paper_count=_SEG_COUNT,
+            choice_line=_SEG_CHOICE,
+            papers=views,
+            preheader=_SEG_PREHEADER,
+            mark=_mark,
+            more_count=_MORE_COUNT,
+        )
+    )
+    prefix, pieces = _split(_inline_css(raw))
+    return InlinedEdition(digest, views, prefix, tuple(pieces))
+
+
+def _common(digest: Digest, cfg: Config) -> dict[str, Any]:
+    return {
         "lang": cfg.site.language,
         "site_title": cfg.site.title,
-        "subject": subject,
         "date_text": digest.date.isoformat(),
-        "paper_count": len(views),
-        "day_url": day_url,
+        "day_url": urls.day_url(cfg, digest.date),
         "subscribe_url": urls.subscribe_url(cfg),
         "contact": cfg.email.contact,
         "reader_email": PLACEHOLDER_EMAIL,
         "unsubscribe_url": PLACEHOLDER_UNSUBSCRIBE,
         "preferences_url": PLACEHOLDER_PREFERENCES,
     }
-    env = jinja_env(cfg)
+
+
+def render_newsletter(
+    digest: Digest,
+    cfg: Config,
+    choice: Choice | None = None,
+    *,
+    edition: InlinedEdition | None = None,
+) -> Newsletter:
+    """The email of the papers in `digest`, for readers with `choice` (the footer says it;
+    default: daily, all papers): Jinja and premailer (or the pieces of `edition`, the whole
+    edition already inlined, when `digest` is a selection of its papers), then the size-budget
+    choice. Every paper of `digest` must be one of `edition`'s (by key)."""
+    from .topics import describe_choice
+
+    choice = choice or Choice()
+    edition = edition or inline_edition(digest, cfg)
+    wanted = {p.key for p in digest.papers}
+    views = [v for v in edition.views if v.key in wanted]
+    subject = subject_for(digest, cfg)
+    common = _common(digest, cfg)
+    day_url = common["day_url"]
+    choice_line = describe_choice(cfg, choice.cadence, choice.topics, choice.max_papers)
     preheader = _cut(" · ".join(one_line(v.title) for v in views[:3]), PREHEADER_CHARS)
-    raw = env.get_template("email/newsletter.html").render(
-        **common, papers=views, preheader=preheader, mark=_mark, more_count=_MORE_COUNT
+    fill = (
+        (_SEG_SUBJECT, str(escape(subject))),
+        (_SEG_PREHEADER, str(escape(preheader))),
+        (_SEG_COUNT, str(len(views))),
+        (_SEG_CHOICE, str(escape(choice_line))),
     )
-    prefix, pieces = _split(_inline_css(raw))
+
+    def filled(piece: str) -> str:
+        for mark, value in fill:
+            piece = piece.replace(mark, value)
+        return piece
+
+    prefix = filled(edition.prefix)
+    pieces = [
+        (name, filled(piece) if name == "footer" else piece) for name, piece in edition.pieces
+    ]
     budget = _decoded_budget(cfg.email.max_html_bytes) - SUBSTITUTION_RESERVE
     forms = _choose(views, prefix, pieces, budget)
     keys = {form: tuple(v.key for v in views if forms[v.n] == form) for form in forms.values()}
     html = prefix + "".join(piece for name, piece in pieces if _keep(name, forms))
     html = html.replace(_MORE_COUNT, str(len(keys.get("web", ()))))
 
-    text = env.get_template("email/newsletter.txt").render(
-        **common,
-        shortened=any(f != "full" for f in forms.values()),
-        cards=[_text_view(v, forms[v.n]) for v in views if forms[v.n] in ("full", "short")],
-        titles=[_text_view(v, "title") for v in views if forms[v.n] == "title"],
-        more_count=len(keys.get("web", ())),
+    text = (
+        jinja_env(cfg)
+        .get_template("email/newsletter.txt")
+        .render(
+            **common,
+            subject=subject,
+            paper_count=len(views),
+            choice_line=choice_line,
+            shortened=any(f != "full" for f in forms.values()),
+            cards=[_text_view(v, forms[v.n]) for v in views if forms[v.n] in ("full", "short")],
+            titles=[_text_view(v, "title") for v in views if forms[v.n] == "title"],
+            toc_titles=[one_line(v.title) for v in views] if len(views) >= TOC_MIN else [],
+            more_count=len(keys.get("web", ())),
+        )
     )
     return Newsletter(
         date=digest.date,

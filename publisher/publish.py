@@ -17,8 +17,7 @@ from .config import Config
 from .delivery import DeliveryReport, deliver
 from .digest import Digest, find_digests, parse_file
 from .errors import PublisherError
-from .mailer import MessageFactory
-from .newsletter import render_newsletter
+from .mailer import Segments
 from .progress import Progress
 from .site import digest_sha
 from .state import Store
@@ -69,7 +68,8 @@ def send_digest(
     secret = secret if secret is not None else secret_from_env(cfg)
     check_integrity(store.engine)  # nothing is mailed from a database known to be damaged
     sync_subscribers(cfg, store, log)
-    factory = MessageFactory(render_newsletter(digest, cfg), cfg, secret)
+    # Rendered once per segment of readers (topics, cap), lazily, as the send meets them.
+    segments = Segments(digest, cfg, secret)
     if store.get_publication(digest.date) is None:
         # The same source and hash the scheduler records, so it does not take this for an edit.
         source = str(Path(digest.source).resolve())
@@ -79,12 +79,19 @@ def send_digest(
         cfg,
         store,
         digest.date,
-        factory.build,
+        None,
+        segments=segments,
         retry_failed=retry_failed,
         include_final=include_final,
         progress=progress,
         stop=stop,
     )
+    if segments.renders:
+        log(
+            f"rendered {segments.renders} segment(s) of readers in "
+            f"{segments.render_seconds:.2f} s (after inlining the edition once, "
+            f"{segments.edition_seconds:.2f} s)"
+        )
     counts = store.ledger_counts(digest.date)
     store.update_publication(
         digest.date,

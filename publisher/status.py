@@ -53,6 +53,11 @@ def status_lines(
             "final": f"email final: {pub.sent} sent, {pub.failed} failed after "
             f"{pub.email_retries} retries (no more automatic retries)",
         }.get(pub.email_status, pub.email_status)
+        if pub.email_status != "none":
+            # Readers whose topics matched nothing in the edition: served, with no email.
+            nomatch = store.ledger_counts(pub.digest_date).get("nomatch", 0)
+            if nomatch:
+                email += f", {nomatch} nothing matched ({pub.sent + nomatch} served)"
         out.append(f"  {pub.digest_date}  in feed  {email}  ({pub.source})")
         if pub.email_status == "partial" and not too_old(cfg, pub.digest_date, now):
             pending.append(f"  {pub.digest_date}  {_retry_note(cfg, pub, now)}")

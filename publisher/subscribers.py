@@ -20,13 +20,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
 from .errors import PublisherError
-from .state import InvalidAddress, Store, normalize_email, normalize_name
+from .state import (
+    CADENCES,
+    ChoiceUpdate,
+    InvalidAddress,
+    Store,
+    join_topics,
+    normalize_email,
+    normalize_name,
+)
+from .topics import parse_topics
 
 BATCH = 1000
 
@@ -56,8 +65,42 @@ class ImportReport:
         )
 
 
-def _rows(path: Path, check_deliverability: bool, invalid: list[str]) -> Iterator[tuple[str, str]]:
-    """Valid (normalised email, name) rows of a CSV; problems go to `invalid` as file:line."""
+CHOICE_FIELDS = ("cadence", "topics", "max_papers")
+
+
+def _choice(record: dict[str, str | None], topics: Sequence[str]) -> ChoiceUpdate | None:
+    """The reader choice in a row's optional `cadence`, `topics` (names separated by `;`) and
+    `max_papers` columns: a present column sets its value (an empty cell: daily, all topics,
+    no cap), an absent one keeps what is stored. ValueError says what is wrong."""
+    present = [f for f in CHOICE_FIELDS if f in record]
+    if not present:
+        return None
+    cells = {f: (record.get(f) or "").strip() for f in present}
+    cadence = max_papers = None
+    chosen: frozenset[str] | None = None
+    if "cadence" in cells:
+        cadence = cells["cadence"].lower() or "daily"
+        if cadence not in CADENCES:
+            raise ValueError(f"cadence must be daily, weekly or paused, not {cells['cadence']!r}")
+    if "topics" in cells:
+        chosen = parse_topics(cells["topics"], topics, sep=";")
+    if "max_papers" in cells:
+        raw = cells["max_papers"] or "0"
+        if not raw.isdigit():
+            raise ValueError(f"max_papers must be a whole number (0: all), not {raw!r}")
+        max_papers = int(raw)
+    return ChoiceUpdate(cadence=cadence, topics=chosen, max_papers=max_papers)
+
+
+def _rows(
+    path: Path,
+    check_deliverability: bool,
+    invalid: list[str],
+    topics: Sequence[str] | None = (),
+) -> Iterator[tuple[str, str, ChoiceUpdate | None]]:
+    """Valid (normalised email, name, reader choice or None) rows of a CSV; problems go to
+    `invalid` as file:line. `topics`: the configured topic names a `topics` cell may use
+    (None: the choice columns are not read)."""
     try:
         fh = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
@@ -99,14 +142,20 @@ def _rows(path: Path, check_deliverability: bool, invalid: list[str]) -> Iterato
             except InvalidAddress as exc:
                 invalid.append(f"{path}:{start}: {exc}")
                 continue
-            yield email, normalize_name(record.get("name") or "")
+            try:
+                choice = None if topics is None else _choice(record, topics)
+            except ValueError as exc:
+                invalid.append(f"{path}:{start}: {exc}")
+                continue
+            yield email, normalize_name(record.get("name") or ""), choice
 
 
 def read_rows(path: Path, *, invalid: list[str] | None = None) -> Iterator[tuple[str, str]]:
     """The (normalised email, name) rows an import of `path` would take, streamed, with the same
     header and validation rules (no DNS lookups); invalid rows go to `invalid` as file:line.
     Raises SubscriberFileError when the file is unreadable."""
-    return _rows(path, False, [] if invalid is None else invalid)
+    for email, name, _ in _rows(path, False, [] if invalid is None else invalid, None):
+        yield email, name
 
 
 def _digest(path: Path) -> str:
@@ -159,9 +208,9 @@ def _import_locked(
     run = store.new_csv_run()
     invalid: list[str] = []
     rows = added = reactivated = dups = 0
-    batch: list[tuple[str, str]] = []
+    batch: list[tuple[str, str, ChoiceUpdate | None]] = []
     source = "csv" if sync else "cli"
-    for row in _rows(path, cfg.subscribers.check_deliverability, invalid):
+    for row in _rows(path, cfg.subscribers.check_deliverability, invalid, cfg.topic_names):
         rows += 1
         batch.append(row)
         if len(batch) >= BATCH:
@@ -178,7 +227,15 @@ def _import_locked(
     return ImportReport(str(path), rows, added, reactivated, dups, removed, tuple(invalid))
 
 
-EXPORT_FIELDS = ("email", "name", "status", "source", "created_at", "hard_bounces")
+EXPORT_FIELDS = (
+    "email",
+    "name",
+    "status",
+    "source",
+    "created_at",
+    "hard_bounces",
+    *CHOICE_FIELDS,
+)
 # A spreadsheet takes a cell starting with one of these for a formula (OWASP "CSV injection"):
 # `=HYPERLINK(...)` in a name would run when the operator opens the export.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -211,6 +268,9 @@ def export_csv(store: Store, out: io.TextIOBase, status: str | None = None) -> i
                 sub.source,
                 sub.created_at.isoformat(timespec="seconds"),
                 sub.hard_bounces,
+                sub.cadence,
+                join_topics(sub.topics),
+                sub.max_papers,
             ]
         )
         n += 1

@@ -70,12 +70,16 @@ from .state.health import StorageError
 from .state.limits import canonical_mailbox
 from .templating import jinja_env
 from .tokens import TokenError, read, sign_id
+from .topics import Choice
 from .urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
 from .web_mail import MailError, check_sender, send_confirmation
 
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
 # an unsubscribe must not subscribe anyone again.
 CONFIRM_MAX_AGE = dt.timedelta(days=7)
+# The cadences a reader may pick on the web. "weekly" joins them with the weekly edition
+# (issue 21, step 5): until that send exists a weekly reader would get nothing at all.
+WEB_CADENCES = ("daily", "paused")
 # Forms and one-click bodies are a few dozen bytes; anything bigger is not one of ours.
 MAX_BODY = 8 * 1024
 FEED_TYPES = {
@@ -448,6 +452,9 @@ class WebSide:
             error=error,
             email=email,
             name=name,
+            choice=Choice(),  # the defaults: daily, every paper
+            cadences=WEB_CADENCES,
+            topics=self.cfg.topics,
         )
 
     async def subscribe(self, request: Request) -> Response:
@@ -466,8 +473,13 @@ class WebSide:
         )
         if not allowed:
             return self.message(self.t["too_many"], self.t["too_many"], status=429)
-        form = await request.form(max_files=0, max_fields=10)
+        form = await request.form(max_files=0, max_fields=10 + len(self.cfg.topics))
         raw_email, name, trap = (_field(form, k) for k in ("email", "name", "website"))
+        try:
+            # Optional: cadence and topics (a form without them gives daily, every paper).
+            choice = _choice_of(form, self.cfg, with_max=False)
+        except ValueError:
+            return self.subscribe_form(self.t["invalid_choice"], raw_email[:320], status=400)
         try:
             email = normalize_email(
                 raw_email, check_deliverability=self.cfg.subscribers.check_deliverability
@@ -480,12 +492,12 @@ class WebSide:
         if trap:
             return neutral
         try:
-            await run_in_threadpool(self._signup, email, normalize_name(name))
+            await run_in_threadpool(self._signup, email, normalize_name(name), choice)
         except MailError:
             return self.message(self.t["send_failed"], self.t["send_failed"], status=503)
         return neutral
 
-    def _signup(self, email: str, name: str) -> None:
+    def _signup(self, email: str, name: str, choice: st.ChoiceUpdate | None = None) -> None:
         """Store the address as pending (an existing subscriber keeps its status and name) and
         mail a confirmation link, at most once per mailbox (`canonical_mailbox`: every spelling
         of one address) per `confirm_resend_minutes`, and at most MAILBOX_BURST in a row, then
@@ -507,6 +519,10 @@ class WebSide:
         sub, created = self.store.add_subscriber(
             email, name, status=st.PENDING, source="web", rename=False
         )
+        if created and choice is not None and choice.values() != {"cadence": "daily", "topics": ""}:
+            # Like the name, only a new row takes the form's choice (an unconfirmed form must
+            # not change an existing reader's); it is the reader's own: `web`.
+            self.store.set_choice(email, choice, "web")
         try:
             token = sign_id(self.secret, "confirm", sub.id, now)  # names when it was issued
             self.sender(
@@ -610,6 +626,9 @@ class WebSide:
                 self.t["unsubscribe_title"],
                 email=email,
                 action=urls.unsubscribe_url(self.cfg, token),
+                # Instead of leaving: pause (still subscribed, nothing suppressed) or change
+                # what they get, on the preferences page (which takes this token too).
+                preferences_action=urls.preferences_url(self.cfg, token),
             )
         # RFC 8058: the body is `List-Unsubscribe=One-Click`, urlencoded or multipart. Our own
         # button posts the same. The signed token is the authority, so the body is only size-
@@ -632,10 +651,11 @@ class WebSide:
         if email is None:
             return self.bad_link()
         notice = ""
+        choice_saved = choice_error = False
         if request.method == "POST":
             if await _read_body(request) is None:
                 return self.message(self.t["too_large"], self.t["too_large"], status=413)
-            form = await request.form(max_files=0, max_fields=5)
+            form = await request.form(max_files=0, max_fields=8 + len(self.cfg.topics))
             action = _field(form, "action")
             if action == "resubscribe":
                 # The token was mailed to this address: using it is the owner's fresh consent.
@@ -653,6 +673,16 @@ class WebSide:
                     self.t["deleted_title"],
                     lines=[self.t["deleted_body"].format(email=email, title=self.cfg.site.title)],
                 )
+            elif action == "choice":
+                choice_saved, choice_error = await self._save_choice(email, form)
+            elif action == "pause":
+                # The unsubscribe page's "pause instead": only the cadence changes.
+                pause = st.ChoiceUpdate(cadence="paused")
+                try:
+                    await run_in_threadpool(self.store.set_choice, email, pause, "web")
+                    choice_saved = True
+                except st.UnknownSubscriber:
+                    choice_error = True
         sub = await run_in_threadpool(self.store.get, email)
         status = sub.status if sub else None
         # The page's unsubscribe button: a token naming the id, or the very token the reader
@@ -678,7 +708,27 @@ class WebSide:
             has_row=sub is not None,
             name=sub.name if sub else "",
             notice=notice,
+            choice=sub,  # its cadence, topics and max_papers; None: no row, no choice form
+            cadences=WEB_CADENCES,
+            topics=self.cfg.topics,
+            signup=False,
+            choice_saved=choice_saved,
+            choice_error=choice_error,
+            status=400 if choice_error else 200,
         )
+
+    async def _save_choice(self, email: str, form: Any) -> tuple[bool, bool]:
+        """The preferences form's cadence, topics and cap, stored as the reader's own choice
+        (`web`: a CSV import never overwrites it). (saved, invalid)."""
+        try:
+            update = _choice_of(form, self.cfg, with_max=True)
+        except ValueError:
+            return False, True
+        try:
+            await run_in_threadpool(self.store.set_choice, email, update, "web")
+        except st.UnknownSubscriber:
+            return False, True
+        return True, False
 
     async def preferences_data(self, request: Request) -> Response:
         email = await self._subject(request.path_params["token"], ("manage", "unsubscribe"))
@@ -761,6 +811,25 @@ def _json_default(value: object) -> str:
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _choice_of(form: Any, cfg: Config, *, with_max: bool) -> st.ChoiceUpdate:
+    """A reader choice from a form: `cadence`, `topic` (ticked boxes, none: every paper) and,
+    `with_max`, `max_papers`; ValueError for an unknown cadence or topic or a bad number."""
+    cadence = _field(form, "cadence") or "daily"
+    if cadence not in WEB_CADENCES:
+        raise ValueError(f"unknown cadence {cadence!r}")
+    names = [v for v in form.getlist("topic") if isinstance(v, str)]
+    known = set(cfg.topic_names)
+    if any(n not in known for n in names):
+        raise ValueError("unknown topic")
+    max_papers = None
+    if with_max:
+        raw = _field(form, "max_papers").strip() or "0"
+        if not raw.isdigit() or int(raw) > 1000:
+            raise ValueError(f"bad max_papers {raw!r}")
+        max_papers = int(raw)
+    return st.ChoiceUpdate(cadence=cadence, topics=frozenset(names), max_papers=max_papers)
 
 
 def _field(form: Any, name: str) -> str:

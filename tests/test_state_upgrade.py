@@ -80,6 +80,11 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_kept(
             "removed": 0,
         }
         assert store.ledger_counts(DAY) == {"queued": 1, "sent": 2, "failed": 1}
+        # 0007 (reader choice): every existing reader is daily, all topics, no cap, chosen by
+        # nobody; their ledger rows are of the one segment (all, no cap).
+        for sub in store.iter_subscribers():
+            assert (sub.cadence, sub.topics, sub.max_papers) == ("daily", frozenset(), 0)
+            assert sub.choice_source is None
         bounced = store.get("reader3@example.org")
         assert bounced.status == "bounced" and bounced.hard_bounces == 1
         assert store.suppression_reason("reader3@example.org") == "bounced: 550 no such user"
@@ -94,13 +99,14 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_kept(
         assert row["attempts"] == 5 and row["last_reply"] == "451 try later"
         pub = store.get_publication(DAY)
         assert pub.email_status == "partial" and (pub.sent, pub.failed) == (2, 1)
-        assert pub.email_retries == 0  # 0005_send_retries: no retry by `run` yet
+        assert pub.email_retries == 0  # 0005 (send retries): no retry by `run` yet
         assert pub.source == "/srv/digests/2024/05/14.md"
         # 0.1.0 could leave a wrong CSV state behind its "unchanged" fingerprint: forgotten.
         assert store.get_meta("csv_sha256:x") is None
         # And the upgraded ledger works as a queue: the queued row can be claimed.
         claimed = store.claim(DAY, "test:1:x", 10, lease_seconds=30)
         assert [e.email for e in claimed] == ["late@example.org"]
+        assert claimed[0].segment == ("", 0)
     assert _schema_diff(db_url) == []
 
 
@@ -117,7 +123,7 @@ def test_a_database_newer_than_this_release_is_refused_with_one_line(db_url: str
 
 
 def test_bounce_events_of_revision_0004_get_an_empty_reported_kind(db_url: str) -> None:
-    """0005_bounce_trust adds `bounce_events.reported_kind` (what an unverified report
+    """0006 (bounce trust) adds `bounce_events.reported_kind` (what an unverified report
     claimed); the events recorded before it keep their kind and get an empty one."""
     from alembic import command
 

@@ -34,9 +34,12 @@ from .publications import Publication, PublicationsMixin
 from .schema import (
     ACTIVE,
     BOUNCED,
+    CADENCES,
+    CHOICE_SOURCES,
     EMAIL_STATUSES,
     FAILED,
     NAME_MAX,
+    NOMATCH,
     PENDING,
     QUEUED,
     REMOVED,
@@ -50,7 +53,7 @@ from .schema import (
     normalize_email,
     normalize_name,
 )
-from .subscribers import Subscriber, SubscribersMixin
+from .subscribers import ChoiceUpdate, Subscriber, SubscribersMixin, join_topics, split_topics
 
 
 class Store(
@@ -68,6 +71,12 @@ class Store(
 __all__ = [
     "ACTIVE",
     "BOUNCED",
+    "CADENCES",
+    "CHOICE_SOURCES",
+    "ChoiceUpdate",
+    "NOMATCH",
+    "join_topics",
+    "split_topics",
     "EMAIL_STATUSES",
     "BounceEvent",
     "BouncePolicy",

@@ -16,6 +16,7 @@ from .health import StorageError
 from .schema import (
     ACTIVE,
     FAILED,
+    NOMATCH,
     QUEUED,
     SENT,
     _key,
@@ -205,6 +206,29 @@ class LedgerEntry:
     status: str
     attempts: int
     last_reply: str
+    # The reader's choice when the row was queued: the segment the message is rendered for.
+    topics: str = ""  # names joined by ";" (empty: all papers)
+    max_papers: int = 0  # 0: all
+
+    @property
+    def segment(self) -> tuple[str, int]:
+        return (self.topics, self.max_papers)
+
+
+# Readers a daily edition is queued for (weekly and paused readers are not).
+_DAILY = subscribers.c.cadence == "daily"
+
+
+def _matches(present: frozenset[str] | None) -> Any:
+    """SQL: the reader's topics match something in an edition whose papers have the topics
+    `present` (None: not known, everyone matches). Stored as `a;b`: compared as `;a;b;`."""
+    if present is None:
+        return sa.true()
+    wrapped = sa.literal(";") + subscribers.c.topics + sa.literal(";")
+    return sa.or_(
+        subscribers.c.topics == "",
+        *(wrapped.contains(f";{name};", autoescape=True) for name in sorted(present)),
+    )
 
 
 class LedgerMixin:
@@ -220,27 +244,41 @@ class LedgerMixin:
         )
 
     @_retrying
-    def queue_pending(self, digest_date: dt.date) -> int:
-        """Add a queued ledger row for every mailable subscriber without one for this digest.
+    def queue_pending(
+        self, digest_date: dt.date, present_topics: frozenset[str] | None = None
+    ) -> int:
+        """Add a ledger row for every mailable daily reader without one for this digest.
 
         One INSERT ... SELECT: no subscriber list in memory; idempotent, and safe when several
-        senders queue at once. Returns the number of rows added.
+        senders queue at once. Each row keeps the reader's topics and cap (its segment). With
+        `present_topics` (the topics of the edition's papers), a reader whose topics match none
+        of them gets a `nomatch` row (served, nothing to send) instead of a queued one. Rows
+        are inserted in segment order, so a sender claiming by id meets one segment after the
+        other (the rendered segments' cache stays small). Returns the number of rows added.
         """
         now = _now()
-        sel = sa.select(
-            sa.literal(digest_date, sa.Date),
-            subscribers.c.id,
-            subscribers.c.email,
-            sa.literal(QUEUED),
-            sa.literal(0),
-            sa.literal(False),
-            sa.literal(""),
-            sa.literal(now, sa.DateTime),
-        ).where(
-            self._mailable(),
-            ~sa.exists().where(
-                ledger.c.digest_date == digest_date, ledger.c.email == subscribers.c.email
-            ),
+        status = sa.case((_matches(present_topics), sa.literal(QUEUED)), else_=sa.literal(NOMATCH))
+        sel = (
+            sa.select(
+                sa.literal(digest_date, sa.Date),
+                subscribers.c.id,
+                subscribers.c.email,
+                status,
+                sa.literal(0),
+                sa.literal(False),
+                sa.literal(""),
+                sa.literal(now, sa.DateTime),
+                subscribers.c.topics,
+                subscribers.c.max_papers,
+            )
+            .where(
+                self._mailable(),
+                _DAILY,
+                ~sa.exists().where(
+                    ledger.c.digest_date == digest_date, ledger.c.email == subscribers.c.email
+                ),
+            )
+            .order_by(subscribers.c.topics, subscribers.c.max_papers, subscribers.c.id)
         )
         ins = dialect_insert(self.engine.dialect.name, ledger).from_select(
             [
@@ -252,6 +290,8 @@ class LedgerMixin:
                 "final",
                 "last_reply",
                 "updated_at",
+                "topics",
+                "max_papers",
             ],
             sel,
         )
@@ -367,7 +407,8 @@ class LedgerMixin:
         return res.rowcount > 0
 
     def ledger_counts(self, digest_date: dt.date) -> dict[str, int]:
-        """{queued, sent, failed} counts for a digest (zeros included)."""
+        """{queued, sent, failed} counts for a digest (zeros included), and `nomatch` (readers
+        served with nothing matched) when there are any."""
         counts = dict.fromkeys((QUEUED, SENT, FAILED), 0)
         with self.engine.connect() as conn:
             for status, n in conn.execute(
@@ -379,16 +420,19 @@ class LedgerMixin:
         return counts
 
     def unsent_active(self, digest_date: dt.date) -> int:
-        """Mailable subscribers whose ledger row for this digest is not settled: neither `sent`
-        nor failed for good (`final`, a 5xx that no re-run would change). 0 = all done."""
+        """Mailable daily readers whose ledger row for this digest is not settled: neither
+        `sent`, `nomatch` nor failed for good (`final`, a 5xx that no re-run would change).
+        0 = all done."""
         settled = sa.or_(
-            ledger.c.status == SENT, sa.and_(ledger.c.status == FAILED, ledger.c.final)
+            ledger.c.status.in_([SENT, NOMATCH]),
+            sa.and_(ledger.c.status == FAILED, ledger.c.final),
         )
         q = (
             sa.select(sa.func.count())
             .select_from(subscribers)
             .where(
                 self._mailable(),
+                _DAILY,
                 ~sa.exists().where(
                     ledger.c.digest_date == digest_date,
                     ledger.c.email == subscribers.c.email,
@@ -643,6 +687,8 @@ def _entries() -> sa.Select[Any]:
         ledger.c.status,
         ledger.c.attempts,
         ledger.c.last_reply,
+        ledger.c.topics,
+        ledger.c.max_papers,
     ).join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
 
 
@@ -656,4 +702,6 @@ def _entry(r: Any) -> LedgerEntry:
         status=r.status,
         attempts=r.attempts,
         last_reply=r.last_reply,
+        topics=r.topics,
+        max_papers=r.max_papers,
     )

@@ -39,8 +39,14 @@ ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED = (
 STATUSES = (ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED)
 SOURCES = ("csv", "web", "cli")
 # Ledger statuses.
-QUEUED, SENT, FAILED = "queued", "sent", "failed"
-# Publication email statuses. `final`: a partial send whose failed rows `publisher run` retried
+# NOMATCH: served, with nothing matched (the reader's topics matched no paper of the edition):
+# settled like `sent`, but no message was sent.
+QUEUED, SENT, FAILED, NOMATCH = "queued", "sent", "failed", "nomatch"
+# Reader choice.
+CADENCES = ("daily", "weekly", "paused")
+CHOICE_SOURCES = ("web", "csv", "cli")
+# Publication email statuses.
+# `final`: a partial send whose failed rows `publisher run` retried
 # `[schedule] retry_failed_times` times; it retries them no more (publisher/scheduler.py).
 EMAIL_STATUSES = ("none", "sending", "sent", "partial", "final")
 
@@ -106,6 +112,14 @@ subscribers = sa.Table(
     # The CSV import that last saw this address; lets an import mark rows no longer in the
     # file as removed without holding the whole file in memory.
     sa.Column("csv_run", sa.Integer, nullable=True),
+    # Reader choice (publisher/topics.py): daily | weekly | paused; topic names sorted and
+    # joined by ";" (empty: all papers); at most this many papers (0: all). `choice_source`
+    # says who set them last (web, csv, cli; NULL: nobody, the defaults): a CSV import never
+    # overwrites a choice made on the web.
+    sa.Column("cadence", sa.String(8), nullable=False, server_default="daily"),
+    sa.Column("topics", sa.String(1000), nullable=False, server_default=""),
+    sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("choice_source", sa.String(8), nullable=True),
 )
 
 suppressions = sa.Table(
@@ -133,6 +147,10 @@ ledger = sa.Table(
     # until when its lease runs; another sender takes the row over once the lease has expired.
     sa.Column("claimed_by", sa.String(100), nullable=True),
     sa.Column("lease_until", sa.DateTime, nullable=True),
+    # The reader's topics and cap when the row was queued: the segment its message is rendered
+    # for, so a change of choice during a send applies from the next edition.
+    sa.Column("topics", sa.String(1000), nullable=False, server_default=""),
+    sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("digest_date", "email", name="uq_ledger_digest_email"),
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
 )

@@ -23,6 +23,8 @@ from ..errors import PublisherError
 from .schema import (
     ACTIVE,
     BOUNCED,
+    CADENCES,
+    CHOICE_SOURCES,
     PENDING,
     REMOVED,
     SOURCES,
@@ -63,6 +65,45 @@ class Subscriber:
     created_at: dt.datetime
     updated_at: dt.datetime
     hard_bounces: int
+    # Reader choice (publisher/topics.py): cadence, topics (empty: all), max_papers (0: all),
+    # and who set it last (None: nobody, the defaults).
+    cadence: str = "daily"
+    topics: frozenset[str] = frozenset()
+    max_papers: int = 0
+    choice_source: str | None = None
+
+
+def split_topics(cell: str) -> frozenset[str]:
+    """The stored `a;b` form of a set of topics, back to a set (empty: all papers)."""
+    return frozenset(n for n in cell.split(";") if n)
+
+
+def join_topics(names: Iterable[str]) -> str:
+    """A set of topics as stored: sorted names joined by `;` (one spelling per set)."""
+    return ";".join(sorted(set(names)))
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceUpdate:
+    """A change of reader choice; a field left None is kept as stored."""
+
+    cadence: str | None = None
+    topics: frozenset[str] | None = None
+    max_papers: int | None = None
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.cadence is not None:
+            if self.cadence not in CADENCES:
+                raise ValueError(f"unknown cadence {self.cadence!r}")
+            out["cadence"] = self.cadence
+        if self.topics is not None:
+            out["topics"] = join_topics(self.topics)
+        if self.max_papers is not None:
+            if self.max_papers < 0:
+                raise ValueError("max_papers must not be negative")
+            out["max_papers"] = self.max_papers
+        return out
 
 
 def _subscriber(row: Any) -> Subscriber:
@@ -75,6 +116,10 @@ def _subscriber(row: Any) -> Subscriber:
         created_at=row.created_at,
         updated_at=row.updated_at,
         hard_bounces=row.hard_bounces,
+        cadence=row.cadence,
+        topics=split_topics(row.topics),
+        max_papers=row.max_papers,
+        choice_source=row.choice_source,
     )
 
 
@@ -142,6 +187,24 @@ class SubscribersMixin:
                 sa.select(subscribers).where(subscribers.c.email == _key(email))
             ).first()
         return _subscriber(row) if row else None
+
+    def set_choice(self, email: str, choice: ChoiceUpdate, source: str) -> Subscriber:
+        """Change a reader's cadence, topics or cap (the fields `choice` sets), recording
+        `source` (web, csv, cli) as who made it. Raises UnknownSubscriber."""
+        if source not in CHOICE_SOURCES:
+            raise ValueError(f"unknown choice source {source!r}")
+        key = _key(email)
+        values = choice.values()
+        with self._write() as conn:
+            res = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.email == key)
+                .values(**values, choice_source=source, updated_at=_now())
+            )
+            if res.rowcount == 0:
+                raise UnknownSubscriber(f"no subscriber {key}")
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+        return _subscriber(row)
 
     def set_status(self, email: str, status: str) -> Subscriber:
         """Set a subscriber's status (e.g. pending -> active on confirmation).
@@ -354,23 +417,32 @@ class SubscribersMixin:
         return run
 
     def upsert_csv_batch(
-        self, run: int, rows: Iterable[tuple[str, str]], source: str = "csv"
+        self,
+        run: int,
+        rows: Iterable[tuple[str, str] | tuple[str, str, ChoiceUpdate | None]],
+        source: str = "csv",
     ) -> tuple[int, int, int]:
-        """Apply one batch of normalised (email, name) CSV rows for import `run`.
+        """Apply one batch of normalised (email, name[, choice]) CSV rows for import `run`.
 
         New addresses become active (or unsubscribed if suppressed); existing ones keep their
-        status except `removed`, which becomes active again; names are updated. Returns
-        (added, reactivated, duplicates) where duplicates were already seen in this run.
+        status except `removed`, which becomes active again; names are updated. A row's reader
+        choice (the CSV's cadence, topics, max_papers columns) is applied unless the reader
+        made their choice on the web, which wins. Returns (added, reactivated, duplicates)
+        where duplicates were already seen in this run.
         """
         merged: dict[str, str] = {}
+        choices: dict[str, dict[str, Any]] = {}
         dups = 0
-        for email, raw_name in rows:
+        for email, raw_name, *rest in rows:
             name = normalize_name(raw_name)
+            choice = rest[0].values() if rest and rest[0] is not None else {}
             if email in merged:
                 dups += 1
                 merged[email] = merged[email] or name
+                choices[email] = choices.get(email) or choice
             else:
                 merged[email] = name
+                choices[email] = choice
         if not merged:
             return 0, 0, dups
         now = _now()
@@ -385,6 +457,10 @@ class SubscribersMixin:
                         subscribers.c.name,
                         subscribers.c.status,
                         subscribers.c.csv_run,
+                        subscribers.c.cadence,
+                        subscribers.c.topics,
+                        subscribers.c.max_papers,
+                        subscribers.c.choice_source,
                     ).where(subscribers.c.email.in_(list(merged)))
                 )
             }
@@ -412,6 +488,11 @@ class SubscribersMixin:
                             "updated_at": now,
                             "hard_bounces": 0,
                             "csv_run": run,
+                            "cadence": "daily",
+                            "topics": "",
+                            "max_papers": 0,
+                            "choice_source": "csv" if choices[email] else None,
+                            **choices[email],
                         }
                     )
                     added += 1
@@ -424,6 +505,11 @@ class SubscribersMixin:
                 if row.status == REMOVED and email not in suppressed:
                     values["status"] = ACTIVE
                     reactivated += 1
+                # The reader's own choice on the web wins over the operator's CSV.
+                if choices[email] and row.choice_source != "web":
+                    changed = {k: v for k, v in choices[email].items() if getattr(row, k) != v}
+                    if changed:
+                        values.update(changed, choice_source="csv")
                 if len(values) > 1:
                     values["updated_at"] = now
                 conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(values))

@@ -1,15 +1,15 @@
 """Bounce trust: `bounce_events.reported_kind`, what a report without a valid VERP token
 claimed (its event is recorded as `unverified` and acts on nobody).
 
-Revision ID: 0005_bounce_trust
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_bounce_trust"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
