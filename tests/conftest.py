@@ -205,6 +205,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         path = tmp_path / "state" / "publisher.sqlite3"
         path.parent.mkdir()
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        path.parent.chmod(0o700)  # as publisher makes them: a 0644 copy would be warned about
+        path.chmod(0o600)
         yield f"sqlite:///{path}"
         return
     cluster: Cluster = request.getfixturevalue("pg_cluster")

@@ -39,7 +39,7 @@ HANG_GUARD = 60.0  # seconds: only a hung test waits this long
 
 @pytest.fixture(autouse=True)
 def _signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PUBLISHER_SECRET", "deadlock-test-secret-of-32-bytes!!")
+    monkeypatch.setenv("PUBLISHER_SECRET", "_lu6GxSjX3J5LfYEcLW_Qmn0XeO98oXeI-c1DBcTN7I")
 
 
 @pytest.fixture

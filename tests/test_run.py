@@ -450,11 +450,11 @@ def test_a_slow_send_does_not_hold_back_a_new_digest_and_skips_are_logged_once(
 
 
 def test_alembic_says_nothing_on_a_tick_and_a_migration_is_logged_when_one_runs(
-    tmp_path: Path, server: tuple[Recorder, int], db_url: str
+    tmp_path: Path, server: tuple[Recorder, int], empty_db_url: str
 ) -> None:
     # Issue 23: "Context impl ...", "Will assume ... DDL" on every tick, 2,900 lines a day.
     _, port = server
-    cfg = project(tmp_path, port, db_url)
+    cfg = project(tmp_path, port, empty_db_url)
     write_digest(cfg.digests.inbox, today() - dt.timedelta(days=30))  # built, never mailed
     run = Run(cfg)  # the first to open the new database: it runs the migrations
     try:

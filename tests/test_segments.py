@@ -23,7 +23,7 @@ from .conftest import run_publisher
 from .smtp_server import Recorder, start_server
 from .test_delivery import write_config
 
-SECRET = "segments-test-secret-0123456789abcdef"
+SECRET = "Q38QzibWxdh7plYMpEdj51MThQ52yyiyLAY4FmwMq4g"  # strong: `publisher secret`
 
 TOPICS = """
 [topics.agents]
