@@ -30,43 +30,11 @@ from publisher.site import build_site
 
 from .conftest import one_error_line, run_publisher
 from .sitehelpers import digest_text, site_config, write_digest
+from .upstream import Upstream, git
 
 SECRET = base64.b64encode(os.urandom(32)).decode()
 D14, D15, JUN3, D17 = (dt.date(2024, 5, 14), dt.date(2024, 5, 15), dt.date(2024, 6, 3),
                        dt.date(2024, 5, 17))  # fmt: skip
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Upstream Job", "-c", "user.email=job@example.org", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-class Upstream:
-    """A bare repository and a working clone that commits into it, laid out like the real
-    upstream: day files under paper_logs/YYYY/MM/DD.md, and other Markdown beside them."""
-
-    def __init__(self, root: Path) -> None:
-        self.bare = root / "upstream.git"
-        self.work = root / "upstream-work"
-        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(self.bare)], check=True)
-        subprocess.run(["git", "clone", "-q", str(self.bare), str(self.work)], check=True)
-        git(self.work, "checkout", "-q", "-b", "main")
-        self.url = self.bare.as_uri()
-
-    def day(self, date: dt.date, text: str | None = None) -> None:
-        write_digest(self.work / "paper_logs", date, text)
-
-    def push(self, message: str, *, force: bool = False) -> str:
-        git(self.work, "add", "-A")
-        git(self.work, "commit", "-q", "-m", message)
-        git(self.work, "push", "-q", *(["--force"] if force else []), "origin", "main")
-        return git(self.work, "rev-parse", "HEAD")
 
 
 def project(tmp: Path, url: str, search: bool = False) -> Path:

@@ -42,8 +42,9 @@ import sqlalchemy as sa
 
 from .conftest import ROOT
 from .pg import Cluster, state_toml
-from .sitehelpers import digest_text, write_digest
+from .sitehelpers import digest_text
 from .smtp_server import Recorder, start_server
+from .upstream import Upstream, git
 
 KST = ZoneInfo("Asia/Seoul")
 SECRET = base64.b64encode(os.urandom(32)).decode()
@@ -61,26 +62,13 @@ DB_DOWN = 23  # PostgreSQL only: connections refused 06:30 to 08:00
 RESTARTS = {7, 14, 21}
 
 
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Upstream Job", "-c", "user.email=job@example.org", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 class World:
     """The project, the upstream, the SMTP server, the clock and the run process."""
 
     def __init__(self, tmp: Path, db_url: str, start: dt.date) -> None:
         self.tmp, self.db_url, self.start = tmp, db_url, start
-        self.bare, self.work = tmp / "upstream.git", tmp / "upstream-work"
-        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(self.bare)], check=True)
-        subprocess.run(["git", "clone", "-q", str(self.bare), str(self.work)], check=True)
-        git(self.work, "checkout", "-q", "-b", "main")
+        self.upstream = Upstream(tmp)
+        self.work = self.upstream.work
         (self.work / "README.md").write_text("# daily papers\n")
         self.push("start")
         self.recorder = Recorder()
@@ -95,7 +83,7 @@ base_url = "https://papers.example.org/"
 timezone = "Asia/Seoul"
 [digests]
 inbox = "upstream"
-git = "{self.bare.as_uri()}"
+git = "{self.upstream.url}"
 git_path = "paper_logs"
 [feed]
 output = "public"
@@ -135,15 +123,13 @@ email = "{OPS}"
     # -- the upstream --------------------------------------------------------------------------
 
     def push(self, message: str, *, force: bool = False) -> None:
-        git(self.work, "add", "-A")
-        git(self.work, "commit", "-q", "--allow-empty", "-m", message)
-        git(self.work, "push", "-q", *(["--force"] if force else []), "origin", "main")
+        self.upstream.push(message, force=force)
 
     def day(self, n: int) -> dt.date:
         return self.start + dt.timedelta(days=n)
 
     def publish(self, n: int, papers: int = 3) -> None:
-        write_digest(self.work / "paper_logs", self.day(n), digest_text(self.day(n), n=papers))
+        self.upstream.day(self.day(n), digest_text(self.day(n), n=papers))
         self.push(f"day {n}")
 
     # -- the clock and the process ---------------------------------------------------------------
