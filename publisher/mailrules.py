@@ -1,7 +1,7 @@
 """Mail rules that the outbound and the inbound side both need, with no state and no I/O.
 
 **One classifier** for every refusal and report: a 5xx to RCPT TO or at the end of DATA
-(publisher/transport.py), a 5xx recorded during the send (publisher/delivery.py) and each failed
+(publisher/transport.py), a 5xx recorded during the send (publisher/delivery/) and each failed
 recipient of a DSN or a non-standard bounce (publisher/bounces/parse.py).
 
 The kinds (what the policy in publisher/state/bounces.py does with each):

@@ -18,7 +18,7 @@ Each job has max_instances=1, coalesce=True and a misfire grace of `misfire_grac
 that is skipped because its previous run still goes on is logged once per run of skips. Several
 `publisher run` (several machines on one PostgreSQL) may run at once: the build and its
 bookkeeping hold a database lock, and the sends are shared through the ledger's claims
-(publisher/delivery.py). SIGTERM/SIGINT set a stop event: no new step or send starts, the
+(publisher/delivery/). SIGTERM/SIGINT set a stop event: no new step or send starts, the
 messages in flight are finished and recorded, and the process exits 0.
 """
 

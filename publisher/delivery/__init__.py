@@ -55,12 +55,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .config import Config
-from .mailrules import ReturnPath
-from .privacy import mask_addresses, reader
-from .progress import NoProgress, Progress
-from .state import LedgerEntry, SentRecorder, Store
-from .transport import (
+from ..config import Config
+from ..mailrules import ReturnPath
+from ..privacy import mask_addresses, reader
+from ..progress import NoProgress, Progress
+from ..state import LedgerEntry, SentRecorder, Store
+from ..transport import (
     DeliveryError,
     SmtpSetupError,
     SmtpUnreachable,
@@ -690,7 +690,7 @@ def return_path(cfg: Config) -> ReturnPath | None:
     address. Keyed once; a sender is one HMAC copy and a base32 per message."""
     if not cfg.email.return_path:
         return None
-    from .tokens import secret_from_env
+    from ..tokens import secret_from_env
 
     return ReturnPath(cfg.email.return_path, secret_from_env(cfg))
 
@@ -698,7 +698,7 @@ def return_path(cfg: Config) -> ReturnPath | None:
 def _record_refusal(store: Store, entry: LedgerEntry, exc: DeliveryError) -> None:
     """A 5xx during the send is a bounce event too (kind by cause), so `bounces list` and the
     rates in `publisher status` see it next to the bounces that come back by mail."""
-    from .mailrules import HARD, smtp_refusal_kind
+    from ..mailrules import HARD, smtp_refusal_kind
 
     code, _, text = exc.reply.partition(" ")
     kind = (
