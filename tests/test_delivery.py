@@ -209,10 +209,10 @@ def test_a_reader_who_unsubscribes_after_the_claim_is_left_out(
     tmp_path: Path, recorder: Recorder, db_url: str
 ) -> None:
     """The unsubscribe is committed (from another connection) after the sender claimed the
-    row and while it builds that very message; more than `_Claims.STALE` later the message's
+    row and while it builds that very message; more than `Claims.STALE` later the message's
     final "." would go out. The check before it sees the unsubscribe: nothing is sent, the
     report counts the reader as left out, and the others are mailed."""
-    from publisher.delivery import _Claims
+    from publisher.delivery import Claims
 
     server = start_server(recorder)
     try:
@@ -224,7 +224,7 @@ def test_a_reader_who_unsubscribes_after_the_claim_is_left_out(
                     other.unsubscribe(addr)
                 # Past the staleness bound, so the promise says this message must not go out
                 # (a lower bound on waiting, not a timing assertion).
-                time.sleep(_Claims.STALE + 0.1)
+                time.sleep(Claims.STALE + 0.1)
             return build(addr, name, subscriber_id)
 
         with Store.open(cfg) as store:

@@ -2,7 +2,7 @@
 
 The pipe: the ledger is filled (`queue_pending`, one INSERT ... SELECT, idempotent), then
 `[smtp] connections` worker threads take ledger rows one at a time from this sender's claims
-(`_Claims`: batches of rows claimed in the database with a lease, so any number of senders, in
+(`Claims`: batches of rows claimed in the database with a lease, so any number of senders, in
 any number of processes or machines, split one digest between them and never take the same
 row); each worker owns one transport (one reused SMTP connection, PIPELINING when offered) and
 builds each message on the fly with `build(email, name, subscriber_id) -> bytes`. Memory stays
@@ -12,8 +12,8 @@ workers run dry and mailed in one more pass, so a send ends with every active su
 served, whatever else ran beside it.
 
 Unsubscribes during a send: the claimed rows are checked against the subscribers' status at
-most `_Claims.STALE` seconds before each message's final "." (a background check every
-`_Claims.REFRESH` s, redone on the spot if it is late), and a row whose reader unsubscribed,
+most `Claims.STALE` seconds before each message's final "." (a background check every
+`Claims.REFRESH` s, redone on the spot if it is late), and a row whose reader unsubscribed,
 bounced or was suppressed meanwhile is not sent (its connection is dropped if the message was
 already on the wire). The same check notices a claim taken over by another sender.
 
@@ -45,12 +45,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,7 +55,7 @@ from ..config import Config
 from ..mailrules import ReturnPath
 from ..privacy import mask_addresses, reader
 from ..progress import NoProgress, Progress
-from ..state import LedgerEntry, SentRecorder, Store
+from ..state import LedgerEntry, Store
 from ..transport import (
     DeliveryError,
     SmtpSetupError,
@@ -68,6 +64,21 @@ from ..transport import (
     envelope_sender,
     make_transport_factory,
 )
+from .claims import CLAIM_BATCH, ClaimRevoked, Claims
+from .ledger import LedgerWriter
+
+__all__ = [
+    "CLAIM_BATCH",
+    "Builder",
+    "ClaimRevoked",
+    "Claims",
+    "DeliveryReport",
+    "LedgerWriter",
+    "RateLimiter",
+    "SegmentedBuilder",
+    "deliver",
+    "return_path",
+]
 
 log = logging.getLogger("publisher.delivery")
 
@@ -211,7 +222,7 @@ def deliver(
     total = store.count_pending(digest_date, retry_failed, include_final)
     workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
     stop = threading.Event()
-    feed = _Claims(
+    feed = Claims(
         store,
         digest_date,
         retry_failed=retry_failed,
@@ -222,7 +233,7 @@ def deliver(
     )
     tally = _Tally()
     limiter = RateLimiter(cfg.smtp.rate_limit)
-    ledger = _LedgerWriter(store)
+    ledger = LedgerWriter(store)
     progress.start(total)
 
     def envelope_of(entry: LedgerEntry | None) -> str | None:
@@ -345,251 +356,6 @@ def deliver(
     )
 
 
-CLAIM_BATCH = 100  # ledger rows a sender claims at a time (at least 8 per connection)
-
-
-class ClaimRevoked(Exception):
-    """The row must not be sent after all: its reader unsubscribed (or bounced, or was
-    suppressed) since it was claimed, or another sender took the claim over."""
-
-
-class _Claims:
-    """This sender's share of one digest's ledger: rows claimed in batches with a lease, handed
-    to the workers one at a time, kept honest by a background thread.
-
-    The thread renews the lease every third of `lease_seconds` and checks every `REFRESH`
-    seconds which claimed rows may no longer be sent (`Store.revoked_claims`); `check(id)`,
-    called right before a message can be accepted, raises `ClaimRevoked` for those, and redoes
-    the check itself if the last one started more than `STALE` seconds ago, so an unsubscribe
-    committed before that is always seen. When nothing is left to claim but other senders hold
-    rows under live leases, `next()` waits for them (they finish, or their lease runs out and
-    their rows are claimed here): a send returns when the digest is delivered, not earlier.
-    """
-
-    REFRESH = 0.25
-    STALE = 0.5
-
-    def __init__(
-        self,
-        store: Store,
-        digest_date: dt.date,
-        *,
-        retry_failed: bool,
-        include_final: bool = False,
-        lease_seconds: float,
-        batch: int,
-        stop: threading.Event,
-    ) -> None:
-        self.store = store
-        self.digest_date = digest_date
-        self.retry_failed = retry_failed
-        self.include_final = include_final
-        # Failed rows are wanted again (retry_failed) only if they failed before this send
-        # began: one it failed itself has used up its max_attempts here.
-        self.started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        self.lease = max(lease_seconds, 1.0)
-        self.batch = batch
-        self.stop = stop
-        self.host = socket.gethostname()[:60].replace(":", "-")
-        self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.queue: deque[LedgerEntry] = deque()
-        self.open: set[int] = set()  # claimed and not finished: renewed, checked, released
-        self.revoked: set[int] = set()
-        self.checked_at = time.monotonic()
-        self.lock = threading.Lock()
-        self.fetching = threading.Lock()  # one claim query at a time
-        self.refreshing = threading.Lock()
-        self.closed = threading.Event()
-        self.keeper = threading.Thread(target=self._keep, name="claims", daemon=True)
-        self.keeper.start()
-
-    def next(self, wait: bool = True) -> LedgerEntry | None:
-        """The next row to send, or None when this sender has nothing left of the digest.
-
-        `wait=False` (a worker looking one message ahead, for pipelining) never blocks: a worker
-        must not hold its own row back while waiting for other senders, who may be waiting for
-        that very row."""
-        while True:
-            with self.lock:
-                while self.queue:
-                    entry = self.queue.popleft()
-                    if entry.id not in self.revoked:
-                        return entry
-            if self.stop.is_set() or not self.fetching.acquire(blocking=wait):
-                return None
-            try:
-                with self.lock:
-                    refilled = bool(self.queue)  # by another worker while this one waited
-                if not refilled:
-                    entries = self.store.claim(
-                        self.digest_date,
-                        self.owner,
-                        self.batch,
-                        self.lease,
-                        self.retry_failed,
-                        self.include_final,
-                        failed_before=self.started,
-                    )
-                    with self.lock:
-                        self.queue.extend(entries)
-                        self.open.update(e.id for e in entries)
-                    refilled = bool(entries)
-                if not refilled and not wait:
-                    return None
-                others = refilled or self._others()
-            finally:
-                self.fetching.release()
-            if not others:
-                return None
-            if not refilled:
-                self.stop.wait(self.REFRESH)
-
-    def _others(self) -> bool:
-        """Whether other live senders hold rows of this digest. A sender on this machine whose
-        process is gone (kill -9) does not count: its rows are given back at once instead of
-        after its lease."""
-        others = self.store.other_claimants(
-            self.digest_date, self.owner, self.retry_failed, self.include_final
-        )
-        for other in others:
-            host, _, rest = other.partition(":")
-            pid = rest.partition(":")[0]
-            if host == self.host and pid.isdigit() and not _pid_alive(int(pid)):
-                log.info("taking over the claims of %s (that process is gone)", other)
-                self.store.expire_claims(self.digest_date, other)
-        return bool(others)  # a dead one's rows are claimed on the next round
-
-    def check(self, entry_id: int) -> None:
-        """Raise ClaimRevoked unless `entry_id` may still be sent (see the class)."""
-        if time.monotonic() - self.checked_at > self.STALE:
-            self._refresh()
-        if entry_id in self.revoked:
-            raise ClaimRevoked(entry_id)
-
-    def done(self, entry_id: int) -> None:
-        """The row is sent or failed: no longer this sender's to renew or release. (A row left
-        out stays open, so close() gives it back for when its reader comes back.)"""
-        with self.lock:
-            if entry_id not in self.revoked:
-                self.open.discard(entry_id)
-
-    def _refresh(self) -> None:
-        with self.refreshing:
-            started = time.monotonic()
-            if started - self.checked_at <= self.REFRESH / 2:
-                return  # another thread has just done it
-            with self.lock:
-                ids = list(self.open)
-            revoked = self.store.revoked_claims(self.owner, ids)
-            with self.lock:
-                self.revoked = revoked
-                self.checked_at = started
-
-    def _keep(self) -> None:
-        renewed = time.monotonic()
-        while not self.closed.wait(self.REFRESH):
-            try:
-                self._refresh()
-                if time.monotonic() - renewed > self.lease / 3:
-                    renewed = time.monotonic()
-                    with self.lock:
-                        ids = list(self.open)
-                    self.store.renew_claims(self.owner, ids, self.lease)
-            except Exception:  # noqa: BLE001 - the workers' own check() raises it if it lasts
-                log.warning("checking claims failed; retrying", exc_info=True)
-
-    def close(self) -> None:
-        """Stop the keeper and give back every claimed row not sent."""
-        self.closed.set()
-        self.keeper.join()
-        with self.lock:
-            ids, self.open = list(self.open), set()
-            self.queue.clear()
-        self.store.release_claims(self.owner, ids)
-
-
-class _LedgerWriter:
-    """Group commit of `sent` rows on one long-lived connection, done by the workers themselves.
-
-    A worker submits its accepted message and goes on; before letting the server accept its
-    next message it calls `wait(ticket)`. If that row is not committed yet, the first worker
-    to need it commits everything submitted so far in one transaction while the others wait
-    for that commit. No separate writer thread: handing each batch to one and waking the
-    workers back cost two thread switches per message, which on a busy machine took longer
-    than the commit itself.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.recorder: SentRecorder = store.sent_recorder()
-        self.lock = threading.Lock()
-        self.committed = threading.Condition(self.lock)  # `done` moved, or an error
-        self.pending: list[tuple[int, str, int]] = []
-        self.submitted = 0  # tickets handed out: row n of this run has ticket n
-        self.done = 0  # every ticket <= done is committed
-        self.busy = False  # a worker is committing
-        self.error: BaseException | None = None
-
-    def submit(self, entry_id: int, reply: str, attempts: int) -> int:
-        with self.lock:
-            if self.error is not None:
-                raise self.error
-            self.pending.append((entry_id, reply, attempts))
-            self.submitted += 1
-            return self.submitted
-
-    def wait(self, ticket: int) -> None:
-        """Return once the row with `ticket` (0: none) is committed, committing it (and every
-        other submitted row) if no other worker is; raise if committing failed."""
-        with self.committed:
-            while self.error is None and self.done < ticket:
-                if self.busy:
-                    self.committed.wait()
-                else:
-                    self._commit_locked()
-            if self.error is not None:
-                raise self.error
-
-    def _commit_locked(self) -> None:
-        """Commit what is pending; called and returns with the lock held (released meanwhile)."""
-        batch, self.pending = self.pending, []
-        upto = self.submitted
-        self.busy = True
-        self.lock.release()
-        error: BaseException | None = None
-        try:
-            self.recorder.record(batch)
-        except BaseException as exc:  # noqa: BLE001 - raised in every waiter
-            error = exc
-        finally:
-            self.lock.acquire()
-            self.busy = False
-        if error is not None:
-            self.error = self.error or error
-        else:
-            self.done = max(self.done, upto)
-        self.committed.notify_all()
-
-    def close(self) -> None:
-        """Commit what is submitted (after any commit in progress); `error` says if it failed.
-        Called once the workers are done."""
-        with self.committed:
-            while self.busy:
-                self.committed.wait()
-            if self.pending and self.error is None:
-                self._commit_locked()
-        self.recorder.close()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
 _UNFINISHED = -1  # _deliver_one: stopped while waiting to retry; the row stays queued
 
 
@@ -603,8 +369,8 @@ def _deliver_one(
     tally: _Tally,
     limiter: RateLimiter,
     stop: threading.Event,
-    ledger: _LedgerWriter,
-    claims: _Claims,
+    ledger: LedgerWriter,
+    claims: Claims,
     *,
     ready: Callable[[], None],
     next_recipient: str | None,
