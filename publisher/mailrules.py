@@ -290,5 +290,11 @@ class ReturnPath:
         self._before, self._after = split_template(template)
         self._codec = TokenCodec([secret], VERP)
 
+    @classmethod
+    def of(cls, template: str, secret: bytes) -> ReturnPath | None:
+        """The return path `[email] return_path` names (keyed once: a sender is then one HMAC
+        copy and a base32 per message), or None to send from the From address."""
+        return cls(template, secret) if template else None
+
     def address(self, subscriber_id: int, digest_date: dt.date) -> str:
         return self._before + self._codec.sign(subscriber_id, digest_date) + self._after

@@ -18,6 +18,7 @@ from .delivery import DeliveryReport, deliver
 from .digest import Digest, find_digests, parse_file
 from .errors import PublisherError
 from .mailer import Segments
+from .mailrules import ReturnPath
 from .progress import Progress
 from .site import digest_sha
 from .state import Store
@@ -85,6 +86,7 @@ def send_digest(
         include_final=include_final,
         progress=progress,
         stop=stop,
+        return_path=ReturnPath.of(cfg.email.return_path, secret),
     )
     if segments.renders:
         log(

@@ -15,7 +15,7 @@ import pytest
 
 from publisher.config import Config
 from publisher.delivery import deliver
-from publisher.mailrules import VERP, TokenCodec, address_pattern
+from publisher.mailrules import VERP, ReturnPath, TokenCodec, address_pattern
 from publisher.state import Store
 
 from .deliveryhelpers import DAY, build, subscribe, write_config
@@ -68,7 +68,8 @@ def test_each_message_has_its_own_verp_sender(
         emails = [f"reader{i}@example.com" for i in range(7)]
         with Store.open(cfg) as store:
             subscribe(cfg, store, emails)
-            report = deliver(cfg, store, DAY, build)
+            verp = ReturnPath.of(TEMPLATE, SECRET.encode())
+            report = deliver(cfg, store, DAY, build, return_path=verp)
             assert report.sent == len(emails), report.summary()
             ids = {e: store.get(e).id for e in emails}
     finally:
@@ -82,6 +83,14 @@ def test_each_message_has_its_own_verp_sender(
         data = codec.verify(m.group(1))
         assert (data.subscriber_id, data.digest_date) == (ids[email], DAY)
     assert len(set(recorder.senders.values())) == len(emails)
+
+
+def test_deliver_is_given_the_return_path_the_config_names(tmp_path: Path) -> None:
+    """deliver() reads no secret from the environment: with `[email] return_path` set, the
+    caller passes the keyed ReturnPath, and forgetting it is an error, not mail without VERP."""
+    cfg = with_return_path(write_config(tmp_path, 1, f"sqlite:///{tmp_path / 'state.db'}"))
+    with Store.open(cfg) as store, pytest.raises(TypeError, match="return_path"):
+        deliver(cfg, store, DAY, build)
 
 
 def test_without_return_path_the_sender_is_the_from_address(tmp_path: Path, db_url: str) -> None:

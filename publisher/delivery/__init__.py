@@ -48,7 +48,7 @@ writer's group commit), `worker.py` (`Worker`: one connection, its retries and r
 from .claims import CLAIM_BATCH, ClaimRevoked, Claims
 from .ledger import LedgerWriter
 from .outcome import Outcome, outcome
-from .pipe import Builder, DeliveryReport, SegmentedBuilder, deliver, return_path
+from .pipe import Builder, DeliveryReport, SegmentedBuilder, deliver
 from .worker import RateLimiter, Worker
 
 __all__ = [
@@ -64,5 +64,4 @@ __all__ = [
     "Worker",
     "deliver",
     "outcome",
-    "return_path",
 ]

@@ -14,7 +14,6 @@ from ..config import Config
 from ..mailrules import ReturnPath
 from ..progress import NoProgress, Progress
 from ..state import LedgerEntry, Store
-from ..tokens import secret_from_env
 from ..transport import Transport, envelope_sender, make_transport_factory
 from .claims import CLAIM_BATCH, Claims
 from .ledger import LedgerWriter
@@ -95,6 +94,7 @@ def deliver(
     transport_factory: Callable[[], Transport] | None = None,
     stop: threading.Event | None = None,
     segments: SegmentedBuilder | None = None,
+    return_path: ReturnPath | None = None,
 ) -> DeliveryReport:
     """Send the digest of `digest_date` to every mailable subscriber not yet sent it.
 
@@ -104,8 +104,11 @@ def deliver(
     sent until then is in the ledger. Setting `stop` (SIGTERM or SIGINT in `publisher run` and
     `publisher send`) makes every worker finish and record the message it is sending, then
     return (`stopped` in the report). `include_final` (with `retry_failed`) also retries the
-    messages failed for good (5xx).
+    messages failed for good (5xx). `return_path` (`ReturnPath.of([email] return_path, secret)`,
+    required when that key is set) gives each message its own VERP envelope sender.
     """
+    if cfg.email.return_path and return_path is None:
+        raise TypeError("deliver() needs return_path: [email] return_path is set")
     retry_failed = retry_failed or include_final
     progress = progress or NoProgress()
     factory = transport_factory or make_transport_factory(cfg)
@@ -149,7 +152,7 @@ def deliver(
         halt=halt,
         build=make,
         sender=envelope_sender(cfg),
-        return_path=return_path(cfg),
+        return_path=return_path,
         digest_date=digest_date,
         progress=progress,
     )
@@ -219,11 +222,3 @@ def _run(workers: list[Worker], stop: threading.Event | None, halt: threading.Ev
         for t in threads:
             t.join()
         raise
-
-
-def return_path(cfg: Config) -> ReturnPath | None:
-    """The VERP envelope senders (`[email] return_path`), or None to send from the From
-    address. Keyed once; a sender is one HMAC copy and a base32 per message."""
-    if not cfg.email.return_path:
-        return None
-    return ReturnPath(cfg.email.return_path, secret_from_env(cfg))
