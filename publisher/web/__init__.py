@@ -60,19 +60,19 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import state as st
-from . import urls
-from .config import Config
-from .i18n import strings
-from .mailrules import ReturnPath
-from .state import InvalidAddress, Store, normalize_email, normalize_name
-from .state.health import StorageError
-from .state.limits import canonical_mailbox
-from .templating import jinja_env
-from .tokens import TokenError, read, sign_id
-from .topics import Choice
-from .urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
-from .web_mail import MailError, check_sender, send_confirmation
+from .. import state as st
+from .. import urls
+from ..config import Config
+from ..i18n import strings
+from ..mailrules import ReturnPath
+from ..state import InvalidAddress, Store, normalize_email, normalize_name
+from ..state.health import StorageError
+from ..state.limits import canonical_mailbox
+from ..templating import jinja_env
+from ..tokens import TokenError, read, sign_id
+from ..topics import Choice
+from ..urls import ATOM_FILE, JSON_FILE, RSS_FILE, base_url
+from ..web_mail import MailError, check_sender, send_confirmation
 
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
 # an unsubscribe must not subscribe anyone again.
@@ -768,7 +768,7 @@ class WebSide:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         if self._registry is None:
-            from .metrics import registry_for
+            from ..metrics import registry_for
 
             self._registry = registry_for(self.store)
         body = await run_in_threadpool(generate_latest, self._registry)
@@ -868,7 +868,7 @@ def create_app(
     Without `secret`, both come from the environment (`[web] secret_env` and
     `<secret_env>_PREVIOUS`), weak ones refused (publisher/tokens.py)."""
     if secret is None:
-        from .tokens import secrets_from_env
+        from ..tokens import secrets_from_env
 
         secret, *previous_secrets = secrets_from_env(cfg)
     if sender is None:
