@@ -150,7 +150,7 @@ class MessageFactory:
         self.domain = sender_domain(cfg)
         self._unsub_base = unsubscribe_url(cfg, "")
         # The footer's preferences link carries the same token: the preferences page accepts an
-        # unsubscribe token (web.py), so a reader's two links cost one HMAC.
+        # unsubscribe token (publisher/web/), so a reader's two links cost one HMAC.
         self._prefs_base = preferences_url(cfg, "")
         self._mailto = unsubscribe_mailto(cfg)
         # `unsubscribe+{token}@...`: each reader's own signed token (publisher/mailrules.py),

@@ -65,7 +65,7 @@ def absolute_url(cfg: Config, url: str | None) -> str:
     return urljoin(base_url(cfg), url)
 
 
-# The web side (publisher/web.py serves these paths).
+# The web side (publisher/web/ serves these paths).
 
 
 def subscribe_url(cfg: Config) -> str:
