@@ -12,6 +12,8 @@ The token in a reader's link is signed elsewhere (publisher/tokens.py; per messa
 from __future__ import annotations
 
 import datetime as dt
+import re
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from .config import Config
@@ -65,29 +67,72 @@ def absolute_url(cfg: Config, url: str | None) -> str:
     return urljoin(base_url(cfg), url)
 
 
-# The web side (publisher/web/ serves these paths).
+# The web side: every path `publisher serve` answers, in one table. publisher/web/app.py makes its
+# routes from it, publisher/web/security.py and the log redaction its token paths, and the
+# builders below the links; a path is spelled nowhere else.
+
+
+@dataclass(frozen=True, slots=True)
+class WebRoute:
+    """One path below `base_url` ("{token}": a signed token), the `WebSide` method answering
+    it (publisher/web/app.py) and its methods (HEAD comes with GET)."""
+
+    endpoint: str
+    path: str
+    methods: tuple[str, ...] = ("GET",)
+
+    @property
+    def has_token(self) -> bool:
+        return "{token}" in self.path
+
+
+# In matching order; the static archive answers below all of them.
+WEB_ROUTES = (
+    WebRoute("subscribe", "subscribe", ("GET", "POST")),
+    WebRoute("web_css", "web.css"),
+    WebRoute("healthz", "healthz"),
+    WebRoute("metrics", "metrics"),
+    WebRoute("confirm", "confirm/{token}", ("GET", "POST")),
+    WebRoute("unsubscribe", "unsubscribe/{token}", ("GET", "POST")),
+    WebRoute("preferences", "preferences/{token}", ("GET", "POST")),
+    WebRoute("preferences_data", "preferences/{token}/data.json"),
+)
+_BY_ENDPOINT = {route.endpoint: route for route in WEB_ROUTES}
+
+# A path whose segment after the first is a token: that token must not leak through a Referer,
+# a cache or a log line (publisher/web/security.py, publisher/web/logs.py).
+TOKEN_PATH = re.compile(
+    "/("
+    + "|".join(dict.fromkeys(r.path.partition("/")[0] for r in WEB_ROUTES if r.has_token))
+    + r")/[^/?#\s\"]+"
+)
+
+
+def web_url(cfg: Config, endpoint: str, token: str = "") -> str:
+    """The absolute URL of one of WEB_ROUTES, its token in place."""
+    return base_url(cfg) + _BY_ENDPOINT[endpoint].path.replace("{token}", token)
 
 
 def subscribe_url(cfg: Config) -> str:
     """`{base_url}subscribe`: the signup form, and where it posts."""
-    return f"{base_url(cfg)}subscribe"
+    return web_url(cfg, "subscribe")
 
 
 def confirm_url(cfg: Config, token: str) -> str:
     """`{base_url}confirm/TOKEN`: the double opt-in link of the confirmation mail."""
-    return f"{base_url(cfg)}confirm/{token}"
+    return web_url(cfg, "confirm", token)
 
 
 def unsubscribe_url(cfg: Config, token: str) -> str:
     """`{base_url}unsubscribe/TOKEN`: the List-Unsubscribe (RFC 8058) and footer link."""
-    return f"{base_url(cfg)}unsubscribe/{token}"
+    return web_url(cfg, "unsubscribe", token)
 
 
 def preferences_url(cfg: Config, token: str) -> str:
     """`{base_url}preferences/TOKEN`: status, subscribe again, download the stored data."""
-    return f"{base_url(cfg)}preferences/{token}"
+    return web_url(cfg, "preferences", token)
 
 
 def preferences_data_url(cfg: Config, token: str) -> str:
     """`{base_url}preferences/TOKEN/data.json`: a JSON copy of what is stored."""
-    return f"{preferences_url(cfg, token)}/data.json"
+    return web_url(cfg, "preferences_data", token)

@@ -29,11 +29,12 @@ The files: `app.py` (the endpoints, `create_app`), `security.py` (the headers), 
 redaction), `ratelimit.py` (the signup limits' keys) and `archive.py` (the static files).
 """
 
+from ..urls import TOKEN_PATH
 from .app import CONFIRM_MAX_AGE, WEB_CADENCES, ExpiredLink, WebSide, create_app
 from .archive import ArchiveFiles, accepted_encodings
 from .logs import REDACTED, log_config, mask_address, redact
 from .ratelimit import MAILBOX_BURST, MAILBOX_REFILL
-from .security import TOKEN_PATH, content_security_policy, security_headers
+from .security import content_security_policy, security_headers
 
 __all__ = [
     "CONFIRM_MAX_AGE",

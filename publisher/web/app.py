@@ -32,7 +32,7 @@ from ..state.health import StorageError
 from ..templating import jinja_env
 from ..tokens import TokenError, read, sign_id
 from ..topics import Choice
-from ..urls import ATOM_FILE, RSS_FILE, base_url
+from ..urls import ATOM_FILE, RSS_FILE, TOKEN_PATH, base_url
 from ..web_mail import MailError, check_sender, send_confirmation
 from .archive import ArchiveFiles, ArchiveMount
 from .logs import mask_address, redact
@@ -44,7 +44,7 @@ from .ratelimit import (
     client_key,
     mailbox_key,
 )
-from .security import PRIVATE_HEADERS, TOKEN_PATH, SecurityHeaders, security_headers
+from .security import PRIVATE_HEADERS, SecurityHeaders, security_headers
 
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
 # an unsubscribe must not subscribe anyone again.
@@ -233,9 +233,12 @@ class WebSide:
         day = dt.datetime.fromtimestamp(now, self.cfg.tz).date()
         return ReturnPath(self.cfg.email.return_path, self.secret).address(subscriber_id, day)
 
-    def _email(self, token: str, purposes: tuple[str, ...], now: float | None = None) -> str:
+    async def _address(
+        self, token: str, purposes: tuple[str, ...], now: float | None = None
+    ) -> str:
         """The address a valid token for one of `purposes` names (an id is looked up);
-        TokenError otherwise, ExpiredLink for a confirmation older than CONFIRM_MAX_AGE."""
+        TokenError otherwise, ExpiredLink for a confirmation older than CONFIRM_MAX_AGE (with
+        `now`)."""
         for purpose in purposes:
             try:
                 subject = read(self.secrets, token, purpose)
@@ -246,7 +249,7 @@ class WebSide:
                 if age < -300 or age > CONFIRM_MAX_AGE.total_seconds():
                     raise ExpiredLink("expired confirmation token")
             if subject.subscriber_id is not None:
-                sub = self.store.get_by_id(subject.subscriber_id)
+                sub = await run_in_threadpool(self.store.get_by_id, subject.subscriber_id)
                 if sub is None:
                     raise TokenError("no such subscriber")
                 return sub.email
@@ -256,16 +259,10 @@ class WebSide:
                 raise TokenError("not an address") from None
         raise TokenError("invalid token")
 
-    async def _subject(self, token: str, purposes: tuple[str, ...]) -> str | None:
-        try:
-            return await run_in_threadpool(self._email, token, purposes)
-        except TokenError:
-            return None
-
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            email = await run_in_threadpool(self._email, token, ("confirm",), self.clock())
+            email = await self._address(token, ("confirm",), self.clock())
         except ExpiredLink:
             return self.expired_link()
         except TokenError:
@@ -294,8 +291,9 @@ class WebSide:
 
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
-        email = await self._subject(token, ("unsubscribe",))
-        if email is None:
+        try:
+            email = await self._address(token, ("unsubscribe",))
+        except TokenError:
             return self.bad_link()
         if request.method != "POST":
             # Never act on a GET (or HEAD): link scanners and prefetchers fetch every URL in a
@@ -326,8 +324,9 @@ class WebSide:
 
     async def preferences(self, request: Request) -> Response:
         token = request.path_params["token"]
-        email = await self._subject(token, ("manage", "unsubscribe"))
-        if email is None:
+        try:
+            email = await self._address(token, ("manage", "unsubscribe"))
+        except TokenError:
             return self.bad_link()
         notice = ""
         choice_saved = choice_error = False
@@ -410,8 +409,9 @@ class WebSide:
         return True, False
 
     async def preferences_data(self, request: Request) -> Response:
-        email = await self._subject(request.path_params["token"], ("manage", "unsubscribe"))
-        if email is None:
+        try:
+            email = await self._address(request.path_params["token"], ("manage", "unsubscribe"))
+        except TokenError:
             return self.bad_link()
         data = await run_in_threadpool(self.store.stored_data, email)
         body = json.dumps(data, ensure_ascii=False, indent=2, default=_json_default)
@@ -557,14 +557,8 @@ def create_app(
         cfg, secret, store or Store.open(cfg), sender or send_confirmation, clock, secrets
     )
     routes = [
-        Route("/subscribe", side.subscribe, methods=["GET", "POST"]),
-        Route("/web.css", side.web_css, methods=["GET"]),
-        Route("/healthz", side.healthz, methods=["GET"]),
-        Route("/metrics", side.metrics, methods=["GET"]),
-        Route("/confirm/{token}", side.confirm, methods=["GET", "POST"]),
-        Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
-        Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),
-        Route("/preferences/{token}/data.json", side.preferences_data, methods=["GET"]),
+        Route("/" + r.path, getattr(side, r.endpoint), methods=list(r.methods))
+        for r in urls.WEB_ROUTES
     ]
     for route in routes:
         if route.methods:

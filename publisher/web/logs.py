@@ -6,7 +6,7 @@ import copy
 import logging
 from typing import Any
 
-from .security import TOKEN_PATH
+from ..urls import TOKEN_PATH
 
 REDACTED = "[token]"
 

@@ -10,7 +10,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Config
-from ..urls import base_url
+from ..urls import TOKEN_PATH, base_url
 
 # Pages behind a token or a form: never cached, and no Referer (SecurityHeaders adds the rest,
 # and forces these two on every token path, whatever answers there).
@@ -34,9 +34,6 @@ CSP_DIRECTIVES: dict[str, str] = {
     "frame-ancestors": "'none'",
     "base-uri": "'none'",
 }
-# The paths whose last segment is a token: the token must not leak through a Referer, a cache
-# or a log line.
-TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|preferences)/[^/?#\s\"]+")
 
 
 def content_security_policy(cfg: Config) -> str:
