@@ -25,13 +25,15 @@ secret (`<secret_env>_PREVIOUS`).
 The store is the one source of truth for who is mailed, so an unsubscribe here is honoured by the
 very next `queue_pending`/`pending_for`, whatever process runs the send.
 
-The files: `app.py` (the endpoints, `create_app`), `security.py` (the headers), `logs.py` (token
-redaction), `ratelimit.py` (the signup limits' keys) and `archive.py` (the static files).
+The files: `app.py` (the endpoints, `create_app`), `security.py` (the headers), `logs.py`
+(token redaction), `ratelimit.py` (the signup limits' keys), `forms.py` (form fields, a
+reader's choice) and `archive.py` (the static files).
 """
 
 from ..urls import TOKEN_PATH
-from .app import CONFIRM_MAX_AGE, WEB_CADENCES, ExpiredLink, WebSide, create_app
+from .app import CONFIRM_MAX_AGE, ExpiredLink, WebSide, create_app
 from .archive import ArchiveFiles, accepted_encodings
+from .forms import WEB_CADENCES
 from .logs import REDACTED, log_config, mask_address, redact
 from .ratelimit import MAILBOX_BURST, MAILBOX_REFILL
 from .security import content_security_policy, security_headers

@@ -15,7 +15,6 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -35,6 +34,7 @@ from ..topics import Choice
 from ..urls import ATOM_FILE, RSS_FILE, TOKEN_PATH, base_url
 from ..web_mail import MailError, check_sender, send_confirmation
 from .archive import ArchiveFiles, ArchiveMount
+from .forms import WEB_CADENCES, choice_of, field, json_default, read_body
 from .logs import mask_address, redact
 from .ratelimit import (
     CLIENT_PERIOD,
@@ -49,11 +49,6 @@ from .security import PRIVATE_HEADERS, SecurityHeaders, security_headers
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
 # an unsubscribe must not subscribe anyone again.
 CONFIRM_MAX_AGE = dt.timedelta(days=7)
-# The cadences a reader may pick on the web. "weekly" joins them with the weekly edition
-# (issue 21, step 5): until that send exists a weekly reader would get nothing at all.
-WEB_CADENCES = ("daily", "paused")
-# Forms and one-click bodies are a few dozen bytes; anything bigger is not one of ours.
-MAX_BODY = 8 * 1024
 
 # send_confirmation's shape: (cfg, email, url, *, envelope_from=None).
 Sender = Callable[..., None]
@@ -139,7 +134,7 @@ class WebSide:
     async def subscribe(self, request: Request) -> Response:
         if request.method != "POST":  # GET, and the HEAD Starlette adds to every GET route
             return self.subscribe_form()
-        body = await _read_body(request)
+        body = await read_body(request)
         if body is None:
             return self.message(self.t["too_large"], self.t["too_large"], status=413)
         client = request.client.host if request.client else "unknown"
@@ -153,10 +148,10 @@ class WebSide:
         if not allowed:
             return self.message(self.t["too_many"], self.t["too_many"], status=429)
         form = await request.form(max_files=0, max_fields=10 + len(self.cfg.topics))
-        raw_email, name, trap = (_field(form, k) for k in ("email", "name", "website"))
+        raw_email, name, trap = (field(form, k) for k in ("email", "name", "website"))
         try:
             # Optional: cadence and topics (a form without them gives daily, every paper).
-            choice = _choice_of(form, self.cfg, with_max=False)
+            choice = choice_of(form, self.cfg, with_max=False)
         except ValueError:
             return self.subscribe_form(self.t["invalid_choice"], raw_email[:320], status=400)
         try:
@@ -276,7 +271,7 @@ class WebSide:
                 email=email,
                 action=urls.confirm_url(self.cfg, token),
             )
-        if await _read_body(request) is None:
+        if await read_body(request) is None:
             return self.message(self.t["too_large"], self.t["too_large"], status=413)
         # A confirmed opt-in is fresh consent: it lifts an earlier unsubscribe or bounce.
         # Idempotent: a second POST finds the address active and leaves it so.
@@ -310,7 +305,7 @@ class WebSide:
         # RFC 8058: the body is `List-Unsubscribe=One-Click`, urlencoded or multipart. Our own
         # button posts the same. The signed token is the authority, so the body is only size-
         # checked: a client that garbles it must still be able to leave the list.
-        if await _read_body(request) is None:
+        if await read_body(request) is None:
             return self.message(self.t["too_large"], self.t["too_large"], status=413)
         # Suppresses even an address with no subscriber row, so a later CSV row cannot mail it.
         await run_in_threadpool(self.store.unsubscribe, email)
@@ -331,15 +326,15 @@ class WebSide:
         notice = ""
         choice_saved = choice_error = False
         if request.method == "POST":
-            if await _read_body(request) is None:
+            if await read_body(request) is None:
                 return self.message(self.t["too_large"], self.t["too_large"], status=413)
             form = await request.form(max_files=0, max_fields=8 + len(self.cfg.topics))
-            action = _field(form, "action")
+            action = field(form, "action")
             if action == "resubscribe":
                 # The token was mailed to this address: using it is the owner's fresh consent.
                 await run_in_threadpool(self.store.resubscribe, email, "", "web")
             elif action == "rename":
-                if await run_in_threadpool(self.store.rename, email, _field(form, "name")):
+                if await run_in_threadpool(self.store.rename, email, field(form, "name")):
                     notice = self.t["name_saved"]
             elif action == "delete":
                 # Erasure: the row, its sends and bounces go; the address stays only as a
@@ -399,7 +394,7 @@ class WebSide:
         """The preferences form's cadence, topics and cap, stored as the reader's own choice
         (`web`: a CSV import never overwrites it). (saved, invalid)."""
         try:
-            update = _choice_of(form, self.cfg, with_max=True)
+            update = choice_of(form, self.cfg, with_max=True)
         except ValueError:
             return False, True
         try:
@@ -414,7 +409,7 @@ class WebSide:
         except TokenError:
             return self.bad_link()
         data = await run_in_threadpool(self.store.stored_data, email)
-        body = json.dumps(data, ensure_ascii=False, indent=2, default=_json_default)
+        body = json.dumps(data, ensure_ascii=False, indent=2, default=json_default)
         headers = dict(PRIVATE_HEADERS)
         headers["Content-Disposition"] = 'attachment; filename="subscription.json"'
         return Response(body, media_type="application/json", headers=headers)
@@ -484,54 +479,6 @@ class WebSide:
             status_code=500,
             headers={**PRIVATE_HEADERS, **security_headers(self.cfg, private=private)},
         )
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _choice_of(form: Any, cfg: Config, *, with_max: bool) -> st.ChoiceUpdate:
-    """A reader choice from a form: `cadence`, `topic` (ticked boxes, none: every paper) and,
-    `with_max`, `max_papers`; ValueError for an unknown cadence or topic or a bad number."""
-    cadence = _field(form, "cadence") or "daily"
-    if cadence not in WEB_CADENCES:
-        raise ValueError(f"unknown cadence {cadence!r}")
-    names = [v for v in form.getlist("topic") if isinstance(v, str)]
-    known = set(cfg.topic_names)
-    if any(n not in known for n in names):
-        raise ValueError("unknown topic")
-    max_papers = None
-    if with_max:
-        raw = _field(form, "max_papers").strip() or "0"
-        if not raw.isdigit() or int(raw) > 1000:
-            raise ValueError(f"bad max_papers {raw!r}")
-        max_papers = int(raw)
-    return st.ChoiceUpdate(cadence=cadence, topics=frozenset(names), max_papers=max_papers)
-
-
-def _field(form: Any, name: str) -> str:
-    value = form.get(name)
-    return "" if value is None or isinstance(value, UploadFile) else str(value)
-
-
-async def _read_body(request: Request, limit: int = MAX_BODY) -> bytes | None:
-    """The request body, or None if it is larger than `limit` bytes (read no further)."""
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    # Starlette's form parser reads from here instead of the (consumed) stream.
-    request._body = body
-    return body
 
 
 def create_app(
