@@ -21,8 +21,8 @@ from .mailer import Segments
 from .mailrules import ReturnPath
 from .progress import Progress
 from .site import digest_sha
-from .state import Store
 from .state.health import check_integrity
+from .state.protocols import PublishStore, SubscribersStore
 from .subscribers import import_csv
 from .tokens import secret_from_env
 
@@ -42,7 +42,7 @@ def newest_digest(cfg: Config) -> Path:
     return best[1]
 
 
-def sync_subscribers(cfg: Config, store: Store, log: Callable[[str], None]) -> None:
+def sync_subscribers(cfg: Config, store: SubscribersStore, log: Callable[[str], None]) -> None:
     """Import the configured CSV before a send (skipped when unchanged since the last import)."""
     if not cfg.subscribers.file.is_file():
         log(f"note: no subscriber file at {cfg.subscribers.file}")
@@ -55,7 +55,7 @@ def sync_subscribers(cfg: Config, store: Store, log: Callable[[str], None]) -> N
 
 def send_digest(
     cfg: Config,
-    store: Store,
+    store: PublishStore,
     digest: Digest,
     *,
     retry_failed: bool = False,

@@ -58,6 +58,7 @@ from .publish import send_digest
 from .pull import pull
 from .site import build_site
 from .state import Store
+from .state.protocols import PublicationsStore, PublishStore
 
 log = logging.getLogger("publisher.run")
 
@@ -76,7 +77,7 @@ class TickReport:
 
 def tick(
     cfg: Config,
-    store: Store,
+    store: PublishStore,
     *,
     now: dt.datetime | None = None,
     stop: threading.Event | None = None,
@@ -89,7 +90,9 @@ def tick(
     return send_step(cfg, store, now=now, stop=stop, secret=secret, report=report)
 
 
-def build_step(cfg: Config, store: Store, *, now: dt.datetime | None = None) -> TickReport:
+def build_step(
+    cfg: Config, store: PublicationsStore, *, now: dt.datetime | None = None
+) -> TickReport:
     """Build the site and feeds and record every digest seen (new or edited) in the state
     database. Never waits for a send: a new digest is in the feeds whatever is being mailed."""
     now = now or dt.datetime.now(dt.UTC)
@@ -121,7 +124,7 @@ def build_step(cfg: Config, store: Store, *, now: dt.datetime | None = None) -> 
 
 def send_step(
     cfg: Config,
-    store: Store,
+    store: PublishStore,
     *,
     now: dt.datetime | None = None,
     stop: threading.Event | None = None,

@@ -30,11 +30,11 @@ from .state import (
     CADENCES,
     ChoiceUpdate,
     InvalidAddress,
-    Store,
     join_topics,
     normalize_email,
     normalize_name,
 )
+from .state.protocols import SubscribersStore
 from .topics import parse_topics
 
 BATCH = 1000
@@ -168,7 +168,7 @@ def _digest(path: Path) -> str:
 
 def import_csv(
     cfg: Config,
-    store: Store,
+    store: SubscribersStore,
     path: Path | None = None,
     *,
     sync: bool | None = None,
@@ -194,7 +194,7 @@ def import_csv(
 
 
 def _import_locked(
-    cfg: Config, store: Store, path: Path, *, sync: bool, force: bool
+    cfg: Config, store: SubscribersStore, path: Path, *, sync: bool, force: bool
 ) -> ImportReport:
     fingerprint = _digest(path)
     key = "csv_sha256:" + hashlib.sha256(str(path).encode()).hexdigest()[:32]
@@ -251,7 +251,7 @@ def _unneutralised(value: str) -> str:
     return value[1:] if value[:1] == "'" and value[1:].startswith(FORMULA_START) else value
 
 
-def export_csv(store: Store, out: io.TextIOBase, status: str | None = None) -> int:
+def export_csv(store: SubscribersStore, out: io.TextIOBase, status: str | None = None) -> int:
     """Write subscribers as CSV (email, name, status, ...) to `out`; returns the row count.
     Text cells that a spreadsheet would run as a formula are neutralised (`neutralise_cell`)."""
     # CRLF rows (RFC 4180): the csv module quotes a field only for the line terminator's own

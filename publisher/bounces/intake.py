@@ -54,8 +54,9 @@ from ..mailrules import (
     TokenData,
     address_pattern,
 )
-from ..state import BouncePolicy, InboundEvent, Store
+from ..state import BouncePolicy, InboundEvent
 from ..state.bounces import InboundMessage
+from ..state.protocols import InboundStore
 from .parse import HEADER_CHARS, Report, analyse, is_auto_reply
 
 # Headers naming where the message was delivered (the envelope recipient when the MTA adds it).
@@ -132,7 +133,9 @@ def _mailto_target(cfg: Config) -> str:
 class Intake:
     """Reads inbound messages for one config and store; build once, `process` many."""
 
-    def __init__(self, cfg: Config, store: Store, secrets: Sequence[bytes] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, store: InboundStore, secrets: Sequence[bytes] | None = None
+    ) -> None:
         self.cfg = cfg
         self.store = store
         secrets = list(secrets) if secrets is not None else secrets_for(cfg)

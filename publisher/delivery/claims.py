@@ -12,7 +12,8 @@ import threading
 import time
 from collections import deque
 
-from ..state import LedgerEntry, Store
+from ..state import LedgerEntry
+from ..state.protocols import LedgerStore
 
 log = logging.getLogger("publisher.delivery")
 
@@ -42,7 +43,7 @@ class Claims:
 
     def __init__(
         self,
-        store: Store,
+        store: LedgerStore,
         digest_date: dt.date,
         *,
         retry_failed: bool,

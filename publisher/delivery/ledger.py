@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from ..state import SentRecorder, Store
+from ..state import SentRecorder
+from ..state.protocols import LedgerStore
 
 
 class LedgerWriter:
@@ -18,7 +19,7 @@ class LedgerWriter:
     than the commit itself.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: LedgerStore) -> None:
         self.recorder: SentRecorder = store.sent_recorder()
         self.lock = threading.Lock()
         self.committed = threading.Condition(self.lock)  # `done` moved, or an error

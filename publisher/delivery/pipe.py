@@ -13,7 +13,8 @@ from typing import Protocol
 from ..config import Config
 from ..mailrules import ReturnPath
 from ..progress import NoProgress, Progress
-from ..state import LedgerEntry, Store
+from ..state import LedgerEntry
+from ..state.protocols import LedgerStore
 from ..transport import Transport, envelope_sender, make_transport_factory
 from .claims import CLAIM_BATCH, Claims
 from .ledger import LedgerWriter
@@ -84,7 +85,7 @@ class DeliveryReport:
 
 def deliver(
     cfg: Config,
-    store: Store,
+    store: LedgerStore,
     digest_date: dt.date,
     build: Builder | None,
     *,

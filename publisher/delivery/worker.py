@@ -15,7 +15,8 @@ from ..config import Config
 from ..mailrules import HARD, ReturnPath, smtp_refusal_kind
 from ..privacy import mask_addresses, reader
 from ..progress import Progress
-from ..state import LedgerEntry, Store
+from ..state import LedgerEntry
+from ..state.protocols import LedgerStore
 from ..transport import DeliveryError, SmtpUnreachable, Transport
 from .claims import ClaimRevoked, Claims
 from .ledger import LedgerWriter
@@ -68,7 +69,7 @@ class Worker:
         transport: Transport,
         *,
         cfg: Config,
-        store: Store,
+        store: LedgerStore,
         claims: Claims,
         ledger: LedgerWriter,
         tally: Tally,
@@ -242,7 +243,7 @@ class Worker:
             self.tally.rejected += verdict is Outcome.FINAL
 
 
-def _record_refusal(store: Store, entry: LedgerEntry, exc: DeliveryError) -> None:
+def _record_refusal(store: LedgerStore, entry: LedgerEntry, exc: DeliveryError) -> None:
     """A 5xx during the send is a bounce event too (kind by cause), so `bounces list` and the
     rates in `publisher status` see it next to the bounces that come back by mail."""
     code, _, text = exc.reply.partition(" ")

@@ -12,6 +12,8 @@ name `subscribers` is a module here).
 - `publications`: what the scheduler has seen and emailed, and the meta key/value table;
 - `locks`: named locks across processes and machines (advisory locks, flock);
 - `bounces`: inbound mail (bounces, complaints, mailto unsubscribes) and what it does.
+- `protocols`: what each caller needs of `Store` (ledger, subscribers, publications, inbound,
+  web), as narrow `typing.Protocol`s the callers are typed against.
 
 Quick tour::
 

@@ -28,6 +28,7 @@ from ..i18n import strings
 from ..mailrules import ReturnPath
 from ..state import InvalidAddress, Store, normalize_email, normalize_name
 from ..state.health import StorageError
+from ..state.protocols import WebStore
 from ..templating import jinja_env
 from ..tokens import TokenError, read, sign_id
 from ..topics import Choice
@@ -68,7 +69,7 @@ class WebSide:
         self,
         cfg: Config,
         secret: bytes,
-        store: Store,
+        store: WebStore,
         sender: Sender,
         clock: Callable[[], float],
         secrets: list[bytes] | None = None,
@@ -486,7 +487,7 @@ def create_app(
     *,
     secret: bytes | None = None,
     previous_secrets: list[bytes] | None = None,
-    store: Store | None = None,
+    store: WebStore | None = None,
     sender: Sender | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
