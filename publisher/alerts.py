@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from email.utils import parseaddr
 from html import escape
 
-from . import signing
 from .config import Config
+from .dkim import dkim_settings, signed
 from .health import ERROR, Finding
 from .mime import (
     compose,
@@ -54,7 +54,7 @@ def build_alert(cfg: Config, finding: Finding, recipient: str) -> bytes:
         "kind of alert a day.\n"
     )
     html = f"<!DOCTYPE html><html><body><pre>{escape(text)}</pre></body></html>"
-    return signing.signed(compose(headers, text, html), signing.dkim_settings(cfg))
+    return signed(compose(headers, text, html), dkim_settings(cfg))
 
 
 # Findings that `run` already logs in its own words ("skipped digest: ..."), once each.

@@ -12,7 +12,7 @@ List-Unsubscribe URL into an encoded-word (`=?utf-8?q?...?=`) that mail clients 
 there. Every header value is forced onto one line (CR/LF cannot come through from data) and
 every folding point is chosen here; the tests parse the result back with the email package.
 The header encoding, the sender headers and the base64 parts are publisher/mime.py's, shared
-with the signup's confirmation mail; DKIM is publisher/signing.py's.
+with the signup's confirmation mail; DKIM is publisher/dkim.py's.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from dataclasses import replace
 from email.utils import parseaddr
 from html import escape
 
-from . import signing
 from .config import Config
 from .digest import Digest, Paper
+from .dkim import DkimSettings, dkim_settings, signed
 from .errors import ConfigError
 from .mailrules import UNSUBSCRIBE, TokenCodec
 from .mime import (
@@ -142,7 +142,7 @@ class MessageFactory:
         cfg: Config,
         secret: bytes,
         *,
-        dkim: signing.DkimSettings | None | bool = True,
+        dkim: DkimSettings | None | bool = True,
     ) -> None:
         self.newsletter = newsletter
         self.cfg = cfg
@@ -180,7 +180,7 @@ class MessageFactory:
         self._sep = b"--" + b + CRLF
         self._end = b"--" + b + b"--" + CRLF
         # The key is read and tried here, once (or handed over by a Segments, once per send).
-        self._dkim = signing.dkim_settings(cfg) if dkim is True else dkim or None
+        self._dkim = dkim_settings(cfg) if dkim is True else dkim or None
 
     @property
     def dkim(self) -> tuple[str, str] | None:
@@ -240,7 +240,7 @@ class MessageFactory:
         message = b"".join(
             (headers, self._fixed, CRLF, self._sep, text, self._sep, html, self._end)
         )
-        return signing.signed(message, self._dkim)
+        return signed(message, self._dkim)
 
 
 class Segments:
@@ -277,7 +277,7 @@ class Segments:
         # with nothing matched (the ledger's `nomatch`), not mailed.
         self.paper_topics = [self.matcher.topics_of(p) for p in digest.papers]
         self.present_topics = frozenset().union(*self.paper_topics)
-        self._dkim = signing.dkim_settings(cfg)  # the key is read and tried once, here
+        self._dkim = dkim_settings(cfg)  # the key is read and tried once, here
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, int], MessageFactory] = OrderedDict()
         self._rendering: dict[tuple[str, int], threading.Event] = {}

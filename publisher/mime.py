@@ -5,7 +5,7 @@ One home for what both need, so they cannot drift apart: header values forced on
 and encoded per RFC 2047, addresses refused if they could break out of a header, the From,
 Reply-To, Date and Message-ID headers (the Message-ID on the From domain), base64 text parts in
 76-character lines, and `compose()` for a plain text+HTML message. DKIM signing is
-publisher/signing.py. Headers are written by hand rather than by `email.message.EmailMessage`
+publisher/dkim.py. Headers are written by hand rather than by `email.message.EmailMessage`
 (see publisher/mailer.py for why); the tests parse the result back with the email package.
 
 Light on purpose: the web server imports it without the newsletter renderer.

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import signing
 from .config import Config
 from .digest import Digest, parse_file
+from .dkim import verify_offline
 from .errors import PublisherError
 from .mailer import MessageFactory
 from .newsletter import Newsletter, render_newsletter
@@ -96,7 +96,7 @@ def dry_run(
             html_bytes = len(html.encode())
             (out / "preview.html").write_text(html, encoding="utf-8")
             if factory.dkim_key is not None:
-                dkim_check = signing.verify_offline(raw, factory.dkim_key)
+                dkim_check = verify_offline(raw, factory.dkim_key)
     return PreviewReport(
         digest=digest,
         newsletter=newsletter,

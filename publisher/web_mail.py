@@ -2,7 +2,7 @@
 
 The message is written by the same code as the newsletter's (publisher/mime.py: From, Reply-To,
 Date, the Message-ID on the From domain, encoded Subject, base64 parts) and DKIM-signed like it
-(publisher/signing.py) when `[email.dkim]` is set. Everything that sends lives behind
+(publisher/dkim.py) when `[email.dkim]` is set. Everything that sends lives behind
 `send_confirmation(cfg, email, url)`, over the same transport as the newsletter
 (publisher/transport.py): one SMTP connection per message (signups are rare), honouring
 `[smtp]`, or the Maildir outbox when `smtp.host` is empty.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import time
 
-from . import signing
 from .config import Config
+from .dkim import dkim_settings, signed
 from .errors import PublisherError
 from .i18n import strings
 from .mime import (
@@ -48,7 +48,7 @@ def check_sender(cfg: Config) -> None:
     sender_domain(cfg)  # first, as in MessageFactory: its error names the file and the key
     from_header(cfg)
     reply_to_header(cfg)
-    signing.dkim_settings(cfg)
+    dkim_settings(cfg)
 
 
 def build_confirmation(cfg: Config, email: str, url: str) -> bytes:
@@ -78,7 +78,7 @@ def build_confirmation(cfg: Config, email: str, url: str) -> bytes:
         headers.append(reply_to)
     # RFC 3834: a machine wrote this; vacation responders must not answer it.
     headers.append("Auto-Submitted: auto-generated")
-    return signing.signed(compose(headers, text, html), signing.dkim_settings(cfg))
+    return signed(compose(headers, text, html), dkim_settings(cfg))
 
 
 def deliver(cfg: Config, recipient: str, message: bytes, envelope_from: str | None = None) -> None:

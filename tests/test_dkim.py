@@ -23,10 +23,10 @@ from click.testing import CliRunner
 from publisher.cli import cli
 from publisher.config import Config, dkim_aligned, load_config
 from publisher.digest import parse_file
+from publisher.dkim import public_key, verify_offline
 from publisher.errors import ConfigError
 from publisher.mailer import MessageFactory
 from publisher.newsletter import render_newsletter
-from publisher.signing import public_key, verify_offline
 
 from .conftest import FIXTURES, ROOT
 from .requires import requires

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from publisher.config import Config, DkimConfig
-from publisher.signing import verify_offline
+from publisher.dkim import verify_offline
 from publisher.state import Store
 from publisher.web import create_app
 
