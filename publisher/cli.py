@@ -720,7 +720,7 @@ def bounces_show(config_path: Path, event_id: int, raw: bool) -> None:
 
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
-        event = next((e for e in store.iter_bounce_events() if e.id == event_id), None)
+        event = next(store.iter_bounce_events(event_id=event_id), None)
         if event is None:
             raise PublisherError(f"no bounce event {event_id} (see `publisher bounces list`)")
         if event.message_id is None:

@@ -275,3 +275,14 @@ def test_rename(store: Store) -> None:
     store.add_subscriber("ada@example.com", "Ada")
     assert store.rename("ada@example.com", " Ada\nLovelace ").name == "Ada Lovelace"  # type: ignore[union-attr]
     assert store.rename("nobody@example.com", "x") is None
+
+
+def test_one_bounce_event_is_read_by_its_id(store: Store) -> None:
+    """`bounces show ID` reads its event with one query by id, not by scanning them all."""
+    day = dt.date(2024, 5, 15)
+    for i in range(5):
+        store.record_send_refusal(f"r{i}@example.com", day, "hard", f"550 r{i}", "recorded")
+    ids = [e.id for e in store.iter_bounce_events()]
+    (event,) = store.iter_bounce_events(event_id=ids[3])
+    assert (event.id, event.email, event.reason) == (ids[3], "r3@example.com", "550 r3")
+    assert list(store.iter_bounce_events(event_id=max(ids) + 1)) == []

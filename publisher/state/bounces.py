@@ -366,7 +366,7 @@ class BouncesMixin:
     # -- reading ----------------------------------------------------------------------------
 
     def iter_bounce_events(
-        self, kind: str | None = None, email: str | None = None
+        self, kind: str | None = None, email: str | None = None, *, event_id: int | None = None
     ) -> Iterator[BounceEvent]:
         q = sa.select(bounce_events, bounce_messages.c.source).select_from(
             bounce_events.outerjoin(
@@ -377,6 +377,8 @@ class BouncesMixin:
             q = q.where(bounce_events.c.kind == kind)
         if email:
             q = q.where(bounce_events.c.email == _key(email))
+        if event_id is not None:
+            q = q.where(bounce_events.c.id == event_id)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(bounce_events.c.id)).all()
         for r in rows:
