@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .mailrules import split_template
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,8 +466,6 @@ def check_git(cfg: Config) -> None:
 
 def check_bounces(cfg: Config) -> None:
     """`[email] return_path`, a `{token}` mailto, and the `[bounces]` numbers."""
-    from .mailrules import split_template
-
     p = cfg.path
     for dotted, value in (
         ("email.return_path", cfg.email.return_path),

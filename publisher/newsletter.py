@@ -40,7 +40,7 @@ from .i18n import strings
 from .markdown import plain_inline
 from .mime import one_line
 from .templating import jinja_env
-from .topics import Choice
+from .topics import Choice, describe_choice
 
 # Placeholders for what differs per reader. Word characters only, so that neither Jinja's
 # autoescape, premailer/lxml's serialiser nor a URL rewrite can alter them.
@@ -393,8 +393,6 @@ def render_newsletter(
     default: daily, all papers): Jinja and premailer (or the pieces of `edition`, the whole
     edition already inlined, when `digest` is a selection of its papers), then the size-budget
     choice. Every paper of `digest` must be one of `edition`'s (by key)."""
-    from .topics import describe_choice
-
     choice = choice or Choice()
     edition = edition or inline_edition(digest, cfg)
     wanted = {p.key for p in digest.papers}

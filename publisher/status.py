@@ -10,6 +10,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from .bounces.rates import rate_lines
 from .config import Config
 from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, Finding, exit_code, findings
 from .policy import arrived, email_due, next_send_moment, too_old
@@ -75,8 +76,6 @@ def status_lines(
             f"  ({old} older than [schedule] max_age_days = {cfg.schedule.max_age_days} are "
             "not emailed automatically; `publisher send --digest FILE` sends one)"
         )
-    from .bounces.rates import rate_lines
-
     out.extend(rate_lines(store, pubs))
     problems = json.loads(store.get_meta(META_PROBLEMS) or "[]")
     out.append("")

@@ -57,6 +57,7 @@ from ..mailrules import (
 from ..state import BouncePolicy, InboundEvent
 from ..state.bounces import InboundMessage
 from ..state.protocols import InboundStore
+from ..tokens import secrets_from_env
 from .parse import HEADER_CHARS, Report, analyse, is_auto_reply
 
 # Headers naming where the message was delivered (the envelope recipient when the MTA adds it).
@@ -120,8 +121,6 @@ class Summary:
 def secrets_for(cfg: Config) -> list[bytes]:
     """The secrets a token may be signed with: the current one, then ${secret_env}_PREVIOUS
     (rotation, as for the web links)."""
-    from ..tokens import secrets_from_env
-
     return secrets_from_env(cfg)
 
 

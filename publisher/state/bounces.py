@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..mailrules import enhanced_status
 from .schema import (
     BOUNCED,
     SENT,
@@ -457,8 +458,6 @@ class BouncesMixin:
 
 
 def _status_of(reply: str) -> str:
-    from ..mailrules import enhanced_status
-
     return enhanced_status(reply) or reply[:3]
 
 

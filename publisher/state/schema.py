@@ -26,6 +26,8 @@ from email_validator import EmailNotValidError, validate_email
 
 from ..config import Config
 from ..errors import PublisherError
+from .files import check_sqlite_files, private_dir, private_file
+from .health import translate
 
 # Subscriber statuses. `removed` = dropped from the CSV by the person who edits it: not mailed,
 # history kept, and put back to active if the row comes back (unlike unsubscribed/bounced).
@@ -297,8 +299,6 @@ def make_engine(url: str) -> sa.Engine:
     the lock up front, or any other SQLAlchemy URL (PostgreSQL with psycopg 3 is tested)."""
     # preserve_rowcount: psycopg 3 resets rowcount when the cursor closes; callers count rows.
     engine = sa.create_engine(url, execution_options={"preserve_rowcount": True})
-    from .health import translate
-
     # A full disk, a damaged file, an unreachable server: one line, not a driver traceback.
     sa.event.listen(engine, "handle_error", translate)
     if engine.dialect.name == "sqlite":
@@ -306,8 +306,6 @@ def make_engine(url: str) -> sa.Engine:
         sa.event.listen(engine, "begin", _sqlite_begin)
         db_path = engine.url.database
         if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
-            from .files import check_sqlite_files, private_dir, private_file
-
             # Every address and raw bounce lives here: the folder 0700 and the file 0600 when
             # created (SQLite gives -wal and -shm the file's mode), whatever the umask; an
             # existing one that others can read is one WARNING.
@@ -325,6 +323,8 @@ class StoreBase:
         self.url = url
         self.engine = make_engine(url)
         if upgrade:
+            # Alembic is slow to import (about a second on a busy machine): only an open that
+            # upgrades loads it, not every import of publisher.state.
             from .migrate import upgrade as _upgrade
 
             _upgrade(self.engine)

@@ -30,7 +30,7 @@ from ..state import InvalidAddress, Store, normalize_email, normalize_name
 from ..state.health import StorageError
 from ..state.protocols import WebStore
 from ..templating import jinja_env
-from ..tokens import TokenError, read, sign_id
+from ..tokens import TokenError, read, secrets_from_env, sign_id
 from ..topics import Choice
 from ..urls import ATOM_FILE, RSS_FILE, TOKEN_PATH, base_url
 from ..web_mail import MailError, check_sender, send_confirmation
@@ -440,6 +440,7 @@ class WebSide:
         """The Prometheus text format, read from the state database (publisher/metrics.py)."""
         if not self._may_scrape(request):
             return await self.not_found(request, HTTPException(404))
+        # prometheus_client loads on the first scrape, not at every `publisher serve` start.
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         if self._registry is None:
@@ -495,8 +496,6 @@ def create_app(
     Without `secret`, both come from the environment (`[web] secret_env` and
     `<secret_env>_PREVIOUS`), weak ones refused (publisher/tokens.py)."""
     if secret is None:
-        from ..tokens import secrets_from_env
-
         secret, *previous_secrets = secrets_from_env(cfg)
     if sender is None:
         check_sender(cfg)  # a From the confirmation cannot use stops the start, not a signup
