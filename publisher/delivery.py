@@ -59,7 +59,7 @@ from .config import Config
 from .mailrules import ReturnPath
 from .privacy import mask_addresses, reader
 from .progress import NoProgress, Progress
-from .state import LedgerEntry, SentRecorder, Store
+from .state import LedgerEntry, SendStatus, SentRecorder, Store
 from .transport import (
     DeliveryError,
     SmtpSetupError,
@@ -341,7 +341,7 @@ def deliver(
         skipped=tally.skipped,
         rejected=tally.rejected,
         stopped=shutdown is not None and shutdown.is_set(),
-        nomatch=store.ledger_counts(digest_date).get("nomatch", 0),
+        nomatch=store.ledger_counts(digest_date).get(SendStatus.NOMATCH, 0),
     )
 
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .state import Store
+from .state import SendStatus, Store
 from .state.schema import bounce_events, ledger, meta, publications, subscribers
 
 _STR = sa.String(1000)
@@ -47,7 +47,7 @@ def _latest_send() -> Any:
 
 
 def _query() -> sa.CompoundSelect:
-    pub, queued = publications.c, ledger.c.status == "queued"
+    pub, queued = publications.c, ledger.c.status == SendStatus.QUEUED
     latest = _latest_send()
 
     def last(column: Any) -> Any:  # a column of the latest send's row

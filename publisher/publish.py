@@ -20,7 +20,7 @@ from .errors import PublisherError
 from .mailer import Segments
 from .progress import Progress
 from .site import digest_sha
-from .state import Store
+from .state import EmailStatus, SendStatus, Store
 from .state.health import check_integrity
 from .subscribers import import_csv
 from .tokens import secret_from_env
@@ -74,7 +74,9 @@ def send_digest(
         # The same source and hash the scheduler records, so it does not take this for an edit.
         source = str(Path(digest.source).resolve())
         store.record_publication(digest.date, source, digest_sha(digest))
-    store.update_publication(digest.date, email_status="sending", email_started_at=_utcnow())
+    store.update_publication(
+        digest.date, email_status=EmailStatus.SENDING, email_started_at=_utcnow()
+    )
     report = deliver(
         cfg,
         store,
@@ -95,9 +97,9 @@ def send_digest(
     counts = store.ledger_counts(digest.date)
     store.update_publication(
         digest.date,
-        email_status="sent" if report.unsent_active == 0 else "partial",
-        sent=counts["sent"],
-        failed=counts["failed"],
+        email_status=EmailStatus.SENT if report.unsent_active == 0 else EmailStatus.PARTIAL,
+        sent=counts[SendStatus.SENT],
+        failed=counts[SendStatus.FAILED],
         email_finished_at=_utcnow(),
     )
     return report

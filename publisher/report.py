@@ -24,7 +24,7 @@ from markupsafe import Markup
 from .config import Config
 from .errors import PublisherError
 from .i18n import strings
-from .state import Store
+from .state import Status, Store
 from .state import reporting as q
 from .templating import jinja_env
 
@@ -138,7 +138,7 @@ def charts(cfg: Config, store: Store, *, days: int, today: dt.date) -> list[Char
     counts = q.status_counts(store.engine)
     fig = figure(2.0)
     ax = fig.add_subplot()
-    labels = [s for s in ("active", "pending", "unsubscribed", "bounced", "removed") if s in counts]
+    labels = [s for s in Status if s in counts]
     ax.barh([t[f"report_status_{s}"] for s in labels], [counts[s] for s in labels],
             color=SERIES["sent"])  # fmt: skip
     ax.invert_yaxis()

@@ -47,7 +47,11 @@ from .schema import (
     SOURCES,
     STATUSES,
     UNSUBSCRIBED,
+    EmailStatus,
     InvalidAddress,
+    SendStatus,
+    Source,
+    Status,
     StoreBase,
     UnknownSubscriber,
     normalize_email,
@@ -69,6 +73,10 @@ class Store(
 
 
 __all__ = [
+    "EmailStatus",
+    "SendStatus",
+    "Source",
+    "Status",
     "ACTIVE",
     "BOUNCED",
     "CADENCES",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,28 +28,57 @@ from email_validator import EmailNotValidError, validate_email
 from ..config import Config
 from ..errors import PublisherError
 
-# Subscriber statuses. `removed` = dropped from the CSV by the person who edits it: not mailed,
-# history kept, and put back to active if the row comes back (unlike unsubscribed/bounced).
-ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED = (
-    "active",
-    "pending",
-    "unsubscribed",
-    "bounced",
-    "removed",
-)
-STATUSES = (ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED)
-SOURCES = ("csv", "web", "cli")
-# Ledger statuses.
-# NOMATCH: served, with nothing matched (the reader's topics matched no paper of the edition):
-# settled like `sent`, but no message was sent.
-QUEUED, SENT, FAILED, NOMATCH = "queued", "sent", "failed", "nomatch"
+
+class Status(enum.StrEnum):
+    """A subscriber's status. `removed` = dropped from the CSV by the person who edits it: not
+    mailed, history kept, and put back to active if the row comes back (unlike unsubscribed and
+    bounced, which only fresh consent lifts). Only publisher/state/lifecycle.py writes it."""
+
+    ACTIVE = "active"
+    PENDING = "pending"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    REMOVED = "removed"
+
+
+class Source(enum.StrEnum):
+    """Where a subscriber came from (and who made a reader-choice change)."""
+
+    CSV = "csv"
+    WEB = "web"
+    CLI = "cli"
+
+
+class SendStatus(enum.StrEnum):
+    """A ledger row's status. NOMATCH: served with nothing matched (the reader's topics matched
+    no paper of the edition): settled like `sent`, but no message was sent."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    NOMATCH = "nomatch"
+
+
+class EmailStatus(enum.StrEnum):
+    """A publication's email status. `final`: a partial send whose failed rows `publisher run`
+    retried `[schedule] retry_failed_times` times; it retries them no more
+    (publisher/scheduler.py)."""
+
+    NONE = "none"
+    SENDING = "sending"
+    SENT = "sent"
+    PARTIAL = "partial"
+    FINAL = "final"
+
+
+ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED = Status
+STATUSES = tuple(Status)
+SOURCES = tuple(Source)
+QUEUED, SENT, FAILED, NOMATCH = SendStatus
 # Reader choice.
 CADENCES = ("daily", "weekly", "paused")
-CHOICE_SOURCES = ("web", "csv", "cli")
-# Publication email statuses.
-# `final`: a partial send whose failed rows `publisher run` retried
-# `[schedule] retry_failed_times` times; it retries them no more (publisher/scheduler.py).
-EMAIL_STATUSES = ("none", "sending", "sent", "partial", "final")
+CHOICE_SOURCES = tuple(Source)
+EMAIL_STATUSES = tuple(EmailStatus)
 
 
 class InvalidAddress(PublisherError):

@@ -1,0 +1,427 @@
+"""The subscriber lifecycle: the only code that writes a subscriber's status, its hard-bounce
+count and the suppression list.
+
+Every change of who is mailed goes through here, whoever asks for it: the operator's CLI, the
+web (signup, confirm, unsubscribe), a send (a 5xx at RCPT TO), an inbound report (bounce,
+complaint, mailto unsubscribe) and the CSV sync. The callers (publisher/state/subscribers.py,
+publisher/state/bounces.py) open the transaction; the functions here take its connection.
+
+The rules:
+
+- an address that is unsubscribed, bounced or on the suppression list is never mailed again;
+  only `resubscribe` (fresh consent: a confirmed opt-in, an operator's explicit add) lifts it;
+- a hard bounce counts toward the limit (`[subscribers] bounce_limit`); at the limit the address
+  is bounced and suppressed; an address already unsubscribed or bounced is not counted again;
+- soft bounces suppress once they fell on `soft_limit` distinct days within the window, after the
+  last digest that reached the reader (`soft_bounce_days`);
+- a complaint or an unsubscribe (web, mail, operator) unsubscribes and suppresses at once;
+- the CSV: a new address becomes active (unsubscribed if suppressed); a `removed` one that comes
+  back becomes active (unless suppressed); a CSV subscriber missing from the file becomes
+  `removed`.
+
+LOCK ORDER: the subscriber row first (SELECT ... FOR UPDATE, or the UPDATE/upsert that writes
+it), then the suppression list. Every function here takes them in that order, so two writers
+(an unsubscribe and a resubscribe of one address, a send's bounce and an inbound report) never
+wait for each other's rows in a cycle, which PostgreSQL would end as a deadlock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .schema import (
+    ACTIVE,
+    BOUNCED,
+    PENDING,
+    REMOVED,
+    SENT,
+    UNSUBSCRIBED,
+    Status,
+    _now,
+    bounce_events,
+    dialect_insert,
+    ledger,
+    subscribers,
+    suppressions,
+    upsert,
+)
+
+_HASH_PREFIX = "sha256:"
+# Statuses nothing but fresh consent lifts.
+ENDED = (UNSUBSCRIBED, BOUNCED)
+
+
+def suppression_hash(key: str) -> str:
+    """How the suppression list keeps an address whose data was deleted: a one-way hash of the
+    normalised address (matched on a later add, never shown)."""
+    return _HASH_PREFIX + hashlib.sha256(f"publisher-suppression\x00{key}".encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Row:
+    """A subscriber as the lifecycle reads and changes it (locked for the transaction)."""
+
+    id: int
+    email: str
+    status: str
+    hard_bounces: int
+
+
+def lock(conn: sa.Connection, key: str) -> Row | None:
+    """The subscriber with address `key`, its row locked to the end of the transaction (the
+    first step of the lock order), or None."""
+    r = conn.execute(
+        sa.select(
+            subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.hard_bounces
+        )
+        .where(subscribers.c.email == key)
+        .with_for_update()
+    ).first()
+    return Row(r.id, r.email, r.status, r.hard_bounces) if r else None
+
+
+def lock_many(conn: sa.Connection, ids: Iterable[int], emails: Iterable[str]) -> list[Row]:
+    """The subscribers with any of these ids or addresses, locked, in id order (one query)."""
+    ids, emails = list(ids), list(emails)
+    if not ids and not emails:
+        return []
+    q = sa.select(
+        subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.hard_bounces
+    ).where(sa.or_(subscribers.c.id.in_(ids), subscribers.c.email.in_(emails)))
+    rows = conn.execute(q.order_by(subscribers.c.id).with_for_update())
+    return [Row(r.id, r.email, r.status, r.hard_bounces) for r in rows]
+
+
+# -- the suppression list (the second step of the lock order) ---------------------------------
+
+
+def is_suppressed(conn: sa.Connection, key: str) -> bool:
+    """Whether the address, or the hash a deletion left (`erase`), is suppressed."""
+    q = sa.select(suppressions.c.email).where(
+        suppressions.c.email.in_([key, suppression_hash(key)])
+    )
+    return conn.execute(q).first() is not None
+
+
+def suppressed_among(conn: sa.Connection, keys: Iterable[str]) -> set[str]:
+    """The suppressed ones among `keys` (by their own entry or their deletion hash), one query."""
+    hashed = {suppression_hash(k): k for k in keys}
+    q = sa.select(suppressions.c.email).where(suppressions.c.email.in_([*hashed.values(), *hashed]))
+    return {hashed.get(e, e) for (e,) in conn.execute(q)}
+
+
+_SUPPRESS: dict[str, Any] = {}
+
+
+def suppress(conn: sa.Connection, key: str, reason: str, now: dt.datetime | None = None) -> None:
+    """Put an address on the suppression list (idempotent): it is never mailed again. An
+    existing entry keeps its reason; a concurrent one for the same address wins. The statement
+    is built once per dialect (an import runs it thousands of times)."""
+    stmt = _SUPPRESS.get(conn.dialect.name)
+    if stmt is None:
+        stmt = dialect_insert(conn.dialect.name, suppressions).on_conflict_do_nothing(
+            index_elements=["email"]
+        )
+        _SUPPRESS[conn.dialect.name] = stmt
+    reason = " ".join(reason.split())[:200]
+    conn.execute(stmt, {"email": key, "reason": reason, "created_at": now or _now()})
+
+
+def _lift(conn: sa.Connection, key: str) -> None:
+    conn.execute(
+        suppressions.delete().where(suppressions.c.email.in_([key, suppression_hash(key)]))
+    )
+
+
+# -- one subscriber ---------------------------------------------------------------------------
+
+
+def add(
+    conn: sa.Connection, key: str, name: str, status: str, source: str, *, rename: bool
+) -> tuple[Any, bool]:
+    """Add an address (already normalised); (row, created). An existing subscriber keeps its
+    status; a new active one is unsubscribed if suppressed. Safe against a concurrent add of the
+    same address (INSERT ... ON CONFLICT)."""
+    now = _now()
+    if status == ACTIVE and is_suppressed(conn, key):
+        status = UNSUBSCRIBED
+    values = {
+        "email": key,
+        "name": name,
+        "status": status,
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+        "hard_bounces": 0,
+    }
+    created = upsert(conn, subscribers, values, ["email"]) == 1
+    if not created and rename and name:
+        conn.execute(
+            subscribers.update()
+            .where(subscribers.c.email == key, subscribers.c.name != name)
+            .values(name=name, updated_at=now)
+        )
+    row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+    return row, created
+
+
+def _set_status(conn: sa.Connection, row: Row, status: str, now: dt.datetime) -> None:
+    row.status = status
+    conn.execute(
+        subscribers.update()
+        .where(subscribers.c.id == row.id)
+        .values(status=status, hard_bounces=row.hard_bounces, updated_at=now)
+    )
+
+
+def unsubscribe(conn: sa.Connection, key: str, reason: str = UNSUBSCRIBED) -> bool:
+    """Unsubscribe and suppress an address for good; True if a subscriber was changed.
+    Idempotent. An address with no subscriber row is still suppressed (so a later CSV row
+    cannot mail it)."""
+    # Lock the row even when it is already unsubscribed (an UPDATE filtered on the status
+    # would not): a concurrent resubscribe then either ends before this reads the row, or
+    # waits for this to end; the row and the suppression list always agree.
+    row = lock(conn, key)
+    now = _now()
+    changed = row is not None and row.status != UNSUBSCRIBED
+    if changed:
+        assert row is not None
+        _set_status(conn, row, UNSUBSCRIBED, now)
+    suppress(conn, key, reason, now)
+    return changed
+
+
+def end(conn: sa.Connection, row: Row, status: str, reason: str, now: dt.datetime) -> None:
+    """Make a locked subscriber unsubscribed or bounced, and suppress it (with `reason`)."""
+    if status not in ENDED:
+        raise ValueError(f"not an ending status: {status!r}")
+    if row.status != status:
+        _set_status(conn, row, status, now)
+    suppress(conn, row.email, reason, now)
+
+
+def resubscribe(conn: sa.Connection, key: str, name: str, source: str) -> Any:
+    """Fresh consent (a confirmed opt-in, an operator's explicit add): lift any suppression and
+    make the address active, creating it if needed (a non-empty `name` replaces the stored one).
+    Safe against a concurrent add or unsubscribe. Returns the row."""
+    now = _now()
+    values = {
+        "email": key,
+        "name": name,
+        "status": ACTIVE,
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+        "hard_bounces": 0,
+    }
+    update: dict[str, Any] = {"status": ACTIVE, "hard_bounces": 0, "updated_at": now}
+    if name:
+        update["name"] = name
+    upsert(conn, subscribers, values, ["email"], update=update)  # the row, then
+    _lift(conn, key)  # the suppression
+    return conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+
+
+def discard_pending(conn: sa.Connection, subscriber_id: int) -> bool:
+    """Delete a subscriber row that is still `pending` (a signup whose confirmation mail could
+    not be sent: nobody can confirm it). True if it was deleted."""
+    res = conn.execute(
+        subscribers.delete().where(
+            subscribers.c.id == subscriber_id, subscribers.c.status == PENDING
+        )
+    )
+    return res.rowcount > 0
+
+
+def erase(conn: sa.Connection, key: str, reason: str) -> None:
+    """The suppression half of a deletion (`delete_data`, the row already gone): the address's
+    own entry goes, and only its hash stays, so it is never mailed again unless its owner signs
+    up anew."""
+    conn.execute(suppressions.delete().where(suppressions.c.email == key))
+    suppress(conn, suppression_hash(key), reason)
+
+
+# -- bounces ----------------------------------------------------------------------------------
+
+
+def hard_bounce(conn: sa.Connection, row: Row, reason: str, limit: int, now: dt.datetime) -> str:
+    """Count a hard bounce of a locked subscriber (a 5xx at RCPT TO, or an inbound report); at
+    `limit` it is bounced and suppressed. Returns what was done (`suppressed (...)` when this
+    bounce suppressed it)."""
+    if row.status in ENDED:
+        return f"already {row.status}"
+    row.hard_bounces += 1
+    count = row.hard_bounces
+    if count >= max(limit, 1):
+        end(conn, row, BOUNCED, reason, now)
+        return f"suppressed (hard bounce {count}/{limit})"
+    conn.execute(
+        subscribers.update()
+        .where(subscribers.c.id == row.id)
+        .values(hard_bounces=count, updated_at=now)
+    )
+    return f"counted (hard bounce {count}/{limit})"
+
+
+def soft_bounce(
+    conn: sa.Connection,
+    row: Row,
+    day: dt.date,
+    soft_limit: int,
+    window_days: int,
+    now: dt.datetime,
+) -> str:
+    """The soft-bounce rule for a locked subscriber whose soft bounce fell on `day` (the
+    digest's date, else the day it came): suppressed once soft bounces fell on `soft_limit`
+    distinct days within `window_days`, counting only those after the last digest sent that
+    did not bounce (a delivery resets)."""
+    if row.status in ENDED:
+        return f"already {row.status}"
+    days = soft_bounce_days(conn, row, day, window_days, now)
+    if len(days) >= max(soft_limit, 1):
+        end(conn, row, BOUNCED, f"bounced: soft bounces on {len(days)} days", now)
+        return f"suppressed (soft bounces on {len(days)} days)"
+    return f"counted (soft bounce day {len(days)}/{soft_limit})"
+
+
+def soft_bounce_days(
+    conn: sa.Connection, row: Row, this_day: dt.date, window_days: int, now: dt.datetime
+) -> set[dt.date]:
+    """The distinct days of this reader's soft bounces in the window, `this_day` included,
+    after the last digest sent to them that did not bounce."""
+    since = now - dt.timedelta(days=max(window_days, 1))
+    rows = conn.execute(
+        sa.select(bounce_events.c.kind, bounce_events.c.digest_date, bounce_events.c.created_at)
+        .where(bounce_events.c.subscriber_id == row.id)
+        .where(bounce_events.c.kind.in_(("soft", "hard", "blocked")))
+    ).all()
+    bounced_days = {r.digest_date or r.created_at.date() for r in rows} | {this_day}
+    soft = {
+        r.digest_date or r.created_at.date()
+        for r in rows
+        if r.kind == "soft" and r.created_at >= since
+    } | {this_day}
+    sent = conn.execute(
+        sa.select(ledger.c.digest_date)
+        .where(ledger.c.email == row.email, ledger.c.status == SENT)
+        .where(ledger.c.digest_date < this_day)
+        .order_by(ledger.c.digest_date.desc())
+        .limit(200)
+    ).scalars()
+    last_ok = next((d for d in sent if d not in bounced_days), None)
+    return {d for d in soft if last_ok is None or d > last_ok}
+
+
+# -- the CSV sync -----------------------------------------------------------------------------
+
+
+def csv_new_status(suppressed: bool) -> Status:
+    """A new address in the CSV: active, or unsubscribed if it is suppressed."""
+    return Status.UNSUBSCRIBED if suppressed else Status.ACTIVE
+
+
+def csv_returning_status(status: str, suppressed: bool) -> Status | None:
+    """A known address in the CSV: the status it takes (None: it keeps its own). Only the CSV's
+    own `removed` is undone by the row coming back, and not for a suppressed address."""
+    return Status.ACTIVE if status == REMOVED and not suppressed else None
+
+
+def csv_batch(
+    conn: sa.Connection,
+    run: int,
+    merged: dict[str, str],
+    choices: dict[str, dict[str, Any]],
+    source: str,
+) -> tuple[int, int, int]:
+    """Apply one batch of CSV rows ({address: name}, {address: reader choice values}) for
+    import `run`; (added, reactivated, rows already seen in this run)."""
+    now = _now()
+    added = reactivated = dups = 0
+    existing = {
+        r.email: r
+        for r in conn.execute(
+            sa.select(
+                subscribers.c.id,
+                subscribers.c.email,
+                subscribers.c.name,
+                subscribers.c.status,
+                subscribers.c.csv_run,
+                subscribers.c.cadence,
+                subscribers.c.topics,
+                subscribers.c.max_papers,
+                subscribers.c.choice_source,
+            ).where(subscribers.c.email.in_(list(merged)))
+        )
+    }
+    suppressed = suppressed_among(conn, merged)
+    new_rows = []
+    for email, name in merged.items():
+        row = existing.get(email)
+        if row is None:
+            new_rows.append(
+                {
+                    "email": email,
+                    "name": name,
+                    "status": csv_new_status(email in suppressed),
+                    "source": source,
+                    "created_at": now,
+                    "updated_at": now,
+                    "hard_bounces": 0,
+                    "csv_run": run,
+                    "cadence": "daily",
+                    "topics": "",
+                    "max_papers": 0,
+                    "choice_source": "csv" if choices[email] else None,
+                    **choices[email],
+                }
+            )
+            added += 1
+            continue
+        if row.csv_run == run:
+            dups += 1
+        values: dict[str, Any] = {"csv_run": run}
+        if name and name != row.name:
+            values["name"] = name
+        status = csv_returning_status(row.status, email in suppressed)
+        if status is not None:
+            values["status"] = status
+            reactivated += 1
+        # The reader's own choice on the web wins over the operator's CSV.
+        if choices[email] and row.choice_source != "web":
+            changed = {k: v for k, v in choices[email].items() if getattr(row, k) != v}
+            if changed:
+                values.update(changed, choice_source="csv")
+        if len(values) > 1:
+            values["updated_at"] = now
+        conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(values))
+    if new_rows:
+        # A web signup of one of these addresses may commit meanwhile: it stays as it is (a
+        # known address keeps its status), stamped as seen by this import.
+        ins = dialect_insert(conn.dialect.name, subscribers)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["email"], set_={"csv_run": ins.excluded.csv_run}
+            ),
+            new_rows,
+        )
+    return added, reactivated, dups
+
+
+def csv_remove_absent(conn: sa.Connection, run: int) -> int:
+    """Mark `removed` the active/pending CSV subscribers that import `run` did not see."""
+    res = conn.execute(
+        subscribers.update()
+        .where(
+            subscribers.c.source == "csv",
+            subscribers.c.status.in_([ACTIVE, PENDING]),
+            sa.or_(subscribers.c.csv_run.is_(None), subscribers.c.csv_run != run),
+        )
+        .values(status=REMOVED, updated_at=_now())
+    )
+    return res.rowcount
