@@ -291,7 +291,8 @@ class BouncesMixin:
             return f"recorded: not mailed within {days} days (no token), acted on nobody"
         if kind in ("complaint", "unsubscribe"):
             reason = "complaint" if kind == "complaint" else "unsubscribed by mail"
-            lifecycle.end(conn, row, UNSUBSCRIBED, reason, now)
+            action = lifecycle.Action.COMPLAINT if kind == "complaint" else None
+            lifecycle.end(conn, row, UNSUBSCRIBED, reason, now, action or "unsubscribe")
             return f"suppressed ({reason})"
         if kind == "hard":
             reason = f"bounced: {event.status} {event.reason}"

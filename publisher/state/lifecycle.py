@@ -19,6 +19,14 @@ The rules:
   back becomes active (unless suppressed); a CSV subscriber missing from the file becomes
   `removed`.
 
+THE AUDIT TRAIL (`audit_log`): every change made here is recorded in the same transaction, with
+the time, the actor (`acting_as`: `user@host` for the operator's CLI, `web:` and a hash of the
+client address for the web, `system` for what runs by itself), the action (`Action`), the
+subscriber (id and address) and the changed fields before and after. A call that changes
+nothing records nothing. The trail is append-only: nothing in the application updates or
+deletes its rows, except an erasure (`erase`), which replaces the erased address by its
+suppression hash in the entries about it (the reader's right to erasure outranks the record).
+
 LOCK ORDER: the subscriber row first (SELECT ... FOR UPDATE, or the UPDATE/upsert that writes
 it), then the suppression list. Every function here takes them in that order, so two writers
 (an unsubscribe and a resubscribe of one address, a send's bounce and an inbound report) never
@@ -27,9 +35,13 @@ wait for each other's rows in a cycle, which PostgreSQL would end as a deadlock.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
+import enum
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +56,7 @@ from .schema import (
     UNSUBSCRIBED,
     Status,
     _now,
+    audit_log,
     bounce_events,
     dialect_insert,
     ledger,
@@ -53,6 +66,91 @@ from .schema import (
 )
 
 _HASH_PREFIX = "sha256:"
+SYSTEM = "system"
+
+
+class Action(enum.StrEnum):
+    """What an audit entry records."""
+
+    SIGNUP = "signup"  # the web form: a new pending subscriber
+    CONFIRM = "confirm"  # a confirmed opt-in (the web link)
+    ADD = "add"  # `subscribers add`
+    RESUBSCRIBE = "resubscribe"  # `subscribers add --resubscribe`, the preferences page
+    UNSUBSCRIBE = "unsubscribe"  # the web link, `subscribers remove`, a mailto unsubscribe
+    COMPLAINT = "complaint"  # an abuse report (inbound)
+    BOUNCE = "bounce"  # a hard bounce counted, or a suppression for bounces
+    SUPPRESS = "suppress"  # an address suppressed with no subscriber row
+    PREFERENCES = "preferences"  # cadence, topics or cap changed (web, `subscribers set`)
+    IMPORT = "import"  # a CSV import or sync: added, reactivated, removed, choice changed
+    DISCARD = "discard"  # a signup whose confirmation mail could not be sent, dropped
+    DELETE = "delete"  # the reader deleted their data
+    SEND_STARTED = "send_started"
+    SEND_FINISHED = "send_finished"
+
+
+_ACTOR: contextvars.ContextVar[str] = contextvars.ContextVar("publisher_actor", default=SYSTEM)
+
+
+@contextlib.contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Record the changes made inside the block as `actor`'s (default: `system`)."""
+    token = _ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
+
+
+def current_actor() -> str:
+    return _ACTOR.get()
+
+
+def _json(values: dict[str, Any]) -> str:
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return text[:2000]
+
+
+def entry(
+    action: str,
+    subscriber_id: int | None,
+    email: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    now: dt.datetime,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    """One audit row, to insert with `audit` (alone or in a batch)."""
+    return {
+        "at": now,
+        "actor": (actor or current_actor())[:200],
+        "action": str(action),
+        "subscriber_id": subscriber_id,
+        "email": email[:320],
+        "old_values": _json(old),
+        "new_values": _json(new),
+    }
+
+
+def audit(conn: sa.Connection, *entries: dict[str, Any]) -> None:
+    """Append entries (from `entry`) to the audit trail: one statement for many."""
+    if entries:
+        conn.execute(audit_log.insert(), list(entries))
+
+
+def record(
+    conn: sa.Connection,
+    action: str,
+    subscriber_id: int | None,
+    email: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    now: dt.datetime | None = None,
+    actor: str | None = None,
+) -> None:
+    """Append one entry to the audit trail (for changes made outside this module: a send)."""
+    audit(conn, entry(action, subscriber_id, email, old, new, now or _now(), actor))
+
+
 # Statuses nothing but fresh consent lifts.
 ENDED = (UNSUBSCRIBED, BOUNCED)
 
@@ -119,10 +217,11 @@ def suppressed_among(conn: sa.Connection, keys: Iterable[str]) -> set[str]:
 _SUPPRESS: dict[str, Any] = {}
 
 
-def suppress(conn: sa.Connection, key: str, reason: str, now: dt.datetime | None = None) -> None:
+def suppress(conn: sa.Connection, key: str, reason: str, now: dt.datetime | None = None) -> bool:
     """Put an address on the suppression list (idempotent): it is never mailed again. An
-    existing entry keeps its reason; a concurrent one for the same address wins. The statement
-    is built once per dialect (an import runs it thousands of times)."""
+    existing entry keeps its reason; a concurrent one for the same address wins. True if the
+    entry is new. The statement is built once per dialect (an import runs it thousands of
+    times)."""
     stmt = _SUPPRESS.get(conn.dialect.name)
     if stmt is None:
         stmt = dialect_insert(conn.dialect.name, suppressions).on_conflict_do_nothing(
@@ -130,24 +229,45 @@ def suppress(conn: sa.Connection, key: str, reason: str, now: dt.datetime | None
         )
         _SUPPRESS[conn.dialect.name] = stmt
     reason = " ".join(reason.split())[:200]
-    conn.execute(stmt, {"email": key, "reason": reason, "created_at": now or _now()})
+    res = conn.execute(stmt, {"email": key, "reason": reason, "created_at": now or _now()})
+    return res.rowcount == 1
 
 
-def _lift(conn: sa.Connection, key: str) -> None:
-    conn.execute(
+def suppress_address(
+    conn: sa.Connection, key: str, reason: str, action: str = Action.SUPPRESS
+) -> bool:
+    """`suppress` for an operator's or a reader's request (recorded); True if new."""
+    row = lock(conn, key)
+    now = _now()
+    new = suppress(conn, key, reason, now)
+    if new:
+        audit(conn, entry(action, row.id if row else None, key, {}, {"suppressed": reason}, now))
+    return new
+
+
+def _lift(conn: sa.Connection, key: str) -> bool:
+    res = conn.execute(
         suppressions.delete().where(suppressions.c.email.in_([key, suppression_hash(key)]))
     )
+    return res.rowcount > 0
 
 
 # -- one subscriber ---------------------------------------------------------------------------
 
 
 def add(
-    conn: sa.Connection, key: str, name: str, status: str, source: str, *, rename: bool
+    conn: sa.Connection,
+    key: str,
+    name: str,
+    status: str,
+    source: str,
+    *,
+    rename: bool,
+    action: str = Action.ADD,
 ) -> tuple[Any, bool]:
     """Add an address (already normalised); (row, created). An existing subscriber keeps its
     status; a new active one is unsubscribed if suppressed. Safe against a concurrent add of the
-    same address (INSERT ... ON CONFLICT)."""
+    same address (INSERT ... ON CONFLICT). A new row is recorded as `action`."""
     now = _now()
     if status == ACTIVE and is_suppressed(conn, key):
         status = UNSUBSCRIBED
@@ -168,6 +288,8 @@ def add(
             .values(name=name, updated_at=now)
         )
     row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+    if created:
+        audit(conn, entry(action, row.id, key, {}, {"status": status, "source": source}, now))
     return row, created
 
 
@@ -180,7 +302,9 @@ def _set_status(conn: sa.Connection, row: Row, status: str, now: dt.datetime) ->
     )
 
 
-def unsubscribe(conn: sa.Connection, key: str, reason: str = UNSUBSCRIBED) -> bool:
+def unsubscribe(
+    conn: sa.Connection, key: str, reason: str = UNSUBSCRIBED, action: str = Action.UNSUBSCRIBE
+) -> bool:
     """Unsubscribe and suppress an address for good; True if a subscriber was changed.
     Idempotent. An address with no subscriber row is still suppressed (so a later CSV row
     cannot mail it)."""
@@ -188,29 +312,45 @@ def unsubscribe(conn: sa.Connection, key: str, reason: str = UNSUBSCRIBED) -> bo
     # would not): a concurrent resubscribe then either ends before this reads the row, or
     # waits for this to end; the row and the suppression list always agree.
     row = lock(conn, key)
-    now = _now()
-    changed = row is not None and row.status != UNSUBSCRIBED
-    if changed:
-        assert row is not None
-        _set_status(conn, row, UNSUBSCRIBED, now)
-    suppress(conn, key, reason, now)
-    return changed
+    if row is not None:
+        changed = row.status != UNSUBSCRIBED
+        end(conn, row, UNSUBSCRIBED, reason, _now(), action)
+        return changed
+    suppress_address(conn, key, reason, action)
+    return False
 
 
-def end(conn: sa.Connection, row: Row, status: str, reason: str, now: dt.datetime) -> None:
+def end(
+    conn: sa.Connection,
+    row: Row,
+    status: str,
+    reason: str,
+    now: dt.datetime,
+    action: str = Action.UNSUBSCRIBE,
+) -> None:
     """Make a locked subscriber unsubscribed or bounced, and suppress it (with `reason`)."""
     if status not in ENDED:
         raise ValueError(f"not an ending status: {status!r}")
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
     if row.status != status:
+        old["status"], new["status"] = row.status, status
         _set_status(conn, row, status, now)
-    suppress(conn, row.email, reason, now)
+    if suppress(conn, row.email, reason, now):
+        new["suppressed"] = " ".join(reason.split())[:200]
+    if new:
+        audit(conn, entry(action, row.id, row.email, old, new, now))
 
 
-def resubscribe(conn: sa.Connection, key: str, name: str, source: str) -> Any:
+def resubscribe(
+    conn: sa.Connection, key: str, name: str, source: str, action: str = Action.RESUBSCRIBE
+) -> Any:
     """Fresh consent (a confirmed opt-in, an operator's explicit add): lift any suppression and
     make the address active, creating it if needed (a non-empty `name` replaces the stored one).
-    Safe against a concurrent add or unsubscribe. Returns the row."""
+    Safe against a concurrent add or unsubscribe. `Action.CONFIRM` also stamps the confirmation
+    time. Returns the row."""
     now = _now()
+    before = lock(conn, key)
     values = {
         "email": key,
         "name": name,
@@ -223,28 +363,76 @@ def resubscribe(conn: sa.Connection, key: str, name: str, source: str) -> Any:
     update: dict[str, Any] = {"status": ACTIVE, "hard_bounces": 0, "updated_at": now}
     if name:
         update["name"] = name
+    if action == Action.CONFIRM:
+        values["confirmed_at"] = update["confirmed_at"] = now
     upsert(conn, subscribers, values, ["email"], update=update)  # the row, then
-    _lift(conn, key)  # the suppression
-    return conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+    lifted = _lift(conn, key)  # the suppression
+    row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    if before is None or before.status != ACTIVE:
+        old["status"] = before.status if before else None
+        new["status"] = ACTIVE
+    if before is not None and before.hard_bounces:
+        old["hard_bounces"], new["hard_bounces"] = before.hard_bounces, 0
+    if lifted:
+        new["suppression_lifted"] = True
+    if new:
+        audit(conn, entry(action, row.id, key, old, new, now))
+    return row
 
 
 def discard_pending(conn: sa.Connection, subscriber_id: int) -> bool:
     """Delete a subscriber row that is still `pending` (a signup whose confirmation mail could
     not be sent: nobody can confirm it). True if it was deleted."""
+    email = conn.execute(
+        sa.select(subscribers.c.email).where(
+            subscribers.c.id == subscriber_id, subscribers.c.status == PENDING
+        )
+    ).scalar()
     res = conn.execute(
         subscribers.delete().where(
             subscribers.c.id == subscriber_id, subscribers.c.status == PENDING
         )
     )
+    if res.rowcount > 0:
+        audit(
+            conn, entry(Action.DISCARD, subscriber_id, email or "", {"status": PENDING}, {}, _now())
+        )
     return res.rowcount > 0
 
 
-def erase(conn: sa.Connection, key: str, reason: str) -> None:
-    """The suppression half of a deletion (`delete_data`, the row already gone): the address's
-    own entry goes, and only its hash stays, so it is never mailed again unless its owner signs
-    up anew."""
+def choose(conn: sa.Connection, key: str, values: dict[str, Any], source: str) -> Any:
+    """Change a reader's cadence, topics or cap (`values`), recording `source` (web, csv, cli)
+    as who made it; the row, or None if there is none."""
+    now = _now()
+    cur = conn.execute(
+        sa.select(subscribers).where(subscribers.c.email == key).with_for_update()
+    ).first()
+    if cur is None:
+        return None
+    conn.execute(
+        subscribers.update()
+        .where(subscribers.c.id == cur.id)
+        .values(**values, choice_source=source, updated_at=now)
+    )
+    old = {k: getattr(cur, k) for k, v in values.items() if getattr(cur, k) != v}
+    if old:
+        new = {k: values[k] for k in old}
+        audit(conn, entry(Action.PREFERENCES, cur.id, key, old, new, now))
+    return conn.execute(sa.select(subscribers).where(subscribers.c.id == cur.id)).one()
+
+
+def erase(conn: sa.Connection, key: str, subscriber_id: int | None, reason: str) -> None:
+    """The suppression and audit half of a deletion (`delete_data`, the row already gone): the
+    address's own suppression goes and only its hash stays, so it is never mailed again unless
+    its owner signs up anew; the audit trail keeps the hash in place of the address."""
+    hashed = suppression_hash(key)
     conn.execute(suppressions.delete().where(suppressions.c.email == key))
-    suppress(conn, suppression_hash(key), reason)
+    suppress(conn, hashed, reason)
+    conn.execute(audit_log.update().where(audit_log.c.email == key).values(email=hashed))
+    if subscriber_id is not None:
+        audit(conn, entry(Action.DELETE, subscriber_id, hashed, {}, {"deleted": True}, _now()))
 
 
 # -- bounces ----------------------------------------------------------------------------------
@@ -259,13 +447,15 @@ def hard_bounce(conn: sa.Connection, row: Row, reason: str, limit: int, now: dt.
     row.hard_bounces += 1
     count = row.hard_bounces
     if count >= max(limit, 1):
-        end(conn, row, BOUNCED, reason, now)
+        end(conn, row, BOUNCED, reason, now, Action.BOUNCE)
         return f"suppressed (hard bounce {count}/{limit})"
     conn.execute(
         subscribers.update()
         .where(subscribers.c.id == row.id)
         .values(hard_bounces=count, updated_at=now)
     )
+    old, new = {"hard_bounces": count - 1}, {"hard_bounces": count}
+    audit(conn, entry(Action.BOUNCE, row.id, row.email, old, new, now))
     return f"counted (hard bounce {count}/{limit})"
 
 
@@ -285,7 +475,7 @@ def soft_bounce(
         return f"already {row.status}"
     days = soft_bounce_days(conn, row, day, window_days, now)
     if len(days) >= max(soft_limit, 1):
-        end(conn, row, BOUNCED, f"bounced: soft bounces on {len(days)} days", now)
+        end(conn, row, BOUNCED, f"bounced: soft bounces on {len(days)} days", now, Action.BOUNCE)
         return f"suppressed (soft bounces on {len(days)} days)"
     return f"counted (soft bounce day {len(days)}/{soft_limit})"
 
@@ -361,6 +551,7 @@ def csv_batch(
     }
     suppressed = suppressed_among(conn, merged)
     new_rows = []
+    entries: list[dict[str, Any]] = []
     for email, name in merged.items():
         row = existing.get(email)
         if row is None:
@@ -388,40 +579,59 @@ def csv_batch(
         values: dict[str, Any] = {"csv_run": run}
         if name and name != row.name:
             values["name"] = name
+        audited: dict[str, Any] = {}
         status = csv_returning_status(row.status, email in suppressed)
         if status is not None:
-            values["status"] = status
+            values["status"] = audited["status"] = status
             reactivated += 1
         # The reader's own choice on the web wins over the operator's CSV.
         if choices[email] and row.choice_source != "web":
             changed = {k: v for k, v in choices[email].items() if getattr(row, k) != v}
             if changed:
                 values.update(changed, choice_source="csv")
+                audited.update(changed)
         if len(values) > 1:
             values["updated_at"] = now
         conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(values))
+        if audited:
+            old = {k: getattr(row, k) for k in audited}
+            entries.append(entry(Action.IMPORT, row.id, email, old, audited, now))
+    new_by_email = {r["email"]: r for r in new_rows}
     if new_rows:
         # A web signup of one of these addresses may commit meanwhile: it stays as it is (a
         # known address keeps its status), stamped as seen by this import.
         ins = dialect_insert(conn.dialect.name, subscribers)
-        conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=["email"], set_={"csv_run": ins.excluded.csv_run}
-            ),
-            new_rows,
-        )
+        ins = ins.on_conflict_do_update(
+            index_elements=["email"], set_={"csv_run": ins.excluded.csv_run}
+        ).returning(subscribers.c.id, subscribers.c.email, subscribers.c.created_at)
+        for r in conn.execute(ins, new_rows):
+            if r.created_at == now:  # not a row that existed (a concurrent signup)
+                fresh = new_by_email[r.email]
+                after = {k: fresh[k] for k in _NEW_FIELDS if fresh.get(k) is not None}
+                entries.append(entry(Action.IMPORT, r.id, r.email, {}, after, now))
+    audit(conn, *entries)
     return added, reactivated, dups
+
+
+_NEW_FIELDS = ("status", "source", "cadence", "topics", "max_papers")
 
 
 def csv_remove_absent(conn: sa.Connection, run: int) -> int:
     """Mark `removed` the active/pending CSV subscribers that import `run` did not see."""
-    res = conn.execute(
-        subscribers.update()
-        .where(
-            subscribers.c.source == "csv",
-            subscribers.c.status.in_([ACTIVE, PENDING]),
-            sa.or_(subscribers.c.csv_run.is_(None), subscribers.c.csv_run != run),
+    now = _now()
+    entries = []
+    for status in (ACTIVE, PENDING):  # one UPDATE per old status: the entry names it
+        res = conn.execute(
+            subscribers.update()
+            .where(
+                subscribers.c.source == "csv",
+                subscribers.c.status == status,
+                sa.or_(subscribers.c.csv_run.is_(None), subscribers.c.csv_run != run),
+            )
+            .values(status=REMOVED, updated_at=now)
+            .returning(subscribers.c.id, subscribers.c.email)
         )
-        .values(status=REMOVED, updated_at=_now())
-    )
-    return res.rowcount
+        old, new = {"status": status}, {"status": REMOVED}
+        entries += [entry(Action.IMPORT, r.id, r.email, old, new, now) for r in res]
+    audit(conn, *entries)
+    return len(entries)

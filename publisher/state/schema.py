@@ -150,6 +150,10 @@ subscribers = sa.Table(
     sa.Column("topics", sa.String(1000), nullable=False, server_default=""),
     sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
     sa.Column("choice_source", sa.String(8), nullable=True),
+    # When the reader confirmed the address (a double opt-in on the web); None: never did.
+    sa.Column("confirmed_at", sa.DateTime, nullable=True),
+    # /metrics and the report count active readers by cadence.
+    sa.Index("ix_subscribers_status_cadence", "status", "cadence"),
 )
 
 suppressions = sa.Table(
@@ -256,6 +260,28 @@ bounce_events = sa.Table(
     sa.Column("reported_kind", sa.String(16), nullable=False, server_default=""),
     sa.Index("ix_bounce_events_digest_kind", "digest_date", "kind"),
     sa.Index("ix_bounce_events_subscriber", "subscriber_id", "kind"),
+)
+
+
+# The audit trail (publisher/state/lifecycle.py writes it, in the transaction of each change):
+# who (`actor`) did what (`action`) to which subscriber, with the values before and after (JSON
+# objects of the changed fields). Append-only: the application has no UPDATE or DELETE of it,
+# apart from an erasure (`delete_data`), which replaces the address by its suppression hash.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, nullable=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("old_values", sa.String(2000), nullable=False),
+    sa.Column("new_values", sa.String(2000), nullable=False),
+    # /metrics counts actions and the report draws them per day: (action, at) answers both.
+    sa.Index("ix_audit_log_action_at", "action", "at"),
+    sa.Index("ix_audit_log_email", "email"),
+    sa.Index("ix_audit_log_at", "at"),
 )
 
 

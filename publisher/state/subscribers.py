@@ -59,6 +59,8 @@ class Subscriber:
     topics: frozenset[str] = frozenset()
     max_papers: int = 0
     choice_source: str | None = None
+    # When the reader confirmed the address on the web (None: never).
+    confirmed_at: dt.datetime | None = None
 
 
 def split_topics(cell: str) -> frozenset[str]:
@@ -108,6 +110,7 @@ def _subscriber(row: Any) -> Subscriber:
         topics=split_topics(row.topics),
         max_papers=row.max_papers,
         choice_source=row.choice_source,
+        confirmed_at=row.confirmed_at,
     )
 
 
@@ -124,6 +127,7 @@ class SubscribersMixin:
         source: str = "cli",
         *,
         rename: bool = True,
+        action: str = lifecycle.Action.ADD,
     ) -> tuple[Subscriber, bool]:
         """Add an address; return (subscriber, created).
 
@@ -138,7 +142,7 @@ class SubscribersMixin:
         key = normalize_email(email)
         with self._write() as conn:
             row, created = lifecycle.add(
-                conn, key, normalize_name(name), status, source, rename=rename
+                conn, key, normalize_name(name), status, source, rename=rename, action=action
             )
         return _subscriber(row), created
 
@@ -166,26 +170,29 @@ class SubscribersMixin:
         key = _key(email)
         values = choice.values()
         with self._write() as conn:
-            res = conn.execute(
-                subscribers.update()
-                .where(subscribers.c.email == key)
-                .values(**values, choice_source=source, updated_at=_now())
-            )
-            if res.rowcount == 0:
+            row = lifecycle.choose(conn, key, values, source)
+            if row is None:
                 raise UnknownSubscriber(f"no subscriber {key}")
-            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
         return _subscriber(row)
 
-    def unsubscribe(self, email: str, reason: str = UNSUBSCRIBED) -> bool:
+    def unsubscribe(
+        self, email: str, reason: str = UNSUBSCRIBED, action: str = lifecycle.Action.UNSUBSCRIBE
+    ) -> bool:
         """Unsubscribe and suppress an address for good; True if a subscriber was changed.
 
         Idempotent. An address with no subscriber row is still suppressed (so a later CSV row
         cannot mail it).
         """
         with self._write() as conn:
-            return lifecycle.unsubscribe(conn, _key(email), reason)
+            return lifecycle.unsubscribe(conn, _key(email), reason, action)
 
-    def resubscribe(self, email: str, name: str = "", source: str = "web") -> Subscriber:
+    def resubscribe(
+        self,
+        email: str,
+        name: str = "",
+        source: str = "web",
+        action: str = lifecycle.Action.RESUBSCRIBE,
+    ) -> Subscriber:
         """Fresh consent (a confirmed opt-in, an operator's explicit add): lift any suppression
         and make the address active, creating it if needed (a non-empty `name` replaces the
         stored one). One transaction, safe against a concurrent add or unsubscribe."""
@@ -193,7 +200,7 @@ class SubscribersMixin:
             raise ValueError(f"unknown source {source!r}")
         key = normalize_email(email)
         with self._write() as conn:
-            row = lifecycle.resubscribe(conn, key, normalize_name(name), source)
+            row = lifecycle.resubscribe(conn, key, normalize_name(name), source, action)
         return _subscriber(row)
 
     def discard_pending(self, subscriber_id: int) -> bool:
@@ -248,7 +255,7 @@ class SubscribersMixin:
             conn.execute(ledger.delete().where(sends))
             if sub_id is not None:
                 conn.execute(subscribers.delete().where(subscribers.c.id == sub_id))
-            lifecycle.erase(conn, key, DELETED)
+            lifecycle.erase(conn, key, sub_id, DELETED)
         return sub_id is not None
 
     def record_hard_bounce(self, email: str, reply: str, limit: int) -> bool:
@@ -347,7 +354,7 @@ class SubscribersMixin:
     def suppress(self, email: str, reason: str) -> None:
         """Put an address on the suppression list (idempotent); it is never mailed again."""
         with self._write() as conn:
-            lifecycle.suppress(conn, _key(email), reason)
+            lifecycle.suppress_address(conn, _key(email), reason)
 
     def is_suppressed(self, email: str) -> bool:
         with self.engine.connect() as conn:
