@@ -55,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import metrics
 from .config import Config
 from .mailrules import ReturnPath
 from .privacy import mask_addresses, reader
@@ -323,6 +324,7 @@ def deliver(
         feed.close()  # gives back the claimed rows not sent (a stop), for any sender to take
         progress.update(tally.sent, tally.failed)
         progress.finish()
+    metrics.count_send(tally.sent, tally.failed)  # this process's counters (per process)
     if tally.fatal is not None:
         raise tally.fatal
     if ledger.error is not None:
