@@ -105,9 +105,12 @@ def current_actor() -> str:
     return _ACTOR.get()
 
 
+# One encoder (json.dumps with options builds a new one per call: an import's 10,000 entries).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _json(values: dict[str, Any]) -> str:
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-    return text[:2000]
+    return _ENCODER.encode(values)[:2000] if values else "{}"
 
 
 def entry(
@@ -423,7 +426,9 @@ def choose(conn: sa.Connection, key: str, values: dict[str, Any], source: str) -
     return conn.execute(sa.select(subscribers).where(subscribers.c.id == cur.id)).one()
 
 
-def erase(conn: sa.Connection, key: str, subscriber_id: int | None, reason: str) -> None:
+def erase(
+    conn: sa.Connection, key: str, subscriber_id: int | None, status: str | None, reason: str
+) -> None:
     """The suppression and audit half of a deletion (`delete_data`, the row already gone): the
     address's own suppression goes and only its hash stays, so it is never mailed again unless
     its owner signs up anew; the audit trail keeps the hash in place of the address."""
@@ -432,7 +437,8 @@ def erase(conn: sa.Connection, key: str, subscriber_id: int | None, reason: str)
     suppress(conn, hashed, reason)
     conn.execute(audit_log.update().where(audit_log.c.email == key).values(email=hashed))
     if subscriber_id is not None:
-        audit(conn, entry(Action.DELETE, subscriber_id, hashed, {}, {"deleted": True}, _now()))
+        old = {"status": status}
+        audit(conn, entry(Action.DELETE, subscriber_id, hashed, old, {"deleted": True}, _now()))
 
 
 # -- bounces ----------------------------------------------------------------------------------
@@ -596,24 +602,55 @@ def csv_batch(
         if audited:
             old = {k: getattr(row, k) for k in audited}
             entries.append(entry(Action.IMPORT, row.id, email, old, audited, now))
-    new_by_email = {r["email"]: r for r in new_rows}
     if new_rows:
         # A web signup of one of these addresses may commit meanwhile: it stays as it is (a
         # known address keeps its status), stamped as seen by this import.
         ins = dialect_insert(conn.dialect.name, subscribers)
-        ins = ins.on_conflict_do_update(
-            index_elements=["email"], set_={"csv_run": ins.excluded.csv_run}
-        ).returning(subscribers.c.id, subscribers.c.email, subscribers.c.created_at)
-        for r in conn.execute(ins, new_rows):
-            if r.created_at == now:  # not a row that existed (a concurrent signup)
-                fresh = new_by_email[r.email]
-                after = {k: fresh[k] for k in _NEW_FIELDS if fresh.get(k) is not None}
-                entries.append(entry(Action.IMPORT, r.id, r.email, {}, after, now))
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["email"], set_={"csv_run": ins.excluded.csv_run}
+            ),
+            new_rows,
+        )
+        # Their entries in one INSERT ... SELECT: no Python per row (an import of 10,000).
+        conn.execute(_new_rows_audit(now), {"emails": [r["email"] for r in new_rows]})
     audit(conn, *entries)
     return added, reactivated, dups
 
 
-_NEW_FIELDS = ("status", "source", "cadence", "topics", "max_papers")
+def _new_rows_audit(now: dt.datetime) -> Any:
+    """INSERT ... SELECT of the `import` entries of the rows this batch created (created `now`:
+    not a row a concurrent signup made), their values written as `_json` writes them (sorted
+    keys; every value is a plain word, a topic list or a number, nothing to escape)."""
+    c = subscribers.c
+
+    def text(value: Any) -> Any:
+        return sa.cast(value, sa.String)
+
+    new = (
+        sa.literal('{"cadence":"', sa.String)
+        + c.cadence
+        + '","max_papers":'
+        + text(c.max_papers)
+        + ',"source":"'
+        + c.source
+        + '","status":"'
+        + c.status
+        + '","topics":"'
+        + c.topics
+        + '"}'
+    )
+    rows = sa.select(
+        sa.literal(now, sa.DateTime),
+        sa.literal(current_actor()[:200], sa.String),
+        sa.literal(str(Action.IMPORT), sa.String),
+        c.id,
+        c.email,
+        sa.literal("{}", sa.String),
+        new,
+    ).where(c.email.in_(sa.bindparam("emails", expanding=True)), c.created_at == now)
+    cols = ["at", "actor", "action", "subscriber_id", "email", "old_values", "new_values"]
+    return audit_log.insert().from_select(cols, rows)
 
 
 def csv_remove_absent(conn: sa.Connection, run: int) -> int:

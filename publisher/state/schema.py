@@ -281,7 +281,6 @@ audit_log = sa.Table(
     # /metrics counts actions and the report draws them per day: (action, at) answers both.
     sa.Index("ix_audit_log_action_at", "action", "at"),
     sa.Index("ix_audit_log_email", "email"),
-    sa.Index("ix_audit_log_at", "at"),
 )
 
 

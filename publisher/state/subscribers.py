@@ -228,9 +228,12 @@ class SubscribersMixin:
         its owner signs up anew. One transaction; idempotent. True if a row was deleted."""
         key = _key(email)
         with self._write() as conn:
-            sub_id = conn.execute(
-                sa.select(subscribers.c.id).where(subscribers.c.email == key).with_for_update()
-            ).scalar()
+            found = conn.execute(
+                sa.select(subscribers.c.id, subscribers.c.status)
+                .where(subscribers.c.email == key)
+                .with_for_update()
+            ).first()
+            sub_id, status = (found.id, found.status) if found else (None, None)
             by_reader = bounce_events.c.email == key
             if sub_id is not None:
                 by_reader = sa.or_(by_reader, bounce_events.c.subscriber_id == sub_id)
@@ -255,7 +258,7 @@ class SubscribersMixin:
             conn.execute(ledger.delete().where(sends))
             if sub_id is not None:
                 conn.execute(subscribers.delete().where(subscribers.c.id == sub_id))
-            lifecycle.erase(conn, key, sub_id, DELETED)
+            lifecycle.erase(conn, key, sub_id, status, DELETED)
         return sub_id is not None
 
     def record_hard_bounce(self, email: str, reply: str, limit: int) -> bool:

@@ -32,7 +32,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_log_action_at", "audit_log", ["action", "at"])
     op.create_index("ix_audit_log_email", "audit_log", ["email"])
-    op.create_index("ix_audit_log_at", "audit_log", ["at"])
     op.add_column("subscribers", sa.Column("confirmed_at", sa.DateTime, nullable=True))
     op.create_index("ix_subscribers_status_cadence", "subscribers", ["status", "cadence"])
     meta = sa.table("meta", sa.column("key", sa.String), sa.column("value", sa.String))
@@ -46,7 +45,6 @@ def downgrade() -> None:
     op.drop_index("ix_subscribers_status_cadence", "subscribers")
     with op.batch_alter_table("subscribers") as batch:
         batch.drop_column("confirmed_at")
-    op.drop_index("ix_audit_log_at", "audit_log")
     op.drop_index("ix_audit_log_email", "audit_log")
     op.drop_index("ix_audit_log_action_at", "audit_log")
     op.drop_table("audit_log")
