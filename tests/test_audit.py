@@ -256,3 +256,24 @@ def test_the_trail_is_append_only_through_the_application() -> None:
             writes.append((path.relative_to(ROOT).as_posix(), m.group(0)))
     assert writes == [("publisher/state/lifecycle.py", "audit_log.update()")]
     assert Action.DELETE == "delete"
+
+
+def test_postgresql_refuses_to_rewrite_the_trail_but_for_an_erasure(pg_url: str) -> None:
+    with Store(pg_url) as store:
+        store.add_subscriber("ada@example.com")
+        store.add_subscriber("bob@example.com")
+        for statement in (
+            "UPDATE audit_log SET actor = 'someone else'",
+            "UPDATE audit_log SET email = 'sha256:x', action = 'import'",
+            "DELETE FROM audit_log",
+        ):
+            with (
+                pytest.raises(sa.exc.DBAPIError, match="append-only"),
+                store.engine.begin() as conn,
+            ):
+                conn.execute(sa.text(statement))
+        store.delete_data("ada@example.com")  # the one rewrite allowed
+        assert {e[1] for e in trail(store)} == {
+            suppression_hash("ada@example.com"),
+            "bob@example.com",
+        }

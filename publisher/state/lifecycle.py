@@ -25,7 +25,8 @@ client address for the web, `system` for what runs by itself), the action (`Acti
 subscriber (id and address) and the changed fields before and after. A call that changes
 nothing records nothing. The trail is append-only: nothing in the application updates or
 deletes its rows, except an erasure (`erase`), which replaces the erased address by its
-suppression hash in the entries about it (the reader's right to erasure outranks the record).
+suppression hash in the entries about it (the reader's right to erasure outranks the record); on
+PostgreSQL a trigger (migration 0010) refuses every other UPDATE and DELETE of it).
 
 LOCK ORDER: the subscriber row first (SELECT ... FOR UPDATE, or the UPDATE/upsert that writes
 it), then the suppression list. Every function here takes them in that order, so two writers
