@@ -94,7 +94,9 @@ class Entry:
 
 
 def _show(value: Any) -> str:
-    return "-" if value is None else str(value)
+    if value is None:
+        return "-"
+    return '""' if value == "" else str(value)
 
 
 def entries(
