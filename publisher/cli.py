@@ -392,7 +392,10 @@ def subscribers() -> None:
       publisher subscribers remove ada@example.com
       publisher subscribers list --counts
       publisher subscribers export > backup.csv
+
+    Every change is on the audit trail as yours (user@host): see `publisher audit`.
     """
+    _act_as_operator()
 
 
 @subscribers.command("add")
@@ -539,12 +542,21 @@ def subscribers_export(config_path: Path, status: str | None) -> None:
 @config_option
 @click.option("--status", default=None, help="Only subscribers with this status.")
 @click.option("--counts", "counts_only", is_flag=True, help="Only the counts by status.")
-def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -> None:
+@click.option(
+    "--since",
+    default=None,
+    metavar="DATE",
+    help="Only subscribers created on or after DATE (YYYY-MM-DD, UTC).",
+)
+def subscribers_list(
+    config_path: Path, status: str | None, counts_only: bool, since: str | None
+) -> None:
     """List subscribers (address, status, source, name; for a suppressed address, why, and the
     bounce event that did it: see `bounces list`), then the counts by status."""
     from .state import Store
     from .terminal import shown
 
+    start = _date_option("--since", since)
     cfg = get_config(config_path)
     with Store.open(cfg) as store:
         if not counts_only:
@@ -561,6 +573,8 @@ def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -
                 page.clear()
 
             for sub in store.iter_subscribers(status):
+                if start is not None and sub.created_at < start:
+                    continue
                 page.append(sub)
                 if len(page) >= 1000:
                     flush()
@@ -568,6 +582,15 @@ def subscribers_list(config_path: Path, status: str | None, counts_only: bool) -
         counts = store.counts_by_status()
     total = sum(counts.values())
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" (total {total})")
+
+
+def _act_as_operator() -> None:
+    """The changes this command makes are the operator's (`user@host`) on the audit trail."""
+    from .audit import operator_actor
+    from .state.lifecycle import acting_as
+
+    # Until the command ends (the group's context closes after its subcommand).
+    click.get_current_context().with_resource(acting_as(operator_actor()))
 
 
 @cli.group()
@@ -589,6 +612,7 @@ def bounces() -> None:
       publisher bounces list --kind hard --json
       publisher bounces show 42                            the message event 42 came from
     """
+    _act_as_operator()
 
 
 def _print_intake(outcomes: Any, quiet: bool) -> Any:
@@ -833,6 +857,57 @@ def report(config_path: Path, out_dir: Path, days: int) -> None:
     with Store.open(cfg) as store:
         path = write_report(cfg, store, out_dir, days=days)
     click.echo(f"wrote {path}")
+
+
+def _date_option(name: str, value: str | None) -> Any:
+    """A YYYY-MM-DD option as the naive UTC midnight it starts (None: not given)."""
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        return dt.datetime.combine(dt.date.fromisoformat(value), dt.time())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
+
+
+@cli.command("audit")
+@config_option
+@click.option("--email", default=None, help="Only entries about this address.")
+@click.option("--since", default=None, metavar="DATE", help="Only entries on or after DATE (UTC).")
+@click.option("--action", default=None, help="Only this action (signup, confirm, unsubscribe...).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def audit_cmd(
+    config_path: Path, email: str | None, since: str | None, action: str | None, as_json: bool
+) -> None:
+    """Show the audit trail: every change of a subscriber's status, suppression, hard bounces
+    or reader choice, and every send started and finished, with the time, who did it
+    (user@host for the CLI, web:HASH for a web client, system for what runs by itself), and
+    the values before and after. Oldest first.
+
+    \b
+    Examples:
+      publisher audit --email ada@example.com
+      publisher audit --since 2024-05-01 --action unsubscribe --json
+    """
+    import json
+
+    from .audit import entries
+    from .state import Store
+    from .state.lifecycle import Action
+    from .terminal import shown
+
+    start = _date_option("--since", since)
+    if action is not None and action not in set(Action):
+        known = ", ".join(Action)
+        raise click.BadParameter(f"unknown action {action!r} ({known})", param_hint="--action")
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        for e in entries(store, email=email, since=start, action=action):
+            if as_json:
+                click.echo(json.dumps(e.as_json(), ensure_ascii=False, sort_keys=True))
+            else:
+                click.echo(shown(e.line()))
 
 
 EXIT_INTERRUPTED = 130  # `publisher send` stopped by SIGTERM or SIGINT before the end

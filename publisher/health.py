@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 from .bounces.rates import BOUNCE_WARN, COMPLAINT_WARN
 from .config import Config
-from .state import Store
+from .state import EmailStatus, Store
 
 WARNING, ERROR = "warning", "error"
 # Sends of digests dated within this many days are judged; older ones are history.
@@ -95,7 +95,7 @@ def findings(cfg: Config, store: Store, *, now: dt.datetime | None = None) -> li
     recent = [p for p in pubs if (local.date() - p.digest_date).days <= RECENT_DAYS]
     for pub in recent:
         day = pub.digest_date.isoformat()
-        if pub.email_status == "partial" or pub.failed:
+        if pub.email_status == EmailStatus.PARTIAL or pub.failed:
             found.append(
                 Finding(
                     "send-failures",

@@ -47,8 +47,18 @@ _STRINGS: dict[str, dict[str, str]] = {
         "report_title": "report",
         "report_intro": "The last {days} days, made {generated}. No opens or clicks: publisher "
         "does not track readers.",
-        "report_history": "Readers by status are shown as they are now; their history over time "
-        "starts with the audit trail, which this release does not keep yet.",
+        "report_history_since": "History from the audit trail starts on {date}, when this "
+        "database was upgraded to a release that keeps one: nothing before it is drawn.",
+        "report_history_title": "Readers by status over time",
+        "report_actions_title": "Signups, confirmations and unsubscribes per day",
+        "report_action_signup": "signups",
+        "report_action_confirm": "confirmations",
+        "report_action_unsubscribe": "unsubscribes",
+        "report_readers_title": "Active readers by cadence and by topic",
+        "report_cadence_daily": "daily",
+        "report_cadence_weekly": "weekly",
+        "report_cadence_paused": "paused",
+        "report_all_topics": "all topics",
         "report_status_title": "Readers by status",
         "report_status_active": "active",
         "report_status_pending": "pending",
@@ -198,8 +208,18 @@ _STRINGS: dict[str, dict[str, str]] = {
         "report_title": "운영 보고서",
         "report_intro": "최근 {days}일, {generated} 작성. 열람·클릭은 세지 않습니다: publisher는 "
         "독자를 추적하지 않습니다.",
-        "report_history": "상태별 독자 수는 지금의 값입니다. 시간에 따른 변화는 감사 기록과 함께 "
-        "시작되며, 이 릴리스는 아직 감사 기록을 남기지 않습니다.",
+        "report_history_since": "감사 기록에 따른 추이는 이 데이터베이스가 감사 기록을 남기는 "
+        "릴리스로 업그레이드된 {date}부터입니다: 그 이전은 그리지 않습니다.",
+        "report_history_title": "상태별 독자 추이",
+        "report_actions_title": "일별 가입 신청·가입 확인·구독 취소",
+        "report_action_signup": "가입 신청",
+        "report_action_confirm": "가입 확인",
+        "report_action_unsubscribe": "구독 취소",
+        "report_readers_title": "받는 빈도별·주제별 구독 중인 독자",
+        "report_cadence_daily": "매일",
+        "report_cadence_weekly": "매주",
+        "report_cadence_paused": "일시 중지",
+        "report_all_topics": "모든 주제",
         "report_status_title": "상태별 독자",
         "report_status_active": "구독 중",
         "report_status_pending": "확인 대기",

@@ -2,8 +2,13 @@
 
 Every value is read from the state database at scrape time, so any number of `serve` processes
 report the same numbers, and one scrape is one round trip: a single UNION ALL of small
-aggregates (`_QUERY`), each answered from an index (subscribers.status, ledger's
-(digest_date, status), bounce_events' (digest_date, kind), the publications' primary key).
+aggregates (`_QUERY`), each answered from an index (subscribers' status and (status, cadence),
+ledger's (digest_date, status), bounce_events' (digest_date, kind), audit_log's (action, at),
+the publications' primary key).
+
+Two counters are per process, not from the database: `publisher_process_messages_sent` and
+`_failed` count what the sends run by the process answering the scrape delivered since it
+started (`count_send`); each process has its own, and a restart resets them.
 
 Names follow Prometheus' conventions: a `publisher_` prefix, units in the name (`_seconds`,
 `_ratio`), labels with few values. Nothing here counts opens or clicks: publisher does not
@@ -18,13 +23,58 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .state import Store
-from .state.schema import bounce_events, ledger, meta, publications, subscribers
+from .state import SendStatus, Store
+from .state.lifecycle import Action
+from .state.schema import (
+    ACTIVE,
+    audit_log,
+    bounce_events,
+    ledger,
+    meta,
+    publications,
+    subscribers,
+)
 
 _STR = sa.String(1000)
+
+# The audit trail's actions /metrics counts (publisher_<name>_total): each an index range of
+# audit_log's (action, at).
+AUDIT_COUNTERS = {
+    Action.SIGNUP: ("signups", "Web signups (new pending readers), from the audit trail."),
+    Action.CONFIRM: ("confirmations", "Confirmed web signups, from the audit trail."),
+    Action.UNSUBSCRIBE: (
+        "unsubscribes",
+        "Unsubscribes (link, preferences, mailto, `subscribers remove`), from the audit trail.",
+    ),
+    Action.PREFERENCES: (
+        "preference_changes",
+        "Changes of cadence, topics or cap (web, `subscribers set`), from the audit trail.",
+    ),
+}
+
+# Per process: what the sends run by THIS process delivered since it started (a Prometheus
+# counter, reset when the process restarts). Every process keeps its own; the database-backed
+# numbers above are the same from any `serve`.
+PROCESS_SENT = Counter(
+    "publisher_process_messages_sent",
+    "Messages this process sent (per process, since it started).",
+    registry=None,
+)
+PROCESS_FAILED = Counter(
+    "publisher_process_messages_failed",
+    "Messages this process failed to send (per process, since it started).",
+    registry=None,
+)
+
+
+def count_send(sent: int, failed: int) -> None:
+    """Add one send's outcome to this process's counters."""
+    PROCESS_SENT.inc(sent)
+    PROCESS_FAILED.inc(failed)
 
 
 def _row(name: str, label: Any, value: Any) -> sa.Select[Any]:
@@ -47,7 +97,7 @@ def _latest_send() -> Any:
 
 
 def _query() -> sa.CompoundSelect:
-    pub, queued = publications.c, ledger.c.status == "queued"
+    pub, queued = publications.c, ledger.c.status == SendStatus.QUEUED
     latest = _latest_send()
 
     def last(column: Any) -> Any:  # a column of the latest send's row
@@ -87,7 +137,22 @@ def _query() -> sa.CompoundSelect:
         sa.select(
             sa.literal("meta", _STR), sa.cast(meta.c.key, _STR), sa.cast(meta.c.value, _STR)
         ).where(meta.c.key.in_(("run:pull", "run:last_tick"))),
+        sa.select(
+            sa.literal("cadence", _STR),
+            sa.cast(subscribers.c.cadence, _STR),
+            sa.cast(sa.func.count(), _STR),
+        )
+        .where(subscribers.c.status == ACTIVE)
+        .group_by(subscribers.c.cadence),
+        *(
+            _row("audit", sa.literal(str(action), _STR), _count_action(action))
+            for action in AUDIT_COUNTERS
+        ),
     )
+
+
+def _count_action(action: str) -> Any:
+    return sa.select(sa.func.count()).where(audit_log.c.action == action).scalar_subquery()
 
 
 def _time(text: str | None) -> dt.datetime | None:
@@ -106,9 +171,16 @@ def read(store: Store) -> dict[str, Any]:
     """Everything /metrics shows, in one round trip to the database."""
     with store.engine.connect() as conn:
         rows = conn.execute(_query()).all()
-    out: dict[str, Any] = {"subscribers": {}, "last_send_kind": {}, "last_send": {}, "meta": {}}
+    out: dict[str, Any] = {
+        "subscribers": {},
+        "last_send_kind": {},
+        "last_send": {},
+        "meta": {},
+        "cadence": {},
+        "audit": {},
+    }
     for name, label, value in rows:
-        if name in ("subscribers", "last_send_kind"):
+        if name in ("subscribers", "last_send_kind", "cadence", "audit"):
             out[name][label] = int(value)
         elif name in ("last_send", "newest_digest", "meta"):
             out.setdefault(name, {})[label] = value
@@ -136,6 +208,20 @@ class StateCollector(Collector):
             status, _, source = key.partition("|")
             subs.add_metric([status, source], n)
         yield subs
+
+        cadences = GaugeMetricFamily(
+            "publisher_active_subscribers_by_cadence",
+            "Active readers by cadence (daily, weekly, paused).",
+            labels=["cadence"],
+        )
+        for cadence in ("daily", "weekly", "paused"):
+            cadences.add_metric([cadence], data["cadence"].get(cadence, 0))
+        yield cadences
+
+        for action, (name, doc) in AUDIT_COUNTERS.items():
+            yield CounterMetricFamily(
+                f"publisher_{name}", doc, value=data["audit"].get(str(action), 0)
+            )
 
         yield GaugeMetricFamily(
             "publisher_ledger_pending_messages",
@@ -247,4 +333,6 @@ class StateCollector(Collector):
 def registry_for(store: Store) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(store))
+    registry.register(PROCESS_SENT)
+    registry.register(PROCESS_FAILED)
     return registry

@@ -21,6 +21,7 @@ from .mailer import Segments
 from .mailrules import ReturnPath
 from .progress import Progress
 from .site import digest_sha
+from .state import EmailStatus, SendStatus
 from .state.health import check_integrity
 from .state.protocols import PublishStore, SubscribersStore
 from .subscribers import import_csv
@@ -75,7 +76,9 @@ def send_digest(
         # The same source and hash the scheduler records, so it does not take this for an edit.
         source = str(Path(digest.source).resolve())
         store.record_publication(digest.date, source, digest_sha(digest))
-    store.update_publication(digest.date, email_status="sending", email_started_at=_utcnow())
+    store.update_publication(
+        digest.date, email_status=EmailStatus.SENDING, email_started_at=_utcnow()
+    )
     report = deliver(
         cfg,
         store,
@@ -97,9 +100,9 @@ def send_digest(
     counts = store.ledger_counts(digest.date)
     store.update_publication(
         digest.date,
-        email_status="sent" if report.unsent_active == 0 else "partial",
-        sent=counts["sent"],
-        failed=counts["failed"],
+        email_status=EmailStatus.SENT if report.unsent_active == 0 else EmailStatus.PARTIAL,
+        sent=counts[SendStatus.SENT],
+        failed=counts[SendStatus.FAILED],
         email_finished_at=_utcnow(),
     )
     return report

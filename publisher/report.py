@@ -24,7 +24,7 @@ from markupsafe import Markup
 from .config import Config
 from .errors import PublisherError
 from .i18n import strings
-from .state import Store
+from .state import Status, Store
 from .state import reporting as q
 from .templating import jinja_env
 
@@ -38,6 +38,13 @@ SERIES = {
     "csv": "#3b82c4",
     "web": "#2e9e6b",
     "cli": "#d9822b",
+    # statuses over time, and the audit trail's daily actions
+    "active": "#2e9e6b",
+    "pending": "#d9822b",
+    "removed": "#b8a13a",
+    "signup": "#d9822b",
+    "confirm": "#2e9e6b",
+    "unsubscribe": "#7f8c8d",
 }
 BOUNCE_LINE, COMPLAINT_LINE = 0.02, 0.003
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -121,6 +128,22 @@ def _dates(days: list[dt.date]) -> list[str]:
     return [d.strftime("%m-%d") for d in days]
 
 
+def history_days(
+    cfg: Config, store: Store, *, days: int, today: dt.date
+) -> tuple[list[dt.date], dt.date | None]:
+    """The days the audit trail's history covers in the report, and the day it starts when the
+    database was upgraded from a release without one (else None: the whole window)."""
+    since = today - dt.timedelta(days=days)
+    started, upgraded = q.history_start(store.engine)
+    first = since
+    note = None
+    if started is not None and upgraded:
+        day = started.replace(tzinfo=dt.UTC).astimezone(cfg.tz).date()
+        note = day
+        first = max(since, day)
+    return [first + dt.timedelta(days=i) for i in range((today - first).days + 1)], note
+
+
 def charts(cfg: Config, store: Store, *, days: int, today: dt.date) -> list[Chart]:
     """The report's charts, in the site's language."""
     t = strings(cfg.site.language)
@@ -138,13 +161,31 @@ def charts(cfg: Config, store: Store, *, days: int, today: dt.date) -> list[Char
     counts = q.status_counts(store.engine)
     fig = figure(2.0)
     ax = fig.add_subplot()
-    labels = [s for s in ("active", "pending", "unsubscribed", "bounced", "removed") if s in counts]
+    labels = [s for s in Status if s in counts]
     ax.barh([t[f"report_status_{s}"] for s in labels], [counts[s] for s in labels],
             color=SERIES["sent"])  # fmt: skip
     ax.invert_yaxis()
     ax.set_xlabel(t["report_readers"])
     ax.xaxis.set_major_locator(whole())
     out.append(Chart("status", t["report_status_title"], _svg(fig)))
+
+    # Readers by status over time, from the audit trail (from its start, if it began later).
+    history, _ = history_days(cfg, store, days=days, today=today)
+    by_day = q.status_history(store.engine, history, cfg.tz)
+    fig = figure()
+    ax = fig.add_subplot()
+    for status in Status:
+        values = [by_day[d][status] for d in history]
+        if any(values):
+            ax.plot(_dates(history), values, "-", color=SERIES[status], linewidth=2,
+                    label=t[f"report_status_{status}"])  # fmt: skip
+    ax.set_ylabel(t["report_readers"])
+    ax.yaxis.set_major_locator(whole())
+    ax.xaxis.set_major_locator(plt.MaxNLocator(10))
+    ax.set_ylim(bottom=0)
+    if any(any(c.values()) for c in by_day.values()):
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=5)
+    out.append(Chart("history", t["report_history_title"], _svg(fig)))
 
     # Who joined, per day, by where they came from.
     joined = q.joined_per_day(store.engine, since, cfg.tz)
@@ -164,6 +205,22 @@ def charts(cfg: Config, store: Store, *, days: int, today: dt.date) -> list[Char
     if any(bottom):
         ax.legend(loc="upper left")
     out.append(Chart("joined", t["report_joined_title"], _svg(fig)))
+
+    # Signups, confirmations and unsubscribes per day, from the audit trail.
+    acts = q.actions_per_day(store.engine, history[0], cfg.tz)
+    fig = figure()
+    ax = fig.add_subplot()
+    bottom = [0] * len(history)
+    for action in q.DAILY_ACTIONS:
+        values = [acts.get((d, action), 0) for d in history]
+        ax.bar(_dates(history), values, bottom=bottom, color=SERIES[action],
+               label=t[f"report_action_{action}"])  # fmt: skip
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.xaxis.set_major_locator(plt.MaxNLocator(10))
+    ax.set_ylabel(t["report_readers"])
+    ax.yaxis.set_major_locator(whole())
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3)
+    out.append(Chart("actions", t["report_actions_title"], _svg(fig)))
 
     rows = q.sends(store.engine, since, cfg.tz)
     names = _dates([r.date for r in rows])
@@ -217,6 +274,25 @@ def charts(cfg: Config, store: Store, *, days: int, today: dt.date) -> list[Char
     ax.set_xlabel(t["report_events"])
     ax.xaxis.set_major_locator(whole())
     out.append(Chart("causes", t["report_causes_title"], _svg(fig)))
+
+    # What active readers chose: cadence, and topics (paused readers get nothing: left out).
+    cadences = q.readers_by_cadence(store.engine)
+    topics = q.readers_by_topic(store.engine)
+    labels = {c.name: c.label for c in cfg.topics}
+    order = sorted(topics, key=lambda k: (k != "", -topics[k], k))
+    fig = figure(1.6 + 0.3 * (3 + len(order)))
+    left, right = fig.subplots(2, 1, height_ratios=[3, max(len(order), 1)])
+    names = ("daily", "weekly", "paused")
+    left.barh([t[f"report_cadence_{c}"] for c in names], [cadences.get(c, 0) for c in names],
+              color=SERIES["sent"])  # fmt: skip
+    left.invert_yaxis()
+    left.xaxis.set_major_locator(whole())
+    right.barh([labels.get(k, k) if k else t["report_all_topics"] for k in order],
+               [topics[k] for k in order], color=SERIES["web"])  # fmt: skip
+    right.invert_yaxis()
+    right.xaxis.set_major_locator(whole())
+    right.set_xlabel(t["report_readers"])
+    out.append(Chart("readers", t["report_readers_title"], _svg(fig)))
     plt.close("all")
     return out
 
@@ -253,6 +329,7 @@ def render(cfg: Config, store: Store, *, days: int, now: dt.datetime | None = No
             csp=csp,
             style=Markup(STYLE),
             charts=charts(cfg, store, days=days, today=today),
+            history_since=history_days(cfg, store, days=days, today=today)[1],
             generated=now.astimezone(cfg.tz).strftime("%Y-%m-%d %H:%M %Z"),
             days=days,
         )

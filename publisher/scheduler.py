@@ -57,7 +57,7 @@ from .progress import LogProgress
 from .publish import send_digest
 from .pull import pull
 from .site import build_site
-from .state import Store
+from .state import EmailStatus, Store
 from .state.protocols import PublicationsStore, PublishStore
 
 log = logging.getLogger("publisher.run")
@@ -143,10 +143,13 @@ def send_step(
     for pub in sorted(store.list_publications(), key=lambda p: p.digest_date):
         if stop is not None and stop.is_set():
             break
-        if pub.email_status in ("sent", "final") or not Path(pub.source).is_file():
+        if (
+            pub.email_status in (EmailStatus.SENT, EmailStatus.FINAL)
+            or not Path(pub.source).is_file()
+        ):
             continue  # done, or no longer in the inbox (the build says so)
         retry_failed = False
-        if pub.email_status == "partial":
+        if pub.email_status == EmailStatus.PARTIAL:
             if too_old(cfg, pub.digest_date, now):
                 continue
             queued = store.count_pending(pub.digest_date)  # a stopped send's rest: at once
@@ -157,7 +160,7 @@ def send_step(
             if not queued and not retry_failed:
                 if pub.email_retries >= sched.retry_failed_times:
                     unsent = store.unsent_active(pub.digest_date)
-                    store.update_publication(pub.digest_date, email_status="final")
+                    store.update_publication(pub.digest_date, email_status=EmailStatus.FINAL)
                     report.final.append((pub.digest_date, unsent))
                 else:
                     at = retry_at.replace(tzinfo=dt.UTC).astimezone(cfg.tz)

@@ -14,7 +14,7 @@ from .bounces.rates import rate_lines
 from .config import Config
 from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, Finding, exit_code, findings
 from .policy import arrived, email_due, next_send_moment, too_old
-from .state import Store
+from .state import EmailStatus, SendStatus, Store
 from .state.publications import Publication
 
 
@@ -54,15 +54,15 @@ def status_lines(
             "final": f"email final: {pub.sent} sent, {pub.failed} failed after "
             f"{pub.email_retries} retries (no more automatic retries)",
         }.get(pub.email_status, pub.email_status)
-        if pub.email_status != "none":
+        if pub.email_status != EmailStatus.NONE:
             # Readers whose topics matched nothing in the edition: served, with no email.
-            nomatch = store.ledger_counts(pub.digest_date).get("nomatch", 0)
+            nomatch = store.ledger_counts(pub.digest_date).get(SendStatus.NOMATCH, 0)
             if nomatch:
                 email += f", {nomatch} nothing matched ({pub.sent + nomatch} served)"
         out.append(f"  {pub.digest_date}  in feed  {email}  ({pub.source})")
-        if pub.email_status == "partial" and not too_old(cfg, pub.digest_date, now):
+        if pub.email_status == EmailStatus.PARTIAL and not too_old(cfg, pub.digest_date, now):
             pending.append(f"  {pub.digest_date}  {_retry_note(cfg, pub, now)}")
-        elif pub.email_status not in ("sent", "final"):
+        elif pub.email_status not in (EmailStatus.SENT, EmailStatus.FINAL):
             due = email_due(cfg, pub.digest_date, arrived(pub.source, pub.created_at, now), now)
             if due.due or not too_old(cfg, pub.digest_date, now):
                 pending.append(f"  {pub.digest_date}  {'due now' if due.due else due.reason}")

@@ -233,6 +233,7 @@ EXPORT_FIELDS = (
     "status",
     "source",
     "created_at",
+    "confirmed_at",
     "hard_bounces",
     *CHOICE_FIELDS,
 )
@@ -267,6 +268,7 @@ def export_csv(store: SubscribersStore, out: io.TextIOBase, status: str | None =
                 sub.status,
                 sub.source,
                 sub.created_at.isoformat(timespec="seconds"),
+                sub.confirmed_at.isoformat(timespec="seconds") if sub.confirmed_at else "",
                 sub.hard_bounces,
                 sub.cadence,
                 join_topics(sub.topics),

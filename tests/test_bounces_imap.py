@@ -13,6 +13,7 @@ from publisher.state import Store
 
 from .bounce_helpers import SAMPLES, add, arf, cli, dsn, verp, write_config
 from .mta import Dovecot
+from .statehelpers import suppression_reason
 
 
 def _folder(conn: imaplib.IMAP4_SSL, name: str) -> list[bytes]:
@@ -72,7 +73,7 @@ def test_fetch_moves_only_what_it_processed(tmp_path: Path, db_url: str, monkeyp
         assert len(processed) == 3
         with Store.open(cfg) as store:
             assert store.get("gone@example.net").status == "bounced"
-            assert store.suppression_reason("angry@example.net") == "complaint"
+            assert suppression_reason(store, "angry@example.net") == "complaint"
             assert store.get("fine@example.net").status == "active"
         sources = {e.source for e in Store.open(cfg).iter_bounce_events()}
         assert all(s.startswith("imap:INBOX/") for s in sources), sources

@@ -27,6 +27,7 @@ from .bounce_helpers import (
     verp,
     write_config,
 )
+from .statehelpers import suppression_reason
 from .test_bounces_parse import EXPECTED
 
 # Tokens older than [bounces] token_max_age_days are refused: a recent digest.
@@ -60,7 +61,7 @@ def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_ur
             assert store.get(e).status == "bounced" and store.is_suppressed(e), e
         for e in COMPLAINED:
             assert store.get(e).status == "unsubscribed", e
-            assert store.suppression_reason(e) == "complaint", e
+            assert suppression_reason(store, e) == "complaint", e
         for e in BLOCKED + SOFT + UNTOUCHED_SENDERS:
             assert store.get(e).status == "active" and not store.is_suppressed(e), e
     listed = events(cfg)
@@ -194,7 +195,7 @@ def test_mailto_unsubscribe_and_a_bounce_carrying_it_does_not(tmp_path: Path, db
     assert "soft stayer@example.net 4.2.2: counted" in ingest(cfg, soft)
     with Store.open(cfg) as store:
         assert store.get("leaver@example.net").status == "unsubscribed"
-        assert store.suppression_reason("leaver@example.net") == "unsubscribed by mail"
+        assert suppression_reason(store, "leaver@example.net") == "unsubscribed by mail"
         assert store.get("stayer@example.net").status == "active"
     assert [e.email for e in stored_events(cfg, "unsubscribe")] == ["leaver@example.net"]
 

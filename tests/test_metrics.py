@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from publisher.state import Store
+from publisher import metrics
+from publisher.state import ChoiceUpdate, Store
 
 from .monitorhelpers import SECRET, operated_project
 from .webhelpers import live_server
@@ -35,6 +36,11 @@ def test_metrics_equal_the_database_after_a_send_with_bounces_and_complaints(
 ) -> None:
     cfg, today = operated_project(tmp_path, db_url)
     store = Store.open(cfg)
+    # The web's actions, through the store as the web makes them (bob's unsubscribe and
+    # grace's complaint come from operated_project): a signup, its confirmation, a change.
+    store.add_subscriber("new@example.com", status="pending", source="web", action="signup")
+    store.resubscribe("new@example.com", "", "web", "confirm")
+    store.set_choice("new@example.com", ChoiceUpdate(cadence="paused"), "web")
 
     def make_app(base: str):  # noqa: ANN202
         from publisher.web import create_app
@@ -83,6 +89,17 @@ def test_metrics_equal_the_database_after_a_send_with_bounces_and_complaints(
             ).all()
         )
         totals = conn.execute(sa.text("SELECT sum(sent), sum(failed) FROM publications")).one()
+        actions = dict(
+            conn.execute(sa.text("SELECT action, count(*) FROM audit_log GROUP BY action")).all()
+        )
+        cadences = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT cadence, count(*) FROM subscribers WHERE status = 'active' "
+                    "GROUP BY cadence"
+                )
+            ).all()
+        )
     engine.dispose()
 
     subs = {k: v for k, v in got.items() if k[0] == "publisher_subscribers"}
@@ -116,3 +133,50 @@ def test_metrics_equal_the_database_after_a_send_with_bounces_and_complaints(
     assert duration >= 0
     if duration:
         assert one("publisher_last_send_messages_per_second") == pytest.approx(4 / duration)
+    # Counters from the audit trail, and active readers by cadence.
+    assert (actions["signup"], actions["confirm"], actions["preferences"]) == (1, 1, 1)
+    assert actions["unsubscribe"] == 1 and actions["complaint"] == 1  # bob; grace
+    assert one("publisher_signups_total") == actions["signup"]
+    assert one("publisher_confirmations_total") == actions["confirm"]
+    assert one("publisher_unsubscribes_total") == actions["unsubscribe"]
+    assert one("publisher_preference_changes_total") == actions["preferences"]
+    for cadence in ("daily", "weekly", "paused"):
+        got_n = one("publisher_active_subscribers_by_cadence", cadence=cadence)
+        assert got_n == cadences.get(cadence, 0), cadence
+    assert one("publisher_active_subscribers_by_cadence", cadence="paused") == 1
+    # Per process: the send ran in another process (`publisher send`), so this one's
+    # counters are this process's own.
+    assert one("publisher_process_messages_sent_total") == metrics.PROCESS_SENT._value.get()
+
+
+def test_process_counters_count_this_process_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-process counters grow by what a send in this process delivered."""
+    from publisher.delivery import deliver
+
+    from .deliveryhelpers import DAY, build, subscribe, write_config
+    from .smtp_server import Recorder, start_server
+
+    monkeypatch.setenv("PUBLISHER_SECRET", "cl-f12h7C1OgApZIuYcnLWJm7FUGhr0iR65awG7cH9k")
+    recorder = Recorder()
+    recorder.refuse_rcpt.add("gone@example.com")
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port)
+        with Store.open(cfg) as store:
+            subscribe(cfg, store, ["a@example.com", "b@example.com", "gone@example.com"])
+            registry = metrics.registry_for(store)
+            before = (
+                registry.get_sample_value("publisher_process_messages_sent_total"),
+                registry.get_sample_value("publisher_process_messages_failed_total"),
+            )
+            report = deliver(cfg, store, DAY, build)
+            after = (
+                registry.get_sample_value("publisher_process_messages_sent_total"),
+                registry.get_sample_value("publisher_process_messages_failed_total"),
+            )
+    finally:
+        server.stop()
+    assert (report.sent, report.failed) == (2, 1)
+    assert after[0] - before[0] == 2 and after[1] - before[1] == 1

@@ -1,6 +1,6 @@
 """`publisher report` after a real day of operation: the numbers behind each chart equal plain
 SQL over the database, and the page, opened from disk in Debian's Chromium in light and dark,
-shows its six charts under its own strict Content-Security-Policy with no console error."""
+shows its nine charts under its own strict Content-Security-Policy with no console error."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from publisher.state import Store
+from publisher.state import STATUSES, ChoiceUpdate, Store
 from publisher.state import reporting as q
 
 from .browser import chromium
 from .conftest import one_error_line
 from .monitorhelpers import SECRET, operated_project
 
-CHARTS = ["status", "joined", "sends", "rates", "speed", "causes"]
+CHARTS = ["status", "history", "joined", "actions", "sends", "rates", "speed", "causes", "readers"]
 
 
 def report(cfg_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +53,6 @@ def test_the_numbers_behind_the_charts_are_the_database(tmp_path: Path, db_url: 
         csv_readers = conn.execute(
             sa.text("SELECT count(*) FROM subscribers WHERE source = 'csv'")
         ).scalar_one()
-    engine.dispose()
     with Store.open(cfg) as store:
         assert q.status_counts(store.engine) == by_status
         # bob@ unsubscribed, grace@ complained (which unsubscribes too), gone@ bounced.
@@ -66,6 +65,81 @@ def test_the_numbers_behind_the_charts_are_the_database(tmp_path: Path, db_url: 
         assert q.event_kinds(store.engine, since, cfg.tz) == kinds
         joined = q.joined_per_day(store.engine, since, cfg.tz)
         assert sum(joined.values()) == csv_readers == 5 and {s for _, s in joined} == {"csv"}
+
+        # History, from the audit trail: a signup and its confirmation today, a pause.
+        store.add_subscriber("new@example.com", status="pending", source="web", action="signup")
+        store.resubscribe("new@example.com", "", "web", "confirm")
+        store.set_choice("ada@example.com", ChoiceUpdate(cadence="paused"), "cli")
+        history = [today - dt.timedelta(days=1), today]
+        by_day = q.status_history(store.engine, history, cfg.tz)
+        now = q.status_counts(store.engine)
+        assert by_day[today] == dict.fromkeys(STATUSES, 0) | now
+        # Every reader of this project came today, through the trail: none yesterday.
+        assert by_day[history[0]] == dict.fromkeys(STATUSES, 0)
+        acts = q.actions_per_day(store.engine, since, cfg.tz)
+    with engine.connect() as conn:
+        per_action = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT action, count(*) FROM audit_log WHERE action IN "
+                    "('signup', 'confirm', 'unsubscribe') GROUP BY action"
+                )
+            ).all()
+        )
+        cadences = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT cadence, count(*) FROM subscribers WHERE status = 'active' "
+                    "GROUP BY cadence"
+                )
+            ).all()
+        )
+        topics = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM subscribers WHERE status = 'active' "
+                "AND cadence <> 'paused' AND topics = ''"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert (
+        {a: n for (_, a), n in acts.items()}
+        == per_action
+        == {
+            "signup": 1,
+            "confirm": 1,
+            "unsubscribe": 1,  # bob@ (grace@'s complaint is a `complaint`)
+        }
+    )
+    assert {d for d, _ in acts} == {today}
+    with Store.open(cfg) as store:
+        assert q.readers_by_cadence(store.engine) == cadences == {"daily": 2, "paused": 1}
+        assert q.readers_by_topic(store.engine) == {"": topics} == {"": 2}
+        started, upgraded = q.history_start(store.engine)
+        assert started is not None and not upgraded  # created by this release: all history
+
+
+def test_an_upgraded_database_starts_its_history_at_the_upgrade(tmp_path: Path) -> None:
+    """A database of release 0.1.0, upgraded: the report's history starts at the upgrade and
+    the page says so."""
+    import shutil
+
+    from .conftest import FIXTURES
+
+    db = tmp_path / "state.sqlite3"
+    shutil.copy(FIXTURES / "state" / "v0.1.0.sqlite3", db)
+    db.chmod(0o600)
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(f'[state]\ndatabase = "sqlite:///{db}"\n')
+    r = report(cfg_path, "--out", str(tmp_path / "private"), "--days", "3000")
+    assert r.returncode == 0, r.stdout + r.stderr
+    html = unescape((tmp_path / "private" / "report.html").read_text())
+    with Store(f"sqlite:///{db}") as store:
+        started, upgraded = q.history_start(store.engine)
+    assert upgraded and started is not None
+    from publisher.i18n import strings
+
+    note = strings("ko")["report_history_since"].format(date=started.date())  # the default
+    assert note in html
 
 
 def test_the_report_page_shows_its_charts_in_light_and_dark(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from publisher.state.migrate import current, head
 from publisher.state.schema import metadata
 
 from .conftest import FIXTURES
+from .statehelpers import suppression_reason
 
 DAY = dt.date(2024, 5, 14)  # the fixture's digest: 2 sent, 1 failed (451), 1 queued
 
@@ -87,7 +88,7 @@ def test_a_release_0_1_0_database_upgrades_in_place_with_every_row_kept(
             assert sub.choice_source is None
         bounced = store.get("reader3@example.org")
         assert bounced.status == "bounced" and bounced.hard_bounces == 1
-        assert store.suppression_reason("reader3@example.org") == "bounced: 550 no such user"
+        assert suppression_reason(store, "reader3@example.org") == "bounced: 550 no such user"
         assert store.is_suppressed("reader4@example.org")
         failed = [
             e

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .. import metrics
 from ..config import Config
 from ..mailrules import ReturnPath
 from ..progress import NoProgress, Progress
-from ..state import LedgerEntry
+from ..state import LedgerEntry, SendStatus
 from ..state.protocols import LedgerStore
 from ..transport import Transport, envelope_sender, make_transport_factory
 from .claims import CLAIM_BATCH, Claims
@@ -180,6 +181,7 @@ def deliver(
         claims.close()  # gives back the claimed rows not sent (a stop), for any sender to take
         progress.update(tally.sent, tally.failed)
         progress.finish()
+    metrics.count_send(tally.sent, tally.failed)  # this process's counters (per process)
     if tally.fatal is not None:
         raise tally.fatal
     if ledger.error is not None:
@@ -198,7 +200,7 @@ def deliver(
         skipped=tally.skipped,
         rejected=tally.rejected,
         stopped=stop is not None and stop.is_set(),
-        nomatch=store.ledger_counts(digest_date).get("nomatch", 0),
+        nomatch=store.ledger_counts(digest_date).get(SendStatus.NOMATCH, 0),
     )
 
 

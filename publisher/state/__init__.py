@@ -7,6 +7,8 @@ name `subscribers` is a module here).
 
 - `schema`: tables, statuses, the address key, the engine (SQLite pragmas);
 - `subscribers`: subscribers, the suppression list, the CSV sync's database half;
+- `lifecycle`: the only writer of a subscriber's status, hard bounces, the suppression list
+  and the audit trail (the rules, the lock order);
 - `ledger`: the send ledger and its group-commit recorder;
 - `limits`: rate limits every process shares (token buckets in the database);
 - `publications`: what the scheduler has seen and emailed, and the meta key/value table;
@@ -49,7 +51,11 @@ from .schema import (
     SOURCES,
     STATUSES,
     UNSUBSCRIBED,
+    EmailStatus,
     InvalidAddress,
+    SendStatus,
+    Source,
+    Status,
     StoreBase,
     UnknownSubscriber,
     normalize_email,
@@ -71,6 +77,10 @@ class Store(
 
 
 __all__ = [
+    "EmailStatus",
+    "SendStatus",
+    "Source",
+    "Status",
     "ACTIVE",
     "BOUNCED",
     "CADENCES",

@@ -28,8 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..mailrules import enhanced_status
+from . import lifecycle
 from .schema import (
-    BOUNCED,
     SENT,
     UNSUBSCRIBED,
     _key,
@@ -70,13 +70,7 @@ class InboundMessage:
     size: int | None = None
 
 
-@dataclass(slots=True)
-class _Sub:
-    id: int
-    email: str
-    status: str
-    hard_bounces: int
-
+_Sub = lifecycle.Row
 
 # Kinds that act on a reader (the others are only recorded).
 _ACTING = ("complaint", "unsubscribe", "hard", "soft")
@@ -116,12 +110,7 @@ class _Subscribers:
             )
         if not ids and not emails:
             return
-        cols = (subscribers.c.id, subscribers.c.email, subscribers.c.status)
-        q = sa.select(*cols, subscribers.c.hard_bounces).where(
-            sa.or_(subscribers.c.id.in_(ids), subscribers.c.email.in_(emails))
-        )
-        for r in conn.execute(q.order_by(subscribers.c.id).with_for_update()):
-            sub = _Sub(r.id, r.email, r.status, r.hard_bounces)
+        for sub in lifecycle.lock_many(conn, ids, emails):
             self.by_id[sub.id] = self.by_email[sub.email] = sub
 
     def find(self, event: InboundEvent) -> _Sub | None:
@@ -161,11 +150,6 @@ class BounceEvent:
 
 class BouncesMixin:
     engine: sa.Engine
-
-    def bounce_message_known(self, sha256: str) -> bool:
-        with self.engine.connect() as conn:
-            q = sa.select(bounce_messages.c.id).where(bounce_messages.c.sha256 == sha256)
-            return conn.execute(q).first() is not None
 
     def known_bounce_messages(self, shas: list[str]) -> list[str]:
         """The ones among `shas` already imported (one query)."""
@@ -308,61 +292,17 @@ class BouncesMixin:
             return f"recorded: not mailed within {days} days (no token), acted on nobody"
         if kind in ("complaint", "unsubscribe"):
             reason = "complaint" if kind == "complaint" else "unsubscribed by mail"
-            if row.status != UNSUBSCRIBED:
-                row.status = UNSUBSCRIBED
-                _set(conn, row, now)
-            _suppress(conn, row.email, reason, now)
+            action = lifecycle.Action.COMPLAINT if kind == "complaint" else None
+            lifecycle.end(conn, row, UNSUBSCRIBED, reason, now, action or "unsubscribe")
             return f"suppressed ({reason})"
-        if row.status in (UNSUBSCRIBED, BOUNCED):
-            return f"already {row.status}"
         if kind == "hard":
-            row.hard_bounces += 1
-            count = row.hard_bounces
-            if count >= max(policy.hard_limit, 1):
-                row.status = BOUNCED
-                _set(conn, row, now)
-                _suppress(conn, row.email, f"bounced: {event.status} {event.reason}", now)
-                return f"suppressed (hard bounce {count}/{policy.hard_limit})"
-            _set(conn, row, now)
-            return f"counted (hard bounce {count}/{policy.hard_limit})"
+            reason = f"bounced: {event.status} {event.reason}"
+            return lifecycle.hard_bounce(conn, row, reason, policy.hard_limit, now)
         if kind == "soft":
-            days = self._soft_days(conn, row, event, policy, now)
-            if len(days) >= max(policy.soft_limit, 1):
-                row.status = BOUNCED
-                _set(conn, row, now)
-                _suppress(conn, row.email, f"bounced: soft bounces on {len(days)} days", now)
-                return f"suppressed (soft bounces on {len(days)} days)"
-            return f"counted (soft bounce day {len(days)}/{policy.soft_limit})"
+            day = event.digest_date or now.date()
+            limit, window = policy.soft_limit, policy.soft_window_days
+            return lifecycle.soft_bounce(conn, row, day, limit, window, now)
         return "recorded"
-
-    @staticmethod
-    def _soft_days(
-        conn: sa.Connection, row: Any, event: InboundEvent, policy: BouncePolicy, now: dt.datetime
-    ) -> set[dt.date]:
-        """The distinct days of this reader's soft bounces in the window, this one included,
-        after the last digest sent to them that did not bounce."""
-        since = now - dt.timedelta(days=max(policy.soft_window_days, 1))
-        this_day = event.digest_date or now.date()
-        rows = conn.execute(
-            sa.select(bounce_events.c.kind, bounce_events.c.digest_date, bounce_events.c.created_at)
-            .where(bounce_events.c.subscriber_id == row.id)
-            .where(bounce_events.c.kind.in_(("soft", "hard", "blocked")))
-        ).all()
-        bounced_days = {r.digest_date or r.created_at.date() for r in rows} | {this_day}
-        soft = {
-            r.digest_date or r.created_at.date()
-            for r in rows
-            if r.kind == "soft" and r.created_at >= since
-        } | {this_day}
-        sent = conn.execute(
-            sa.select(ledger.c.digest_date)
-            .where(ledger.c.email == row.email, ledger.c.status == SENT)
-            .where(ledger.c.digest_date < this_day)
-            .order_by(ledger.c.digest_date.desc())
-            .limit(200)
-        ).scalars()
-        last_ok = next((d for d in sent if d not in bounced_days), None)
-        return {d for d in soft if last_ok is None or d > last_ok}
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -459,37 +399,3 @@ class BouncesMixin:
 
 def _status_of(reply: str) -> str:
     return enhanced_status(reply) or reply[:3]
-
-
-# Statements built once (an import runs them thousands of times): bound by name per call.
-_SET_SUBSCRIBER = (
-    subscribers.update()
-    .where(subscribers.c.id == sa.bindparam("sid"))
-    .values(
-        status=sa.bindparam("status"),
-        hard_bounces=sa.bindparam("hard_bounces"),
-        updated_at=sa.bindparam("now"),
-    )
-)
-
-
-def _set(conn: sa.Connection, row: _Sub, now: dt.datetime) -> None:
-    """Write a subscriber's status and hard-bounce count as `row` has them now."""
-    params = {"sid": row.id, "status": row.status, "hard_bounces": row.hard_bounces, "now": now}
-    conn.execute(_SET_SUBSCRIBER, params)
-
-
-def _suppress(conn: sa.Connection, email: str, reason: str, now: dt.datetime) -> None:
-    """Put an address on the suppression list; an existing entry keeps its reason (as
-    SubscribersMixin._suppress, with the statement built once per dialect)."""
-    stmt = _SUPPRESS.get(conn.dialect.name)
-    if stmt is None:
-        stmt = dialect_insert(conn.dialect.name, suppressions).on_conflict_do_nothing(
-            index_elements=["email"]
-        )
-        _SUPPRESS[conn.dialect.name] = stmt
-    reason = " ".join(reason.split())[:200]
-    conn.execute(stmt, {"email": email, "reason": reason, "created_at": now})
-
-
-_SUPPRESS: dict[str, Any] = {}

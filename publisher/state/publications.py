@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .schema import EMAIL_STATUSES, _now, meta, publications, upsert
+from . import lifecycle
+from .schema import EMAIL_STATUSES, EmailStatus, _now, meta, publications, upsert
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,3 +124,12 @@ class PublicationsMixin:
                 .where(publications.c.digest_date == digest_date)
                 .values(updated_at=_now(), **values)
             )
+            # A send starting (`sending`) or ending (sent, partial) is on the audit trail.
+            status = values.get("email_status")
+            if status == EmailStatus.SENDING:
+                new = {"digest": digest_date.isoformat()}
+                lifecycle.record(conn, lifecycle.Action.SEND_STARTED, None, "", {}, new)
+            elif status in (EmailStatus.SENT, EmailStatus.PARTIAL):
+                new = {"digest": digest_date.isoformat(), "email_status": status}
+                new.update({k: values[k] for k in ("sent", "failed") if k in values})
+                lifecycle.record(conn, lifecycle.Action.SEND_FINISHED, None, "", {}, new)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,28 +30,57 @@ from ..errors import PublisherError
 from .files import check_sqlite_files, private_dir, private_file
 from .health import translate
 
-# Subscriber statuses. `removed` = dropped from the CSV by the person who edits it: not mailed,
-# history kept, and put back to active if the row comes back (unlike unsubscribed/bounced).
-ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED = (
-    "active",
-    "pending",
-    "unsubscribed",
-    "bounced",
-    "removed",
-)
-STATUSES = (ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED)
-SOURCES = ("csv", "web", "cli")
-# Ledger statuses.
-# NOMATCH: served, with nothing matched (the reader's topics matched no paper of the edition):
-# settled like `sent`, but no message was sent.
-QUEUED, SENT, FAILED, NOMATCH = "queued", "sent", "failed", "nomatch"
+
+class Status(enum.StrEnum):
+    """A subscriber's status. `removed` = dropped from the CSV by the person who edits it: not
+    mailed, history kept, and put back to active if the row comes back (unlike unsubscribed and
+    bounced, which only fresh consent lifts). Only publisher/state/lifecycle.py writes it."""
+
+    ACTIVE = "active"
+    PENDING = "pending"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    REMOVED = "removed"
+
+
+class Source(enum.StrEnum):
+    """Where a subscriber came from (and who made a reader-choice change)."""
+
+    CSV = "csv"
+    WEB = "web"
+    CLI = "cli"
+
+
+class SendStatus(enum.StrEnum):
+    """A ledger row's status. NOMATCH: served with nothing matched (the reader's topics matched
+    no paper of the edition): settled like `sent`, but no message was sent."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    NOMATCH = "nomatch"
+
+
+class EmailStatus(enum.StrEnum):
+    """A publication's email status. `final`: a partial send whose failed rows `publisher run`
+    retried `[schedule] retry_failed_times` times; it retries them no more
+    (publisher/scheduler.py)."""
+
+    NONE = "none"
+    SENDING = "sending"
+    SENT = "sent"
+    PARTIAL = "partial"
+    FINAL = "final"
+
+
+ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED = Status
+STATUSES = tuple(Status)
+SOURCES = tuple(Source)
+QUEUED, SENT, FAILED, NOMATCH = SendStatus
 # Reader choice.
 CADENCES = ("daily", "weekly", "paused")
-CHOICE_SOURCES = ("web", "csv", "cli")
-# Publication email statuses.
-# `final`: a partial send whose failed rows `publisher run` retried
-# `[schedule] retry_failed_times` times; it retries them no more (publisher/scheduler.py).
-EMAIL_STATUSES = ("none", "sending", "sent", "partial", "final")
+CHOICE_SOURCES = tuple(Source)
+EMAIL_STATUSES = tuple(EmailStatus)
 
 
 class InvalidAddress(PublisherError):
@@ -122,6 +152,10 @@ subscribers = sa.Table(
     sa.Column("topics", sa.String(1000), nullable=False, server_default=""),
     sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
     sa.Column("choice_source", sa.String(8), nullable=True),
+    # When the reader confirmed the address (a double opt-in on the web); None: never did.
+    sa.Column("confirmed_at", sa.DateTime, nullable=True),
+    # /metrics and the report count active readers by cadence.
+    sa.Index("ix_subscribers_status_cadence", "status", "cadence"),
 )
 
 suppressions = sa.Table(
@@ -228,6 +262,27 @@ bounce_events = sa.Table(
     sa.Column("reported_kind", sa.String(16), nullable=False, server_default=""),
     sa.Index("ix_bounce_events_digest_kind", "digest_date", "kind"),
     sa.Index("ix_bounce_events_subscriber", "subscriber_id", "kind"),
+)
+
+
+# The audit trail (publisher/state/lifecycle.py writes it, in the transaction of each change):
+# who (`actor`) did what (`action`) to which subscriber, with the values before and after (JSON
+# objects of the changed fields). Append-only: the application has no UPDATE or DELETE of it,
+# apart from an erasure (`delete_data`), which replaces the address by its suppression hash.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, nullable=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("old_values", sa.String(2000), nullable=False),
+    sa.Column("new_values", sa.String(2000), nullable=False),
+    # /metrics counts actions and the report draws them per day: (action, at) answers both.
+    sa.Index("ix_audit_log_action_at", "action", "at"),
+    sa.Index("ix_audit_log_email", "email"),
 )
 
 

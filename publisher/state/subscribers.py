@@ -12,20 +12,17 @@ add cannot mail the address again, and nobody reading the table sees it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import PublisherError
+from . import lifecycle
 from .schema import (
     ACTIVE,
-    BOUNCED,
     CADENCES,
     CHOICE_SOURCES,
-    PENDING,
     REMOVED,
     SOURCES,
     STATUSES,
@@ -35,24 +32,15 @@ from .schema import (
     _now,
     bounce_events,
     bounce_messages,
-    dialect_insert,
     ledger,
     meta,
     normalize_email,
     normalize_name,
     subscribers,
     suppressions,
-    upsert,
 )
 
 DELETED = "deleted by the reader"
-_HASH_PREFIX = "sha256:"
-
-
-def suppression_hash(key: str) -> str:
-    """How the suppression list keeps an address whose data was deleted: a one-way hash of the
-    normalised address (matched on a later add, never shown)."""
-    return _HASH_PREFIX + hashlib.sha256(f"publisher-suppression\x00{key}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +59,8 @@ class Subscriber:
     topics: frozenset[str] = frozenset()
     max_papers: int = 0
     choice_source: str | None = None
+    # When the reader confirmed the address on the web (None: never).
+    confirmed_at: dt.datetime | None = None
 
 
 def split_topics(cell: str) -> frozenset[str]:
@@ -120,6 +110,7 @@ def _subscriber(row: Any) -> Subscriber:
         topics=split_topics(row.topics),
         max_papers=row.max_papers,
         choice_source=row.choice_source,
+        confirmed_at=row.confirmed_at,
     )
 
 
@@ -136,6 +127,7 @@ class SubscribersMixin:
         source: str = "cli",
         *,
         rename: bool = True,
+        action: str = lifecycle.Action.ADD,
     ) -> tuple[Subscriber, bool]:
         """Add an address; return (subscriber, created).
 
@@ -148,28 +140,10 @@ class SubscribersMixin:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}")
         key = normalize_email(email)
-        name = normalize_name(name)
-        now = _now()
         with self._write() as conn:
-            if status == ACTIVE and self._suppressed(conn, key):
-                status = UNSUBSCRIBED
-            values = {
-                "email": key,
-                "name": name,
-                "status": status,
-                "source": source,
-                "created_at": now,
-                "updated_at": now,
-                "hard_bounces": 0,
-            }
-            created = upsert(conn, subscribers, values, ["email"]) == 1
-            if not created and rename and name:
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.email == key, subscribers.c.name != name)
-                    .values(name=name, updated_at=now)
-                )
-            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+            row, created = lifecycle.add(
+                conn, key, normalize_name(name), status, source, rename=rename, action=action
+            )
         return _subscriber(row), created
 
     def get_by_id(self, subscriber_id: int) -> Subscriber | None:
@@ -196,109 +170,44 @@ class SubscribersMixin:
         key = _key(email)
         values = choice.values()
         with self._write() as conn:
-            res = conn.execute(
-                subscribers.update()
-                .where(subscribers.c.email == key)
-                .values(**values, choice_source=source, updated_at=_now())
-            )
-            if res.rowcount == 0:
+            row = lifecycle.choose(conn, key, values, source)
+            if row is None:
                 raise UnknownSubscriber(f"no subscriber {key}")
-            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
         return _subscriber(row)
 
-    def set_status(self, email: str, status: str) -> Subscriber:
-        """Set a subscriber's status (e.g. pending -> active on confirmation).
-
-        Setting `active` on a suppressed address raises PublisherError: use `resubscribe`.
-        Setting unsubscribed or bounced also suppresses the address.
-        """
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}")
-        key = _key(email)
-        with self._write() as conn:
-            if status == ACTIVE and self._suppressed(conn, key):
-                raise PublisherError(
-                    f"{key} is on the suppression list (unsubscribed or bounced); "
-                    "only a fresh subscription can lift that"
-                )
-            res = conn.execute(
-                subscribers.update()
-                .where(subscribers.c.email == key)
-                .values(status=status, updated_at=_now())
-            )
-            if res.rowcount == 0:
-                raise UnknownSubscriber(f"no subscriber {key}")
-            if status in (UNSUBSCRIBED, BOUNCED):
-                self._suppress(conn, key, status)
-            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
-        return _subscriber(row)
-
-    def unsubscribe(self, email: str, reason: str = UNSUBSCRIBED) -> bool:
+    def unsubscribe(
+        self, email: str, reason: str = UNSUBSCRIBED, action: str = lifecycle.Action.UNSUBSCRIBE
+    ) -> bool:
         """Unsubscribe and suppress an address for good; True if a subscriber was changed.
 
         Idempotent. An address with no subscriber row is still suppressed (so a later CSV row
         cannot mail it).
         """
-        key = _key(email)
         with self._write() as conn:
-            # Lock the row even when it is already unsubscribed (an UPDATE filtered on the
-            # status would not): a concurrent resubscribe then either ends before this reads the
-            # row, or waits for this to end; the row and the suppression list always agree.
-            status = conn.execute(
-                sa.select(subscribers.c.status).where(subscribers.c.email == key).with_for_update()
-            ).scalar()
-            changed = status is not None and status != UNSUBSCRIBED
-            if changed:
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.email == key)
-                    .values(status=UNSUBSCRIBED, updated_at=_now())
-                )
-            self._suppress(conn, key, reason)
-        return changed
+            return lifecycle.unsubscribe(conn, _key(email), reason, action)
 
-    def resubscribe(self, email: str, name: str = "", source: str = "web") -> Subscriber:
+    def resubscribe(
+        self,
+        email: str,
+        name: str = "",
+        source: str = "web",
+        action: str = lifecycle.Action.RESUBSCRIBE,
+    ) -> Subscriber:
         """Fresh consent (a confirmed opt-in, an operator's explicit add): lift any suppression
         and make the address active, creating it if needed (a non-empty `name` replaces the
         stored one). One transaction, safe against a concurrent add or unsubscribe."""
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}")
         key = normalize_email(email)
-        name = normalize_name(name)
-        now = _now()
-        values = {
-            "email": key,
-            "name": name,
-            "status": ACTIVE,
-            "source": source,
-            "created_at": now,
-            "updated_at": now,
-            "hard_bounces": 0,
-        }
-        update: dict[str, Any] = {"status": ACTIVE, "hard_bounces": 0, "updated_at": now}
-        if name:
-            update["name"] = name
         with self._write() as conn:
-            # The subscriber row first, then the suppression: every writer (unsubscribe,
-            # set_status, record_hard_bounce) takes them in that order, so two of them never
-            # wait for each other's row on PostgreSQL (a deadlock).
-            upsert(conn, subscribers, values, ["email"], update=update)
-            conn.execute(
-                suppressions.delete().where(suppressions.c.email.in_([key, suppression_hash(key)]))
-            )
-            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == key)).one()
+            row = lifecycle.resubscribe(conn, key, normalize_name(name), source, action)
         return _subscriber(row)
 
     def discard_pending(self, subscriber_id: int) -> bool:
         """Delete a subscriber row that is still `pending` (a signup whose confirmation mail
         could not be sent: nobody can confirm it). True if it was deleted."""
         with self._write() as conn:
-            res = conn.execute(
-                subscribers.delete().where(
-                    subscribers.c.id == subscriber_id, subscribers.c.status == PENDING
-                )
-            )
-        return res.rowcount > 0
+            return lifecycle.discard_pending(conn, subscriber_id)
 
     def rename(self, email: str, name: str) -> Subscriber | None:
         """Set a subscriber's name (normalised; empty clears it); None if there is no row."""
@@ -319,9 +228,12 @@ class SubscribersMixin:
         its owner signs up anew. One transaction; idempotent. True if a row was deleted."""
         key = _key(email)
         with self._write() as conn:
-            sub_id = conn.execute(
-                sa.select(subscribers.c.id).where(subscribers.c.email == key).with_for_update()
-            ).scalar()
+            found = conn.execute(
+                sa.select(subscribers.c.id, subscribers.c.status)
+                .where(subscribers.c.email == key)
+                .with_for_update()
+            ).first()
+            sub_id, status = (found.id, found.status) if found else (None, None)
             by_reader = bounce_events.c.email == key
             if sub_id is not None:
                 by_reader = sa.or_(by_reader, bounce_events.c.subscriber_id == sub_id)
@@ -346,32 +258,18 @@ class SubscribersMixin:
             conn.execute(ledger.delete().where(sends))
             if sub_id is not None:
                 conn.execute(subscribers.delete().where(subscribers.c.id == sub_id))
-            conn.execute(suppressions.delete().where(suppressions.c.email == key))
-            self._suppress(conn, suppression_hash(key), DELETED)
+            lifecycle.erase(conn, key, sub_id, status, DELETED)
         return sub_id is not None
 
     def record_hard_bounce(self, email: str, reply: str, limit: int) -> bool:
         """Count a hard bounce (5xx on RCPT); at `limit` bounces the address is bounced and
         suppressed. Returns True when this bounce suppressed it."""
-        key = _key(email)
         with self._write() as conn:
-            conn.execute(
-                subscribers.update()
-                .where(subscribers.c.email == key)
-                .values(hard_bounces=subscribers.c.hard_bounces + 1, updated_at=_now())
-            )
-            bounces = conn.execute(
-                sa.select(subscribers.c.hard_bounces).where(subscribers.c.email == key)
-            ).scalar()
-            if bounces is not None and bounces >= max(limit, 1):
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.email == key)
-                    .values(status=BOUNCED, updated_at=_now())
-                )
-                self._suppress(conn, key, f"bounced: {reply}"[:200])
-                return True
-        return False
+            row = lifecycle.lock(conn, _key(email))
+            if row is None:
+                return False
+            action = lifecycle.hard_bounce(conn, row, f"bounced: {reply}", limit, _now())
+        return action.startswith("suppressed")
 
     def iter_subscribers(
         self, status: str | None = None, batch: int = 1000
@@ -445,129 +343,25 @@ class SubscribersMixin:
                 choices[email] = choice
         if not merged:
             return 0, 0, dups
-        now = _now()
-        added = reactivated = 0
         with self._write() as conn:
-            existing = {
-                r.email: r
-                for r in conn.execute(
-                    sa.select(
-                        subscribers.c.id,
-                        subscribers.c.email,
-                        subscribers.c.name,
-                        subscribers.c.status,
-                        subscribers.c.csv_run,
-                        subscribers.c.cadence,
-                        subscribers.c.topics,
-                        subscribers.c.max_papers,
-                        subscribers.c.choice_source,
-                    ).where(subscribers.c.email.in_(list(merged)))
-                )
-            }
-            # An address is suppressed by its own row or by the hash a deletion left.
-            hashed = {suppression_hash(e): e for e in merged}
-            suppressed = {
-                hashed.get(e, e)
-                for (e,) in conn.execute(
-                    sa.select(suppressions.c.email).where(
-                        suppressions.c.email.in_([*merged, *hashed])
-                    )
-                )
-            }
-            new_rows = []
-            for email, name in merged.items():
-                row = existing.get(email)
-                if row is None:
-                    new_rows.append(
-                        {
-                            "email": email,
-                            "name": name,
-                            "status": UNSUBSCRIBED if email in suppressed else ACTIVE,
-                            "source": source,
-                            "created_at": now,
-                            "updated_at": now,
-                            "hard_bounces": 0,
-                            "csv_run": run,
-                            "cadence": "daily",
-                            "topics": "",
-                            "max_papers": 0,
-                            "choice_source": "csv" if choices[email] else None,
-                            **choices[email],
-                        }
-                    )
-                    added += 1
-                    continue
-                if row.csv_run == run:
-                    dups += 1
-                values: dict[str, Any] = {"csv_run": run}
-                if name and name != row.name:
-                    values["name"] = name
-                if row.status == REMOVED and email not in suppressed:
-                    values["status"] = ACTIVE
-                    reactivated += 1
-                # The reader's own choice on the web wins over the operator's CSV.
-                if choices[email] and row.choice_source != "web":
-                    changed = {k: v for k, v in choices[email].items() if getattr(row, k) != v}
-                    if changed:
-                        values.update(changed, choice_source="csv")
-                if len(values) > 1:
-                    values["updated_at"] = now
-                conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(values))
-            if new_rows:
-                # A web signup of one of these addresses may commit meanwhile: it stays as it
-                # is (a known address keeps its status), stamped as seen by this import.
-                ins = dialect_insert(conn.dialect.name, subscribers)
-                conn.execute(
-                    ins.on_conflict_do_update(
-                        index_elements=["email"], set_={"csv_run": ins.excluded.csv_run}
-                    ),
-                    new_rows,
-                )
-        return added, reactivated, dups
+            added, reactivated, seen = lifecycle.csv_batch(conn, run, merged, choices, source)
+        return added, reactivated, dups + seen
 
     def remove_csv_absent(self, run: int) -> int:
         """Mark `removed` the active/pending CSV subscribers that import `run` did not see."""
         with self._write() as conn:
-            res = conn.execute(
-                subscribers.update()
-                .where(
-                    subscribers.c.source == "csv",
-                    subscribers.c.status.in_([ACTIVE, PENDING]),
-                    sa.or_(subscribers.c.csv_run.is_(None), subscribers.c.csv_run != run),
-                )
-                .values(status=REMOVED, updated_at=_now())
-            )
-        return res.rowcount
+            return lifecycle.csv_remove_absent(conn, run)
 
     # -- suppressions ------------------------------------------------------------------------
-
-    @staticmethod
-    def _suppressed(conn: sa.Connection, key: str) -> bool:
-        # The address itself, or the hash a deletion left (`delete_data`).
-        candidates = [key, suppression_hash(key)]
-        q = sa.select(suppressions.c.email).where(suppressions.c.email.in_(candidates))
-        return conn.execute(q).first() is not None
-
-    @staticmethod
-    def _suppress(conn: sa.Connection, key: str, reason: str) -> None:
-        # An existing suppression keeps its reason; a concurrent one for the same address wins.
-        values = {"email": key, "reason": reason, "created_at": _now()}
-        upsert(conn, suppressions, values, ["email"])
 
     def suppress(self, email: str, reason: str) -> None:
         """Put an address on the suppression list (idempotent); it is never mailed again."""
         with self._write() as conn:
-            self._suppress(conn, _key(email), reason)
+            lifecycle.suppress_address(conn, _key(email), reason)
 
     def is_suppressed(self, email: str) -> bool:
         with self.engine.connect() as conn:
-            return self._suppressed(conn, _key(email))
-
-    def suppression_reason(self, email: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(suppressions.c.reason).where(suppressions.c.email == _key(email))
-            ).scalar()
+            return lifecycle.is_suppressed(conn, _key(email))
 
     def stored_data(self, email: str) -> dict[str, Any]:
         """Everything the database holds about one address: subscriber row, suppression, sends

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from .. import state as st
 from .. import urls
+from ..audit import WebActor
 from ..config import Config
 from ..i18n import strings
 from ..mailrules import ReturnPath
@@ -192,7 +193,7 @@ class WebSide:
         # Only a new row takes the form's name: an unconfirmed form must not rename an existing
         # subscriber.
         sub, created = self.store.add_subscriber(
-            email, name, status=st.PENDING, source="web", rename=False
+            email, name, status=st.PENDING, source="web", rename=False, action="signup"
         )
         if created and choice is not None and choice.values() != {"cadence": "daily", "topics": ""}:
             # Like the name, only a new row takes the form's choice (an unconfirmed form must
@@ -276,7 +277,7 @@ class WebSide:
             return self.message(self.t["too_large"], self.t["too_large"], status=413)
         # A confirmed opt-in is fresh consent: it lifts an earlier unsubscribe or bounce.
         # Idempotent: a second POST finds the address active and leaves it so.
-        await run_in_threadpool(self.store.resubscribe, email, "", "web")
+        await run_in_threadpool(self.store.resubscribe, email, "", "web", "confirm")
         return self.page(
             "web/page.html",
             self.t["confirmed_title"],
@@ -339,8 +340,8 @@ class WebSide:
                     notice = self.t["name_saved"]
             elif action == "delete":
                 # Erasure: the row, its sends and bounces go; the address stays only as a
-                # suppression hash, so a CSV sync cannot add it back. (No audit trail exists
-                # yet to record it in.)
+                # suppression hash, so a CSV sync cannot add it back; the audit trail keeps
+                # the hash in place of the address.
                 await run_in_threadpool(self.store.delete_data, email)
                 return self.page(
                     "web/page.html",
@@ -520,7 +521,8 @@ def create_app(
             StorageError: side.unavailable,
             500: side.server_error,
         },
-        middleware=[Middleware(SecurityHeaders, cfg=cfg)],
+        # The changes a request makes are its client's on the audit trail (publisher/audit.py).
+        middleware=[Middleware(SecurityHeaders, cfg=cfg), Middleware(WebActor, key=secret)],
     )
     app.state.web = side
     return app
