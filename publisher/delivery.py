@@ -523,17 +523,17 @@ class _LedgerWriter:
         self.recorder: SentRecorder = store.sent_recorder()
         self.lock = threading.Lock()
         self.committed = threading.Condition(self.lock)  # `done` moved, or an error
-        self.pending: list[tuple[int, str, int]] = []
+        self.pending: list[tuple[int, str, int, str]] = []
         self.submitted = 0  # tickets handed out: row n of this run has ticket n
         self.done = 0  # every ticket <= done is committed
         self.busy = False  # a worker is committing
         self.error: BaseException | None = None
 
-    def submit(self, entry_id: int, reply: str, attempts: int) -> int:
+    def submit(self, entry_id: int, reply: str, attempts: int, message_id: str = "") -> int:
         with self.lock:
             if self.error is not None:
                 raise self.error
-            self.pending.append((entry_id, reply, attempts))
+            self.pending.append((entry_id, reply, attempts, message_id))
             self.submitted += 1
             return self.submitted
 
@@ -678,11 +678,26 @@ def _deliver_one(
             return None
         except SmtpSetupError:
             raise
-        ticket = ledger.submit(entry.id, reply, attempt)
+        ticket = ledger.submit(entry.id, reply, attempt, _message_id_of(message))
         with tally.lock:
             tally.sent += 1
             tally.attempted += 1
         return ticket
+
+
+def _message_id_of(message: bytes) -> str:
+    """The Message-ID header's value in a built message ("" if it has none): the ledger keeps
+    it, so a bounce or an SES notification that quotes it names the reader."""
+    end = message.find(b"\r\n\r\n")
+    head = message[: end if end >= 0 else 8192]
+    at = head.find(b"\nMessage-ID: ")
+    if at < 0:
+        if not head.startswith(b"Message-ID: "):
+            return ""
+        at = -1
+    start = at + len(b"\nMessage-ID: ")
+    stop = head.find(b"\r\n", start)
+    return head[start : stop if stop >= 0 else len(head)].decode("ascii", "replace").strip()
 
 
 def return_path(cfg: Config) -> ReturnPath | None:
@@ -698,13 +713,13 @@ def return_path(cfg: Config) -> ReturnPath | None:
 def _record_refusal(store: Store, entry: LedgerEntry, exc: DeliveryError) -> None:
     """A 5xx during the send is a bounce event too (kind by cause), so `bounces list` and the
     rates in `publisher status` see it next to the bounces that come back by mail."""
-    from .mailrules import HARD, smtp_refusal_kind
+    from .mailrules import HARD, SOFT, smtp_refusal
 
     code, _, text = exc.reply.partition(" ")
-    kind = (
-        HARD
-        if exc.kind == "bounce"
-        else smtp_refusal_kind(int(code) if code.isdigit() else 500, text)
-    )
+    kind, cause = smtp_refusal(int(code) if code.isdigit() else 500, text)
+    if exc.kind == "bounce":
+        kind = HARD
+    elif kind not in (HARD, SOFT) and kind != "blocked":
+        kind = SOFT
     action = "counted (refused during the send)" if exc.kind == "bounce" else "recorded"
-    store.record_send_refusal(entry.email, entry.digest_date, kind, exc.reply, action)
+    store.record_send_refusal(entry.email, entry.digest_date, kind, exc.reply, action, cause)

@@ -33,12 +33,26 @@ from .test_bounces_parse import EXPECTED
 OTHER_SECRET = "7IOP3zeBlvbEM3aWAZT1F_tmiMbuLl5L9tfL0irajcY"  # someone else's
 DAY = dt.date.today() - dt.timedelta(days=1)
 
-# Who each sample is about, by what the policy must do (see tests/test_bounces_parse.py).
-HARD = ["ada@example.net", "bob@example.net", "carol@example.net", "dave@example.net"]
-HARD += ["erin@gmail.com", "hank@yahoo.com", "jack@example.net"]
-BLOCKED = ["ben@example.net", "frank@gmail.com", "iris@outlook.com"]
-SOFT = ["gina@gmail.com", "pia@example.net"]
-COMPLAINED = ["kate@example.net", "liam@yahoo.com"]
+# Who each sample is about, by what the policy must do (tests/fixtures/bounces_expected.tsv).
+# An SES notification mail names the message it is about: one the ledger does not know (these
+# tests record no Message-IDs) acts on nobody, whatever address its JSON names.
+
+
+def _about(kind: str, ses_json: bool = False) -> list[str]:
+    return [
+        rcpt
+        for name, (_, _, failures) in sorted(EXPECTED.items())
+        if name.startswith("ses_json") == ses_json
+        for rcpt, k, _, _ in failures
+        if k == kind
+    ]
+
+
+HARD = _about("hard")
+BLOCKED = _about("blocked")
+SOFT = _about("soft")
+COMPLAINED = _about("complaint")
+SES_JSON = {k: _about(k, ses_json=True) for k in ("hard", "soft", "complaint")}
 UNTOUCHED_SENDERS = ["mia@example.net", "noah@example.net", "olga@example.net"]
 
 
@@ -47,7 +61,8 @@ def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_ur
     # `return_path`, and only on readers the ledger shows were mailed lately.
     cfg = write_config(tmp_path, db_url, return_path=False)
     with Store.open(cfg) as store:
-        ids = add(store, *HARD, *BLOCKED, *SOFT, *COMPLAINED, *UNTOUCHED_SENDERS)
+        ses = [e for v in SES_JSON.values() for e in v]
+        ids = add(store, *HARD, *BLOCKED, *SOFT, *COMPLAINED, *UNTOUCHED_SENDERS, *ses)
         mailed(store, ids, DAY)
     run = cli(cfg, "bounces", "import", str(SAMPLES))
     assert run.returncode == 0, run.stderr
@@ -61,7 +76,7 @@ def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_ur
         for e in COMPLAINED:
             assert store.get(e).status == "unsubscribed", e
             assert store.suppression_reason(e) == "complaint", e
-        for e in BLOCKED + SOFT + UNTOUCHED_SENDERS:
+        for e in BLOCKED + SOFT + UNTOUCHED_SENDERS + ses:
             assert store.get(e).status == "active" and not store.is_suppressed(e), e
     listed = events(cfg)
     assert {k for e in listed for k in ("email", "kind", "status", "reason", "source") if k in e}
@@ -70,12 +85,16 @@ def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_ur
     assert {e for e, ev in by_email.items() if ev["kind"] == "blocked"} == set(BLOCKED)
     assert {e for e, ev in by_email.items() if ev["kind"] == "soft"} == set(SOFT)
     assert {e for e, ev in by_email.items() if ev["kind"] == "complaint"} == set(COMPLAINED)
+    assert {e for e, ev in by_email.items() if ev["kind"] == "unverified"} == set(ses)
+    assert by_email["kurt@example.com"]["reported_kind"] == "complaint"
+    assert by_email["kurt@example.com"]["cause"] == "feedback"
+    assert by_email["paul@notes.example.com"]["cause"] == "userunknown"
     assert by_email["erin@gmail.com"]["status"] == "5.1.1"
     assert "does not exist" in by_email["erin@gmail.com"]["reason"]
     assert by_email["erin@gmail.com"]["source"].endswith("gmail_no_such_user.eml")
     ignored = events(cfg, "--kind", "ignored")
     # every sample read as "ignored" but the one that is no report at all (human mail)
-    n_ignored = sum(kind == "ignored" for kind, _ in EXPECTED.values()) - 1
+    n_ignored = sum(kind == "ignored" for kind, *_ in EXPECTED.values()) - 1
     assert len(ignored) == n_ignored and all(e["kind"] == "ignored" for e in ignored)
     auto = {e["email"] for e in ignored if e["reason"].startswith("auto-reply")}
     assert auto == {"mia@example.net", "noah@example.net", "olga@example.net"}
@@ -108,6 +127,7 @@ def test_samples_folder_with_return_path_acts_on_nobody(tmp_path: Path, db_url: 
         **dict.fromkeys(BLOCKED, "blocked"),
         **dict.fromkeys(SOFT, "soft"),
         **dict.fromkeys(COMPLAINED, "complaint"),
+        **{e: k for k, v in SES_JSON.items() for e in v},
     }
 
 
