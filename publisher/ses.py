@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import ssl
@@ -41,6 +42,8 @@ from urllib.parse import urlsplit
 from .bounces.parse import MAX_RECIPIENTS, Failure, Report
 from .errors import PublisherError
 from .mailrules import COMPLAINT, HARD, IGNORED, SOFT, diagnose
+
+log = logging.getLogger("publisher.ses")
 
 # The most a webhook body may be (an SNS message is at most 256 KB of payload).
 MAX_BODY = 300 * 1024
@@ -299,3 +302,69 @@ def notification(message: dict[str, Any]) -> tuple[Report, bytes]:
     if not isinstance(obj, dict):
         return Report(IGNORED, "SNS notification that is no SES JSON"), str(text)[:4096].encode()
     return report_from_notification(obj), json.dumps(obj, indent=2).encode()
+
+
+# -- POST /webhooks/ses -------------------------------------------------------------------------
+
+
+def endpoint(cfg: Any, store: Any, secrets: list[bytes]) -> Any:
+    """The Starlette endpoint for `POST /webhooks/ses` (publisher/web.py mounts it): 404 while
+    `[bounces] ses_topic_arns` is empty; 403 for a message that fails verification; 200 once a
+    subscription is confirmed or a notification recorded (a repeat of one changes nothing)."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+
+    intake: list[Any] = []
+
+    def record(report: Report, kept: bytes, message_id: str) -> str:
+        if not intake:
+            from .bounces.intake import Intake
+
+            intake.append(Intake(cfg, store, secrets))
+        key = f"sns:{message_id}"
+        return intake[0].process_report(report, kept, key, key).line
+
+    async def ses_webhook(request: Request) -> Response:
+        topics = cfg.bounces.ses_topic_arns
+        if not topics:
+            return PlainTextResponse("Not Found", status_code=404)
+        body = await _read(request)
+        if body is None:
+            return PlainTextResponse("too large", status_code=413)
+        try:
+            message = parse_body(body)
+            said = request.headers.get("x-amz-sns-message-type")
+            if said is not None and said != message.get("Type"):
+                raise SnsError("x-amz-sns-message-type does not match the message's Type")
+            await run_in_threadpool(verify, message, topics)
+            kind = message["Type"]
+            if kind == "SubscriptionConfirmation":
+                await run_in_threadpool(confirm, message)
+                log.info("SES webhook: confirmed the subscription to %s", message["TopicArn"])
+                return PlainTextResponse("subscription confirmed")
+            if kind != "Notification":
+                return PlainTextResponse("ok")
+        except SnsError as exc:
+            log.warning("SES webhook: refused: %s", exc)
+            return PlainTextResponse("refused", status_code=403)
+        report, kept = notification(message)
+        line = await run_in_threadpool(record, report, kept, str(message.get("MessageId"))[:200])
+        log.info("SES webhook: %s", line)
+        return PlainTextResponse("ok")
+
+    return ses_webhook
+
+
+async def _read(request: Any) -> bytes | None:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -873,6 +873,8 @@ def create_app(
         secret, *previous_secrets = secrets_from_env(cfg)
     if sender is None:
         check_sender(cfg)  # a From the confirmation cannot use stops the start, not a signup
+    from .ses import endpoint as ses_endpoint
+
     secrets = [secret, *(previous_secrets or [])]
     side = WebSide(
         cfg, secret, store or Store.open(cfg), sender or send_confirmation, clock, secrets
@@ -886,6 +888,8 @@ def create_app(
         Route("/unsubscribe/{token}", side.unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", side.preferences, methods=["GET", "POST"]),
         Route("/preferences/{token}/data.json", side.preferences_data, methods=["GET"]),
+        # Amazon SES notifications by SNS (publisher/ses.py)
+        Route("/webhooks/ses", ses_endpoint(cfg, side.store, secrets), methods=["POST"]),
     ]
     for route in routes:
         if route.methods:

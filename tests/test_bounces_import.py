@@ -325,3 +325,39 @@ def test_stdin_pipe_exits_75_when_the_database_cannot_be_reached(tmp_path: Path)
     [line] = run.stderr.strip().splitlines()
     assert line.startswith("error: ") and "127.0.0.1" in line, line
     assert "exit 75: the mail system will try again" in line, line
+
+
+def test_an_ses_json_mail_acts_through_the_message_id_the_ledger_sent(
+    tmp_path: Path, db_url: str
+) -> None:
+    # SES "email" notifications: the JSON's `mail` names our Message-ID, which the ledger keeps
+    # per row; that (not the address in the JSON) says whom the report is about, VERP or not.
+    cfg = write_config(tmp_path, db_url)
+    with Store.open(cfg) as store:
+        ids = add(store, "lena@example.com", "kurt@example.com", "mona@example.com")
+        mailed(store, ids, DAY)
+        with store.engine.begin() as conn:
+            for email in ids:
+                local = {"lena": "sesjsonbounce", "kurt": "sesjsoncomplaint"}.get(
+                    email.partition("@")[0], "sesjsontransient"
+                )
+                conn.execute(
+                    ledger.update()
+                    .where(ledger.c.email == email)
+                    .values(message_id=f"<{local}@papers.example.org>")
+                )
+    names = ("ses_json_bounce.eml", "ses_json_complaint.eml", "ses_json_transient.eml")
+    run = cli(cfg, "bounces", "import", *(str(SAMPLES / n) for n in names))
+    assert run.returncode == 0, run.stderr
+    assert "matched by Message-ID" in run.stdout, run.stdout
+    with Store.open(cfg) as store:
+        assert store.get("lena@example.com").status == "bounced"
+        assert store.get("kurt@example.com").status == "unsubscribed"
+        assert store.suppression_reason("kurt@example.com") == "complaint"
+        assert store.get("mona@example.com").status == "active"  # transient: one soft day
+    by_email = {e["email"]: e for e in events(cfg)}
+    assert by_email["lena@example.com"]["cause"] == "userunknown"
+    assert by_email["mona@example.com"]["kind"] == "soft"
+    assert by_email["mona@example.com"]["cause"] == "mailboxfull"
+    listed = cli(cfg, "bounces", "list").stdout.splitlines()
+    assert any(line.split("\t")[2:4] == ["hard", "userunknown"] for line in listed), listed
