@@ -4,24 +4,30 @@
 (publisher/transport.py), a 5xx recorded during the send (publisher/delivery.py) and each failed
 recipient of a DSN or a non-standard bounce (publisher/bounces/parse.py).
 
-The kinds (what the policy in publisher/state/bounces.py does with each):
+Each gets a **cause** in Sisimai's reason taxonomy (`CAUSES`; Sisimai is the field's reference
+bounce analyser, its reasons are documented in lib/Sisimai/Reason/*.pm), and the **kind**
+follows from the cause (`CAUSE_KIND`; what the policy in publisher/state/bounces.py does):
 
-- ``hard``: a permanent failure about the reader's address (unknown user or domain, disabled or
-  moved mailbox): counts toward `[subscribers] bounce_limit`;
-- ``blocked``: a refusal about us, not the reader (our IP or domain on a block list, spam or
-  policy filter, authentication, 5.7.x, message too big, rate limits): never suppresses the
-  reader, but `publisher status` counts it (our reputation or content has a problem);
-- ``soft``: a temporary failure (mailbox full, 4.x.x, expired in the queue): suppresses only
-  after `[bounces] soft_limit` on distinct days;
-- ``complaint``, ``ignored`` and ``unsubscribe`` come from whole messages (publisher/bounces/parse);
-- ``unverified``: a report with no valid VERP token while `[email] return_path` is set: anyone
-  can mail the bounce address, so it is recorded with what it claimed and acts on nobody.
+- ``hard`` only when the address is gone (`userunknown`, `hostunknown`, `hasmoved`, and
+  `notaccept`, a null MX): counts toward `[subscribers] bounce_limit`. A suspended or full
+  mailbox may come back: soft, as Sisimai counts them;
+- ``blocked`` for causes about us or our message (block lists, PTR, policy, spam, virus,
+  content, size, DMARC/SPF/DKIM, relaying, our sender address, rate limits, our SMTP syntax),
+  even when temporary: never suppresses the reader, `publisher status` counts it;
+- ``soft`` for what may pass (mailbox full, suspended, expired in the queue, DNS or network
+  trouble, their system, an unclear 5xx, any 4.x.x): suppresses only after `[bounces]
+  soft_limit` on distinct days;
+- ``complaint`` (`feedback`) and ``ignored`` (`vacation`, `delivered`) come from whole messages
+  (publisher/bounces/parse.py); ``unsubscribe`` from the mailto address; ``unverified``: a
+  report with no valid VERP token while `[email] return_path` is set: anyone can mail the
+  bounce address, so it is recorded with what it claimed and acts on nobody.
 
 The order follows what the mature analysers (Sisimai, Mailman, boogie) do: the diagnostic text
-first when it clearly names a cause (servers put 5.1.1 on block-list refusals and 5.7.1 on
-unknown users more often than one would like), then the enhanced status code (RFC 3463), then
-the basic reply code. `refusal_kind` is the same rule for a reply during the send. Kept free
-of heavy imports: the SMTP transport imports it.
+first when it names a cause (servers put 5.1.1 on block-list refusals and 5.7.1 on unknown
+users more often than one would like), the causes about us before those about the address, a
+queue that gave up or a DNS outage ("Name service error ... try again") before an unknown host;
+then the enhanced status code (RFC 3463), then the basic reply code. `refusal_kind` is the same
+rule for a reply during the send. Kept free of heavy imports: the SMTP transport imports it.
 
 **VERP and mailto tokens.** A token names a subscriber (its id) and a digest (its date) and
 carries a truncated HMAC over both and its purpose, so a bounce to

@@ -5,7 +5,10 @@
 delivery status notifications (multipart/report; report-type=delivery-status) and RFC 5965
 feedback reports (report-type=feedback-report). Everything else that may be a bounce (old MTAs,
 Exchange, qmail, Yahoo...) goes to flufl.bounce, the detectors of GNU Mailman, which name the
-failed addresses; the cause then comes from the text around them (publisher/mailrules.py).
+failed addresses; what they miss (OpenSMTPD, Domino, Office 365 text NDRs, the Japanese
+carriers...) is read from the report's text before the returned message (`_fallback`). Amazon
+SES JSON notifications sent as mail go to publisher/ses.py's mapping. Every failure gets its
+kind and cause from the one classifier (publisher/mailrules.py `diagnose`).
 
 Auto-replies (vacation, out of office, challenge-response) are `ignored`, whatever they say.
 
