@@ -711,6 +711,7 @@ def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json
                     "email": e.email,
                     "kind": e.kind,
                     "reported_kind": e.reported_kind or None,
+                    "cause": e.cause or None,
                     "status": e.status,
                     "reason": e.reason,
                     "action": e.action,
@@ -722,8 +723,8 @@ def bounces_list(config_path: Path, kind: str | None, email: str | None, as_json
                 click.echo(shown_json(json.dumps(obj, ensure_ascii=False)))
             else:
                 kind = f"{e.kind}:{e.reported_kind}" if e.reported_kind else e.kind
-                fields = [str(e.id), f"{e.created_at:%Y-%m-%d %H:%M}", kind, e.email or "-"]
-                fields += [e.status or "-", e.action, e.reason[:120], e.source]
+                fields = [str(e.id), f"{e.created_at:%Y-%m-%d %H:%M}", kind, e.cause or "-"]
+                fields += [e.email or "-", e.status or "-", e.action, e.reason[:120], e.source]
                 click.echo("\t".join(shown(f) for f in fields))
 
 

@@ -187,6 +187,10 @@ class BouncesConfig:
     # Processed messages are moved here; empty: deleted.
     imap_processed_folder: str = "Processed"
     imap_cafile: Path | None = None
+    # `POST /webhooks/ses` on `publisher serve` (publisher/ses.py): the SNS topics whose
+    # notifications it takes (SNS signs every topic's; a valid signature says nothing about
+    # whose). Empty: the route answers 404.
+    ses_topic_arns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +292,10 @@ def _coerce(tp: Any, value: Any, dotted: str, cfg_path: Path) -> Any:
         return _build(tp, value, dotted, cfg_path)
     if optional and value == "":
         return None
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{cfg_path}: '{dotted}' must be a list of strings, not {value!r}")
+        return tuple(value)
     ok = {
         str: isinstance(value, str),
         bool: isinstance(value, bool),

@@ -96,6 +96,7 @@ WEB_ROUTES = (
     WebRoute("unsubscribe", "unsubscribe/{token}", ("GET", "POST")),
     WebRoute("preferences", "preferences/{token}", ("GET", "POST")),
     WebRoute("preferences_data", "preferences/{token}/data.json"),
+    WebRoute("ses_webhook", "webhooks/ses", ("POST",)),
 )
 _BY_ENDPOINT = {route.endpoint: route for route in WEB_ROUTES}
 

@@ -34,12 +34,26 @@ from .test_bounces_parse import EXPECTED
 OTHER_SECRET = "7IOP3zeBlvbEM3aWAZT1F_tmiMbuLl5L9tfL0irajcY"  # someone else's
 DAY = dt.date.today() - dt.timedelta(days=1)
 
-# Who each sample is about, by what the policy must do (see tests/test_bounces_parse.py).
-HARD = ["ada@example.net", "bob@example.net", "carol@example.net", "dave@example.net"]
-HARD += ["erin@gmail.com", "hank@yahoo.com", "jack@example.net"]
-BLOCKED = ["ben@example.net", "frank@gmail.com", "iris@outlook.com"]
-SOFT = ["gina@gmail.com", "pia@example.net"]
-COMPLAINED = ["kate@example.net", "liam@yahoo.com"]
+# Who each sample is about, by what the policy must do (tests/fixtures/bounces_expected.tsv).
+# An SES notification mail names the message it is about: one the ledger does not know (these
+# tests record no Message-IDs) acts on nobody, whatever address its JSON names.
+
+
+def _about(kind: str, ses_json: bool = False) -> list[str]:
+    return [
+        rcpt
+        for name, (_, _, failures) in sorted(EXPECTED.items())
+        if name.startswith("ses_json") == ses_json
+        for rcpt, k, _, _ in failures
+        if k == kind
+    ]
+
+
+HARD = _about("hard")
+BLOCKED = _about("blocked")
+SOFT = _about("soft")
+COMPLAINED = _about("complaint")
+SES_JSON = {k: _about(k, ses_json=True) for k in ("hard", "soft", "complaint")}
 UNTOUCHED_SENDERS = ["mia@example.net", "noah@example.net", "olga@example.net"]
 
 
@@ -48,7 +62,8 @@ def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_ur
     # `return_path`, and only on readers the ledger shows were mailed lately.
     cfg = write_config(tmp_path, db_url, return_path=False)
     with Store.open(cfg) as store:
-        ids = add(store, *HARD, *BLOCKED, *SOFT, *COMPLAINED, *UNTOUCHED_SENDERS)
+        ses = [e for v in SES_JSON.values() for e in v]
+        ids = add(store, *HARD, *BLOCKED, *SOFT, *COMPLAINED, *UNTOUCHED_SENDERS, *ses)
         mailed(store, ids, DAY)
     run = cli(cfg, "bounces", "import", str(SAMPLES))
     assert run.returncode == 0, run.stderr
@@ -62,7 +77,7 @@ def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_ur
         for e in COMPLAINED:
             assert store.get(e).status == "unsubscribed", e
             assert suppression_reason(store, e) == "complaint", e
-        for e in BLOCKED + SOFT + UNTOUCHED_SENDERS:
+        for e in BLOCKED + SOFT + UNTOUCHED_SENDERS + ses:
             assert store.get(e).status == "active" and not store.is_suppressed(e), e
     listed = events(cfg)
     assert {k for e in listed for k in ("email", "kind", "status", "reason", "source") if k in e}
@@ -71,12 +86,16 @@ def test_samples_folder_acts_by_kind_and_twice_counts_once(tmp_path: Path, db_ur
     assert {e for e, ev in by_email.items() if ev["kind"] == "blocked"} == set(BLOCKED)
     assert {e for e, ev in by_email.items() if ev["kind"] == "soft"} == set(SOFT)
     assert {e for e, ev in by_email.items() if ev["kind"] == "complaint"} == set(COMPLAINED)
+    assert {e for e, ev in by_email.items() if ev["kind"] == "unverified"} == set(ses)
+    assert by_email["kurt@example.com"]["reported_kind"] == "complaint"
+    assert by_email["kurt@example.com"]["cause"] == "feedback"
+    assert by_email["paul@notes.example.com"]["cause"] == "userunknown"
     assert by_email["erin@gmail.com"]["status"] == "5.1.1"
     assert "does not exist" in by_email["erin@gmail.com"]["reason"]
     assert by_email["erin@gmail.com"]["source"].endswith("gmail_no_such_user.eml")
     ignored = events(cfg, "--kind", "ignored")
     # every sample read as "ignored" but the one that is no report at all (human mail)
-    n_ignored = sum(kind == "ignored" for kind, _ in EXPECTED.values()) - 1
+    n_ignored = sum(kind == "ignored" for kind, *_ in EXPECTED.values()) - 1
     assert len(ignored) == n_ignored and all(e["kind"] == "ignored" for e in ignored)
     auto = {e["email"] for e in ignored if e["reason"].startswith("auto-reply")}
     assert auto == {"mia@example.net", "noah@example.net", "olga@example.net"}
@@ -109,6 +128,7 @@ def test_samples_folder_with_return_path_acts_on_nobody(tmp_path: Path, db_url: 
         **dict.fromkeys(BLOCKED, "blocked"),
         **dict.fromkeys(SOFT, "soft"),
         **dict.fromkeys(COMPLAINED, "complaint"),
+        **{e: k for k, v in SES_JSON.items() for e in v},
     }
 
 
@@ -306,3 +326,39 @@ def test_stdin_pipe_exits_75_when_the_database_cannot_be_reached(tmp_path: Path)
     [line] = run.stderr.strip().splitlines()
     assert line.startswith("error: ") and "127.0.0.1" in line, line
     assert "exit 75: the mail system will try again" in line, line
+
+
+def test_an_ses_json_mail_acts_through_the_message_id_the_ledger_sent(
+    tmp_path: Path, db_url: str
+) -> None:
+    # SES "email" notifications: the JSON's `mail` names our Message-ID, which the ledger keeps
+    # per row; that (not the address in the JSON) says whom the report is about, VERP or not.
+    cfg = write_config(tmp_path, db_url)
+    with Store.open(cfg) as store:
+        ids = add(store, "lena@example.com", "kurt@example.com", "mona@example.com")
+        mailed(store, ids, DAY)
+        with store.engine.begin() as conn:
+            for email in ids:
+                local = {"lena": "sesjsonbounce", "kurt": "sesjsoncomplaint"}.get(
+                    email.partition("@")[0], "sesjsontransient"
+                )
+                conn.execute(
+                    ledger.update()
+                    .where(ledger.c.email == email)
+                    .values(message_id=f"<{local}@papers.example.org>")
+                )
+    names = ("ses_json_bounce.eml", "ses_json_complaint.eml", "ses_json_transient.eml")
+    run = cli(cfg, "bounces", "import", *(str(SAMPLES / n) for n in names))
+    assert run.returncode == 0, run.stderr
+    assert "matched by Message-ID" in run.stdout, run.stdout
+    with Store.open(cfg) as store:
+        assert store.get("lena@example.com").status == "bounced"
+        assert store.get("kurt@example.com").status == "unsubscribed"
+        assert store.suppression_reason("kurt@example.com") == "complaint"
+        assert store.get("mona@example.com").status == "active"  # transient: one soft day
+    by_email = {e["email"]: e for e in events(cfg)}
+    assert by_email["lena@example.com"]["cause"] == "userunknown"
+    assert by_email["mona@example.com"]["kind"] == "soft"
+    assert by_email["mona@example.com"]["cause"] == "mailboxfull"
+    listed = cli(cfg, "bounces", "list").stdout.splitlines()
+    assert any(line.split("\t")[2:4] == ["hard", "userunknown"] for line in listed), listed

@@ -24,33 +24,31 @@ from publisher.mailrules import (
     TokenCodec,
     address_pattern,
     classify,
+    diagnose,
+    refusal_kind,
+    smtp_refusal,
     smtp_refusal_kind,
 )
 
 SAMPLES = Path(__file__).resolve().parent / "fixtures" / "bounces"
 
-# file -> (report kind, [(address, failure kind, status)])
-EXPECTED = {
-    "exim_unknown_user.eml": ("bounce", [("ada@example.net", "hard", "5.1.1")]),
-    "exim_blocked.eml": ("bounce", [("ben@example.net", "blocked", "5.7.1")]),
-    "sendmail_dsn_unknown.eml": ("bounce", [("bob@example.net", "hard", "5.1.1")]),
-    "qmail_no_mailbox.eml": ("bounce", [("carol@example.net", "hard", "5.1.1")]),
-    "exchange_ndr.eml": ("bounce", [("dave@example.net", "hard", "5.1.1")]),
-    "gmail_no_such_user.eml": ("bounce", [("erin@gmail.com", "hard", "5.1.1")]),
-    "gmail_dmarc_blocked.eml": ("bounce", [("frank@gmail.com", "blocked", "5.7.26")]),
-    "gmail_over_quota.eml": ("bounce", [("gina@gmail.com", "soft", "5.2.2")]),
-    "yahoo_no_account.eml": ("bounce", [("hank@yahoo.com", "hard", "")]),
-    "outlook_blocklist.eml": ("bounce", [("iris@outlook.com", "blocked", "5.7.1")]),
-    "ses_bounce.eml": ("bounce", [("jack@example.net", "hard", "5.1.1")]),
-    "postfix_delayed.eml": ("bounce", [("pia@example.net", "soft", "4.4.1")]),
-    "ses_complaint_arf.eml": ("complaint", [("kate@example.net", "complaint", "")]),
-    "arf_yahoo_cfl.eml": ("complaint", [("liam@yahoo.com", "complaint", "")]),
-    "vacation_auto_submitted.eml": ("ignored", []),
-    "exchange_out_of_office.eml": ("ignored", []),
-    "challenge_response.eml": ("ignored", []),
-    "dsn_delivered.eml": ("ignored", []),
-    "human_mail.eml": ("ignored", []),
-}
+TABLE = SAMPLES.parent / "bounces_expected.tsv"
+
+
+def _expected() -> dict[str, tuple[str, str, list[tuple[str, str, str, str]]]]:
+    """file -> (report kind, report cause, [(address, kind, cause, status)]), from the table."""
+    out: dict[str, tuple[str, str, list[tuple[str, str, str, str]]]] = {}
+    for line in TABLE.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, _format, report, rcpt, kind, cause, status = line.split("\t")
+        entry = out.setdefault(name, (report, cause.strip("-") if rcpt == "-" else "", []))
+        if rcpt != "-":
+            entry[2].append((rcpt, kind, cause, "" if status == "-" else status))
+    return out
+
+
+EXPECTED = _expected()
 
 
 def test_every_sample_has_an_expectation() -> None:
@@ -59,10 +57,13 @@ def test_every_sample_has_an_expectation() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_is_read_by_cause(name: str) -> None:
-    report = analyse(message_from_bytes((SAMPLES / name).read_bytes()))
-    kind, failures = EXPECTED[name]
+    raw = (SAMPLES / name).read_bytes()
+    report = analyse(message_from_bytes(raw), raw)
+    kind, cause, failures = EXPECTED[name]
     assert report.kind == kind, report.reason
-    assert [(f.email, f.kind, f.status) for f in report.failures] == failures
+    assert [(f.email, f.kind, f.cause, f.status) for f in report.failures] == failures
+    if not failures:
+        assert report.cause == cause
     for f in report.failures:
         if f.kind != "complaint":
             assert f.diagnostic, "the diagnostic is kept for review"
@@ -77,30 +78,140 @@ def test_auto_replies_say_why_they_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "diagnostic", "kind"),
+    ("status", "diagnostic", "kind", "cause"),
     [
-        ("5.1.1", "550 5.1.1 <a@x>: Recipient address rejected: User unknown", "hard"),
-        ("5.1.2", "550 5.1.2 Host unknown", "hard"),
-        ("5.2.1", "550 5.2.1 Mailbox disabled", "hard"),
-        ("5.4.4", "Host or domain name not found. Name service error", "hard"),
-        ("", "550 Requested action not taken: mailbox unavailable", "hard"),
-        ("5.7.1", "554 5.7.1 Client host [1.2.3.4] blocked using zen.spamhaus.org", "blocked"),
+        (
+            "5.1.1",
+            "550 5.1.1 <a@x>: Recipient address rejected: User unknown",
+            "hard",
+            "userunknown",
+        ),
+        ("5.1.2", "550 5.1.2 Host unknown", "hard", "hostunknown"),
+        ("5.1.6", "550 5.1.6 recipient has moved", "hard", "hasmoved"),
+        ("5.1.10", "550 5.1.10 null MX: domain does not accept mail", "hard", "notaccept"),
+        # a disabled mailbox may come back: suspend is soft, as in Sisimai
+        ("5.2.1", "550 5.2.1 Mailbox disabled", "soft", "suspend"),
+        ("5.4.4", "Host or domain name not found. Name service error", "hard", "hostunknown"),
+        ("", "550 Requested action not taken: mailbox unavailable", "hard", "userunknown"),
+        (
+            "5.7.1",
+            "554 5.7.1 Client host [1.2.3.4] blocked using zen.spamhaus.org",
+            "blocked",
+            "blocked",
+        ),
         # servers that put an address code on a block-list refusal: the text wins
-        ("5.1.1", "550 5.1.1 Message rejected: sender IP listed on our block list", "blocked"),
-        ("5.7.1", "550 5.7.1 Message refused by policy", "blocked"),
-        ("5.7.26", "550 5.7.26 Unauthenticated email is not accepted due to DMARC", "blocked"),
-        ("5.3.4", "552 5.3.4 Message size exceeds fixed limit", "blocked"),
-        ("5.1.8", "553 5.1.8 Sender address domain does not exist", "blocked"),
-        ("", "421 Too many connections from your IP, rate limited", "soft"),
-        ("5.2.2", "552 5.2.2 Mailbox full", "soft"),
-        ("", "550 Mailbox quota exceeded", "soft"),
-        ("4.2.2", "452 4.2.2 Over quota", "soft"),
-        ("4.4.7", "delivery time expired", "soft"),
-        ("", "", "soft"),
+        (
+            "5.1.1",
+            "550 5.1.1 Message rejected: sender IP listed on our block list",
+            "blocked",
+            "blocked",
+        ),
+        ("5.7.1", "550 5.7.1 Message refused by policy", "blocked", "policyviolation"),
+        (
+            "5.7.26",
+            "550 5.7.26 Unauthenticated email is not accepted due to DMARC",
+            "blocked",
+            "securityerror",
+        ),
+        ("5.3.4", "552 5.3.4 Message size exceeds fixed limit", "blocked", "mesgtoobig"),
+        ("5.1.8", "553 5.1.8 Sender address domain does not exist", "blocked", "rejected"),
+        (
+            "5.7.1",
+            "554 5.7.1 Message rejected as spam by Content Filtering",
+            "blocked",
+            "spamdetected",
+        ),
+        ("5.7.1", "554 5.7.1 Virus found in message", "blocked", "virusdetected"),
+        ("5.7.1", "550 5.7.1 Relaying denied", "blocked", "norelaying"),
+        (
+            "5.6.0",
+            "550 5.6.0 Improper use of 8-bit data in message header",
+            "blocked",
+            "contenterror",
+        ),
+        # a refusal about us stays about us when it is temporary
+        ("", "421 Too many connections from your IP, rate limited", "blocked", "toomanyconn"),
+        ("5.2.2", "552 5.2.2 Mailbox full", "soft", "mailboxfull"),
+        ("", "550 Mailbox quota exceeded", "soft", "mailboxfull"),
+        ("4.2.2", "452 4.2.2 Over quota", "soft", "mailboxfull"),
+        ("4.4.7", "delivery time expired", "soft", "expired"),
+        ("5.3.0", "554 5.3.0 mail loop detected", "soft", "systemerror"),
+        ("5.0.0", "550 5.0.0 procmail: Program failure (exit code 73)", "soft", "mailererror"),
+        (
+            "4.1.1",
+            "450 4.1.1 <a@x>: Recipient address rejected: User unknown",
+            "soft",
+            "userunknown",
+        ),
+        ("", "", "soft", "undefined"),
     ],
 )
-def test_classifier_by_cause(status: str, diagnostic: str, kind: str) -> None:
+def test_classifier_by_cause(status: str, diagnostic: str, kind: str, cause: str) -> None:
+    assert diagnose(status, diagnostic) == (kind, cause)
     assert classify(status, diagnostic) == kind
+
+
+# What the issue measured being taken for hard bounces (refusals about us, transient or
+# expired deliveries, mailboxes that may come back): none of them is hard, each has its cause.
+MISREAD = [
+    ("571 No PTR record found", "blocked", "blocked"),
+    (
+        "550 Connections not accepted from servers without a valid sender domain",
+        "blocked",
+        "blocked",
+    ),
+    ("550 Unroutable sender address", "blocked", "rejected"),
+    ("550 5.7.1 Domain is invalid. Please use a valid From address", "blocked", "rejected"),
+    ("550 You've reached your daily relay quota", "blocked", "toomanyconn"),
+    ("554 Comcast requires that all mail servers must have a PTR record", "blocked", "blocked"),
+    ("550 Denied by policy", "blocked", "policyviolation"),
+    ("550 Protocol violation", "blocked", "policyviolation"),
+    ("554 Transaction failed", "soft", "undefined"),
+    ("553 5.3.5 system config error", "soft", "systemerror"),
+    ("504 Command parameter not implemented", "blocked", "syntaxerror"),
+    (
+        "550 5.4.4 Name service error for name=x.example type=MX: Host not found, try again",
+        "soft",
+        "networkerror",
+    ),
+    ("550 all hosts have been failing for a long time and were last tried", "soft", "expired"),
+    ("550 Delivery failed 20 attempts", "soft", "expired"),
+    ("550 Mailbox is frozen.", "soft", "suspend"),
+    ("550 vdelivermail: account is locked email bounced", "soft", "suspend"),
+    ("552 5.2.2 Mailbox full", "soft", "mailboxfull"),
+    (
+        "550 5.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
+        "additional messages from being delivered.",
+        "blocked",
+        "toomanyconn",
+    ),
+]
+
+
+@pytest.mark.parametrize(("diagnostic", "kind", "cause"), MISREAD)
+def test_what_was_taken_for_hard_is_not(diagnostic: str, kind: str, cause: str) -> None:
+    assert diagnose("", f"smtp; {diagnostic}", permanent=True) == (kind, cause)
+    code, _, text = diagnostic.partition(" ")
+    assert smtp_refusal(int(code), text) == (kind, cause)
+    assert refusal_kind(int(code), text) == "permanent"  # refused the message, not the reader
+
+
+def test_an_ses_json_complaint_mail_is_a_complaint_not_a_bounce_of_json() -> None:
+    raw = (SAMPLES / "ses_json_complaint.eml").read_bytes()
+    report = analyse(message_from_bytes(raw), raw)
+    assert report.kind == "complaint"
+    assert [(f.email, f.cause) for f in report.failures] == [("kurt@example.com", "feedback")]
+    assert report.message_ids == ["<sesjsoncomplaint@papers.example.org>"]
+    assert report.provider_ids == ["0100018f-sesjsoncomplaint-000000"]
+
+
+def test_every_cause_has_a_kind_and_hard_is_only_the_address_gone() -> None:
+    from publisher.mailrules import CAUSE_KIND, CAUSES
+
+    assert set(CAUSE_KIND) == set(CAUSES)
+    hard = {c for c, k in CAUSE_KIND.items() if k == "hard"}
+    assert hard == {"userunknown", "hostunknown", "hasmoved", "notaccept"}
+    assert CAUSE_KIND["vacation"] == "ignored"
 
 
 def test_refusal_at_rcpt_by_cause() -> None:

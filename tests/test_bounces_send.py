@@ -123,10 +123,51 @@ def test_rcpt_refusals_are_classified_by_cause(tmp_path: Path, db_url: str) -> N
             assert store.get("gone@example.com").status == "bounced"
             assert store.get("ip@example.com").status == "active"
             assert not store.is_suppressed("ip@example.com")
-            kinds = {e.email: (e.kind, e.digest_date) for e in store.iter_bounce_events()}
+            kinds = {e.email: (e.kind, e.cause, e.digest_date) for e in store.iter_bounce_events()}
     finally:
         server.stop()
-    assert kinds == {"gone@example.com": ("hard", DAY), "ip@example.com": ("blocked", DAY)}
+    assert kinds == {
+        "gone@example.com": ("hard", "userunknown", DAY),
+        "ip@example.com": ("blocked", "blocked", DAY),
+    }
+
+
+def with_message_id(email: str, name: str, subscriber_id: int = 0) -> bytes:
+    """The test message with a Message-ID after its first header, as the mailer writes one."""
+    first, rest = build(email, name, subscriber_id).split(b"\r\n", 1)
+    return (
+        first + f"\r\nMessage-ID: <d.{email.split('@')[0]}@papers.example.org>\r\n".encode() + rest
+    )
+
+
+def test_the_ledger_keeps_each_messages_message_id(tmp_path: Path, db_url: str) -> None:
+    # A bounce or an SES notification that quotes it names the reader (publisher/ses.py).
+    import sqlalchemy as sa
+
+    from publisher.state.schema import ledger
+
+    recorder = EnvelopeRecorder()
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port, db_url)
+        emails = ["a@example.com", "b@example.com", "c@example.com"]
+        with Store.open(cfg) as store:
+            subscribe(cfg, store, emails)
+            deliver(cfg, store, DAY, with_message_id)
+            with store.engine.connect() as conn:
+                kept = dict(conn.execute(sa.select(ledger.c.email, ledger.c.message_id)).all())
+            for email in emails:
+                (msg,) = recorder.to(email)
+                assert (
+                    kept[email]
+                    == msg["Message-ID"]
+                    == f"<d.{email.split('@')[0]}@papers.example.org>"
+                )
+                found = store.ledger_by_message_id([msg["Message-ID"]])
+                assert found is not None and found.subscriber_id == store.get(email).id
+    finally:
+        server.stop()
+    assert len(set(kept.values())) == len(emails)
 
 
 def test_mailto_unsubscribe_carries_each_readers_token_and_a_reply_to_it_unsubscribes(

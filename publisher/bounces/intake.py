@@ -259,7 +259,18 @@ class Intake:
         is not ours."""
         unsub = self._tokens(msg, self._unsub_re, _RECIPIENT_HEADERS)
         report = analyse(msg, raw)
-        if unsub and report.kind == IGNORED and not is_auto_reply(msg):
+        return self.events_for(report, msg, today, unsub)
+
+    def events_for(
+        self,
+        report: Report,
+        msg: Message | None,
+        today: dt.date | None,
+        unsub: Sequence[str] = (),
+    ) -> tuple[list[InboundEvent] | None, str]:
+        """The events a report makes (`msg`, the message it was read from, if any: its
+        addresses carry the tokens); (None, why) when it is not ours."""
+        if unsub and msg is not None and report.kind == IGNORED and not is_auto_reply(msg):
             data = self._verify(self._unsub, unsub[0], today)
             if isinstance(data, str):
                 return [InboundEvent("", IGNORED, reason=data)], "unsubscribe request"
@@ -271,7 +282,7 @@ class Intake:
                 digest_date=data.digest_date,
             )
             return [event], "unsubscribe request (RFC 2369 mailto)"
-        verp = self._tokens(msg, self._verp_re, _RECIPIENT_HEADERS)
+        verp = self._tokens(msg, self._verp_re, _RECIPIENT_HEADERS) if msg is not None else []
         if not verp and report.original is not None:
             verp = self._tokens(report.original, self._verp_re, ("Return-Path",))
         if verp:
@@ -282,15 +293,47 @@ class Intake:
         if report.kind == IGNORED:
             if report.reason.startswith("no bounce found"):
                 return None, "not a bounce, complaint or unsubscribe request"
-            sender = parseaddr(str(msg.get("From", "")))[1].lower()
-            return [InboundEvent(sender, IGNORED, reason=report.reason)], report.reason
+            sender = parseaddr(str(msg.get("From", "")))[1].lower() if msg is not None else ""
+            event = InboundEvent(sender, IGNORED, reason=report.reason, cause=report.cause)
+            return [event], report.reason
+        sent = self.store.ledger_by_message_id(report.message_ids, report.provider_ids)
+        if sent is not None:
+            # The returned original's Message-ID (or SES's id for it) is one the ledger
+            # recorded for a reader: the report is about that reader, whatever it names.
+            return self._for_token(report, sent), report.reason + " (matched by Message-ID)"
         if self._verp_re is not None:
             events = [
-                InboundEvent(f.email, UNVERIFIED, f.status, f.diagnostic, reported_kind=f.kind)
+                InboundEvent(
+                    f.email,
+                    UNVERIFIED,
+                    f.status,
+                    f.diagnostic,
+                    reported_kind=f.kind,
+                    cause=f.cause,
+                )
                 for f in report.failures
             ]
             return events, report.reason + " (no VERP token: unverified)"
-        events = [InboundEvent(f.email, f.kind, f.status, f.diagnostic) for f in report.failures]
+        if report.message_ids or report.provider_ids:
+            # An SES notification names the message it is about: a report whose message the
+            # ledger does not know acts on nobody, whatever address its JSON names.
+            events = [
+                InboundEvent(
+                    f.email,
+                    UNVERIFIED,
+                    f.status,
+                    f.diagnostic,
+                    reported_kind=f.kind,
+                    cause=f.cause,
+                )
+                for f in report.failures
+            ]
+            if report.reason.startswith("SES"):
+                return events, report.reason + " (no message we sent: unverified)"
+        events = [
+            InboundEvent(f.email, f.kind, f.status, f.diagnostic, cause=f.cause)
+            for f in report.failures
+        ]
         return events, report.reason + " (no VERP token: matched by address)"
 
     @staticmethod
@@ -303,6 +346,7 @@ class Intake:
                     reason=report.reason,
                     subscriber_id=data.subscriber_id,
                     digest_date=data.digest_date,
+                    cause=report.cause,
                 )
             ]
         if report.kind == COMPLAINT or not report.failures:
@@ -314,6 +358,7 @@ class Intake:
                     reason=report.reason,
                     subscriber_id=data.subscriber_id,
                     digest_date=data.digest_date,
+                    cause="feedback" if kind == COMPLAINT else report.cause,
                 )
             ]
         worst = max(report.failures, key=lambda f: _SEVERITY.get(f.kind, 0))
@@ -325,8 +370,28 @@ class Intake:
                 worst.diagnostic,
                 subscriber_id=data.subscriber_id,
                 digest_date=data.digest_date,
+                cause=worst.cause,
             )
         ]
+
+    def process_report(
+        self, report: Report, raw: bytes, source: str, key: str, *, today: dt.date | None = None
+    ) -> Outcome:
+        """Record and act on a report that came as no mail (an SES notification by SNS);
+        `key` identifies it (a second report with the same key changes nothing)."""
+        sha = hashlib.sha256(key.encode()).hexdigest()
+        if self.store.known_bounce_messages([sha]):
+            return _duplicate(source)
+        try:
+            events, summary = self.events_for(report, None, today)
+        except Exception as exc:  # noqa: BLE001 - one odd notification must not stop the server
+            why = f"{type(exc).__name__}: {exc}"[:200]
+            return Outcome(source, "bad", f"{source}: malformed notification ({why})")
+        if events is None:
+            events, summary = [], report.reason
+        item = InboundMessage(sha, source, self._kept(raw), summary, events, size=len(raw))
+        (actions,) = self.store.record_inbound_batch([item], self.policy)
+        return _outcome(item, actions)
 
     # -- many messages ---------------------------------------------------------------------
 
@@ -396,6 +461,7 @@ def _outcome(item: InboundMessage, actions: list[str] | None) -> Outcome:
         f"{e.kind}{f' ({e.reported_kind})' if e.reported_kind else ''} {e.email or '?'}"
         + (f" {e.status}" if e.status else "")
         + f": {a}"
+        + (f" [{e.cause}]" if e.cause else "")
         + (f" ({e.reason})" if e.kind == IGNORED else "")
         for e, a in zip(item.events, actions, strict=True)
     ]

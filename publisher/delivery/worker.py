@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ..mailrules import HARD, ReturnPath, smtp_refusal_kind
+from ..mailrules import HARD, SOFT, ReturnPath, smtp_refusal
 from ..privacy import mask_addresses, reader
 from ..progress import Progress
 from ..state import LedgerEntry
@@ -209,7 +209,7 @@ class Worker:
                 with tally.lock:
                     tally.skipped += 1
                 return None
-            ticket = self.ledger.submit(entry.id, reply, attempt)
+            ticket = self.ledger.submit(entry.id, reply, attempt, _message_id_of(message))
             with tally.lock:
                 tally.sent += 1
                 tally.attempted += 1
@@ -247,10 +247,25 @@ def _record_refusal(store: LedgerStore, entry: LedgerEntry, exc: DeliveryError) 
     """A 5xx during the send is a bounce event too (kind by cause), so `bounces list` and the
     rates in `publisher status` see it next to the bounces that come back by mail."""
     code, _, text = exc.reply.partition(" ")
-    kind = (
-        HARD
-        if exc.kind == "bounce"
-        else smtp_refusal_kind(int(code) if code.isdigit() else 500, text)
-    )
+    kind, cause = smtp_refusal(int(code) if code.isdigit() else 500, text)
+    if exc.kind == "bounce":
+        kind = HARD
+    elif kind not in (HARD, SOFT) and kind != "blocked":
+        kind = SOFT
     action = "counted (refused during the send)" if exc.kind == "bounce" else "recorded"
-    store.record_send_refusal(entry.email, entry.digest_date, kind, exc.reply, action)
+    store.record_send_refusal(entry.email, entry.digest_date, kind, exc.reply, action, cause)
+
+
+def _message_id_of(message: bytes) -> str:
+    """The Message-ID header's value in a built message ("" if it has none): the ledger keeps
+    it, so a bounce or an SES notification that quotes it names the reader."""
+    end = message.find(b"\r\n\r\n")
+    head = message[: end if end >= 0 else 8192]
+    at = head.find(b"\nMessage-ID: ")
+    if at < 0:
+        if not head.startswith(b"Message-ID: "):
+            return ""
+        at = -1
+    start = at + len(b"\nMessage-ID: ")
+    stop = head.find(b"\r\n", start)
+    return head[start : stop if stop >= 0 else len(head)].decode("ascii", "replace").strip()

@@ -55,6 +55,8 @@ class InboundEvent:
     digest_date: dt.date | None = None
     # `unverified` events: the kind the report claimed.
     reported_kind: str = ""
+    # Sisimai's reason (publisher/mailrules.py CAUSES).
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ class BounceEvent:
     created_at: dt.datetime
     source: str
     reported_kind: str = ""
+    cause: str = ""
 
 
 class BouncesMixin:
@@ -240,6 +243,7 @@ class BouncesMixin:
                             "action": action[:200],
                             "created_at": now,
                             "reported_kind": event.reported_kind[:16],
+                            "cause": event.cause[:16],
                         }
                     )
                     actions.append(action)
@@ -249,7 +253,7 @@ class BouncesMixin:
         return results
 
     def record_send_refusal(
-        self, email: str, digest_date: dt.date, kind: str, reply: str, action: str
+        self, email: str, digest_date: dt.date, kind: str, reply: str, action: str, cause: str = ""
     ) -> None:
         """Record a refusal during the send (RCPT TO or DATA) as an event with no message."""
         key = _key(email)
@@ -268,6 +272,7 @@ class BouncesMixin:
                     reason=reply[:500],
                     action=action[:200],
                     created_at=_now(),
+                    cause=cause[:16],
                 )
             )
 
@@ -336,6 +341,7 @@ class BouncesMixin:
                 created_at=r.created_at,
                 source=r.source or "smtp (during the send)",
                 reported_kind=r.reported_kind,
+                cause=r.cause,
             )
 
     def suppression_notes(self, emails: list[str]) -> dict[str, str]:

@@ -6,12 +6,13 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from ..mailrules import TokenData
 from .health import StorageError
 from .schema import (
     ACTIVE,
@@ -41,21 +42,29 @@ _MARK_SENT = (
         status=SENT,
         attempts=ledger.c.attempts + sa.bindparam("b_attempts"),
         last_reply=sa.bindparam("b_reply"),
+        message_id=sa.bindparam("b_msgid"),
         final=False,
         updated_at=sa.bindparam("b_now"),
     )
 )
 
 
-def _sent_params(rows: Iterable[tuple[int, str, int]]) -> list[dict[str, Any]]:
+def _sent_params(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
     now = _now()
     # In id order: a batch locks its rows in statement order, so two batches that meet on the
     # same rows (a sender whose lease ran out and the one that took its rows over) take them
     # in one order and cannot each hold a row the other waits for. The renewal, the statement
     # that meets a batch's rows most, never waits for a row lock at all (renew_claims).
     return [
-        {"b_id": i, "b_reply": r[:500], "b_attempts": a, "b_now": now}
-        for i, r, a in sorted(rows, key=lambda row: row[0])
+        {
+            "b_id": row[0],
+            "b_reply": row[1][:500],
+            "b_attempts": row[2],
+            "b_now": now,
+            # the Message-ID the message went out with (a report quoting it names its reader)
+            "b_msgid": row[3][:250] if len(row) > 3 and row[3] else None,
+        }
+        for row in sorted(rows, key=lambda row: row[0])
     ]
 
 
@@ -158,7 +167,7 @@ class SentRecorder:
             cursor.execute("SET synchronous_commit = off")
             cursor.close()
 
-    def _params(self, rows: Iterable[tuple[int, str, int]]) -> list[Any]:
+    def _params(self, rows: Iterable[tuple[Any, ...]]) -> list[Any]:
         out: list[Any] = []
         for values in _sent_params(rows):
             row = {}
@@ -168,7 +177,7 @@ class SentRecorder:
             out.append(row if self._order is None else [row[n] for n in self._order])
         return out
 
-    def record(self, rows: Iterable[tuple[int, str, int]]) -> None:
+    def record(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Mark the rows sent, in one transaction. The server has accepted these messages:
         a deadlock or serialization failure must not lose the marks (each lost mark is a
         message sent twice), so the batch, rolled back whole, is run again whole."""
@@ -442,6 +451,30 @@ class LedgerMixin:
         )
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar() or 0)
+
+    def ledger_by_message_id(
+        self, message_ids: Sequence[str], provider_ids: Sequence[str] = ()
+    ) -> TokenData | None:
+        """The reader and digest of the sent message with one of these Message-IDs (ours, as
+        the ledger recorded it at the send), or whose server's reply named one of
+        `provider_ids` (Amazon SES answers ``250 Ok <its id>``); None if none is ours."""
+        ids = [m.strip() for m in message_ids if m and m.strip()][:20]
+        replies = [f"250 Ok {p.strip()}" for p in provider_ids if p and p.strip()][:20]
+        if not ids and not replies:
+            return None
+        cond = []
+        if ids:
+            cond.append(ledger.c.message_id.in_(ids))
+        if replies:
+            cond.append(ledger.c.last_reply.in_(replies))
+        q = (
+            sa.select(ledger.c.subscriber_id, ledger.c.digest_date)
+            .where(sa.or_(*cond), ledger.c.status == SENT)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return TokenData(row.subscriber_id, row.digest_date) if row else None
 
     def ledger_entry(self, digest_date: dt.date, email: str) -> dict[str, Any] | None:
         """The raw ledger row for (digest, address), for inspection and tests."""

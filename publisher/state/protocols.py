@@ -90,7 +90,7 @@ class LedgerStore(Protocol):
     def record_hard_bounce(self, email: str, reply: str, limit: int) -> bool: ...
 
     def record_send_refusal(
-        self, email: str, digest_date: dt.date, kind: str, reply: str, action: str
+        self, email: str, digest_date: dt.date, kind: str, reply: str, action: str, cause: str = ""
     ) -> None: ...
 
 

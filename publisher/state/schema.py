@@ -187,6 +187,8 @@ ledger = sa.Table(
     # for, so a change of choice during a send applies from the next edition.
     sa.Column("topics", sa.String(1000), nullable=False, server_default=""),
     sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
+    # The Message-ID the message went out with: a report quoting it names this row's reader.
+    sa.Column("message_id", sa.String(250), nullable=True, index=True),
     sa.UniqueConstraint("digest_date", "email", name="uq_ledger_digest_email"),
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
 )
@@ -260,6 +262,8 @@ bounce_events = sa.Table(
     # What an `unverified` report (no valid VERP token) claimed: hard, soft, complaint...; it
     # acted on nobody, but the operator sees what it said. Empty for every other kind.
     sa.Column("reported_kind", sa.String(16), nullable=False, server_default=""),
+    # Sisimai's reason (publisher/mailrules.py CAUSES); the kind follows from it.
+    sa.Column("cause", sa.String(16), nullable=False, server_default=""),
     sa.Index("ix_bounce_events_digest_kind", "digest_date", "kind"),
     sa.Index("ix_bounce_events_subscriber", "subscriber_id", "kind"),
 )

@@ -27,6 +27,7 @@ from ..audit import WebActor
 from ..config import Config
 from ..i18n import strings
 from ..mailrules import ReturnPath
+from ..ses import endpoint as ses_endpoint
 from ..state import InvalidAddress, Store, normalize_email, normalize_name
 from ..state.health import StorageError
 from ..state.protocols import WebStore
@@ -83,6 +84,8 @@ class WebSide:
         self.clock = clock
         self.t = strings(cfg.site.language)
         self._registry: Any = None  # /metrics' collector registry, made on the first scrape
+        # POST /webhooks/ses: Amazon SES notifications by SNS (publisher/ses.py)
+        self.ses_webhook = ses_endpoint(cfg, store, self.secrets)
 
     # -- rendering ---------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ began (meta `audit_started`): a database upgraded from an older release has no h
 it, and `publisher report` says so.
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 """
 
 import datetime as dt
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
