@@ -15,11 +15,10 @@ from pathlib import Path
 
 from .config import Config
 from .delivery import DeliveryReport, deliver
-from .digest import Digest, find_digests, parse_file
+from .digest import Digest, digest_sha, find_digests, parse_file
 from .errors import PublisherError
 from .mailer import Segments
 from .progress import Progress
-from .site import digest_sha
 from .state import Store
 from .state.health import check_integrity
 from .subscribers import import_csv

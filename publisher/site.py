@@ -44,7 +44,7 @@ from feedgen.feed import FeedGenerator
 from markupsafe import Markup
 
 from .config import Config
-from .digest import Digest, find_digests, parse_file
+from .digest import Digest, digest_sha, find_digests, parse_file
 from .errors import ConfigError, DigestError
 from .i18n import strings
 from .templating import jinja_env, templates_dir
@@ -181,15 +181,6 @@ def _from_epoch(cfg: Config, seconds: int) -> dt.datetime:
 
 # ---------------------------------------------------------------------------------------------
 # Reading digests
-
-
-def digest_sha(digest: Digest) -> str:
-    """A hash of what a digest says (not where it lives, nor its whitespace)."""
-    data = digest.to_dict()
-    data.pop("file", None)
-    data.pop("warnings", None)
-    text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _day_from_digest(digest: Digest, mtime: int | None) -> _Day:
