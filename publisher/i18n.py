@@ -22,7 +22,7 @@ _STRINGS: dict[str, dict[str, str]] = {
         "feed_atom": "Atom feed",
         "newer": "Newer",
         "older": "Older",
-        # The archive's search, months and navigation (site.py, templates/site/).
+        # The archive's search, months and navigation (publisher/site/, templates/site/).
         "search_label": "Search the archive",
         "search_none": "No paper matches.",
         "months": "By month",
@@ -176,7 +176,7 @@ _STRINGS: dict[str, dict[str, str]] = {
         "feed_atom": "Atom 피드",
         "newer": "다음",
         "older": "이전",
-        # The archive's search, months and navigation (site.py, templates/site/).
+        # The archive's search, months and navigation (publisher/site/, templates/site/).
         "search_label": "지난 호 검색",
         "search_none": "찾는 논문이 없습니다.",
         "months": "월별 보기",
