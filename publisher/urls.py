@@ -44,6 +44,22 @@ def day_url(cfg: Config, date: dt.date) -> str:
     return urljoin(base_url(cfg), day_path(date))
 
 
+def month_url(cfg: Config, year: int, month: int) -> str:
+    """Absolute URL of a month's page."""
+    return urljoin(base_url(cfg), month_path(year, month))
+
+
+def page_url(cfg: Config, path: str) -> str:
+    """Absolute URL of a path relative to the output root (`topics/agents/`, `sitemap.xml`)."""
+    return urljoin(base_url(cfg), path)
+
+
+def feed_url(cfg: Config, name: str, folder: str = "") -> str:
+    """Absolute URL of a feed file (RSS_FILE, ATOM_FILE or JSON_FILE) in `folder`: "" for the
+    site's own feeds, or the folder of a page that has its own (`topics/agents/`)."""
+    return urljoin(base_url(cfg), folder + name)
+
+
 def entry_id(cfg: Config, date: dt.date) -> str:
     """The feed id of a day: `tag:HOST,YYYY-MM-DD:/YYYY/MM/DD/` (RFC 4151).
 

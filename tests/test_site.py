@@ -307,6 +307,18 @@ def test_a_bad_entry_title_is_a_config_error(tmp_path: Path) -> None:
         build_site(cfg)
 
 
+def test_a_failed_pagefind_run_is_a_build_error_not_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from publisher.errors import BuildError, ConfigError
+    from publisher.site import index_search
+
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", "/bin/false")
+    with pytest.raises(BuildError, match="pagefind failed") as caught:
+        index_search(tmp_path)
+    assert not isinstance(caught.value, ConfigError)
+
+
 @pytest.mark.parametrize(
     ("binary", "message"),
     [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from urllib.parse import urljoin
 
 from feedgen.feed import FeedGenerator
 
@@ -19,6 +18,7 @@ from ..urls import (
     base_url,
     day_url,
     entry_id,
+    feed_url,
 )
 from .collect import Day, from_epoch, published_at
 from .pages import entry_title, paper_anchors
@@ -71,8 +71,8 @@ def render_feeds(
         fe.summary(short_summary(cfg, day))
         fe.content(bodies[day.date], type="html")
 
-    self_rss = {"href": urljoin(base, RSS_FILE), "rel": "self", "type": "application/rss+xml"}
-    self_atom = {"href": urljoin(base, ATOM_FILE), "rel": "self", "type": "application/atom+xml"}
+    self_rss = {"href": feed_url(cfg, RSS_FILE), "rel": "self", "type": "application/rss+xml"}
+    self_atom = {"href": feed_url(cfg, ATOM_FILE), "rel": "self", "type": "application/atom+xml"}
     alternate = {"href": base, "rel": "alternate", "type": "text/html"}
     # The RSS channel <link> is the LAST link added, so there the self link goes first; in Atom
     # the alternate goes first, for readers that take the first link as the site.
@@ -92,7 +92,7 @@ def render_json_feed(
         "version": "https://jsonfeed.org/version/1.1",
         "title": cfg.site.title,
         "home_page_url": base,
-        "feed_url": urljoin(base, JSON_FILE),
+        "feed_url": feed_url(cfg, JSON_FILE),
         "description": cfg.site.description,
         "language": cfg.site.language,
         "authors": [{"name": cfg.site.author}],

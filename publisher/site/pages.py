@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
 from markupsafe import Markup
@@ -24,7 +24,10 @@ from ..urls import (
     base_url,
     day_path,
     day_url,
+    feed_url,
     month_path,
+    month_url,
+    page_url,
 )
 from .collect import Day, from_epoch
 
@@ -84,13 +87,12 @@ def render_papers(cfg: Config, digest: Digest) -> Markup:
 def page_context(
     cfg: Config, depth: int, canonical: str, og_type: str = "website", og_image: str = ""
 ) -> dict[str, Any]:
-    base = base_url(cfg)
     return {
         "site": cfg.site,
         "root": "../" * depth,
-        "rss_url": urljoin(base, RSS_FILE),
-        "atom_url": urljoin(base, ATOM_FILE),
-        "json_url": urljoin(base, JSON_FILE),
+        "rss_url": feed_url(cfg, RSS_FILE),
+        "atom_url": feed_url(cfg, ATOM_FILE),
+        "json_url": feed_url(cfg, JSON_FILE),
         "search": cfg.feed.search,
         "canonical": canonical,
         "og_type": og_type,
@@ -179,7 +181,7 @@ def render_month(
 ) -> bytes:
     """A month's days, newest first, with links to the next and previous months."""
     y, m = month
-    ctx = page_context(cfg, depth=2, canonical=urljoin(base_url(cfg), month_path(y, m)))
+    ctx = page_context(cfg, depth=2, canonical=month_url(cfg, y, m))
     root = ctx["root"]
 
     def link(other: tuple[int, int] | None) -> tuple[str, str] | None:
@@ -210,7 +212,7 @@ def render_sitemap(cfg: Config, days: list[Day], updated: dict[dt.date, int]) ->
     for d in days:
         key = (d.date.year, d.date.month)
         last[key] = max(last.get(key, 0), updated[d.date])
-    urls += [(urljoin(base, month_path(*k)), t) for k, t in sorted(last.items(), reverse=True)]
+    urls += [(month_url(cfg, *k), t) for k, t in sorted(last.items(), reverse=True)]
     urls += [(day_url(cfg, d.date), updated[d.date]) for d in days]
     lines = ['<?xml version="1.0" encoding="UTF-8"?>']
     lines.append('<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">')
@@ -222,4 +224,4 @@ def render_sitemap(cfg: Config, days: list[Day], updated: dict[dt.date, int]) ->
 
 
 def render_robots(cfg: Config) -> bytes:
-    return f"User-agent: *\nAllow: /\nSitemap: {urljoin(base_url(cfg), SITEMAP)}\n".encode()
+    return f"User-agent: *\nAllow: /\nSitemap: {page_url(cfg, SITEMAP)}\n".encode()

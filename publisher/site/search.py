@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import BuildError, ConfigError
 from .writer import precompress
 
 SEARCH_FOLDER = "pagefind"  # Pagefind's bundle, under the output root
@@ -34,11 +34,11 @@ def index_search(out: Path) -> None:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as exc:
-        raise ConfigError(f"cannot run pagefind ({exe}): {exc.strerror or exc}") from None
+        raise BuildError(f"cannot run pagefind ({exe}): {exc.strerror or exc}") from None
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
         last = f": {detail[-1]}" if detail else ""
-        raise ConfigError(f"pagefind failed on {out} (exit {done.returncode}){last}")
+        raise BuildError(f"pagefind failed on {out} (exit {done.returncode}){last}")
     for path in sorted(fresh.glob("*")):
         if path.is_file() and path.suffix in (".js", ".css", ".json"):
             precompress(path, path.read_bytes())
