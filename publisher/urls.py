@@ -15,6 +15,7 @@ import datetime as dt
 from urllib.parse import urljoin, urlsplit
 
 from .config import Config
+from .digest import Digest
 
 # The feeds and the sitemap, at the output root (also their paths under base_url).
 RSS_FILE = "feed.xml"
@@ -58,6 +59,27 @@ def feed_url(cfg: Config, name: str, folder: str = "") -> str:
     """Absolute URL of a feed file (RSS_FILE, ATOM_FILE or JSON_FILE) in `folder`: "" for the
     site's own feeds, or the folder of a page that has its own (`topics/agents/`)."""
     return urljoin(base_url(cfg), folder + name)
+
+
+def paper_anchors(digest: Digest) -> list[str]:
+    """Each paper's id on its day page: the arXiv id (`#2405.12345`), else `paper-N`; a repeat
+    gets `-2`, `-3` so ids stay unique. Links in feeds and emails point at them: keep them."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for i, paper in enumerate(digest.papers, 1):
+        base = paper.arxiv_id or f"paper-{i}"
+        anchor, n = base, 1
+        while anchor in seen:
+            n += 1
+            anchor = f"{base}-{n}"
+        seen.add(anchor)
+        out.append(anchor)
+    return out
+
+
+def paper_url(cfg: Config, day: dt.date, anchor: str) -> str:
+    """Absolute URL of a paper's card on its day page (`anchor` from `paper_anchors`)."""
+    return f"{day_url(cfg, day)}#{anchor}"
 
 
 def entry_id(cfg: Config, date: dt.date) -> str:

@@ -24,9 +24,10 @@ Three promises, and how they are kept:
 
 from __future__ import annotations
 
+from ..urls import paper_anchors
 from .build import BuildReport, build_site
 from .collect import MANIFEST, BuildProblem, BuiltDay
-from .pages import INDEX_DAYS, paper_anchors
+from .pages import INDEX_DAYS
 from .search import SEARCH_FOLDER, index_search
 from .writer import write_if_changed
 

@@ -21,9 +21,10 @@ from ..urls import (
     day_url,
     entry_id,
     feed_url,
+    paper_anchors,
 )
 from .collect import Day, from_epoch, published_at
-from .pages import entry_title, paper_anchors
+from .pages import entry_title
 
 
 def render_feed_summary(cfg: Config, digest: Digest) -> str:

@@ -28,6 +28,7 @@ from ..urls import (
     month_path,
     month_url,
     page_url,
+    paper_anchors,
 )
 from .collect import Day, from_epoch
 
@@ -42,22 +43,6 @@ INDEX_DAYS = 30
 # Hugging Face's social thumbnails are 1200x648: the img's width and height reserve that shape
 # before the image loads (no layout shift); CSS scales it to the column.
 THUMB_SIZE = (1200, 648)
-
-
-def paper_anchors(digest: Digest) -> list[str]:
-    """Each paper's id on its day page: the arXiv id (`#2405.12345`), else `paper-N`; a repeat
-    gets `-2`, `-3` so ids stay unique."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for i, paper in enumerate(digest.papers, 1):
-        base = paper.arxiv_id or f"paper-{i}"
-        anchor, n = base, 1
-        while anchor in seen:
-            n += 1
-            anchor = f"{base}-{n}"
-        seen.add(anchor)
-        out.append(anchor)
-    return out
 
 
 def entry_title(cfg: Config, date: dt.date) -> str:
