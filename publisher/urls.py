@@ -61,6 +61,26 @@ def feed_url(cfg: Config, name: str, folder: str = "") -> str:
     return urljoin(base_url(cfg), folder + name)
 
 
+# Pages and feeds per reader choice: one folder per topic, one for the weekly editions.
+TOPICS_PATH = "topics/"
+WEEKLY_PATH = "weekly/"
+
+
+def topic_path(name: str) -> str:
+    """A topic's folder: `topics/NAME/` (its page, feed.xml, atom.xml and feed.json)."""
+    return f"{TOPICS_PATH}{name}/"
+
+
+def topic_url(cfg: Config, name: str) -> str:
+    """Absolute URL of a topic's page."""
+    return urljoin(base_url(cfg), topic_path(name))
+
+
+def week_path(week: object) -> str:
+    """A weekly edition's page: `weekly/YYYY-Www/` (`week` is an editions.Week or its name)."""
+    return f"{WEEKLY_PATH}{week}/"
+
+
 def paper_anchors(digest: Digest) -> list[str]:
     """Each paper's id on its day page: the arXiv id (`#2405.12345`), else `paper-N`; a repeat
     gets `-2`, `-3` so ids stay unique. Links in feeds and emails point at them: keep them."""
@@ -91,6 +111,19 @@ def entry_id(cfg: Config, date: dt.date) -> str:
     """
     host = urlsplit(base_url(cfg)).hostname or "localhost"
     return f"tag:{host},{date.isoformat()}:/{day_path(date)}"
+
+
+def topic_entry_id(cfg: Config, name: str, date: dt.date) -> str:
+    """The feed id of a day in a topic's feed: `tag:HOST,YYYY-MM-DD:/topics/NAME/YYYY/MM/DD/`,
+    distinct from the day's own entry (the content is the topic's papers only)."""
+    host = urlsplit(base_url(cfg)).hostname or "localhost"
+    return f"tag:{host},{date.isoformat()}:/{topic_path(name)}{day_path(date)}"
+
+
+def week_entry_id(cfg: Config, week: object, monday: dt.date) -> str:
+    """The feed id of a weekly edition: `tag:HOST,MONDAY:/weekly/YYYY-Www/`."""
+    host = urlsplit(base_url(cfg)).hostname or "localhost"
+    return f"tag:{host},{monday.isoformat()}:/{week_path(week)}"
 
 
 def absolute_url(cfg: Config, url: str | None) -> str:

@@ -14,6 +14,7 @@ from ..config import Config
 from ..digest import Digest
 from ..errors import DigestError
 from ..templating import templates_dir
+from ..topics import TopicMatcher
 from ..urls import (
     ATOM_FILE,
     JSON_FILE,
@@ -23,17 +24,20 @@ from ..urls import (
     day_path,
     month_path,
 )
+from .choice import weekly_feed_links, write_choices
 from .collect import (
     MANIFEST,
     MANIFEST_VERSION,
     BuildProblem,
     BuiltDay,
+    Card,
     Day,
     config_fingerprint,
     dates_of,
     day_from_digest,
     iso,
     load_digest,
+    make_cards,
     mtime_of,
     one_per_date,
     read_inbox,
@@ -93,6 +97,12 @@ class Context:
     feed_bodies: dict[dt.date, str] = field(default_factory=dict)
     first_images: dict[dt.date, str] = field(default_factory=dict)
     failed: set[dt.date] = field(default_factory=set)
+    matcher: TopicMatcher = field(default_factory=lambda: TopicMatcher(()))
+    cards: dict[dt.date, list[Card]] = field(default_factory=dict)
+
+    @property
+    def days_by_date(self) -> dict[dt.date, Day]:
+        return {d.date: d for d in self.days}
 
     @property
     def body_cache(self) -> dict[str, Any]:
@@ -121,10 +131,23 @@ class Context:
             self.first_images[day.date] = hit.get("image", "")
         else:
             digest = self.load(i)
-            self.bodies[day.date] = str(render_papers(self.cfg, digest))
+            cards = self.cards_of(i)
+            self.bodies[day.date] = str(render_papers(self.cfg, digest, cards))
             image = next((p.image for p in digest.papers if p.image), None)
             self.first_images[day.date] = absolute_url(self.cfg, image)
         return self.bodies[day.date]
+
+    def cards_of(self, i: int) -> list[Card]:
+        """The day's papers as Cards (anchor, title, votes, topics), from the manifest when
+        the day is unchanged: the topic and weekly pages need no parsing of older days."""
+        day = self.days[i]
+        if day.date not in self.cards:
+            hit = self.cache.get("cards", {}).get(day.date.isoformat())
+            if hit and hit["sha"] == day.sha:
+                self.cards[day.date] = [Card.from_json(row) for row in hit["papers"]]
+            else:
+                self.cards[day.date] = make_cards(self.load(i), self.matcher)
+        return self.cards[day.date]
 
     def feed_body_of(self, i: int) -> str:
         day = self.days[i]
@@ -163,7 +186,9 @@ def collect(cfg: Config, manifest: dict[str, Any], digests: list[Digest] | None)
         file_cache, parsed = manifest.get("files", {}), len(digests)
     days = one_per_date(raw_days, problems)  # newest first
     updated, history = updated_times(cfg, days, manifest.get("entries", {}))
-    return Context(cfg, days, updated, history, file_cache, parsed, problems, fingerprint, cache)
+    ctx = Context(cfg, days, updated, history, file_cache, parsed, problems, fingerprint, cache)
+    ctx.matcher = TopicMatcher.from_config(cfg)
+    return ctx
 
 
 def _write_day_pages(ctx: Context, writer: SiteWriter) -> dict[str, Any]:
@@ -216,7 +241,9 @@ def _write_month_pages(ctx: Context, writer: SiteWriter) -> dict[str, Any]:
     return new_months
 
 
-def _write_feeds_and_index(ctx: Context, writer: SiteWriter) -> list[Day]:
+def _write_feeds_and_index(
+    ctx: Context, writer: SiteWriter, more: list[tuple[str, int]]
+) -> list[Day]:
     """The feeds, the index, the sitemap, robots.txt and the static files; returns the feeds'
     days (the newest feed.max_items whose digest could be read)."""
     cfg, days, out = ctx.cfg, ctx.days, writer.out
@@ -234,11 +261,11 @@ def _write_feeds_and_index(ctx: Context, writer: SiteWriter) -> list[Day]:
     rss, atom = render_feeds(cfg, feed_days, feeds, ctx.updated)
     folder = templates_dir(cfg) / "site"
     static = {
-        out / "index.html": render_index(cfg, days),
+        out / "index.html": render_index(cfg, days, [weekly_feed_links(cfg)]),
         out / RSS_FILE: rss,
         out / ATOM_FILE: atom,
         out / JSON_FILE: render_json_feed(cfg, feed_days, feeds, ctx.updated),
-        out / SITEMAP: render_sitemap(cfg, days, ctx.updated),
+        out / SITEMAP: render_sitemap(cfg, days, ctx.updated, more),
         out / "robots.txt": render_robots(cfg),
     }
     for name in STATIC_FILES:
@@ -263,7 +290,8 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
     writer = SiteWriter(out)
     new_pages = _write_day_pages(ctx, writer)
     new_months = _write_month_pages(ctx, writer)
-    feed_days = _write_feeds_and_index(ctx, writer)
+    choices, more = write_choices(ctx, writer)
+    feed_days = _write_feeds_and_index(ctx, writer, more)
     if digests is None:
         # Pages of days that left the inbox go too; a day whose file is only bad for now (a
         # half-written edit) keeps its page, and its entry in the manifest, until it is fixed.
@@ -285,6 +313,15 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         "cache": {
             "pages": new_pages,
             "months": new_months,
+            "choices": choices,
+            # Every day's papers as Cards: the topic and weekly pages without parsing.
+            "cards": {
+                d.isoformat(): {
+                    "sha": ctx.days_by_date[d].sha,
+                    "papers": [c.to_json() for c in cards],
+                }
+                for d, cards in ctx.cards.items()
+            },
             # Only the feed's days: enough to rebuild the feeds without parsing them again.
             "bodies": {d.date.isoformat(): ctx.cached_body(d) for d in feed_days},
         },

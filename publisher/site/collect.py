@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..digest import Digest, digest_sha, find_digests, parse_file
+from ..digest import Digest, Paper, digest_sha, find_digests, parse_file
 from ..errors import DigestError
 from ..templating import templates_dir
+from ..topics import TopicMatcher
+from ..urls import paper_anchors
 
 MANIFEST = ".build-manifest.json"
 
 # Bump when the manifest's shape or the meaning of its caches changes.
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # publisher/
 
@@ -61,6 +63,51 @@ class Day:
     titles: tuple[str, ...]
     mtime: int | None  # seconds, of the source file, for `updated` after an edit
     digest: Digest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What the topic and weekly pages need of one paper, cached in the manifest so that adding
+    a day parses only that day: its anchor on the day page, its title, its identity and votes,
+    and the names of its topics (config order)."""
+
+    anchor: str
+    title: str
+    url: str
+    arxiv_id: str | None
+    votes: int | None
+    topics: tuple[str, ...]
+
+    def paper(self) -> Paper:
+        """A Paper with what ranking needs (editions.weekly_papers, topics.select)."""
+        return Paper(title=self.title, url=self.url, arxiv_id=self.arxiv_id, votes=self.votes)
+
+    def to_json(self) -> list[Any]:
+        return [self.anchor, self.title, self.url, self.arxiv_id, self.votes, list(self.topics)]
+
+    @classmethod
+    def from_json(cls, row: list[Any]) -> Card:
+        anchor, title, url, arxiv_id, votes, topics = row
+        return cls(anchor, title, url, arxiv_id, votes, tuple(topics))
+
+
+def make_cards(digest: Digest, matcher: TopicMatcher) -> list[Card]:
+    """Each paper of a digest as a Card (its topics matched here, once)."""
+    order = matcher.names
+    cards = []
+    for anchor, paper in zip(paper_anchors(digest), digest.papers, strict=True):
+        found = matcher.topics_of(paper)
+        cards.append(
+            Card(
+                anchor,
+                paper.title,
+                paper.url,
+                paper.arxiv_id,
+                paper.votes,
+                tuple(n for n in order if n in found),
+            )
+        )
+    return cards
 
 
 def published_at(cfg: Config, date: dt.date) -> dt.datetime:
@@ -169,7 +216,7 @@ def config_fingerprint(cfg: Config) -> str:
     h = hashlib.sha256()
     # Not the output folder: the same inputs built elsewhere give the same bytes.
     feed = dataclasses.replace(cfg.feed, output=Path())
-    h.update(repr((MANIFEST_VERSION, cfg.site, feed)).encode())
+    h.update(repr((MANIFEST_VERSION, cfg.site, feed, cfg.topics)).encode())
     folder = templates_dir(cfg)
     # The site's templates and what they import or include from the top (templates/_macros.html).
     templates = sorted(folder.glob("*.html")) + sorted((folder / "site").rglob("*"))

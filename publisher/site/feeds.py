@@ -22,6 +22,7 @@ from ..urls import (
     entry_id,
     feed_url,
     paper_anchors,
+    paper_url,
 )
 from .collect import Day, from_epoch, published_at
 from .pages import entry_title
@@ -29,9 +30,16 @@ from .pages import entry_title
 
 def render_feed_summary(cfg: Config, digest: Digest) -> str:
     """A feed entry's content under `[feed] content = "summary"`: linked titles, no summaries."""
+    links = list(zip((p.title for p in digest.papers), paper_anchors(digest), strict=True))
+    return render_summary_links(cfg, digest.date, links)
+
+
+def render_summary_links(cfg: Config, date: dt.date, links: list[tuple[str, str]]) -> str:
+    """The "summary" content of a day's entry for these (title, anchor) papers."""
     template = jinja_env(cfg).get_template("site/feed_summary.html")
     return template.render(
-        digest=digest, anchors=paper_anchors(digest), day_url=day_url(cfg, digest.date)
+        links=[(title, paper_url(cfg, date, anchor)) for title, anchor in links],
+        day_url=day_url(cfg, date),
     )
 
 

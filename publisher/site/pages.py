@@ -4,6 +4,7 @@ pages, the index, the sitemap and robots.txt, as bytes. No file is written here.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as xml_escape
@@ -28,9 +29,9 @@ from ..urls import (
     month_path,
     month_url,
     page_url,
-    paper_anchors,
+    topic_url,
 )
-from .collect import Day, from_epoch
+from .collect import Card, Day, from_epoch
 
 STYLESHEET = "style.css"
 
@@ -56,13 +57,21 @@ def entry_title(cfg: Config, date: dt.date) -> str:
         ) from None
 
 
-def render_papers(cfg: Config, digest: Digest) -> Markup:
+def render_papers(
+    cfg: Config, digest: Digest, cards: list[Card], only: Collection[int] | None = None
+) -> Markup:
     """The papers of a day as HTML with absolute URLs only: the day page's body and the feed's
-    content. Rendered once per day and reused for both."""
+    content (`only`: the positions of the papers to show, for a topic's feed). Each paper links
+    to the pages of its topics. Rendered once per day and reused for both."""
     template = jinja_env(cfg).get_template("site/papers.html")
+    labels = {t.name: t.label for t in cfg.topics}
+    shown = [
+        (paper, card, [(labels[n], topic_url(cfg, n)) for n in card.topics if n in labels])
+        for i, (paper, card) in enumerate(zip(digest.papers, cards, strict=True))
+        if only is None or i in only
+    ]
     html = template.render(
-        digest=digest,
-        anchors=paper_anchors(digest),
+        papers=shown,
         thumb_size=THUMB_SIZE,
         abs_url=lambda u: absolute_url(cfg, u),
     )
@@ -70,10 +79,19 @@ def render_papers(cfg: Config, digest: Digest) -> Markup:
 
 
 def page_context(
-    cfg: Config, depth: int, canonical: str, og_type: str = "website", og_image: str = ""
+    cfg: Config,
+    depth: int,
+    canonical: str,
+    og_type: str = "website",
+    og_image: str = "",
+    page_feeds: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
+    """What every page's template needs; `page_feeds` are feeds of the page's own (a topic's,
+    the weekly editions') linked for autodiscovery before the site's."""
     return {
         "site": cfg.site,
+        "page_feeds": page_feeds or [],
+        "has_topics": bool(cfg.topics),
         "root": "../" * depth,
         "rss_url": feed_url(cfg, RSS_FILE),
         "atom_url": feed_url(cfg, ATOM_FILE),
@@ -142,9 +160,21 @@ def months_of(days: list[Day]) -> list[tuple[int, int]]:
     return sorted({(d.date.year, d.date.month) for d in days})
 
 
-def render_index(cfg: Config, days: list[Day]) -> bytes:
+def feed_links(cfg: Config, title: str, folder: str) -> dict[str, str]:
+    """A page's own three feeds (in `folder`), for its <link rel="alternate"> and its links."""
+    return {
+        "title": title,
+        "rss": feed_url(cfg, RSS_FILE, folder),
+        "atom": feed_url(cfg, ATOM_FILE, folder),
+        "json": feed_url(cfg, JSON_FILE, folder),
+    }
+
+
+def render_index(
+    cfg: Config, days: list[Day], page_feeds: list[dict[str, str]] | None = None
+) -> bytes:
     """The newest INDEX_DAYS days and a link to every month page."""
-    ctx = page_context(cfg, depth=0, canonical=base_url(cfg))
+    ctx = page_context(cfg, depth=0, canonical=base_url(cfg), page_feeds=page_feeds)
     months = [
         {"year": y, "month": m, "href": month_path(y, m), "label": f"{m:02d}"}
         for y, m in months_of(days)
@@ -187,8 +217,14 @@ def render_month(
     return html.encode("utf-8")
 
 
-def render_sitemap(cfg: Config, days: list[Day], updated: dict[dt.date, int]) -> bytes:
-    """sitemap.xml: the index, every month page and every day page, with lastmod."""
+def render_sitemap(
+    cfg: Config,
+    days: list[Day],
+    updated: dict[dt.date, int],
+    more: list[tuple[str, int]] = (),  # type: ignore[assignment]
+) -> bytes:
+    """sitemap.xml: the index, every month page and every day page, with lastmod; `more` are
+    other pages (the topic and weekly pages) as (URL, lastmod)."""
     base = base_url(cfg)
     urls: list[tuple[str, int]] = []
     if days:
@@ -199,6 +235,7 @@ def render_sitemap(cfg: Config, days: list[Day], updated: dict[dt.date, int]) ->
         last[key] = max(last.get(key, 0), updated[d.date])
     urls += [(month_url(cfg, *k), t) for k, t in sorted(last.items(), reverse=True)]
     urls += [(day_url(cfg, d.date), updated[d.date]) for d in days]
+    urls += list(more)
     lines = ['<?xml version="1.0" encoding="UTF-8"?>']
     lines.append('<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">')
     for loc, t in urls:
