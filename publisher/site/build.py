@@ -24,7 +24,7 @@ from ..urls import (
     day_path,
     month_path,
 )
-from .choice import weekly_feed_links, write_choices
+from .choice import Outputs, readable, weekly_feed_links
 from .collect import (
     MANIFEST,
     MANIFEST_VERSION,
@@ -56,6 +56,8 @@ from .pages import (
     render_sitemap,
 )
 from .search import SEARCH_FOLDER, index_search
+from .topic_pages import write_topics
+from .weekly import write_weekly
 from .writer import SiteWriter, compressed, write_if_changed
 
 
@@ -275,6 +277,20 @@ def _write_feeds_and_index(
     return feed_days
 
 
+def _write_choices(
+    ctx: Context, writer: SiteWriter, manifest: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+    """The pages and feeds per reader choice: each topic's and the weekly editions', with their
+    index pages; returns their inputs (for the manifest) and their URLs with lastmod (for the
+    sitemap). Those of a topic no longer configured, or a week no longer in the inbox, go."""
+    outputs = Outputs(ctx.cache.get("choices", {}), writer)
+    days = readable(ctx)
+    sitemap = write_topics(ctx, outputs, days) + write_weekly(ctx, outputs, days)
+    if manifest is not None:
+        outputs.remove_gone(manifest.get("cache", {}).get("choices", {}))  # any fingerprint
+    return outputs.new, sitemap
+
+
 def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildReport:
     """Build feeds and pages into feed.output from the inbox (or from `digests` when given).
 
@@ -290,7 +306,8 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
     writer = SiteWriter(out)
     new_pages = _write_day_pages(ctx, writer)
     new_months = _write_month_pages(ctx, writer)
-    choices, more = write_choices(ctx, writer)
+    # Like the day pages, removals only when the whole inbox was read.
+    choices, more = _write_choices(ctx, writer, manifest if digests is None else None)
     feed_days = _write_feeds_and_index(ctx, writer, more)
     if digests is None:
         # Pages of days that left the inbox go too; a day whose file is only bad for now (a
