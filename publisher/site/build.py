@@ -32,6 +32,7 @@ from .collect import (
     BuiltDay,
     Card,
     Day,
+    cards_key,
     config_fingerprint,
     dates_of,
     day_from_digest,
@@ -101,10 +102,7 @@ class Context:
     failed: set[dt.date] = field(default_factory=set)
     matcher: TopicMatcher = field(default_factory=lambda: TopicMatcher(()))
     cards: dict[dt.date, list[Card]] = field(default_factory=dict)
-
-    @property
-    def days_by_date(self) -> dict[dt.date, Day]:
-        return {d.date: d for d in self.days}
+    card_cache: dict[str, Any] = field(default_factory=dict)  # the previous build's Cards
 
     @property
     def body_cache(self) -> dict[str, Any]:
@@ -144,7 +142,7 @@ class Context:
         the day is unchanged: the topic and weekly pages need no parsing of older days."""
         day = self.days[i]
         if day.date not in self.cards:
-            hit = self.cache.get("cards", {}).get(day.date.isoformat())
+            hit = self.card_cache.get(day.date.isoformat())
             if hit and hit["sha"] == day.sha:
                 self.cards[day.date] = [Card.from_json(row) for row in hit["papers"]]
             else:
@@ -190,6 +188,10 @@ def collect(cfg: Config, manifest: dict[str, Any], digests: list[Digest] | None)
     updated, history = updated_times(cfg, days, manifest.get("entries", {}))
     ctx = Context(cfg, days, updated, history, file_cache, parsed, problems, fingerprint, cache)
     ctx.matcher = TopicMatcher.from_config(cfg)
+    # Cards outlive a change of templates or code: matching the topics is most of their cost.
+    cards = manifest.get("cards", {})
+    if cards.get("key") == cards_key(cfg):
+        ctx.card_cache = cards.get("days", {})
     return ctx
 
 
@@ -322,23 +324,24 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
         index_search(out)
         searched = True
 
+    shas = {d.date: d.sha for d in ctx.days}
     new_manifest = {
         "version": MANIFEST_VERSION,
         "fingerprint": ctx.fingerprint,
         "entries": ctx.history,
         "files": ctx.file_cache,
+        # Every day's papers as Cards: the topic and weekly pages without parsing.
+        "cards": {
+            "key": cards_key(cfg),
+            "days": {
+                d.isoformat(): {"sha": shas[d], "papers": [c.to_json() for c in cards]}
+                for d, cards in ctx.cards.items()
+            },
+        },
         "cache": {
             "pages": new_pages,
             "months": new_months,
             "choices": choices,
-            # Every day's papers as Cards: the topic and weekly pages without parsing.
-            "cards": {
-                d.isoformat(): {
-                    "sha": ctx.days_by_date[d].sha,
-                    "papers": [c.to_json() for c in cards],
-                }
-                for d, cards in ctx.cards.items()
-            },
             # Only the feed's days: enough to rebuild the feeds without parsing them again.
             "bodies": {d.date.isoformat(): ctx.cached_body(d) for d in feed_days},
         },

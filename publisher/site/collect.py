@@ -91,6 +91,14 @@ class Card:
         return cls(anchor, title, url, arxiv_id, votes, tuple(topics))
 
 
+def cards_key(cfg: Config) -> str:
+    """What Cards depend on besides their digest: the topics, and the code that matches them."""
+    h = hashlib.sha256(repr((MANIFEST_VERSION, cfg.topics)).encode())
+    for name in ("topics.py", "urls.py", "site/collect.py"):
+        h.update((_PACKAGE / name).read_bytes())
+    return h.hexdigest()
+
+
 def make_cards(digest: Digest, matcher: TopicMatcher) -> list[Card]:
     """Each paper of a digest as a Card (its topics matched here, once)."""
     order = matcher.names
