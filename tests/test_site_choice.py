@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import feedparser
 import html5lib
@@ -34,6 +36,7 @@ from publisher.urls import (
 from .requires import CORPUS, ROOT
 from .sitehelpers import site_config
 from .test_feed_size import JSON_FEED_1_1
+from .test_feeds import RFC822
 from .test_site import check_page
 
 pytestmark = pytest.mark.requires("corpus")
@@ -297,3 +300,52 @@ def test_the_pages_are_in_the_sites_language(tmp_path: Path) -> None:
     assert "<h1>Weekly editions</h1>" in (out / "weekly/index.html").read_text("utf-8")
     week = next(out.glob("weekly/*-W*/index.html"))
     assert f"<h1>Week {week.parent.name}</h1>" in week.read_text("utf-8")
+
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+def test_topic_and_weekly_feeds_follow_the_feed_validators_rules(site) -> None:
+    cfg, _ = site
+    out = cfg.feed.output
+    folders = [f"topics/{t.name}/" for t in cfg.topics] + ["weekly/"]
+    for folder in folders:
+        page = base_url(cfg) + folder
+        rss = etree.fromstring((out / folder / "feed.xml").read_bytes()).find("channel")
+        selfs = [ln.get("href") for ln in rss.findall(f"{ATOM}link") if ln.get("rel") == "self"]
+        assert selfs == [page + "feed.xml"]
+        assert rss.findtext("link") == page  # the channel's link is its page, not the feed
+        guids = [i.find("guid") for i in rss.findall("item")]
+        assert all(g.get("isPermaLink") == "false" and g.text.startswith("tag:") for g in guids)
+        assert len({g.text for g in guids}) == len(guids)
+        for value in [i.findtext("pubDate") for i in rss.findall("item")]:
+            assert RFC822.match(value), value
+        atom = etree.fromstring((out / folder / "atom.xml").read_bytes())
+        selfs = [ln.get("href") for ln in atom.findall(f"{ATOM}link") if ln.get("rel") == "self"]
+        assert selfs == [page + "atom.xml"]
+        updated = [e.findtext(f"{ATOM}updated") for e in atom.findall(f"{ATOM}entry")]
+        assert len(set(updated)) == len(updated)
+        for content in atom.findall(f"{ATOM}entry/{ATOM}content"):
+            for href in _links(content.text).hrefs:
+                parts = urlsplit(href)
+                assert parts.scheme in ("http", "https") and parts.netloc, (folder, href)
+
+
+def test_full_content_topic_entries_hold_the_topics_papers_only(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, search=False, content="full")
+    files = _month_files()[:3]
+    _copy(cfg, files)
+    build_site(cfg)
+    digests = sorted((parse_file(f) for f in files), key=lambda d: d.date, reverse=True)
+    topic = cfg.topics[0]
+    expected = _expected_topic_days(cfg, digests, topic.name)
+    assert expected
+    parsed = _parsed(cfg, f"topics/{topic.name}", "atom.xml")
+    for entry, (_, links) in zip(parsed.entries, expected, strict=True):
+        html = entry.content[0].value
+        # a full card per paper (its heading carries the anchor), the topic's papers only
+        ids = [
+            f"{links[0].split('#')[0]}#{a}"
+            for a in re.findall(r'<h2 class="paper-title" id="([^"]+)"', html)
+        ]
+        assert ids == links
