@@ -349,3 +349,13 @@ def test_full_content_topic_entries_hold_the_topics_papers_only(tmp_path: Path) 
             for a in re.findall(r'<h2 class="paper-title" id="([^"]+)"', html)
         ]
         assert ids == links
+
+
+def test_no_topics_left_means_no_topics_folder(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, search=False)
+    _copy(cfg, _month_files()[:2])
+    build_site(cfg)
+    assert (cfg.feed.output / "topics/index.html").is_file()
+    build_site(dataclasses.replace(cfg, topics=()))
+    assert not (cfg.feed.output / "topics").exists()
+    assert 'href="../topics/"' not in (cfg.feed.output / "weekly/index.html").read_text("utf-8")

@@ -45,7 +45,9 @@ class Outputs:
     is missing); the inputs are kept in the manifest under "choices"."""
 
     def __init__(self, old: dict[str, Any], writer: SiteWriter) -> None:
-        self.old, self.new, self.writer = old, {}, writer  # type: ignore[var-annotated]
+        self.old = old
+        self.new: dict[str, Any] = {}
+        self.writer = writer
 
     def remove_gone(self, old: dict[str, Any]) -> None:
         """Delete the files of groups the previous build made and this one did not (a topic

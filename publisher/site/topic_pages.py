@@ -138,13 +138,20 @@ def write_topics(
         )
         if hits:
             sitemap.append((topic_url(cfg, topic.name), ctx.updated[hits[0][1].date]))
-    index = render(
-        cfg,
-        "site/topics.html",
-        **page_context(cfg, 1, page_url(cfg, TOPICS_PATH)),
-        topics=listing,
+    index = out / TOPICS_PATH / "index.html"
+    outputs.emit(
+        "topics",
+        listing,
+        lambda: {
+            index: render(
+                cfg,
+                "site/topics.html",
+                **page_context(cfg, 1, page_url(cfg, TOPICS_PATH)),
+                topics=listing,
+            )
+        },
+        [index],
     )
-    outputs.writer.write(out / TOPICS_PATH / "index.html", index)
     if ctx.updated:
         sitemap.insert(0, (page_url(cfg, TOPICS_PATH), max(ctx.updated.values())))
     return sitemap

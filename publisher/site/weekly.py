@@ -28,14 +28,13 @@ from ..urls import (
     week_entry_id,
     week_path,
 )
+from .choice import WEEKLY_FEED_WEEKS, Outputs, count_line, render, weekly_feed_links
 from .collect import Card, Day, epoch, published_at
 from .feeds import Channel, FeedItem, render_channel, render_json_channel
 from .pages import page_context
 
 if TYPE_CHECKING:
     from .build import Context
-
-from .choice import WEEKLY_FEED_WEEKS, Outputs, count_line, render, weekly_feed_links
 
 
 def _weeks(
@@ -144,22 +143,30 @@ def write_weekly(
             [page],
         )
 
-    index = render(
-        cfg,
-        "site/weekly.html",
-        **page_context(cfg, 1, page_url(cfg, WEEKLY_PATH), page_feeds=[feeds]),
-        weeks=[
-            {
-                "href": week_path(w).removeprefix(WEEKLY_PATH),
-                "title": title(w),
-                "range": span(w),
-                "papers": len(ranked[w]),
-                "titles": [c.title for _, c in ranked[w][:3]],
-            }
-            for w in order
-        ],
+    listing = [
+        {
+            "href": week_path(w).removeprefix(WEEKLY_PATH),
+            "title": title(w),
+            "range": span(w),
+            "papers": len(ranked[w]),
+            "titles": [c.title for _, c in ranked[w][:3]],
+        }
+        for w in order
+    ]
+    index = out / WEEKLY_PATH / "index.html"
+    outputs.emit(
+        "weekly",
+        listing,
+        lambda: {
+            index: render(
+                cfg,
+                "site/weekly.html",
+                **page_context(cfg, 1, page_url(cfg, WEEKLY_PATH), page_feeds=[feeds]),
+                weeks=listing,
+            )
+        },
+        [index],
     )
-    outputs.writer.write(out / WEEKLY_PATH / "index.html", index)
 
     feed_weeks = order[:WEEKLY_FEED_WEEKS]
     channel = Channel(feeds["title"], cfg.site.description, page_url(cfg, WEEKLY_PATH), WEEKLY_PATH)
