@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -231,6 +232,15 @@ def test_the_fingerprint_covers_every_module_the_site_imports() -> None:
     names = {"build.py", "pages.py", "feeds.py", "templating.py", "i18n.py", "digest.py"}
     assert {p.name for p in loaded} >= names
     assert loaded <= covered, sorted(str(p) for p in loaded - covered)
+
+
+def test_the_send_side_does_not_load_the_site_builder() -> None:
+    # publish.py (`publisher send`, `run`'s send job) needs a digest's hash, not feedgen/brotli
+    code = "import json, sys, publisher.publish\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert "publisher.publish" in loaded
+    assert not {"feedgen", "publisher.site", "publisher.site.build"} & loaded
 
 
 def test_a_bad_digest_is_reported_and_the_rest_still_build(tmp_path: Path) -> None:
