@@ -346,7 +346,8 @@ def build_site(cfg: Config, *, digests: list[Digest] | None = None) -> BuildRepo
             "bodies": {d.date.isoformat(): ctx.cached_body(d) for d in feed_days},
         },
     }
-    text = json.dumps(new_manifest, ensure_ascii=False, sort_keys=True, indent=0)
+    # Compact: without indent, json's C encoder writes the Cards of every day in milliseconds.
+    text = json.dumps(new_manifest, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     write_if_changed(manifest_path, text.encode("utf-8"))
     days = ctx.days
     return BuildReport(
