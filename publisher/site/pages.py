@@ -4,7 +4,7 @@ pages, the index, the sitemap and robots.txt, as bytes. No file is written here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as xml_escape
@@ -221,7 +221,7 @@ def render_sitemap(
     cfg: Config,
     days: list[Day],
     updated: dict[dt.date, int],
-    more: list[tuple[str, int]] = (),  # type: ignore[assignment]
+    more: Iterable[tuple[str, int]] = (),
 ) -> bytes:
     """sitemap.xml: the index, every month page and every day page, with lastmod; `more` are
     other pages (the topic and weekly pages) as (URL, lastmod)."""
