@@ -4,9 +4,11 @@ without the search index ([feed] search = false) and then what Pagefind's indexi
 Prints each time against its target (3 s full, 0.3 s incremental, +10 s for the search index)
 and against a reference measured in the same run (parsing the corpus, with no rendering), so a
 slow machine shows as a slow reference rather than as a failure. Also prints the feeds' sizes
-(the default [feed] content = "summary") against FeedBurner's 512 KB.
+(the default [feed] content = "summary") against FeedBurner's 512 KB. With --topics the
+shipped config.toml's topics are on, so the topic pages and feeds are built too (the weekly
+pages always are), and the largest topic feed is printed beside the site's.
 
-    python bench/build_site.py [--corpus PATH]
+    python bench/build_site.py [--corpus PATH] [--topics]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from publisher.config import default_config  # noqa: E402
+from publisher.config import default_config, load_config  # noqa: E402
 from publisher.digest import find_digests, parse_file  # noqa: E402
 from publisher.site import build_site, index_search  # noqa: E402
 from publisher.urls import ATOM_FILE, JSON_FILE, RSS_FILE  # noqa: E402
@@ -50,6 +52,7 @@ Authors: Ada Lovelace, Alan Turing
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared/corpus/daily_papers_ko")
+    ap.add_argument("--topics", action="store_true", help="build with the shipped topics")
     args = ap.parse_args()
     if not args.corpus.is_dir():
         sys.exit(f"corpus not found at {args.corpus}")
@@ -63,6 +66,8 @@ def main() -> None:
             digests=dataclasses.replace(cfg.digests, inbox=inbox),
             feed=dataclasses.replace(cfg.feed, search=False),
         )
+        if args.topics:
+            cfg = dataclasses.replace(cfg, topics=load_config(ROOT / "config.toml").topics)
 
         # The reference also warms the OS file cache, so the full build does not pay for disk.
         start = time.perf_counter()
@@ -84,6 +89,11 @@ def main() -> None:
         incremental = time.perf_counter() - start
         assert inc.ok and inc.parsed == 1, inc
         sizes = {n: (cfg.feed.output / n).stat().st_size for n in (RSS_FILE, ATOM_FILE, JSON_FILE)}
+        for folder in ("weekly", "topics/*"):
+            found = list(cfg.feed.output.glob(f"{folder}/{RSS_FILE}"))
+            if found:
+                biggest = max(found, key=lambda p: p.stat().st_size)
+                sizes[biggest.relative_to(cfg.feed.output).as_posix()] = biggest.stat().st_size
 
         # The search index: Pagefind over every day page (it has no incremental mode).
         start = time.perf_counter()
@@ -94,7 +104,8 @@ def main() -> None:
             p.stat().st_size for p in (cfg.feed.output / "pagefind").rglob("*") if p.is_file()
         )
 
-    print(f"corpus: {len(files)} digests from {args.corpus}")
+    topics = f", {len(cfg.topics)} topics" if cfg.topics else ", no topics"
+    print(f"corpus: {len(files)} digests from {args.corpus}{topics}")
     print(f"reference (parse the corpus, no output): {reference:.3f} s")
     print(
         f"full build:        {full:.3f} s  target {FULL_TARGET} s  "
@@ -111,7 +122,7 @@ def main() -> None:
         f"{pages} pages, bundle {bundle / 1e6:.1f} MB, loaded on demand)"
     )
     for name, size in sizes.items():
-        print(f"{name + ':':<18} {size / 1024:.0f} KB (limit {FEED_LIMIT // 1024} KB)")
+        print(f"{name + ':':<24} {size / 1024:.0f} KB (limit {FEED_LIMIT // 1024} KB)")
 
 
 if __name__ == "__main__":

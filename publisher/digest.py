@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -359,3 +361,13 @@ def find_digests(inbox: Path, *, dated_only: bool = False) -> list[Path]:
     if dated_only:
         found = (p for p in found if is_dated_name(p.relative_to(inbox).as_posix()))
     return sorted(found)
+
+
+def digest_sha(digest: Digest) -> str:
+    """A hash of what a digest says (not where it lives, nor its whitespace): the site's
+    manifest and the publications table compare digests by it."""
+    data = digest.to_dict()
+    data.pop("file", None)
+    data.pop("warnings", None)
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

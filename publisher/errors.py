@@ -20,3 +20,7 @@ class DigestError(PublisherError):
         self.problem = problem
         where = f"{self.path}:{line}" if line > 0 else self.path
         super().__init__(f"{where}: {problem}")
+
+
+class BuildError(PublisherError):
+    """The site could not be built for a reason outside the digests: Pagefind failed, say."""

@@ -22,7 +22,7 @@ _STRINGS: dict[str, dict[str, str]] = {
         "feed_atom": "Atom feed",
         "newer": "Newer",
         "older": "Older",
-        # The archive's search, months and navigation (site.py, templates/site/).
+        # The archive's search, months and navigation (publisher/site/, templates/site/).
         "search_label": "Search the archive",
         "search_none": "No paper matches.",
         "months": "By month",
@@ -170,6 +170,21 @@ _STRINGS: dict[str, dict[str, str]] = {
         "unsubscribe_alternatives": "Too much mail? You can also pause, or choose fewer papers.",
         "pause_button": "Pause instead (stay subscribed)",
         "choose_less": "Choose topics and how many papers",
+        # Pages and feeds per reader choice (publisher/site/choice.py).
+        "topics_nav": "Topics",
+        "topics_title": "Topics",
+        "topics_intro": "Each topic has its own page and feeds: the papers of each day on it.",
+        "topic_days": "Latest {n} days with papers on this topic",
+        "topic_none": "No paper on this topic yet.",
+        "topic_feeds": "Feeds of this topic",
+        "weekly_nav": "Weekly",
+        "weekly_title": "Weekly editions",
+        "weekly_intro": "Each complete week, Monday to Sunday: every paper once, most votes first.",
+        "weekly_none": "No complete week yet.",
+        "weekly_feeds": "Feeds of the weekly editions",
+        "week_title": "Week {week}",
+        "week_range": "{monday} to {sunday}",
+        "paper_topics": "Topics",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -186,7 +201,7 @@ _STRINGS: dict[str, dict[str, str]] = {
         "feed_atom": "Atom 피드",
         "newer": "다음",
         "older": "이전",
-        # The archive's search, months and navigation (site.py, templates/site/).
+        # The archive's search, months and navigation (publisher/site/, templates/site/).
         "search_label": "지난 호 검색",
         "search_none": "찾는 논문이 없습니다.",
         "months": "월별 보기",
@@ -332,6 +347,21 @@ _STRINGS: dict[str, dict[str, str]] = {
         ),
         "pause_button": "대신 일시 중지하기 (구독 유지)",
         "choose_less": "주제와 논문 수 고르기",
+        # 선택별 페이지와 피드 (publisher/site/choice.py).
+        "topics_nav": "주제",
+        "topics_title": "주제별 논문",
+        "topics_intro": "주제마다 페이지와 피드가 있습니다: 날마다 그 주제의 논문.",
+        "topic_days": "이 주제의 논문이 있는 최근 {n}일",
+        "topic_none": "아직 이 주제의 논문이 없습니다.",
+        "topic_feeds": "이 주제의 피드",
+        "weekly_nav": "주간",
+        "weekly_title": "주간판",
+        "weekly_intro": "끝난 주(월요일~일요일)마다: 논문마다 한 번, 추천 많은 순.",
+        "weekly_none": "아직 끝난 주가 없습니다.",
+        "weekly_feeds": "주간판 피드",
+        "week_title": "{week} 주간",
+        "week_range": "{monday} ~ {sunday}",
+        "paper_topics": "주제",
     },
 }
 

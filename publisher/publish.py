@@ -15,12 +15,11 @@ from pathlib import Path
 
 from .config import Config
 from .delivery import DeliveryReport, deliver
-from .digest import Digest, find_digests, parse_file
+from .digest import Digest, digest_sha, find_digests, parse_file
 from .errors import PublisherError
 from .mailer import Segments
 from .mailrules import ReturnPath
 from .progress import Progress
-from .site import digest_sha
 from .state import EmailStatus, SendStatus
 from .state.health import check_integrity
 from .state.protocols import PublishStore, SubscribersStore

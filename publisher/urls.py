@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from .config import Config
+from .digest import Digest
 
 # The feeds and the sitemap, at the output root (also their paths under base_url).
 RSS_FILE = "feed.xml"
@@ -46,6 +47,63 @@ def day_url(cfg: Config, date: dt.date) -> str:
     return urljoin(base_url(cfg), day_path(date))
 
 
+def month_url(cfg: Config, year: int, month: int) -> str:
+    """Absolute URL of a month's page."""
+    return urljoin(base_url(cfg), month_path(year, month))
+
+
+def page_url(cfg: Config, path: str) -> str:
+    """Absolute URL of a path relative to the output root (`topics/agents/`, `sitemap.xml`)."""
+    return urljoin(base_url(cfg), path)
+
+
+def feed_url(cfg: Config, name: str, folder: str = "") -> str:
+    """Absolute URL of a feed file (RSS_FILE, ATOM_FILE or JSON_FILE) in `folder`: "" for the
+    site's own feeds, or the folder of a page that has its own (`topics/agents/`)."""
+    return urljoin(base_url(cfg), folder + name)
+
+
+# Pages and feeds per reader choice: one folder per topic, one for the weekly editions.
+TOPICS_PATH = "topics/"
+WEEKLY_PATH = "weekly/"
+
+
+def topic_path(name: str) -> str:
+    """A topic's folder: `topics/NAME/` (its page, feed.xml, atom.xml and feed.json)."""
+    return f"{TOPICS_PATH}{name}/"
+
+
+def topic_url(cfg: Config, name: str) -> str:
+    """Absolute URL of a topic's page."""
+    return urljoin(base_url(cfg), topic_path(name))
+
+
+def week_path(week: object) -> str:
+    """A weekly edition's page: `weekly/YYYY-Www/` (`week` is an editions.Week or its name)."""
+    return f"{WEEKLY_PATH}{week}/"
+
+
+def paper_anchors(digest: Digest) -> list[str]:
+    """Each paper's id on its day page: the arXiv id (`#2405.12345`), else `paper-N`; a repeat
+    gets `-2`, `-3` so ids stay unique. Links in feeds and emails point at them: keep them."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for i, paper in enumerate(digest.papers, 1):
+        base = paper.arxiv_id or f"paper-{i}"
+        anchor, n = base, 1
+        while anchor in seen:
+            n += 1
+            anchor = f"{base}-{n}"
+        seen.add(anchor)
+        out.append(anchor)
+    return out
+
+
+def paper_url(cfg: Config, day: dt.date, anchor: str) -> str:
+    """Absolute URL of a paper's card on its day page (`anchor` from `paper_anchors`)."""
+    return f"{day_url(cfg, day)}#{anchor}"
+
+
 def entry_id(cfg: Config, date: dt.date) -> str:
     """The feed id of a day: `tag:HOST,YYYY-MM-DD:/YYYY/MM/DD/` (RFC 4151).
 
@@ -55,6 +113,19 @@ def entry_id(cfg: Config, date: dt.date) -> str:
     """
     host = urlsplit(base_url(cfg)).hostname or "localhost"
     return f"tag:{host},{date.isoformat()}:/{day_path(date)}"
+
+
+def topic_entry_id(cfg: Config, name: str, date: dt.date) -> str:
+    """The feed id of a day in a topic's feed: `tag:HOST,YYYY-MM-DD:/topics/NAME/YYYY/MM/DD/`,
+    distinct from the day's own entry (the content is the topic's papers only)."""
+    host = urlsplit(base_url(cfg)).hostname or "localhost"
+    return f"tag:{host},{date.isoformat()}:/{topic_path(name)}{day_path(date)}"
+
+
+def week_entry_id(cfg: Config, week: object, monday: dt.date) -> str:
+    """The feed id of a weekly edition: `tag:HOST,MONDAY:/weekly/YYYY-Www/`."""
+    host = urlsplit(base_url(cfg)).hostname or "localhost"
+    return f"tag:{host},{monday.isoformat()}:/{week_path(week)}"
 
 
 def absolute_url(cfg: Config, url: str | None) -> str:

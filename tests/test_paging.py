@@ -11,6 +11,7 @@ from pathlib import Path
 import html5lib
 from lxml import etree
 
+from publisher.editions import Week
 from publisher.site import INDEX_DAYS, build_site
 
 from .sitehelpers import site_config, write_digest
@@ -95,6 +96,14 @@ def test_adding_a_day_rewrites_a_bounded_set_of_files(tmp_path: Path) -> None:
         "atom.xml",
         "feed.json",
         "sitemap.xml",
+        # the newest day before was a Tuesday (2024-W15): a day after its Sunday completes that
+        # week, so its page, the previous week's ("newer" link), the weekly index and feeds
+        "weekly/2024-W15/index.html",
+        "weekly/2024-W14/index.html",
+        "weekly/index.html",
+        "weekly/feed.xml",
+        "weekly/atom.xml",
+        "weekly/feed.json",
     }
 
 
@@ -110,6 +119,9 @@ def test_sitemap_lists_every_page_once(tmp_path: Path) -> None:
     expected = {base, base + "2024/01/", base + "2024/02/"} | {
         base + f"{d:%Y/%m/%d}/" for d in days
     }
+    # the weekly editions' index and each complete week's page
+    weeks = {Week.of(d) for d in days if Week.of(d).sunday <= days[-1]}
+    expected |= {base + "weekly/"} | {base + f"weekly/{w}/" for w in weeks}
     assert len(locs) == len(set(locs)) and set(locs) == expected
     for u in root.findall(f"{SITEMAP}url"):
         dt.datetime.fromisoformat(u.findtext(f"{SITEMAP}lastmod"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,8 @@ from click.testing import CliRunner
 
 from publisher.cli import cli
 from publisher.digest import parse
-from publisher.site import _code_files, build_site
+from publisher.site import build_site
+from publisher.site.collect import _code_files
 from publisher.urls import day_url
 
 from .conftest import corpus_date, corpus_files, largest_corpus_digest, needs_corpus
@@ -227,8 +229,18 @@ def test_the_fingerprint_covers_every_module_the_site_imports() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = {Path(line).resolve() for line in done.stdout.split()}
     covered = set(_code_files())
-    assert {p.name for p in loaded} >= {"site.py", "templating.py", "i18n.py", "digest.py"}
+    names = {"build.py", "pages.py", "feeds.py", "templating.py", "i18n.py", "digest.py"}
+    assert {p.name for p in loaded} >= names
     assert loaded <= covered, sorted(str(p) for p in loaded - covered)
+
+
+def test_the_send_side_does_not_load_the_site_builder() -> None:
+    # publish.py (`publisher send`, `run`'s send job) needs a digest's hash, not feedgen/brotli
+    code = "import json, sys, publisher.publish\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert "publisher.publish" in loaded
+    assert not {"feedgen", "publisher.site", "publisher.site.build"} & loaded
 
 
 def test_a_bad_digest_is_reported_and_the_rest_still_build(tmp_path: Path) -> None:
@@ -303,6 +315,18 @@ def test_a_bad_entry_title_is_a_config_error(tmp_path: Path) -> None:
     write_digest(cfg.digests.inbox, DAYS[0])
     with pytest.raises(ConfigError, match="feed.entry_title"):
         build_site(cfg)
+
+
+def test_a_failed_pagefind_run_is_a_build_error_not_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from publisher.errors import BuildError, ConfigError
+    from publisher.site import index_search
+
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", "/bin/false")
+    with pytest.raises(BuildError, match="pagefind failed") as caught:
+        index_search(tmp_path)
+    assert not isinstance(caught.value, ConfigError)
 
 
 @pytest.mark.parametrize(
