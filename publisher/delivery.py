@@ -99,6 +99,16 @@ class DeliveryReport:
     rejected: int = 0  # failed for good for a reason not the address (e.g. 554 content)
     stopped: bool = False  # `stop` was set (SIGTERM/SIGINT) before the end
     nomatch: int = 0  # readers of this edition served with nothing matched (no email)
+    edition: str = "daily"  # or weekly: digest_date is then the Monday of the week
+
+    @property
+    def name(self) -> str:
+        """The edition's name: its date, or the weekly edition's ISO week ("week 2026-W49")."""
+        if self.edition == "weekly":
+            from .editions import Week
+
+            return f"week {Week.of(self.digest_date)}"
+        return str(self.digest_date)
 
     @property
     def ok(self) -> bool:
@@ -109,7 +119,7 @@ class DeliveryReport:
     def summary(self) -> str:
         rate = self.sent / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"{self.digest_date}: {self.sent} sent, {self.failed} failed "
+            f"{self.name}: {self.sent} sent, {self.failed} failed "
             f"({self.bounced} hard bounces), {self.retries} retries, in {self.seconds:.1f}s "
             f"({rate:.0f}/s) via {self.transport}; "
             + (f"{self.skipped} left out (unsubscribed during the send); " if self.skipped else "")
@@ -178,8 +188,10 @@ def deliver(
     transport_factory: Callable[[], Transport] | None = None,
     stop: threading.Event | None = None,
     segments: SegmentedBuilder | None = None,
+    edition: str = "daily",
 ) -> DeliveryReport:
-    """Send the digest of `digest_date` to every mailable subscriber not yet sent it.
+    """Send the digest of `digest_date` to every mailable subscriber not yet sent it (with
+    `edition="weekly"`: the weekly edition of the week starting that Monday, to weekly readers).
 
     `build(email, name, subscriber_id)` returns the RFC 5322 message bytes (CRLF) for one
     subscriber; or `segments` builds each row's message in its reader's segment (reader choice).
@@ -207,8 +219,8 @@ def deliver(
         present = None
     else:
         raise TypeError("deliver() needs build or segments")
-    store.queue_pending(digest_date, present)
-    total = store.count_pending(digest_date, retry_failed, include_final)
+    store.queue_pending(digest_date, present, edition=edition)
+    total = store.count_pending(digest_date, retry_failed, include_final, edition=edition)
     workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
     stop = threading.Event()
     feed = _Claims(
@@ -219,6 +231,7 @@ def deliver(
         lease_seconds=cfg.state.lease_seconds,
         batch=max(CLAIM_BATCH, 8 * workers_n),
         stop=stop,
+        edition=edition,
     )
     tally = _Tally()
     limiter = RateLimiter(cfg.smtp.rate_limit)
@@ -313,8 +326,8 @@ def deliver(
             # Counted first, queued second: whoever the count saw is queued now and mailed in
             # another pass, so the report never calls a reader "still without it" merely
             # because they were added after the queueing at the start.
-            unsent = store.unsent_active(digest_date)
-            added = store.queue_pending(digest_date, present) if unsent else 0
+            unsent = store.unsent_active(digest_date, edition=edition)
+            added = store.queue_pending(digest_date, present, edition=edition) if unsent else 0
             if not added:
                 break
             progress.grow(added)
@@ -327,7 +340,7 @@ def deliver(
         raise tally.fatal
     if ledger.error is not None:
         raise ledger.error
-    unsent = store.unsent_active(digest_date)
+    unsent = store.unsent_active(digest_date, edition=edition)
     return DeliveryReport(
         digest_date=digest_date,
         transport=transport_name,
@@ -341,7 +354,8 @@ def deliver(
         skipped=tally.skipped,
         rejected=tally.rejected,
         stopped=shutdown is not None and shutdown.is_set(),
-        nomatch=store.ledger_counts(digest_date).get("nomatch", 0),
+        nomatch=store.ledger_counts(digest_date, edition=edition).get("nomatch", 0),
+        edition=edition,
     )
 
 
@@ -379,9 +393,11 @@ class _Claims:
         lease_seconds: float,
         batch: int,
         stop: threading.Event,
+        edition: str = "daily",
     ) -> None:
         self.store = store
         self.digest_date = digest_date
+        self.edition = edition
         self.retry_failed = retry_failed
         self.include_final = include_final
         # Failed rows are wanted again (retry_failed) only if they failed before this send
@@ -429,6 +445,7 @@ class _Claims:
                         self.retry_failed,
                         self.include_final,
                         failed_before=self.started,
+                        edition=self.edition,
                     )
                     with self.lock:
                         self.queue.extend(entries)
@@ -449,14 +466,18 @@ class _Claims:
         process is gone (kill -9) does not count: its rows are given back at once instead of
         after its lease."""
         others = self.store.other_claimants(
-            self.digest_date, self.owner, self.retry_failed, self.include_final
+            self.digest_date,
+            self.owner,
+            self.retry_failed,
+            self.include_final,
+            edition=self.edition,
         )
         for other in others:
             host, _, rest = other.partition(":")
             pid = rest.partition(":")[0]
             if host == self.host and pid.isdigit() and not _pid_alive(int(pid)):
                 log.info("taking over the claims of %s (that process is gone)", other)
-                self.store.expire_claims(self.digest_date, other)
+                self.store.expire_claims(self.digest_date, other, edition=self.edition)
         return bool(others)  # a dead one's rows are claimed on the next round
 
     def check(self, entry_id: int) -> None:

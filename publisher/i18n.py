@@ -160,6 +160,9 @@ _STRINGS: dict[str, dict[str, str]] = {
         "unsubscribe_alternatives": "Too much mail? You can also pause, or choose fewer papers.",
         "pause_button": "Pause instead (stay subscribed)",
         "choose_less": "Choose topics and how many papers",
+        "weekly_button": "Switch to weekly (one email a week)",
+        "on_day_page": "On the {date} page",
+        "week_text": "Week {week} ({first} to {last})",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -312,6 +315,9 @@ _STRINGS: dict[str, dict[str, str]] = {
         ),
         "pause_button": "대신 일시 중지하기 (구독 유지)",
         "choose_less": "주제와 논문 수 고르기",
+        "weekly_button": "주간으로 바꾸기 (일주일에 한 번)",
+        "on_day_page": "{date} 페이지에서 보기",
+        "week_text": "{week} 주간 ({first} ~ {last})",
     },
 }
 

@@ -9,6 +9,7 @@ row (email status, counts, times) that `publisher status` and the scheduler read
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from .config import Config
 from .delivery import DeliveryReport, deliver
 from .digest import Digest, find_digests, parse_file
+from .editions import Week
 from .errors import PublisherError
 from .mailer import Segments
 from .progress import Progress
@@ -105,3 +107,86 @@ def send_digest(
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def week_digests(cfg: Config, week: Week) -> list[Digest]:
+    """The inbox digests dated in `week` (files that do not parse are skipped), by date; where
+    two files hold one date, the later path wins (as for the site)."""
+    by_date: dict[dt.date, Digest] = {}
+    for path in sorted(find_digests(cfg.digests.folder, dated_only=cfg.digests.managed)):
+        try:
+            digest = parse_file(path)
+        except PublisherError:
+            continue
+        if digest.date in week:
+            by_date[digest.date] = digest
+    return [by_date[d] for d in sorted(by_date)]
+
+
+def last_complete_week(cfg: Config, now: dt.datetime | None = None) -> Week:
+    """The newest ISO week that has ended, in `site.timezone`."""
+    now = now or dt.datetime.now(dt.UTC)
+    return Week.last_complete(now.astimezone(cfg.tz).date())
+
+
+def send_weekly(
+    cfg: Config,
+    store: Store,
+    week: Week,
+    *,
+    digests: list[Digest] | None = None,
+    retry_failed: bool = False,
+    include_final: bool = False,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    secret: bytes | None = None,
+    log: Callable[[str], None] = lambda _line: None,
+) -> DeliveryReport:
+    """Email the weekly edition of `week` to every active weekly reader who does not have it
+    yet; resumable, once per reader, through the same ledger as the daily send (its rows and
+    its publication row are the `weekly` edition's, dated the week's Monday)."""
+    secret = secret if secret is not None else secret_from_env(cfg)
+    digests = week_digests(cfg, week) if digests is None else digests
+    if not digests:
+        raise PublisherError(
+            f"{cfg.digests.folder}: no digest dated in week {week} "
+            f"({week.monday} to {week.sunday}); nothing to send"
+        )
+    check_integrity(store.engine)
+    sync_subscribers(cfg, store, log)
+    segments = Segments.weekly(week, digests, cfg, secret)
+    day = week.monday
+    if store.get_publication(day, edition="weekly") is None:
+        sha = hashlib.sha256("".join(digest_sha(d) for d in digests).encode()).hexdigest()
+        store.record_publication(day, f"week {week}", sha, edition="weekly")
+    store.update_publication(
+        day, edition="weekly", email_status="sending", email_started_at=_utcnow()
+    )
+    report = deliver(
+        cfg,
+        store,
+        day,
+        None,
+        segments=segments,
+        retry_failed=retry_failed,
+        include_final=include_final,
+        progress=progress,
+        stop=stop,
+        edition="weekly",
+    )
+    if segments.renders:
+        log(
+            f"rendered {segments.renders} segment(s) of weekly readers in "
+            f"{segments.render_seconds:.2f} s (after inlining the edition once, "
+            f"{segments.edition_seconds:.2f} s)"
+        )
+    counts = store.ledger_counts(day, edition="weekly")
+    store.update_publication(
+        day,
+        edition="weekly",
+        email_status="sent" if report.unsent_active == 0 else "partial",
+        sent=counts["sent"],
+        failed=counts["failed"],
+        email_finished_at=_utcnow(),
+    )
+    return report

@@ -12,9 +12,14 @@ The token in a reader's link is signed elsewhere (publisher/tokens.py; per messa
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from .config import Config
+
+if TYPE_CHECKING:
+    from .digest import Paper
 
 # The feeds and the sitemap, at the output root (also their paths under base_url).
 RSS_FILE = "feed.xml"
@@ -42,6 +47,34 @@ def month_path(year: int, month: int) -> str:
 def day_url(cfg: Config, date: dt.date) -> str:
     """Absolute URL of a day's page; the email's "view in browser" link. Keep it stable."""
     return urljoin(base_url(cfg), day_path(date))
+
+
+def paper_anchors(papers: Iterable[Paper]) -> list[str]:
+    """Each paper's id on its day page (in the day's order): the arXiv id (`#2405.12345`),
+    else `paper-N`; a repeat gets `-2`, `-3` so ids stay unique."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for i, paper in enumerate(papers, 1):
+        base = paper.arxiv_id or f"paper-{i}"
+        anchor, n = base, 1
+        while anchor in seen:
+            n += 1
+            anchor = f"{base}-{n}"
+        seen.add(anchor)
+        out.append(anchor)
+    return out
+
+
+def paper_urls(cfg: Config, date: dt.date, papers: Iterable[Paper]) -> list[str]:
+    """The absolute URL of each paper's card on its day page (`.../YYYY/MM/DD/#2405.12345`),
+    in the day's order: what the weekly edition links each paper to."""
+    page = day_url(cfg, date)
+    return [f"{page}#{anchor}" for anchor in paper_anchors(papers)]
+
+
+def weekly_url(cfg: Config) -> str:
+    """`{base_url}weekly/`: the weekly editions' page; the weekly email's "view in browser"."""
+    return urljoin(base_url(cfg), "weekly/")
 
 
 def entry_id(cfg: Config, date: dt.date) -> str:

@@ -42,6 +42,9 @@ SOURCES = ("csv", "web", "cli")
 # NOMATCH: served, with nothing matched (the reader's topics matched no paper of the edition):
 # settled like `sent`, but no message was sent.
 QUEUED, SENT, FAILED, NOMATCH = "queued", "sent", "failed", "nomatch"
+# Editions: a digest's daily edition, a week's weekly edition (readers of that cadence).
+DAILY, WEEKLY = "daily", "weekly"
+EDITIONS = (DAILY, WEEKLY)
 # Reader choice.
 CADENCES = ("daily", "weekly", "paused")
 CHOICE_SOURCES = ("web", "csv", "cli")
@@ -134,6 +137,8 @@ ledger = sa.Table(
     "ledger",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # The edition (EDITIONS): `daily`, or `weekly`, whose digest_date is its week's Monday.
+    sa.Column("edition", sa.String(8), nullable=False, server_default="daily"),
     sa.Column("digest_date", sa.Date, nullable=False),
     sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
     sa.Column("email", sa.String(320), nullable=False),
@@ -151,13 +156,15 @@ ledger = sa.Table(
     # for, so a change of choice during a send applies from the next edition.
     sa.Column("topics", sa.String(1000), nullable=False, server_default=""),
     sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
-    sa.UniqueConstraint("digest_date", "email", name="uq_ledger_digest_email"),
+    sa.UniqueConstraint("edition", "digest_date", "email", name="uq_ledger_edition_digest_email"),
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
 )
 
 publications = sa.Table(
     "publications",
     metadata,
+    # A digest's daily edition, or a week's weekly edition (digest_date: the week's Monday).
+    sa.Column("edition", sa.String(8), primary_key=True, server_default="daily"),
     sa.Column("digest_date", sa.Date, primary_key=True),
     sa.Column("source", sa.String(1000), nullable=False),
     sa.Column("content_hash", sa.String(128), nullable=False),
