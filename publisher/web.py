@@ -77,9 +77,8 @@ from .web_mail import MailError, check_sender, send_confirmation
 # A confirmation link older than this no longer works: an old mail found by a scanner months after
 # an unsubscribe must not subscribe anyone again.
 CONFIRM_MAX_AGE = dt.timedelta(days=7)
-# The cadences a reader may pick on the web. "weekly" joins them with the weekly edition
-# (issue 21, step 5): until that send exists a weekly reader would get nothing at all.
-WEB_CADENCES = ("daily", "paused")
+# The cadences a reader may pick on the web (publisher send and publisher send --weekly).
+WEB_CADENCES = ("daily", "weekly", "paused")
 # Forms and one-click bodies are a few dozen bytes; anything bigger is not one of ours.
 MAX_BODY = 8 * 1024
 FEED_TYPES = {
@@ -675,9 +674,10 @@ class WebSide:
                 )
             elif action == "choice":
                 choice_saved, choice_error = await self._save_choice(email, form)
-            elif action == "pause":
-                # The unsubscribe page's "pause instead": only the cadence changes.
-                pause = st.ChoiceUpdate(cadence="paused")
+            elif action in ("pause", "weekly"):
+                # The unsubscribe page's "pause instead" and "switch to weekly": only the
+                # cadence changes.
+                pause = st.ChoiceUpdate(cadence="paused" if action == "pause" else "weekly")
                 try:
                     await run_in_threadpool(self.store.set_choice, email, pause, "web")
                     choice_saved = True
