@@ -68,6 +68,17 @@ def status_lines(
             else:
                 old += 1
     out.append("")
+    out.append("readers per edition (the latest of each):")
+    for row in edition_counts(store):
+        if row["edition"] is None:
+            out.append(f"  {row['kind']:<7} none sent yet")
+            continue
+        out.append(
+            f"  {row['kind']:<7} {row['edition']}: {row['served']} served ({row['mailed']} "
+            f"mailed, {row['nomatch']} nothing matched), {row['failed']} failed"
+            + (f", {row['queued']} queued" if row["queued"] else "")
+        )
+    out.append("")
     out.append("pending emails:" if pending else "pending emails: none")
     out.extend(pending)
     if old:
@@ -87,6 +98,38 @@ def status_lines(
     out.append(f"health: {_verdict(found)}")
     out.extend(f"  {f.severity}: {f.kind}: {f.message}" for f in found)
     return out
+
+
+def edition_counts(store: Store) -> list[dict[str, Any]]:
+    """For the daily and the weekly edition, the latest one emailed and its readers: served
+    (mailed, or nothing matched their topics), failed, still queued."""
+    from .editions import Week
+
+    rows: list[dict[str, Any]] = []
+    for kind in ("daily", "weekly"):
+        latest = next(
+            (p for p in store.list_publications(20, edition=kind) if p.email_status != "none"),
+            None,
+        )
+        if latest is None:
+            rows.append({"kind": kind, "edition": None})
+            continue
+        counts = store.ledger_counts(latest.digest_date, edition=kind)
+        name = str(Week.of(latest.digest_date)) if kind == "weekly" else str(latest.digest_date)
+        mailed, nomatch = counts.get("sent", 0), counts.get("nomatch", 0)
+        rows.append(
+            {
+                "kind": kind,
+                "edition": name,
+                "email": latest.email_status,
+                "served": mailed + nomatch,
+                "mailed": mailed,
+                "nomatch": nomatch,
+                "failed": counts.get("failed", 0),
+                "queued": counts.get("queued", 0),
+            }
+        )
+    return rows
 
 
 def _verdict(found: list[Finding]) -> str:
@@ -116,6 +159,7 @@ def status_json(
             }
             for p in store.list_publications(limit)
         ],
+        "editions": edition_counts(store),
     }
 
 
