@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -109,11 +110,29 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+_PATH_DATE = re.compile(r"(\d{4})[/-](\d{2})[/-](\d{2})(?:\.md)?$")
+_SLACK = dt.timedelta(days=1)
+
+
+def _path_date(path: Path) -> dt.date | None:
+    """The date a digest's path names (`2024/05/27.md`, `2024-05-27.md`), if any."""
+    m = _PATH_DATE.search(path.as_posix())
+    if not m:
+        return None
+    try:
+        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return None
+
+
 def week_digests(cfg: Config, week: Week) -> list[Digest]:
     """The inbox digests dated in `week` (files that do not parse are skipped), by date; where
     two files hold one date, the later path wins (as for the site)."""
     by_date: dict[dt.date, Digest] = {}
     for path in sorted(find_digests(cfg.digests.folder, dated_only=cfg.digests.managed)):
+        named = _path_date(path)
+        if named is not None and not week.monday - _SLACK <= named <= week.sunday + _SLACK:
+            continue  # named for a day far from the week: not parsed (the scheduler asks often)
         try:
             digest = parse_file(path)
         except PublisherError:

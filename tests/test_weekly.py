@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -23,6 +24,8 @@ from lxml import html as lxml_html
 from publisher.config import Config, load_config
 from publisher.digest import Digest, Paper, parse_file
 from publisher.editions import Week
+from publisher.policy import weekly_due
+from publisher.scheduler import send_step
 from publisher.state import Store
 from publisher.tokens import sign_id
 from publisher.topics import paper_text
@@ -68,6 +71,7 @@ def setup(tmp_path: Path, port: int, db_url: str, inbox: Path, **smtp: object) -
     )
     text += (
         '[site]\nlanguage = "ko"\nbase_url = "https://papers.example.org/"\n'
+        'timezone = "Asia/Seoul"\n'
         "[email]\nmax_html_bytes = 5000000\n"
         'weekly_subject = "주간 {week}: {first_title}"\n'
     )
@@ -330,3 +334,75 @@ def test_dry_run_prints_each_segment_of_both_editions(tmp_path: Path, db_url: st
     assert bad.returncode == 2 and "2024 has no week 60" in bad.stderr
     empty = run_publisher("send", "--config", str(cfg.path), "--weekly", "--week", "2024-W30")
     assert empty.returncode == 1 and "no digest dated in week 2024-W30" in empty.stderr
+
+
+KST = ZoneInfo("Asia/Seoul")
+
+
+def test_run_sends_the_weekly_edition_at_weekly_day_send_at_once(
+    tmp_path: Path, db_url: str
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for day in ("2024-05-20", "2024-05-22"):
+        write_digest(inbox / f"{day}.md", day)
+    recorder = Recorder()
+    server = start_server(recorder)
+    try:
+        cfg = setup(tmp_path, server.port, db_url, inbox)
+        with cfg.path.open("a", encoding="utf-8") as fh:
+            fh.write('[schedule]\nweekly_day = "wed"\nsend_at = "07:00"\n')
+        cfg = load_config(cfg.path)
+        assert cfg.site.timezone == "Asia/Seoul"
+        cfg.subscribers.file.write_text(
+            "email,name,cadence,topics,max_papers\n"
+            "w@example.org,,weekly,,0\nd@example.org,,daily,,0\np@example.org,,paused,,0\n"
+        )
+        week = Week(2024, 21)
+        with Store.open(cfg) as store:
+            early = send_step(cfg, store, now=dt.datetime(2024, 5, 29, 6, 59, tzinfo=KST))
+            assert early.weekly_sent == []
+            assert early.weekly_pending == [(week, "waiting for 2024-05-29T07:00+09:00")]
+            at = send_step(cfg, store, now=dt.datetime(2024, 5, 29, 7, 0, tzinfo=KST))
+            assert at.weekly_sent == [week]
+            later = send_step(cfg, store, now=dt.datetime(2024, 5, 30, 7, 0, tzinfo=KST))
+            assert later.weekly_sent == [] and later.weekly_pending == []
+            pub = store.get_publication(week.monday, edition="weekly")
+            assert pub is not None and (pub.email_status, pub.sent) == ("sent", 1)
+    finally:
+        server.stop()
+    assert recorder.received() == Counter({"w@example.org": 1})
+
+
+def test_the_weekly_edition_follows_the_daily_catch_up_and_misfire_rules(tmp_path: Path) -> None:
+    from publisher.config import default_config
+
+    cfg = default_config(tmp_path)  # weekly_day mon, send_at 07:00, grace 12 h
+    week = Week(2024, 21)
+    monday = dt.date(2024, 5, 27)
+    assert Week.last_complete(monday) == week
+    assert not weekly_due(cfg, week, dt.datetime.combine(monday, dt.time(6, 59), KST)).due
+    assert weekly_due(cfg, week, dt.datetime.combine(monday, dt.time(7, 0), KST)).due
+    # Down at 07:00, back within the grace: caught up at once.
+    assert weekly_due(cfg, week, dt.datetime.combine(monday, dt.time(18, 59), KST)).due
+    # Missed by more than the grace: the next send_at, not midnight.
+    late = weekly_due(cfg, week, dt.datetime.combine(monday, dt.time(19, 1), KST))
+    assert not late.due and late.reason == "waiting for 2024-05-28T07:00+09:00"
+    assert weekly_due(cfg, week, dt.datetime(2024, 5, 28, 7, 0, tzinfo=KST)).due
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('[schedule]\nweekly_day = "monday"\n', "'schedule.weekly_day' must be one of mon, tue"),
+        ('[email]\nweekly_subject = "{date}"\n', "'email.weekly_subject' may use only {week}"),
+    ],
+)
+def test_a_bad_weekly_setting_is_a_config_error_naming_the_key(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    from publisher.errors import ConfigError
+
+    (tmp_path / "config.toml").write_text(line, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(tmp_path / "config.toml")
