@@ -21,12 +21,13 @@ import httpx
 import pytest
 from lxml import html as lxml_html
 
+from publisher import metrics
 from publisher.config import Config, load_config
 from publisher.digest import Digest, Paper, parse_file
 from publisher.editions import Week
 from publisher.policy import weekly_due
 from publisher.scheduler import send_step
-from publisher.state import Store
+from publisher.state import Store, reporting
 from publisher.tokens import sign_id
 from publisher.topics import paper_text
 from publisher.urls import day_url, preferences_url
@@ -236,6 +237,14 @@ def test_four_corpus_weeks_each_reader_gets_exactly_their_editions(
             "받는 내용: 주간 · agents, robotics · 모든 논문"
             in msg.get_body(("plain",)).get_content()
         )  # type: ignore[union-attr]
+    # The daily and the weekly edition of one Monday side by side: the metrics and the report
+    # read the daily ones (a scalar subquery meeting both rows failed on PostgreSQL).
+    with Store.open(cfg) as store:
+        assert store.get_publication(dt.date(2024, 6, 17), edition="weekly") is not None
+        assert store.get_publication(dt.date(2024, 6, 17)) is not None
+        assert metrics.read(store)["last_send"]["digest"] == "2024-06-21"
+        days = [r.date for r in reporting.sends(store.engine, dt.date(2024, 5, 1), cfg.tz)]
+        assert len(days) == len(set(days)) == 16
     # Per edition: the latest daily (2024-06-21) and weekly (2024-W25) edition's readers.
     last_day = sum(1 for e in expected.values() if e and e[-1][0] == "daily 2024-06-21")
     assert (
