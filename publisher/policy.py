@@ -13,8 +13,9 @@ The rules (README, "Scheduling"):
   automatically: a first start on a year of archive builds the archive and sends nothing.
 - Each digest date is emailed once, ever: the state database says whether it was.
 - The weekly edition of an ISO week is due at `[schedule] weekly_day` of the week after, at
-  `send_at`, with the same misfire rule; only the last complete week is sent automatically
-  (a week missed altogether is left to `publisher send --weekly --week`).
+  `send_at`, with the same misfire rule; only the last complete week, and not more than
+  `max_age_days` after its weekly_day, is sent automatically (otherwise it is left to
+  `publisher send --weekly --week`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ def weekly_due(cfg: Config, week: Week, now: dt.datetime) -> Due:
     """Whether the weekly edition of `week` (not yet emailed) should go out at `now`: at its
     moment, or caught up within `misfire_grace_hours`; missed by more, at the next `send_at`."""
     at = weekly_moment(cfg, week)
+    late = (now.astimezone(cfg.tz).date() - at.date()).days
+    if late > cfg.schedule.max_age_days:
+        # As a daily digest older than max_age_days: never sent automatically.
+        return Due(
+            False,
+            f"{late} days past its weekly_day, more than schedule.max_age_days "
+            f"({cfg.schedule.max_age_days}): not sent automatically",
+        )
     grace = dt.timedelta(hours=cfg.schedule.misfire_grace_hours)
     if now >= at and now - at > grace:
         at = next_send_moment(cfg, now)

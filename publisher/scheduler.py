@@ -267,7 +267,8 @@ def weekly_step(
     else:
         due = weekly_due(cfg, week, now)
         if not due.due:
-            report.weekly_pending.append((week, due.reason))
+            if due.at is not None:  # waiting; not a week too old to be sent automatically
+                report.weekly_pending.append((week, due.reason))
             return report
         reason = due.reason
     digests = week_digests(cfg, week)

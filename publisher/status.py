@@ -31,6 +31,7 @@ def status_lines(
         f"{cfg.schedule.send_at} {cfg.site.timezone}"
         + ("; send on arrival)" if cfg.schedule.send_on_arrival else ")")
     )
+    out.append(f"weekly edition: {next_weekly(cfg, store, now)}")
     out.append(f"polling:        every {cfg.schedule.poll_seconds:g} s in {cfg.digests.folder}")
     if cfg.digests.git:
         out.append(
@@ -98,6 +99,23 @@ def status_lines(
     out.append(f"health: {_verdict(found)}")
     out.extend(f"  {f.severity}: {f.kind}: {f.message}" for f in found)
     return out
+
+
+def next_weekly(cfg: Config, store: Store, now: dt.datetime) -> str:
+    """The next weekly edition `publisher run` sends, and when ([schedule] weekly_day)."""
+    from .editions import Week
+    from .policy import weekly_due, weekly_moment
+
+    week = Week.last_complete(now.astimezone(cfg.tz).date())
+    pub = store.get_publication(week.monday, edition="weekly")
+    day = f"[schedule] weekly_day {cfg.schedule.weekly_day} at send_at"
+    if pub is None or pub.email_status in ("none", "sending"):
+        due = weekly_due(cfg, week, now)
+        return f"{week} {'due now' if due.due else due.reason} ({day})"
+    if pub.email_status == "partial":
+        return f"{week} partial: its failed readers are retried as a daily send's ({day})"
+    at = weekly_moment(cfg, week.next()).isoformat(timespec="minutes")
+    return f"{week} {pub.email_status}; {week.next()} at {at} ({day})"
 
 
 def edition_counts(store: Store) -> list[dict[str, Any]]:

@@ -398,6 +398,10 @@ def test_the_weekly_edition_follows_the_daily_catch_up_and_misfire_rules(tmp_pat
     late = weekly_due(cfg, week, dt.datetime.combine(monday, dt.time(19, 1), KST))
     assert not late.due and late.reason == "waiting for 2024-05-28T07:00+09:00"
     assert weekly_due(cfg, week, dt.datetime(2024, 5, 28, 7, 0, tzinfo=KST)).due
+    # Like a digest older than max_age_days (2): never sent automatically.
+    assert weekly_due(cfg, week, dt.datetime(2024, 5, 29, 7, 0, tzinfo=KST)).due
+    stale = weekly_due(cfg, week, dt.datetime(2024, 5, 30, 7, 0, tzinfo=KST))
+    assert not stale.due and "more than schedule.max_age_days (2)" in stale.reason
 
 
 @pytest.mark.parametrize(
