@@ -11,13 +11,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .config import Config, load_config
 from .digest import parse_file
 from .errors import PublisherError
+
+if TYPE_CHECKING:
+    from .editions import Week
 
 
 def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -230,6 +233,17 @@ def topics(config_path: Path, as_json: bool) -> None:
     help="With --retry-failed: also retry messages refused for good (5xx, e.g. content "
     "rejected), say after fixing what the server objected to.",
 )
+@click.option(
+    "--weekly",
+    is_flag=True,
+    help="Send the weekly edition to the weekly readers (default: the last complete week).",
+)
+@click.option(
+    "--week",
+    "week_name",
+    metavar="YYYY-Www",
+    help="With --weekly: the ISO week to send, e.g. 2026-W49 (implies --weekly).",
+)
 def send(
     config_path: Path,
     dry_run: bool,
@@ -238,6 +252,8 @@ def send(
     out: Path,
     retry_failed: bool,
     include_final: bool,
+    weekly: bool,
+    week_name: str | None,
 ) -> None:
     """Email a digest to every active subscriber who does not have it yet.
 
@@ -266,21 +282,47 @@ def send(
       publisher send                          the newest digest in the inbox, for real
       publisher send --retry-failed           after a temporary outage
       publisher send --retry-failed --include-final   also the ones refused with a 5xx
+      publisher send --weekly                 last week's weekly edition, to weekly readers
+      publisher send --weekly --week 2026-W49 --dry-run
+
+    The daily edition goes to the readers whose cadence is daily, the weekly edition (--weekly:
+    every digest dated in one ISO week, one entry per paper, ranked by votes) to the weekly
+    ones; each reader gets the papers of their topics, up to their cap, at most once.
     """
     if include_final and not retry_failed:
         raise click.UsageError("--include-final goes with --retry-failed")
+    week = None
+    if weekly or week_name:
+        if digest_path is not None:
+            raise click.UsageError("--digest is for the daily edition, not --weekly")
+        from .editions import Week
+
+        try:
+            week = Week.parse(week_name) if week_name else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--week'") from None
     cfg = get_config(config_path)
+    if (weekly or week_name) and week is None:
+        from .publish import last_complete_week
+
+        week = last_complete_week(cfg)
     if not dry_run:
-        _send_for_real(cfg, digest_path, retry_failed, include_final)
+        _send_for_real(cfg, digest_path, retry_failed, include_final, week)
         return
     from .preview import dry_run as run_dry_run  # keeps `publisher --help` fast
 
-    report = run_dry_run(cfg, digest_path=digest_path, to=to, out=out)
+    report = run_dry_run(cfg, digest_path=digest_path, to=to, out=out, week=week)
     nl = report.newsletter
-    click.echo(
-        f"digest:     {report.digest.source} ({report.digest.date}, "
-        f"{len(report.digest.papers)} papers)"
-    )
+    if week is None:
+        click.echo(
+            f"digest:     {report.digest.source} ({report.digest.date}, "
+            f"{len(report.digest.papers)} papers)"
+        )
+    else:
+        click.echo(
+            f"edition:    weekly, week {week} ({week.monday} to {week.sunday}, "
+            f"{len(report.digest.papers)} papers)"
+        )
     click.echo(f"subject:    {report.subject}")
     click.echo(f"recipients: {report.recipients} in {cfg.subscribers.file}")
     click.echo(
@@ -292,6 +334,9 @@ def send(
         f"papers:     {len(nl.full)} in full, {len(nl.shortened)} shortened, "
         f"{len(nl.linked)} as linked titles, {nl.more_count} only on the web page"
     )
+    for line, readers, papers in report.segments:
+        what = f"{papers} papers" if papers else "nothing matched, no email"
+        click.echo(f"segment:    {line}: {readers} readers, {what}")
     click.echo(f"preview:    {report.html_path}")
     for path, size in zip(report.eml_paths, report.message_bytes, strict=True):
         click.echo(f"message:    {path} ({size:,} bytes)")
@@ -478,12 +523,6 @@ def subscribers_set(
     from .topics import describe_choice
 
     click.echo(f"{sub.email}: {describe_choice(cfg, sub.cadence, sub.topics, sub.max_papers)}")
-    if sub.cadence == "weekly":
-        click.echo(
-            "note: weekly readers get no daily email, and this release has no weekly send yet: "
-            "they get nothing until it has",
-            err=True,
-        )
 
 
 @subscribers.command("remove")
@@ -915,13 +954,17 @@ EXIT_INTERRUPTED = 130  # `publisher send` stopped by SIGTERM or SIGINT before t
 
 
 def _send_for_real(
-    cfg: Config, digest_path: Path | None, retry_failed: bool, include_final: bool
+    cfg: Config,
+    digest_path: Path | None,
+    retry_failed: bool,
+    include_final: bool,
+    week: Week | None = None,
 ) -> None:
     import signal
     import threading
 
     from .progress import default_progress
-    from .publish import newest_digest, send_digest
+    from .publish import newest_digest, send_digest, send_weekly
     from .state import Store
     from .tokens import secret_from_env
 
@@ -940,19 +983,31 @@ def _send_for_real(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        digest = parse_file(digest_path or newest_digest(cfg))
         with Store.open(cfg) as store:
-            result = send_digest(
-                cfg,
-                store,
-                digest,
-                retry_failed=retry_failed,
-                include_final=include_final,
-                progress=default_progress(),
-                stop=stop,
-                secret=secret,
-                log=lambda line: click.echo(line, err=True),
-            )
+            if week is not None:
+                result = send_weekly(
+                    cfg,
+                    store,
+                    week,
+                    retry_failed=retry_failed,
+                    include_final=include_final,
+                    progress=default_progress(),
+                    stop=stop,
+                    secret=secret,
+                    log=lambda line: click.echo(line, err=True),
+                )
+            else:
+                result = send_digest(
+                    cfg,
+                    store,
+                    parse_file(digest_path or newest_digest(cfg)),
+                    retry_failed=retry_failed,
+                    include_final=include_final,
+                    progress=default_progress(),
+                    stop=stop,
+                    secret=secret,
+                    log=lambda line: click.echo(line, err=True),
+                )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -90,6 +90,8 @@ class DkimConfig:
 class EmailConfig:
     from_: str = "Daily Papers <papers@localhost>"
     subject: str = "Daily Papers {date}: {first_title}"
+    # The weekly edition's subject: {week} (2026-W49) and {first_title} (the most voted paper).
+    weekly_subject: str = "Weekly Papers {week}: {first_title}"
     reply_to: str = ""
     contact: str = ""
     list_id: str = ""
@@ -128,9 +130,15 @@ class SubscribersConfig:
     bounce_limit: int = 1
 
 
+# `[schedule] weekly_day`: ISO weekday 1 (mon) to 7 (sun) is the index + 1.
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleConfig:
     send_at: str = "07:00"
+    # The weekly edition (of the last complete ISO week) goes out on this day, at send_at.
+    weekly_day: str = "mon"
     poll_seconds: float = 60.0
     max_age_days: int = 2
     send_on_arrival: bool = False
@@ -411,6 +419,20 @@ def _validate(cfg: Config) -> None:
         )
     if not _HHMM.match(cfg.schedule.send_at):
         raise ConfigError(f"{p}: 'schedule.send_at' must be HH:MM, not {cfg.schedule.send_at!r}")
+    if cfg.schedule.weekly_day not in WEEKDAYS:
+        raise ConfigError(
+            f"{p}: 'schedule.weekly_day' must be one of {', '.join(WEEKDAYS)}, "
+            f"not {cfg.schedule.weekly_day!r}"
+        )
+    for dotted, template, names in (
+        ("email.subject", cfg.email.subject, ("date", "first_title")),
+        ("email.weekly_subject", cfg.email.weekly_subject, ("week", "first_title")),
+    ):
+        try:
+            template.format(**dict.fromkeys(names, ""))
+        except (KeyError, IndexError, ValueError) as exc:
+            allowed = " and ".join(f"{{{n}}}" for n in names)
+            raise ConfigError(f"{p}: '{dotted}' may use only {allowed}: {exc}") from None
     if cfg.schedule.expect_by and not _HHMM.match(cfg.schedule.expect_by):
         raise ConfigError(
             f"{p}: 'schedule.expect_by' must be HH:MM or empty, not {cfg.schedule.expect_by!r}"

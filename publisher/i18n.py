@@ -185,6 +185,9 @@ _STRINGS: dict[str, dict[str, str]] = {
         "week_title": "Week {week}",
         "week_range": "{monday} to {sunday}",
         "paper_topics": "Topics",
+        "weekly_button": "Switch to weekly (one email a week)",
+        "on_day_page": "On the {date} page",
+        "week_text": "Week {week} ({first} to {last})",
     },
     "ko": {
         "view_in_browser": "브라우저에서 보기",
@@ -362,6 +365,9 @@ _STRINGS: dict[str, dict[str, str]] = {
         "week_title": "{week} 주간",
         "week_range": "{monday} ~ {sunday}",
         "paper_topics": "주제",
+        "weekly_button": "주간으로 바꾸기 (일주일에 한 번)",
+        "on_day_page": "{date} 페이지에서 보기",
+        "week_text": "{week} 주간 ({first} ~ {last})",
     },
 }
 

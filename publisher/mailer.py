@@ -23,13 +23,16 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from email.utils import parseaddr
 from html import escape
+from typing import Any
 
 from .config import Config
 from .digest import Digest, Paper
 from .dkim import DkimSettings, dkim_settings, signed
+from .editions import Week, weekly_papers
 from .errors import ConfigError
 from .mailrules import UNSUBSCRIBE, TokenCodec
 from .mime import (
@@ -63,7 +66,7 @@ from .newsletter import (
 from .state import LedgerEntry, split_topics
 from .tokens import Signer
 from .topics import Choice, TopicMatcher, select
-from .urls import preferences_url, unsubscribe_url
+from .urls import paper_anchors, paper_url, preferences_url, unsubscribe_url
 
 _PLACEHOLDER_RE = re.compile(("(" + "|".join(PLACEHOLDERS) + ")").encode())
 _EMAIL, _UNSUB, _PREFS = (
@@ -265,11 +268,17 @@ class Segments:
         *,
         cadence: str = "daily",
         cache_size: int = 32,
+        week: Week | None = None,
+        pages: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.digest = digest
         self.cfg = cfg
         self.secret = secret
         self.cadence = cadence
+        # A weekly edition: its week, and each paper's (card URL on its day page, that day).
+        self.week = week
+        self.pages = pages
+        self.edition = "daily" if week is None else "weekly"
         self.cache_size = max(cache_size, 1)
         self.matcher = TopicMatcher.from_config(cfg)
         # Each paper's topics, matched once per edition (the regexes are the costly part of a
@@ -286,6 +295,27 @@ class Segments:
         self.renders = 0  # segments made (each from the pieces of the one inlined edition)
         self.render_seconds = 0.0  # their time, the edition's inlining not included
         self.edition_seconds = 0.0  # Jinja + premailer of the whole edition, once
+
+    @classmethod
+    def weekly(
+        cls, week: Week, digests: Iterable[Digest], cfg: Config, secret: bytes, **kw: Any
+    ) -> Segments:
+        """The weekly edition of `week` from its digests (`editions.weekly_papers`: one entry
+        per paper, ranked by votes), dated its Monday; each paper links to its day page."""
+        days = [d for d in digests if d.date in week]
+        chosen = weekly_papers(days)
+        pages: dict[str, tuple[str, str]] = {}
+        for digest in days:
+            for paper, anchor in zip(digest.papers, paper_anchors(digest), strict=True):
+                url = paper_url(cfg, digest.date, anchor)
+                pages.setdefault(f"{digest.date}|{paper.key}", (url, digest.date.isoformat()))
+        links = {wp.paper.key: pages[f"{wp.day}|{wp.paper.key}"] for wp in chosen}
+        edition = Digest(
+            date=week.monday,
+            papers=tuple(wp.paper for wp in chosen),
+            source=f"week {week}",
+        )
+        return cls(edition, cfg, secret, cadence="weekly", week=week, pages=links, **kw)
 
     def factory(self, topics: str, max_papers: int) -> MessageFactory:
         """The MessageFactory of one segment (`topics` as stored: `a;b`), rendered if needed."""
@@ -332,7 +362,9 @@ class Segments:
             raise RuntimeError(f"segment {topics!r}/{max_papers} has no paper to send")
         with self._edition_lock:  # premailer once per edition, by the first segment's thread
             if self._edition is None:
-                self._edition = inline_edition(self.digest, self.cfg)
+                self._edition = inline_edition(
+                    self.digest, self.cfg, week=self.week, pages=self.pages
+                )
                 self.edition_seconds = time.perf_counter() - started
                 started = time.perf_counter()
         choice = Choice(self.cadence, split_topics(topics), max_papers)

@@ -85,11 +85,16 @@ def _row(name: str, label: Any, value: Any) -> sa.Select[Any]:
     )
 
 
+# The daily editions' rows (a weekly edition's row is filed under its week's Monday, beside
+# that day's daily row): the "last send" and "newest digest" are the daily ones.
+_DAILY = publications.c.edition == "daily"
+
+
 def _latest_send() -> Any:
     """The digest date of the newest send that started."""
     return (
         sa.select(publications.c.digest_date)
-        .where(publications.c.email_started_at.is_not(None))
+        .where(publications.c.email_started_at.is_not(None), _DAILY)
         .order_by(publications.c.digest_date.desc())
         .limit(1)
         .scalar_subquery()
@@ -101,10 +106,10 @@ def _query() -> sa.CompoundSelect:
     latest = _latest_send()
 
     def last(column: Any) -> Any:  # a column of the latest send's row
-        return sa.select(column).where(pub.digest_date == latest).scalar_subquery()
+        return sa.select(column).where(pub.digest_date == latest, _DAILY).scalar_subquery()
 
-    newest = sa.select(sa.func.max(pub.digest_date)).scalar_subquery()
-    arrived = sa.select(pub.created_at).where(pub.digest_date == newest).scalar_subquery()
+    newest = sa.select(sa.func.max(pub.digest_date)).where(_DAILY).scalar_subquery()
+    arrived = sa.select(pub.created_at).where(pub.digest_date == newest, _DAILY).scalar_subquery()
     pending = sa.select(sa.func.count()).where(queued).scalar_subquery()
     oldest = sa.select(sa.func.min(ledger.c.updated_at)).where(queued).scalar_subquery()
     sent = sa.select(sa.func.coalesce(sa.func.sum(pub.sent), 0)).scalar_subquery()

@@ -25,8 +25,9 @@ import datetime as dt
 import logging
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cssutils
 import premailer
@@ -41,6 +42,9 @@ from .markdown import plain_inline
 from .mime import one_line
 from .templating import jinja_env
 from .topics import Choice, describe_choice
+
+if TYPE_CHECKING:
+    from .editions import Week
 
 # Placeholders for what differs per reader. Word characters only, so that neither Jinja's
 # autoescape, premailer/lxml's serialiser nor a URL rewrite can alter them.
@@ -140,9 +144,21 @@ def _safe_url(url: str | None) -> str | None:
     return None
 
 
-def subject_for(digest: Digest, cfg: Config) -> str:
-    """`[email] subject` filled with {date} and {first_title}, on one line."""
+def subject_for(digest: Digest, cfg: Config, week: Week | None = None) -> str:
+    """`[email] subject` filled with {date} and {first_title}, on one line; for a weekly
+    edition (`week`), `[email] weekly_subject` with {week} and {first_title}."""
     first = digest.papers[0].title if digest.papers else ""
+    if week is not None:
+        try:
+            subject = cfg.email.weekly_subject.format(
+                week=str(week), first_title=_cut(one_line(first), SUBJECT_TITLE_CHARS)
+            )
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{cfg.path}: 'email.weekly_subject' may use only {{week}} and {{first_title}}: "
+                f"{exc}"
+            ) from None
+        return one_line(subject)
     try:
         subject = cfg.email.subject.format(
             date=digest.date.isoformat(), first_title=_cut(one_line(first), SUBJECT_TITLE_CHARS)
@@ -182,6 +198,9 @@ class _PaperView:
     video: str | None
     bullets: tuple[_Item, ...]
     short: tuple[_Item, ...]
+    # The weekly edition: the paper's card on its day page, and that day ("" in a daily one).
+    page: str = ""
+    page_day: str = ""
 
 
 def _full_item(b: Bullet) -> _Item:
@@ -195,7 +214,9 @@ def _short_item(b: Bullet) -> _Item:
     return _Item(b.label, escape(text), text)
 
 
-def _view(n: int, paper: Paper, cfg: Config, et_al: str) -> _PaperView:
+def _view(
+    n: int, paper: Paper, cfg: Config, et_al: str, page: tuple[str, str] = ("", "")
+) -> _PaperView:
     return _PaperView(
         n=n,
         key=paper.key,
@@ -207,6 +228,8 @@ def _view(n: int, paper: Paper, cfg: Config, et_al: str) -> _PaperView:
         video=_safe_url(paper.video),
         bullets=tuple(_full_item(b) for b in paper.summary),
         short=tuple(_short_item(b) for b in paper.summary[:SHORT_BULLETS]),
+        page=page[0],
+        page_day=page[1],
     )
 
 
@@ -322,6 +345,8 @@ def _text_view(v: _PaperView, form: Form) -> dict[str, Any]:
         "votes": v.votes,
         "video": v.video,
         "text_bullets": items,
+        "page": v.page,
+        "page_day": v.page_day,
     }
 
 
@@ -344,17 +369,30 @@ class InlinedEdition:
     views: tuple[_PaperView, ...]
     prefix: str
     pieces: tuple[tuple[str, str], ...]
+    week: Week | None = None  # a weekly edition's week (None: a daily edition)
 
 
-def inline_edition(digest: Digest, cfg: Config) -> InlinedEdition:
-    """Jinja, then premailer, once for the whole edition (every paper, every form)."""
+def inline_edition(
+    digest: Digest,
+    cfg: Config,
+    *,
+    week: Week | None = None,
+    pages: Mapping[str, tuple[str, str]] | None = None,
+) -> InlinedEdition:
+    """Jinja, then premailer, once for the whole edition (every paper, every form). A weekly
+    edition gives its `week` (`digest` then holds the week's papers, dated its Monday) and
+    `pages`: each paper's (card URL on its day page, that day) by paper key."""
     t = strings(cfg.site.language)
-    views = tuple(_view(n, p, cfg, t["et_al"]) for n, p in enumerate(digest.papers))
+    pages = pages or {}
+    views = tuple(
+        _view(n, p, cfg, t["et_al"], pages.get(p.key, ("", "")))
+        for n, p in enumerate(digest.papers)
+    )
     raw = (
         jinja_env(cfg)
         .get_template("email/newsletter.html")
         .render(
-            **_common(digest, cfg),
+            **_common(digest, cfg, week),
             subject=_SEG_SUBJECT,
             paper_count=_SEG_COUNT,
             choice_line=_SEG_CHOICE,
@@ -365,15 +403,22 @@ def inline_edition(digest: Digest, cfg: Config) -> InlinedEdition:
         )
     )
     prefix, pieces = _split(_inline_css(raw))
-    return InlinedEdition(digest, views, prefix, tuple(pieces))
+    return InlinedEdition(digest, views, prefix, tuple(pieces), week)
 
 
-def _common(digest: Digest, cfg: Config) -> dict[str, Any]:
+def _common(digest: Digest, cfg: Config, week: Week | None = None) -> dict[str, Any]:
+    if week is None:
+        date_text, page = digest.date.isoformat(), urls.day_url(cfg, digest.date)
+    else:
+        date_text = strings(cfg.site.language)["week_text"].format(
+            week=week, first=week.monday.isoformat(), last=week.sunday.isoformat()
+        )
+        page = urls.weekly_url(cfg)
     return {
         "lang": cfg.site.language,
         "site_title": cfg.site.title,
-        "date_text": digest.date.isoformat(),
-        "day_url": urls.day_url(cfg, digest.date),
+        "date_text": date_text,
+        "day_url": page,
         "subscribe_url": urls.subscribe_url(cfg),
         "contact": cfg.email.contact,
         "reader_email": PLACEHOLDER_EMAIL,
@@ -397,8 +442,8 @@ def render_newsletter(
     edition = edition or inline_edition(digest, cfg)
     wanted = {p.key for p in digest.papers}
     views = [v for v in edition.views if v.key in wanted]
-    subject = subject_for(digest, cfg)
-    common = _common(digest, cfg)
+    subject = subject_for(digest, cfg, edition.week)
+    common = _common(digest, cfg, edition.week)
     day_url = common["day_url"]
     choice_line = describe_choice(cfg, choice.cadence, choice.topics, choice.max_papers)
     preheader = _cut(" · ".join(one_line(v.title) for v in views[:3]), PREHEADER_CHARS)

@@ -12,6 +12,10 @@ The rules (README, "Scheduling"):
 - A digest older than `max_age_days` (by its date, in site.timezone) is never emailed
   automatically: a first start on a year of archive builds the archive and sends nothing.
 - Each digest date is emailed once, ever: the state database says whether it was.
+- The weekly edition of an ISO week is due at `[schedule] weekly_day` of the week after, at
+  `send_at`, with the same misfire rule; only the last complete week, and not more than
+  `max_age_days` after its weekly_day, is sent automatically (otherwise it is left to
+  `publisher send --weekly --week`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .config import WEEKDAYS, Config
+from .editions import Week
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,33 @@ def email_due(cfg: Config, digest_date: dt.date, arrived: dt.datetime, now: dt.d
     grace = dt.timedelta(hours=cfg.schedule.misfire_grace_hours)
     if now >= at and now - at > grace:
         at = next_send_moment(cfg, now)  # missed by too much: wait for the next send time
+    if now >= at:
+        return Due(True, f"due since {at.isoformat(timespec='minutes')}", at)
+    return Due(False, f"waiting for {at.isoformat(timespec='minutes')}", at)
+
+
+def weekly_moment(cfg: Config, week: Week) -> dt.datetime:
+    """When the weekly edition of `week` is scheduled: `[schedule] weekly_day` of the week
+    after it, at `send_at`, in site.timezone."""
+    day = week.next().monday + dt.timedelta(days=WEEKDAYS.index(cfg.schedule.weekly_day))
+    return dt.datetime.combine(day, send_time(cfg), tzinfo=cfg.tz)
+
+
+def weekly_due(cfg: Config, week: Week, now: dt.datetime) -> Due:
+    """Whether the weekly edition of `week` (not yet emailed) should go out at `now`: at its
+    moment, or caught up within `misfire_grace_hours`; missed by more, at the next `send_at`."""
+    at = weekly_moment(cfg, week)
+    late = (now.astimezone(cfg.tz).date() - at.date()).days
+    if late > cfg.schedule.max_age_days:
+        # As a daily digest older than max_age_days: never sent automatically.
+        return Due(
+            False,
+            f"{late} days past its weekly_day, more than schedule.max_age_days "
+            f"({cfg.schedule.max_age_days}): not sent automatically",
+        )
+    grace = dt.timedelta(hours=cfg.schedule.misfire_grace_hours)
+    if now >= at and now - at > grace:
+        at = next_send_moment(cfg, now)
     if now >= at:
         return Due(True, f"due since {at.isoformat(timespec='minutes')}", at)
     return Due(False, f"waiting for {at.isoformat(timespec='minutes')}", at)

@@ -16,10 +16,11 @@ from pathlib import Path
 from .config import Config
 from .digest import Digest, parse_file
 from .dkim import verify_offline
+from .editions import Week
 from .errors import PublisherError
-from .mailer import MessageFactory
-from .newsletter import Newsletter, render_newsletter
-from .publish import newest_digest
+from .mailer import MessageFactory, Segments
+from .newsletter import Newsletter
+from .publish import newest_digest, week_digests
 from .subscribers import read_rows
 from .tokens import PREVIEW_SECRET, secret_from_env
 
@@ -40,6 +41,36 @@ class PreviewReport:
     dkim: tuple[str, str] | None = None  # (selector, domain) when the messages are signed
     dkim_check: tuple[bool, str] | None = None  # the first message verified offline: (ok, what)
     html_wire_bytes: int = 0  # the HTML part as sent (its base64 body), what the budget counts
+    # Each segment of the edition's readers in the state database: (what they get, readers,
+    # papers); empty when the database cannot be read without changing it.
+    segments: tuple[tuple[str, int, int], ...] = ()
+    week: Week | None = None  # the weekly edition's week (None: a daily edition)
+
+
+def segment_counts(cfg: Config, segments: Segments) -> tuple[tuple[str, int, int], ...]:
+    """(what they get, readers, papers) for each segment of the edition's readers: read from
+    the state database, never created or upgraded here (empty when it is not there yet)."""
+    from .state import Store, split_topics
+    from .topics import describe_choice
+
+    url = cfg.database_url
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if not path or not Path(path).is_file():
+            return ()
+    try:
+        with Store(url, upgrade=False) as store:
+            groups = store.segment_sizes(segments.cadence)
+    except Exception:  # noqa: BLE001 - an old or unreachable database: no per-segment lines
+        return ()
+    return tuple(
+        (
+            describe_choice(cfg, segments.cadence, split_topics(topics), cap),
+            readers,
+            len(segments.papers(topics, cap)),
+        )
+        for topics, cap, readers in groups
+    )
 
 
 def read_subscribers(cfg: Config, samples: int) -> tuple[list[tuple[str, str]], int]:
@@ -63,19 +94,31 @@ def dry_run(
     digest_path: Path | None = None,
     to: tuple[str, ...] | list[str] | None = None,
     out: Path = Path("preview"),
+    week: Week | None = None,
 ) -> PreviewReport:
-    """Render the newest (or given) digest and write preview.html and sample .eml files."""
-    path = digest_path or newest_digest(cfg)
-    digest = parse_file(path)
+    """Render the newest (or given) digest, or the weekly edition of `week`, for readers of
+    every paper, and write preview.html and sample .eml files."""
+    secret = secret_from_env(cfg, required=False)
+    if week is None:
+        digest = parse_file(digest_path or newest_digest(cfg))
+        segments = Segments(digest, cfg, secret)
+    else:
+        days = week_digests(cfg, week)
+        if not days:
+            raise PublisherError(
+                f"{cfg.digests.folder}: no digest dated in week {week} "
+                f"({week.monday} to {week.sunday})"
+            )
+        segments = Segments.weekly(week, days, cfg, secret)
+        digest = segments.digest
     first, recipients = read_subscribers(cfg, SAMPLE_RECIPIENTS)
     samples = [(a, "") for a in to] if to else first
     if not samples:
         raise PublisherError(
             f"{cfg.subscribers.file}: no subscriber to preview for; pass --to ADDRESS"
         )
-    secret = secret_from_env(cfg, required=False)
-    newsletter = render_newsletter(digest, cfg)
-    factory = MessageFactory(newsletter, cfg, secret)
+    factory: MessageFactory = segments.factory("", 0)  # the all-papers segment
+    newsletter = factory.newsletter
     out.mkdir(parents=True, exist_ok=True)
     emls: list[Path] = []
     sizes: list[int] = []
@@ -110,4 +153,6 @@ def dry_run(
         dkim=factory.dkim,
         dkim_check=dkim_check,
         html_wire_bytes=html_wire_bytes,
+        segments=segment_counts(cfg, segments),
+        week=week,
     )

@@ -49,12 +49,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .alerts import Alerter
 from .config import Config, load_config
 from .digest import parse_file
+from .editions import Week
 from .errors import DigestError, PublisherError
 from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, findings
-from .policy import arrived, email_due, next_send_moment, send_time, too_old
+from .policy import arrived, email_due, next_send_moment, send_time, too_old, weekly_due
 from .privacy import mask_addresses
 from .progress import LogProgress
-from .publish import send_digest
+from .publish import send_digest, send_weekly, week_digests
 from .pull import pull
 from .site import build_site
 from .state import EmailStatus, Store
@@ -73,6 +74,10 @@ class TickReport:
     problems: list[str] = field(default_factory=list)
     # Digests whose failed rows were retried retry_failed_times times: final from now on.
     final: list[tuple[dt.date, int]] = field(default_factory=list)  # (date, readers without it)
+    # The weekly edition (`weekly_step`): the weeks sent, pending (why), final (readers without).
+    weekly_sent: list[Week] = field(default_factory=list)
+    weekly_pending: list[tuple[Week, str]] = field(default_factory=list)
+    weekly_final: list[tuple[Week, int]] = field(default_factory=list)
 
 
 def tick(
@@ -218,6 +223,87 @@ def send_step(
             report.sent.append(pub.digest_date)
         else:
             report.pending.append((pub.digest_date, "partial: some subscribers not reached yet"))
+    if stop is None or not stop.is_set():
+        weekly_step(cfg, store, now=now, stop=stop, secret=secret, report=report)
+    return report
+
+
+def weekly_step(
+    cfg: Config,
+    store: Store,
+    *,
+    now: dt.datetime | None = None,
+    stop: threading.Event | None = None,
+    secret: bytes | None = None,
+    report: TickReport | None = None,
+) -> TickReport:
+    """Send the weekly edition of the last complete week (in site.timezone) when it is due
+    (`policy.weekly_due`: `[schedule] weekly_day` at `send_at`, the daily send's misfire rule),
+    through `publish.send_weekly`; a partial one is resumed and its failed rows retried as a
+    daily send's are. Part of `send_step`, so of the send job."""
+    now = now or dt.datetime.now(dt.UTC)
+    report = report or TickReport()
+    naive_now = now.astimezone(dt.UTC).replace(tzinfo=None)
+    sched = cfg.schedule
+    week = Week.last_complete(now.astimezone(cfg.tz).date())
+    pub = store.get_publication(week.monday, edition="weekly")
+    retry_failed = False
+    if pub is not None and pub.email_status in ("sent", "final"):
+        return report
+    if pub is not None and pub.email_status == "partial":
+        queued = store.count_pending(week.monday, edition="weekly")
+        retry_at = (pub.email_finished_at or naive_now) + dt.timedelta(
+            hours=sched.retry_failed_hours
+        )
+        retry_failed = pub.email_retries < sched.retry_failed_times and naive_now >= retry_at
+        if not queued and not retry_failed:
+            if pub.email_retries >= sched.retry_failed_times:
+                unsent = store.unsent_active(week.monday, edition="weekly")
+                store.update_publication(week.monday, edition="weekly", email_status="final")
+                report.weekly_final.append((week, unsent))
+            else:
+                at = retry_at.replace(tzinfo=dt.UTC).astimezone(cfg.tz)
+                report.weekly_pending.append(
+                    (week, f"partial: retry at {at.isoformat(timespec='minutes')}")
+                )
+            return report
+        reason = "retry of the failed" if retry_failed else "resuming a send that stopped"
+    elif pub is not None and pub.email_status == "sending":
+        reason = "resuming a send that stopped"
+    else:
+        due = weekly_due(cfg, week, now)
+        if not due.due:
+            if due.at is not None:  # waiting; not a week too old to be sent automatically
+                report.weekly_pending.append((week, due.reason))
+            return report
+        reason = due.reason
+    digests = week_digests(cfg, week)
+    if not digests:
+        return report  # no digest that week: no weekly edition
+    if retry_failed and pub is not None:
+        store.update_publication(week.monday, edition="weekly", email_retries=pub.email_retries + 1)
+    try:
+        log.info("sending the weekly edition of %s (%s)", week, reason)
+        result = send_weekly(
+            cfg,
+            store,
+            week,
+            digests=digests,
+            retry_failed=retry_failed,
+            progress=LogProgress(every=10.0),
+            stop=stop,
+            secret=secret,
+            log=lambda line: log.info("%s", mask_addresses(line)),
+        )
+    except PublisherError as exc:
+        log.error("weekly send of %s failed, will retry: %s", week, mask_addresses(str(exc)))
+        report.weekly_pending.append((week, f"send failed: {exc}"))
+        return report
+    log.info("%s", result.summary())
+    if result.ok:
+        report.weekly_sent.append(week)
+    else:
+        report.weekly_pending.append((week, "partial: some subscribers not reached yet"))
     return report
 
 
@@ -371,6 +457,15 @@ class Runner:
                 date,
                 unsent,
                 cfg.schedule.retry_failed_times,
+            )
+        for week, unsent in report.weekly_final:
+            log.warning(
+                "weekly edition %s: %d readers still without it after %d retries of the failed; "
+                "final (`publisher send --weekly --week %s --retry-failed` tries again)",
+                week,
+                unsent,
+                cfg.schedule.retry_failed_times,
+                week,
             )
 
     def _triggers(self, cfg: Config) -> tuple[IntervalTrigger, OrTrigger]:

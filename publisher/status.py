@@ -32,6 +32,7 @@ def status_lines(
         f"{cfg.schedule.send_at} {cfg.site.timezone}"
         + ("; send on arrival)" if cfg.schedule.send_on_arrival else ")")
     )
+    out.append(f"weekly edition: {next_weekly(cfg, store, now)}")
     out.append(f"polling:        every {cfg.schedule.poll_seconds:g} s in {cfg.digests.folder}")
     if cfg.digests.git:
         out.append(
@@ -69,6 +70,17 @@ def status_lines(
             else:
                 old += 1
     out.append("")
+    out.append("readers per edition (the latest of each):")
+    for row in edition_counts(store):
+        if row["edition"] is None:
+            out.append(f"  {row['kind']:<7} none sent yet")
+            continue
+        out.append(
+            f"  {row['kind']:<7} {row['edition']}: {row['served']} served ({row['mailed']} "
+            f"mailed, {row['nomatch']} nothing matched), {row['failed']} failed"
+            + (f", {row['queued']} queued" if row["queued"] else "")
+        )
+    out.append("")
     out.append("pending emails:" if pending else "pending emails: none")
     out.extend(pending)
     if old:
@@ -86,6 +98,55 @@ def status_lines(
     out.append(f"health: {_verdict(found)}")
     out.extend(f"  {f.severity}: {f.kind}: {f.message}" for f in found)
     return out
+
+
+def next_weekly(cfg: Config, store: Store, now: dt.datetime) -> str:
+    """The next weekly edition `publisher run` sends, and when ([schedule] weekly_day)."""
+    from .editions import Week
+    from .policy import weekly_due, weekly_moment
+
+    week = Week.last_complete(now.astimezone(cfg.tz).date())
+    pub = store.get_publication(week.monday, edition="weekly")
+    day = f"[schedule] weekly_day {cfg.schedule.weekly_day} at send_at"
+    if pub is None or pub.email_status in ("none", "sending"):
+        due = weekly_due(cfg, week, now)
+        return f"{week} {'due now' if due.due else due.reason} ({day})"
+    if pub.email_status == "partial":
+        return f"{week} partial: its failed readers are retried as a daily send's ({day})"
+    at = weekly_moment(cfg, week.next()).isoformat(timespec="minutes")
+    return f"{week} {pub.email_status}; {week.next()} at {at} ({day})"
+
+
+def edition_counts(store: Store) -> list[dict[str, Any]]:
+    """For the daily and the weekly edition, the latest one emailed and its readers: served
+    (mailed, or nothing matched their topics), failed, still queued."""
+    from .editions import Week
+
+    rows: list[dict[str, Any]] = []
+    for kind in ("daily", "weekly"):
+        latest = next(
+            (p for p in store.list_publications(20, edition=kind) if p.email_status != "none"),
+            None,
+        )
+        if latest is None:
+            rows.append({"kind": kind, "edition": None})
+            continue
+        counts = store.ledger_counts(latest.digest_date, edition=kind)
+        name = str(Week.of(latest.digest_date)) if kind == "weekly" else str(latest.digest_date)
+        mailed, nomatch = counts.get("sent", 0), counts.get("nomatch", 0)
+        rows.append(
+            {
+                "kind": kind,
+                "edition": name,
+                "email": latest.email_status,
+                "served": mailed + nomatch,
+                "mailed": mailed,
+                "nomatch": nomatch,
+                "failed": counts.get("failed", 0),
+                "queued": counts.get("queued", 0),
+            }
+        )
+    return rows
 
 
 def _verdict(found: list[Finding]) -> str:
@@ -115,6 +176,7 @@ def status_json(
             }
             for p in store.list_publications(limit)
         ],
+        "editions": edition_counts(store),
     }
 
 

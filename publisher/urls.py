@@ -104,6 +104,11 @@ def paper_url(cfg: Config, day: dt.date, anchor: str) -> str:
     return f"{day_url(cfg, day)}#{anchor}"
 
 
+def weekly_url(cfg: Config) -> str:
+    """`{base_url}weekly/`: the weekly editions' page; the weekly email's "view in browser"."""
+    return page_url(cfg, WEEKLY_PATH)
+
+
 def entry_id(cfg: Config, date: dt.date) -> str:
     """The feed id of a day: `tag:HOST,YYYY-MM-DD:/YYYY/MM/DD/` (RFC 4151).
 

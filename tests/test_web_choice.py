@@ -118,10 +118,14 @@ def test_the_preferences_form_changes_the_choice_from_the_next_edition(
 def test_the_signup_form_takes_cadence_and_topics_for_a_new_address_only(web: Web) -> None:
     form = web.http.get(web.base + "subscribe")
     assert 'name="cadence" value="paused"' in form.text and 'value="agents"' in form.text
-    # Until the weekly edition exists the web does not offer it (a weekly reader would get
-    # nothing): asking for it is refused like any unknown value.
-    assert 'value="weekly"' not in form.text
-    assert web.signup("wk@example.com", cadence="weekly").status_code == 400
+    # The weekly edition is offered too.
+    assert 'name="cadence" value="weekly"' in form.text
+    assert web.signup("wk@example.com", cadence="weekly", topic="rl").status_code == 200
+    assert (web.store.get("wk@example.com").cadence, web.store.get("wk@example.com").topics) == (
+        "weekly",
+        {"rl"},
+    )
+    assert web.signup("hr@example.com", cadence="hourly").status_code == 400
     r = web.signup("new@example.com", "New", cadence="daily", topic=["agents", "rl"])
     assert r.status_code == 200
     sub = web.store.get("new@example.com")
@@ -144,7 +148,9 @@ def test_the_signup_form_takes_cadence_and_topics_for_a_new_address_only(web: We
     assert web.store.get("x@example.com") is None
 
 
-def test_the_unsubscribe_page_offers_to_pause_and_one_click_still_unsubscribes(web: Web) -> None:
+def test_the_unsubscribe_page_offers_weekly_and_pause_and_one_click_still_unsubscribes(
+    web: Web,
+) -> None:
     web.store.add_subscriber("ada@example.com", "Ada", status=st.ACTIVE, source="cli")
     web.store.set_choice("ada@example.com", st.ChoiceUpdate(topics=frozenset({"rl"})), "cli")
     link = web.unsub_url("ada@example.com")
@@ -153,6 +159,12 @@ def test_the_unsubscribe_page_offers_to_pause_and_one_click_still_unsubscribes(w
     pause_to = re.search(r'action="([^"]+/preferences/[^"]+)"', page.text)
     assert pause_to is not None
     assert web.state("ada@example.com") == (st.ACTIVE, False)  # the GET changed nothing
+    # "Switch to weekly": the cadence only, still subscribed.
+    assert T["weekly_button"] in page.text and 'name="action" value="weekly"' in page.text
+    r = web.http.post(pause_to.group(1), data={"action": "weekly"})
+    assert r.status_code == 200 and T["choice_saved"] in r.text
+    sub = web.store.get("ada@example.com")
+    assert (sub.cadence, sub.topics, sub.status) == ("weekly", {"rl"}, st.ACTIVE)
     r = web.http.post(pause_to.group(1), data={"action": "pause"})
     assert r.status_code == 200 and T["choice_saved"] in r.text
     sub = web.store.get("ada@example.com")

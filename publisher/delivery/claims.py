@@ -51,9 +51,11 @@ class Claims:
         lease_seconds: float,
         batch: int,
         stop: threading.Event,
+        edition: str = "daily",
     ) -> None:
         self.store = store
         self.digest_date = digest_date
+        self.edition = edition
         self.retry_failed = retry_failed
         self.include_final = include_final
         # Failed rows are wanted again (retry_failed) only if they failed before this send
@@ -101,6 +103,7 @@ class Claims:
                         self.retry_failed,
                         self.include_final,
                         failed_before=self.started,
+                        edition=self.edition,
                     )
                     with self.lock:
                         self.queue.extend(entries)
@@ -121,14 +124,18 @@ class Claims:
         process is gone (kill -9) does not count: its rows are given back at once instead of
         after its lease."""
         others = self.store.other_claimants(
-            self.digest_date, self.owner, self.retry_failed, self.include_final
+            self.digest_date,
+            self.owner,
+            self.retry_failed,
+            self.include_final,
+            edition=self.edition,
         )
         for other in others:
             host, _, rest = other.partition(":")
             pid = rest.partition(":")[0]
             if host == self.host and pid.isdigit() and not _pid_alive(int(pid)):
                 log.info("taking over the claims of %s (that process is gone)", other)
-                self.store.expire_claims(self.digest_date, other)
+                self.store.expire_claims(self.digest_date, other, edition=self.edition)
         return bool(others)  # a dead one's rows are claimed on the next round
 
     def check(self, entry_id: int) -> None:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from .. import metrics
 from ..config import Config
+from ..editions import Week
 from ..mailrules import ReturnPath
 from ..progress import NoProgress, Progress
 from ..state import LedgerEntry, SendStatus
@@ -49,6 +50,14 @@ class DeliveryReport:
     rejected: int = 0  # failed for good for a reason not the address (e.g. 554 content)
     stopped: bool = False  # `stop` was set (SIGTERM/SIGINT) before the end
     nomatch: int = 0  # readers of this edition served with nothing matched (no email)
+    edition: str = "daily"  # or weekly: digest_date is then the Monday of the week
+
+    @property
+    def name(self) -> str:
+        """The edition's name: its date, or the weekly edition's ISO week ("week 2026-W49")."""
+        if self.edition == "weekly":
+            return f"week {Week.of(self.digest_date)}"
+        return str(self.digest_date)
 
     @property
     def ok(self) -> bool:
@@ -59,7 +68,7 @@ class DeliveryReport:
     def summary(self) -> str:
         rate = self.sent / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"{self.digest_date}: {self.sent} sent, {self.failed} failed "
+            f"{self.name}: {self.sent} sent, {self.failed} failed "
             f"({self.bounced} hard bounces), {self.retries} retries, in {self.seconds:.1f}s "
             f"({rate:.0f}/s) via {self.transport}; "
             + (f"{self.skipped} left out (unsubscribed during the send); " if self.skipped else "")
@@ -97,8 +106,10 @@ def deliver(
     stop: threading.Event | None = None,
     segments: SegmentedBuilder | None = None,
     return_path: ReturnPath | None = None,
+    edition: str = "daily",
 ) -> DeliveryReport:
-    """Send the digest of `digest_date` to every mailable subscriber not yet sent it.
+    """Send the digest of `digest_date` to every mailable subscriber not yet sent it (with
+    `edition="weekly"`: the weekly edition of the week starting that Monday, to weekly readers).
 
     `build(email, name, subscriber_id)` returns the RFC 5322 message bytes (CRLF) for one
     subscriber; or `segments` builds each row's message in its reader's segment (reader choice).
@@ -126,8 +137,8 @@ def deliver(
         present = None
     else:
         raise TypeError("deliver() needs build or segments")
-    store.queue_pending(digest_date, present)
-    total = store.count_pending(digest_date, retry_failed, include_final)
+    store.queue_pending(digest_date, present, edition=edition)
+    total = store.count_pending(digest_date, retry_failed, include_final, edition=edition)
     workers_n = max(cfg.smtp.connections, 1) if cfg.smtp.host else 1
     # `halt` stops the workers: set when the caller's `stop` is, when a worker fails for good,
     # and on Ctrl-C.
@@ -140,6 +151,7 @@ def deliver(
         lease_seconds=cfg.state.lease_seconds,
         batch=max(CLAIM_BATCH, 8 * workers_n),
         stop=halt,
+        edition=edition,
     )
     tally = Tally()
     ledger = LedgerWriter(store)
@@ -171,8 +183,8 @@ def deliver(
             # Counted first, queued second: whoever the count saw is queued now and mailed in
             # another pass, so the report never calls a reader "still without it" merely
             # because they were added after the queueing at the start.
-            unsent = store.unsent_active(digest_date)
-            added = store.queue_pending(digest_date, present) if unsent else 0
+            unsent = store.unsent_active(digest_date, edition=edition)
+            added = store.queue_pending(digest_date, present, edition=edition) if unsent else 0
             if not added:
                 break
             progress.grow(added)
@@ -186,7 +198,7 @@ def deliver(
         raise tally.fatal
     if ledger.error is not None:
         raise ledger.error
-    unsent = store.unsent_active(digest_date)
+    unsent = store.unsent_active(digest_date, edition=edition)
     return DeliveryReport(
         digest_date=digest_date,
         transport=transport_name,
@@ -200,7 +212,8 @@ def deliver(
         skipped=tally.skipped,
         rejected=tally.rejected,
         stopped=stop is not None and stop.is_set(),
-        nomatch=store.ledger_counts(digest_date).get(SendStatus.NOMATCH, 0),
+        nomatch=store.ledger_counts(digest_date, edition=edition).get(SendStatus.NOMATCH, 0),
+        edition=edition,
     )
 
 

@@ -16,6 +16,7 @@ from ..mailrules import TokenData
 from .health import StorageError
 from .schema import (
     ACTIVE,
+    DAILY,
     FAILED,
     NOMATCH,
     QUEUED,
@@ -224,8 +225,10 @@ class LedgerEntry:
         return (self.topics, self.max_papers)
 
 
-# Readers a daily edition is queued for (weekly and paused readers are not).
-_DAILY = subscribers.c.cadence == "daily"
+def _readers_of(edition: str) -> Any:
+    """SQL: the readers an edition is queued for, those whose cadence is that edition's
+    (daily readers get the daily edition, weekly readers the weekly one, paused ones none)."""
+    return subscribers.c.cadence == edition
 
 
 def _matches(present: frozenset[str] | None) -> Any:
@@ -252,11 +255,28 @@ class LedgerMixin:
             ~sa.exists().where(suppressions.c.email == subscribers.c.email),
         )
 
+    def segment_sizes(self, edition: str = DAILY) -> list[tuple[str, int, int]]:
+        """(topics, max_papers, readers) for each segment of the mailable readers of `edition`
+        (`publisher send --dry-run`): one grouped query."""
+        q = (
+            sa.select(subscribers.c.topics, subscribers.c.max_papers, sa.func.count())
+            .where(self._mailable(), _readers_of(edition))
+            .group_by(subscribers.c.topics, subscribers.c.max_papers)
+            .order_by(subscribers.c.topics, subscribers.c.max_papers)
+        )
+        with self.engine.connect() as conn:
+            return [(t, int(m), int(n)) for t, m, n in conn.execute(q)]
+
     @_retrying
     def queue_pending(
-        self, digest_date: dt.date, present_topics: frozenset[str] | None = None
+        self,
+        digest_date: dt.date,
+        present_topics: frozenset[str] | None = None,
+        *,
+        edition: str = DAILY,
     ) -> int:
-        """Add a ledger row for every mailable daily reader without one for this digest.
+        """Add a ledger row for every mailable reader of `edition` (daily: the readers whose
+        cadence is daily; weekly: the weekly ones) without one for this edition.
 
         One INSERT ... SELECT: no subscriber list in memory; idempotent, and safe when several
         senders queue at once. Each row keeps the reader's topics and cap (its segment). With
@@ -269,6 +289,7 @@ class LedgerMixin:
         status = sa.case((_matches(present_topics), sa.literal(QUEUED)), else_=sa.literal(NOMATCH))
         sel = (
             sa.select(
+                sa.literal(edition),
                 sa.literal(digest_date, sa.Date),
                 subscribers.c.id,
                 subscribers.c.email,
@@ -282,15 +303,18 @@ class LedgerMixin:
             )
             .where(
                 self._mailable(),
-                _DAILY,
+                _readers_of(edition),
                 ~sa.exists().where(
-                    ledger.c.digest_date == digest_date, ledger.c.email == subscribers.c.email
+                    ledger.c.digest_date == digest_date,
+                    ledger.c.edition == edition,
+                    ledger.c.email == subscribers.c.email,
                 ),
             )
             .order_by(subscribers.c.topics, subscribers.c.max_papers, subscribers.c.id)
         )
         ins = dialect_insert(self.engine.dialect.name, ledger).from_select(
             [
+                "edition",
                 "digest_date",
                 "subscriber_id",
                 "email",
@@ -306,7 +330,7 @@ class LedgerMixin:
         )
         # Two senders may queue the same digest at once: the NOT EXISTS skips the rows that
         # are there, ON CONFLICT the ones another transaction adds meanwhile.
-        ins = ins.on_conflict_do_nothing(index_elements=["digest_date", "email"])
+        ins = ins.on_conflict_do_nothing(index_elements=["edition", "digest_date", "email"])
         with self._write() as conn:
             added = max(conn.execute(ins).rowcount, 0)
             if added >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
@@ -340,13 +364,18 @@ class LedgerMixin:
         return wanted
 
     def count_pending(
-        self, digest_date: dt.date, retry_failed: bool = False, include_final: bool = False
+        self,
+        digest_date: dt.date,
+        retry_failed: bool = False,
+        include_final: bool = False,
+        *,
+        edition: str = DAILY,
     ) -> int:
         """How many rows `pending_for` would yield now."""
         q = (
             sa.select(sa.func.count())
             .select_from(ledger.join(subscribers, subscribers.c.id == ledger.c.subscriber_id))
-            .where(ledger.c.digest_date == digest_date)
+            .where(ledger.c.digest_date == digest_date, ledger.c.edition == edition)
             .where(self._wanted(retry_failed, include_final))
             .where(self._mailable())
         )
@@ -354,7 +383,12 @@ class LedgerMixin:
             return int(conn.execute(q).scalar() or 0)
 
     def pending_for(
-        self, digest_date: dt.date, retry_failed: bool = False, batch: int = 1000
+        self,
+        digest_date: dt.date,
+        retry_failed: bool = False,
+        batch: int = 1000,
+        *,
+        edition: str = DAILY,
     ) -> Iterator[LedgerEntry]:
         """Ledger rows still to send for a digest, streamed by id in batches.
 
@@ -366,7 +400,12 @@ class LedgerMixin:
         while True:
             q = (
                 _entries()
-                .where(ledger.c.digest_date == digest_date, ledger.c.id > last, wanted)
+                .where(
+                    ledger.c.digest_date == digest_date,
+                    ledger.c.edition == edition,
+                    ledger.c.id > last,
+                    wanted,
+                )
                 .where(self._mailable())
                 .order_by(ledger.c.id)
                 .limit(batch)
@@ -415,21 +454,21 @@ class LedgerMixin:
             )
         return res.rowcount > 0
 
-    def ledger_counts(self, digest_date: dt.date) -> dict[str, int]:
+    def ledger_counts(self, digest_date: dt.date, *, edition: str = DAILY) -> dict[str, int]:
         """{queued, sent, failed} counts for a digest (zeros included), and `nomatch` (readers
         served with nothing matched) when there are any."""
         counts = dict.fromkeys((QUEUED, SENT, FAILED), 0)
         with self.engine.connect() as conn:
             for status, n in conn.execute(
                 sa.select(ledger.c.status, sa.func.count())
-                .where(ledger.c.digest_date == digest_date)
+                .where(ledger.c.digest_date == digest_date, ledger.c.edition == edition)
                 .group_by(ledger.c.status)
             ):
                 counts[status] = n
         return counts
 
-    def unsent_active(self, digest_date: dt.date) -> int:
-        """Mailable daily readers whose ledger row for this digest is not settled: neither
+    def unsent_active(self, digest_date: dt.date, *, edition: str = DAILY) -> int:
+        """Mailable readers of `edition` whose ledger row for it is not settled: neither
         `sent`, `nomatch` nor failed for good (`final`, a 5xx that no re-run would change).
         0 = all done."""
         settled = sa.or_(
@@ -441,9 +480,10 @@ class LedgerMixin:
             .select_from(subscribers)
             .where(
                 self._mailable(),
-                _DAILY,
+                _readers_of(edition),
                 ~sa.exists().where(
                     ledger.c.digest_date == digest_date,
+                    ledger.c.edition == edition,
                     ledger.c.email == subscribers.c.email,
                     settled,
                 ),
@@ -476,12 +516,16 @@ class LedgerMixin:
             row = conn.execute(q).first()
         return TokenData(row.subscriber_id, row.digest_date) if row else None
 
-    def ledger_entry(self, digest_date: dt.date, email: str) -> dict[str, Any] | None:
+    def ledger_entry(
+        self, digest_date: dt.date, email: str, *, edition: str = DAILY
+    ) -> dict[str, Any] | None:
         """The raw ledger row for (digest, address), for inspection and tests."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(ledger).where(
-                    ledger.c.digest_date == digest_date, ledger.c.email == _key(email)
+                    ledger.c.digest_date == digest_date,
+                    ledger.c.edition == edition,
+                    ledger.c.email == _key(email),
                 )
             ).first()
         return dict(row._mapping) if row else None
@@ -506,6 +550,7 @@ class LedgerMixin:
         include_final: bool = False,
         *,
         failed_before: dt.datetime | None = None,
+        edition: str = DAILY,
     ) -> list[LedgerEntry]:
         """Claim up to `limit` rows to send (oldest first): wanted rows of mailable
         subscribers that nobody holds or whose holder's lease has run out. The claim is
@@ -523,7 +568,7 @@ class LedgerMixin:
         time on PostgreSQL). Rows before that point which are free again (given back by a
         sender that stopped, or of a dead one) are claimed once nothing is left after it."""
         hints = self.__dict__.setdefault("_claim_hints", {})
-        key = (digest_date, owner)
+        key = (edition, digest_date, owner)
         # Not when failed rows are wanted again: they are claimed in order.
         again = retry_failed or include_final
         after = 0 if again else hints.pop(key, 0)
@@ -535,10 +580,14 @@ class LedgerMixin:
             session = self._write()
         with session as conn:
             wanted = self._wanted(retry_failed, include_final, failed_before)
-            entries = self._take(conn, digest_date, owner, limit, lease_seconds, wanted, after)
+            entries = self._take(
+                conn, digest_date, owner, limit, lease_seconds, wanted, after, edition
+            )
             if after and len(entries) < limit:
                 more = limit - len(entries)
-                entries += self._take(conn, digest_date, owner, more, lease_seconds, wanted, 0)
+                entries += self._take(
+                    conn, digest_date, owner, more, lease_seconds, wanted, 0, edition
+                )
         if entries and not again:
             hints[key] = max(after, max(e.id for e in entries))
         return sorted(entries, key=lambda e: e.id)
@@ -552,6 +601,7 @@ class LedgerMixin:
         lease_seconds: float,
         wanted: Any,
         after: int,
+        edition: str = DAILY,
     ) -> list[LedgerEntry]:
         """One claim query of `claim`: `wanted` rows with an id above `after`."""
         pg = conn.dialect.name == "postgresql"
@@ -562,7 +612,7 @@ class LedgerMixin:
         candidates = (
             sa.select(ledger.c.id)
             .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
-            .where(ledger.c.digest_date == digest_date, wanted, free)
+            .where(ledger.c.digest_date == digest_date, ledger.c.edition == edition, wanted, free)
             .where(self._mailable())
             .order_by(ledger.c.id)
             .limit(limit)
@@ -667,6 +717,8 @@ class LedgerMixin:
         owner: str,
         retry_failed: bool = False,
         include_final: bool = False,
+        *,
+        edition: str = DAILY,
     ) -> set[str]:
         """The other senders holding rows still to send for this digest under a live lease."""
         with self.engine.connect() as conn:
@@ -675,7 +727,7 @@ class LedgerMixin:
                 sa.select(ledger.c.claimed_by)
                 .distinct()
                 .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
-                .where(ledger.c.digest_date == digest_date)
+                .where(ledger.c.digest_date == digest_date, ledger.c.edition == edition)
                 .where(self._wanted(retry_failed, include_final))
                 .where(ledger.c.lease_until >= now, ledger.c.claimed_by != owner)
                 .where(self._mailable())
@@ -697,12 +749,16 @@ class LedgerMixin:
         return int(n or 0), oldest
 
     @_retrying
-    def expire_claims(self, digest_date: dt.date, owner: str) -> int:
+    def expire_claims(self, digest_date: dt.date, owner: str, *, edition: str = DAILY) -> int:
         """End `owner`'s leases on this digest's unsent rows (a sender known to be dead)."""
         with self._write() as conn:
             res = conn.execute(
                 ledger.update()
-                .where(ledger.c.digest_date == digest_date, ledger.c.claimed_by == owner)
+                .where(
+                    ledger.c.digest_date == digest_date,
+                    ledger.c.edition == edition,
+                    ledger.c.claimed_by == owner,
+                )
                 .where(ledger.c.status != SENT)
                 .values(claimed_by=None, lease_until=None)
             )

@@ -36,16 +36,25 @@ class LedgerStore(Protocol):
     """A send: queue the ledger, claim rows under a lease, record what happened."""
 
     def queue_pending(
-        self, digest_date: dt.date, present_topics: frozenset[str] | None = None
+        self,
+        digest_date: dt.date,
+        present_topics: frozenset[str] | None = None,
+        *,
+        edition: str = "daily",
     ) -> int: ...
 
     def count_pending(
-        self, digest_date: dt.date, retry_failed: bool = False, include_final: bool = False
+        self,
+        digest_date: dt.date,
+        retry_failed: bool = False,
+        include_final: bool = False,
+        *,
+        edition: str = "daily",
     ) -> int: ...
 
-    def unsent_active(self, digest_date: dt.date) -> int: ...
+    def unsent_active(self, digest_date: dt.date, *, edition: str = "daily") -> int: ...
 
-    def ledger_counts(self, digest_date: dt.date) -> dict[str, int]: ...
+    def ledger_counts(self, digest_date: dt.date, *, edition: str = "daily") -> dict[str, int]: ...
 
     def claim(
         self,
@@ -57,6 +66,7 @@ class LedgerStore(Protocol):
         include_final: bool = False,
         *,
         failed_before: dt.datetime | None = None,
+        edition: str = "daily",
     ) -> list[LedgerEntry]: ...
 
     def other_claimants(
@@ -65,9 +75,11 @@ class LedgerStore(Protocol):
         owner: str,
         retry_failed: bool = False,
         include_final: bool = False,
+        *,
+        edition: str = "daily",
     ) -> set[str]: ...
 
-    def expire_claims(self, digest_date: dt.date, owner: str) -> int: ...
+    def expire_claims(self, digest_date: dt.date, owner: str, *, edition: str = "daily") -> int: ...
 
     def renew_claims(self, owner: str, ids: Iterable[int], lease_seconds: float) -> int: ...
 
@@ -126,13 +138,21 @@ class PublicationsStore(Protocol):
 
     def lock(self, name: str) -> AbstractContextManager[None]: ...
 
-    def list_publications(self, limit: int | None = None) -> list[Publication]: ...
+    def list_publications(
+        self, limit: int | None = None, *, edition: str = "daily"
+    ) -> list[Publication]: ...
 
-    def get_publication(self, digest_date: dt.date) -> Publication | None: ...
+    def get_publication(
+        self, digest_date: dt.date, *, edition: str = "daily"
+    ) -> Publication | None: ...
 
-    def record_publication(self, digest_date: dt.date, source: str, content_hash: str) -> None: ...
+    def record_publication(
+        self, digest_date: dt.date, source: str, content_hash: str, *, edition: str = "daily"
+    ) -> None: ...
 
-    def update_publication(self, digest_date: dt.date, **values: Any) -> None: ...
+    def update_publication(
+        self, digest_date: dt.date, *, edition: str = "daily", **values: Any
+    ) -> None: ...
 
     def get_meta(self, key: str) -> str | None: ...
 
@@ -172,6 +192,7 @@ class WebStore(Protocol):
         source: str = "cli",
         *,
         rename: bool = True,
+        action: str = "add",
     ) -> tuple[Subscriber, bool]: ...
 
     def discard_pending(self, subscriber_id: int) -> bool: ...
@@ -182,9 +203,13 @@ class WebStore(Protocol):
 
     def is_suppressed(self, email: str) -> bool: ...
 
-    def resubscribe(self, email: str, name: str = "", source: str = "web") -> Subscriber: ...
+    def resubscribe(
+        self, email: str, name: str = "", source: str = "web", action: str = "resubscribe"
+    ) -> Subscriber: ...
 
-    def unsubscribe(self, email: str, reason: str = "unsubscribed") -> bool: ...
+    def unsubscribe(
+        self, email: str, reason: str = "unsubscribed", action: str = "unsubscribe"
+    ) -> bool: ...
 
     def rename(self, email: str, name: str) -> Subscriber | None: ...
 

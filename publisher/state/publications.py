@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import lifecycle
-from .schema import EMAIL_STATUSES, EmailStatus, _now, meta, publications, upsert
+from .schema import DAILY, EMAIL_STATUSES, EmailStatus, _now, meta, publications, upsert
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class Publication:
     email_finished_at: dt.datetime | None
     created_at: dt.datetime | None = None  # when the digest was first seen
     email_retries: int = 0  # retries of the failed rows by `publisher run`
+    edition: str = DAILY  # or weekly: then digest_date is the Monday of the week
 
 
 def _publication(row: Any) -> Publication:
@@ -40,6 +41,7 @@ def _publication(row: Any) -> Publication:
         email_finished_at=row.email_finished_at,
         created_at=row.created_at,
         email_retries=row.email_retries,
+        edition=row.edition,
     )
 
 
@@ -68,25 +70,37 @@ class PublicationsMixin:
 
     # -- publications (used by the scheduler) ------------------------------------------------
 
-    def get_publication(self, digest_date: dt.date) -> Publication | None:
+    def get_publication(self, digest_date: dt.date, *, edition: str = DAILY) -> Publication | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(publications).where(publications.c.digest_date == digest_date)
+                sa.select(publications).where(
+                    publications.c.digest_date == digest_date, publications.c.edition == edition
+                )
             ).first()
         return None if row is None else _publication(row)
 
-    def list_publications(self, limit: int | None = None) -> list[Publication]:
-        """Publications, newest digest date first."""
-        query = sa.select(publications).order_by(publications.c.digest_date.desc())
+    def list_publications(
+        self, limit: int | None = None, *, edition: str = DAILY
+    ) -> list[Publication]:
+        """Publications of one edition (daily: one a digest), newest digest date first."""
+        query = (
+            sa.select(publications)
+            .where(publications.c.edition == edition)
+            .order_by(publications.c.digest_date.desc())
+        )
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_publication(row) for row in conn.execute(query)]
 
-    def record_publication(self, digest_date: dt.date, source: str, content_hash: str) -> None:
-        """Create or update the publication row of a digest (source path and content hash)."""
+    def record_publication(
+        self, digest_date: dt.date, source: str, content_hash: str, *, edition: str = DAILY
+    ) -> None:
+        """Create or update the publication row of a digest (source path and content hash), or
+        of a week's weekly edition (`digest_date` its Monday)."""
         now = _now()
         row = {
+            "edition": edition,
             "digest_date": digest_date,
             "source": source,
             "content_hash": content_hash,
@@ -99,9 +113,11 @@ class PublicationsMixin:
         changed = {"source": source, "content_hash": content_hash, "updated_at": now}
         with self._write() as conn:
             # An upsert: a manual send and a scheduler may record the same new digest at once.
-            upsert(conn, publications, row, ["digest_date"], update=changed)
+            upsert(conn, publications, row, ["edition", "digest_date"], update=changed)
 
-    def update_publication(self, digest_date: dt.date, **values: Any) -> None:
+    def update_publication(
+        self, digest_date: dt.date, *, edition: str = DAILY, **values: Any
+    ) -> None:
         """Set columns of an existing publication row: feed_built_at, email_status, sent,
         failed, email_started_at, email_finished_at, email_retries."""
         allowed = {
@@ -122,14 +138,17 @@ class PublicationsMixin:
             conn.execute(
                 publications.update()
                 .where(publications.c.digest_date == digest_date)
+                .where(publications.c.edition == edition)
                 .values(updated_at=_now(), **values)
             )
             # A send starting (`sending`) or ending (sent, partial) is on the audit trail.
             status = values.get("email_status")
+            # The weekly edition's entries name it (its `digest` is the week's Monday).
+            edition_of = {} if edition == DAILY else {"edition": str(edition)}
             if status == EmailStatus.SENDING:
-                new = {"digest": digest_date.isoformat()}
+                new = {"digest": digest_date.isoformat(), **edition_of}
                 lifecycle.record(conn, lifecycle.Action.SEND_STARTED, None, "", {}, new)
             elif status in (EmailStatus.SENT, EmailStatus.PARTIAL):
-                new = {"digest": digest_date.isoformat(), "email_status": status}
+                new = {"digest": digest_date.isoformat(), **edition_of, "email_status": status}
                 new.update({k: values[k] for k in ("sent", "failed") if k in values})
                 lifecycle.record(conn, lifecycle.Action.SEND_FINISHED, None, "", {}, new)

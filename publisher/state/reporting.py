@@ -95,7 +95,8 @@ def sends(engine: sa.Engine, since: dt.date, tz: dt.tzinfo) -> list[SendRow]:
         sa.select(
             pub.digest_date, pub.sent, pub.failed, pub.email_started_at, pub.email_finished_at
         )
-        .where(pub.digest_date >= since, (pub.sent + pub.failed) > 0)
+        # The daily editions (a weekly one is filed under its Monday, beside that day's).
+        .where(pub.digest_date >= since, (pub.sent + pub.failed) > 0, pub.edition == "daily")
         .order_by(pub.digest_date)
     )
     ev = bounce_events.c

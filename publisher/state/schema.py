@@ -77,6 +77,18 @@ ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED, REMOVED = Status
 STATUSES = tuple(Status)
 SOURCES = tuple(Source)
 QUEUED, SENT, FAILED, NOMATCH = SendStatus
+
+
+class Edition(enum.StrEnum):
+    """A send's edition: a digest's daily edition, or a week's weekly edition (its readers of
+    that cadence, the ledger and publications keyed by the week's Monday)."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+DAILY, WEEKLY = Edition
+EDITIONS = tuple(Edition)
 # Reader choice.
 CADENCES = ("daily", "weekly", "paused")
 CHOICE_SOURCES = tuple(Source)
@@ -170,6 +182,8 @@ ledger = sa.Table(
     "ledger",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # The edition (EDITIONS): `daily`, or `weekly`, whose digest_date is its week's Monday.
+    sa.Column("edition", sa.String(8), nullable=False, server_default="daily"),
     sa.Column("digest_date", sa.Date, nullable=False),
     sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
     sa.Column("email", sa.String(320), nullable=False),
@@ -189,13 +203,15 @@ ledger = sa.Table(
     sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
     # The Message-ID the message went out with: a report quoting it names this row's reader.
     sa.Column("message_id", sa.String(250), nullable=True, index=True),
-    sa.UniqueConstraint("digest_date", "email", name="uq_ledger_digest_email"),
+    sa.UniqueConstraint("edition", "digest_date", "email", name="uq_ledger_edition_digest_email"),
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
 )
 
 publications = sa.Table(
     "publications",
     metadata,
+    # A digest's daily edition, or a week's weekly edition (digest_date: the week's Monday).
+    sa.Column("edition", sa.String(8), primary_key=True, server_default="daily"),
     sa.Column("digest_date", sa.Date, primary_key=True),
     sa.Column("source", sa.String(1000), nullable=False),
     sa.Column("content_hash", sa.String(128), nullable=False),

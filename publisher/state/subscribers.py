@@ -372,6 +372,7 @@ class SubscribersMixin:
             sup = conn.execute(sa.select(suppressions).where(suppressions.c.email == key)).first()
             rows = conn.execute(
                 sa.select(
+                    ledger.c.edition,
                     ledger.c.digest_date,
                     ledger.c.status,
                     ledger.c.attempts,
@@ -379,7 +380,7 @@ class SubscribersMixin:
                     ledger.c.updated_at,
                 )
                 .where(ledger.c.email == key)
-                .order_by(ledger.c.digest_date)
+                .order_by(ledger.c.digest_date, ledger.c.edition)
             ).all()
         subscriber = None
         if sub is not None:

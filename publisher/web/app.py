@@ -353,9 +353,10 @@ class WebSide:
                 )
             elif action == "choice":
                 choice_saved, choice_error = await self._save_choice(email, form)
-            elif action == "pause":
-                # The unsubscribe page's "pause instead": only the cadence changes.
-                pause = st.ChoiceUpdate(cadence="paused")
+            elif action in ("pause", "weekly"):
+                # The unsubscribe page's "pause instead" and "switch to weekly": only the
+                # cadence changes.
+                pause = st.ChoiceUpdate(cadence="paused" if action == "pause" else "weekly")
                 try:
                     await run_in_threadpool(self.store.set_choice, email, pause, "web")
                     choice_saved = True

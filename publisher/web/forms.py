@@ -12,9 +12,8 @@ from starlette.requests import Request
 from .. import state as st
 from ..config import Config
 
-# The cadences a reader may pick on the web. "weekly" joins them with the weekly edition
-# (issue 21, step 5): until that send exists a weekly reader would get nothing at all.
-WEB_CADENCES = ("daily", "paused")
+# The cadences a reader may pick on the web (publisher send and publisher send --weekly).
+WEB_CADENCES = ("daily", "weekly", "paused")
 # Forms and one-click bodies are a few dozen bytes; anything bigger is not one of ours.
 MAX_BODY = 8 * 1024
 

@@ -5,14 +5,14 @@ or an Amazon SES notification, names the reader it was sent to).
 Earlier events get an empty cause; earlier rows no Message-ID.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
