@@ -354,7 +354,7 @@ def test_an_ses_json_mail_acts_through_the_message_id_the_ledger_sent(
     with Store.open(cfg) as store:
         assert store.get("lena@example.com").status == "bounced"
         assert store.get("kurt@example.com").status == "unsubscribed"
-        assert store.suppression_reason("kurt@example.com") == "complaint"
+        assert suppression_reason(store, "kurt@example.com") == "complaint"
         assert store.get("mona@example.com").status == "active"  # transient: one soft day
     by_email = {e["email"]: e for e in events(cfg)}
     assert by_email["lena@example.com"]["cause"] == "userunknown"

@@ -36,6 +36,7 @@ from publisher.state.schema import ledger
 from publisher.web import create_app
 
 from .bounce_helpers import add, stored_events
+from .statehelpers import suppression_reason
 from .webhelpers import SECRET, live_server, web_config
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:papers-ses"
@@ -313,7 +314,7 @@ def test_ses_own_message_id_maps_through_its_250_reply_and_a_complaint_unsubscri
         )
         assert post(base, notification(sns, message, "2")).status_code == 200
         assert store.get("reader@example.net").status == "unsubscribed"
-        assert store.suppression_reason("reader@example.net") == "complaint"
+        assert suppression_reason(store, "reader@example.net") == "complaint"
         (event,) = stored_events(cfg, "complaint")
         assert event.cause == "feedback"
 
