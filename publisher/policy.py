@@ -16,6 +16,10 @@ The rules (README, "Scheduling"):
   `send_at`, with the same misfire rule; only the last complete week, and not more than
   `max_age_days` after its weekly_day, is sent automatically (otherwise it is left to
   `publisher send --weekly --week`).
+- A partial send (some readers failed with 4xx until max_attempts) has its failed rows retried
+  at most `retry_failed_times` times, `retry_failed_hours` apart, then its email is `final`;
+  rows still queued (a send stopped by SIGTERM) are sent at once. Daily and weekly alike
+  (`partial_retry`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import WEEKDAYS, Config
 from .editions import Week
+
+if TYPE_CHECKING:
+    from .state.publications import Publication
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +116,35 @@ def weekly_due(cfg: Config, week: Week, now: dt.datetime) -> Due:
     if now >= at:
         return Due(True, f"due since {at.isoformat(timespec='minutes')}", at)
     return Due(False, f"waiting for {at.isoformat(timespec='minutes')}", at)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """What to do now with a partial send (`partial_retry`): send (`retry_failed`: the failed rows
+    again, not just the queued ones), mark it `final`, or wait until `at`."""
+
+    send: bool
+    retry_failed: bool = False
+    final: bool = False
+    reason: str = ""  # why it is sent, or what it waits for
+    at: dt.datetime | None = None  # naive UTC: the next retry, while waiting
+
+
+def partial_retry(cfg: Config, pub: Publication, queued: int, now: dt.datetime) -> Retry:
+    """The retry rule of a partial send, daily or weekly (the module's rules): `queued` rows left
+    by a stopped send go at once; the failed ones are retried `retry_failed_times` times,
+    `retry_failed_hours` after the last attempt ended; after that the send is final."""
+    sched = cfg.schedule
+    naive_now = now.astimezone(dt.UTC).replace(tzinfo=None)
+    retry_at = (pub.email_finished_at or naive_now) + dt.timedelta(hours=sched.retry_failed_hours)
+    n = pub.email_retries + 1
+    if pub.email_retries < sched.retry_failed_times and naive_now >= retry_at:
+        return Retry(True, True, reason=f"retry {n} of {sched.retry_failed_times} of the failed")
+    if queued:
+        return Retry(True, reason="resuming a send that stopped")
+    if pub.email_retries >= sched.retry_failed_times:
+        return Retry(False, final=True)
+    at = retry_at.replace(tzinfo=dt.UTC).astimezone(cfg.tz).isoformat(timespec="minutes")
+    return Retry(
+        False, reason=f"partial: retry {n} of {sched.retry_failed_times} at {at}", at=retry_at
+    )

@@ -52,7 +52,15 @@ from .digest import parse_file
 from .editions import Week
 from .errors import DigestError, PublisherError
 from .health import META_LAST_TICK, META_PROBLEMS, META_PULL, findings
-from .policy import arrived, email_due, next_send_moment, send_time, too_old, weekly_due
+from .policy import (
+    arrived,
+    email_due,
+    next_send_moment,
+    partial_retry,
+    send_time,
+    too_old,
+    weekly_due,
+)
 from .privacy import mask_addresses
 from .progress import LogProgress
 from .publish import send_digest, send_weekly, week_digests
@@ -60,6 +68,7 @@ from .pull import pull
 from .site import build_site
 from .state import EmailStatus, Store
 from .state.protocols import PublicationsStore, PublishStore
+from .state.schema import WEEKLY
 
 log = logging.getLogger("publisher.run")
 
@@ -143,8 +152,6 @@ def send_step(
     its email is `final`; rows still queued (a send stopped by SIGTERM) are sent at once."""
     now = now or dt.datetime.now(dt.UTC)
     report = report or TickReport()
-    naive_now = now.astimezone(dt.UTC).replace(tzinfo=None)
-    sched = cfg.schedule
     for pub in sorted(store.list_publications(), key=lambda p: p.digest_date):
         if stop is not None and stop.is_set():
             break
@@ -157,31 +164,16 @@ def send_step(
         if pub.email_status == EmailStatus.PARTIAL:
             if too_old(cfg, pub.digest_date, now):
                 continue
-            queued = store.count_pending(pub.digest_date)  # a stopped send's rest: at once
-            retry_at = (pub.email_finished_at or naive_now) + dt.timedelta(
-                hours=sched.retry_failed_hours
-            )
-            retry_failed = pub.email_retries < sched.retry_failed_times and naive_now >= retry_at
-            if not queued and not retry_failed:
-                if pub.email_retries >= sched.retry_failed_times:
-                    unsent = store.unsent_active(pub.digest_date)
-                    store.update_publication(pub.digest_date, email_status=EmailStatus.FINAL)
-                    report.final.append((pub.digest_date, unsent))
-                else:
-                    at = retry_at.replace(tzinfo=dt.UTC).astimezone(cfg.tz)
-                    report.pending.append(
-                        (
-                            pub.digest_date,
-                            f"partial: retry {pub.email_retries + 1} of "
-                            f"{sched.retry_failed_times} at {at.isoformat(timespec='minutes')}",
-                        )
-                    )
+            retry = partial_retry(cfg, pub, store.count_pending(pub.digest_date), now)
+            if retry.final:
+                unsent = store.unsent_active(pub.digest_date)
+                store.update_publication(pub.digest_date, email_status=EmailStatus.FINAL)
+                report.final.append((pub.digest_date, unsent))
                 continue
-            reason = (
-                f"retry {pub.email_retries + 1} of {sched.retry_failed_times} of the failed"
-                if retry_failed
-                else "resuming a send that stopped"
-            )
+            if not retry.send:
+                report.pending.append((pub.digest_date, retry.reason))
+                continue
+            retry_failed, reason = retry.retry_failed, retry.reason
         else:
             due = email_due(cfg, pub.digest_date, arrived(pub.source, pub.created_at, now), now)
             if not due.due:
@@ -230,7 +222,7 @@ def send_step(
 
 def weekly_step(
     cfg: Config,
-    store: Store,
+    store: PublishStore,
     *,
     now: dt.datetime | None = None,
     stop: threading.Event | None = None,
@@ -243,32 +235,23 @@ def weekly_step(
     daily send's are. Part of `send_step`, so of the send job."""
     now = now or dt.datetime.now(dt.UTC)
     report = report or TickReport()
-    naive_now = now.astimezone(dt.UTC).replace(tzinfo=None)
-    sched = cfg.schedule
     week = Week.last_complete(now.astimezone(cfg.tz).date())
-    pub = store.get_publication(week.monday, edition="weekly")
+    pub = store.get_publication(week.monday, edition=WEEKLY)
     retry_failed = False
-    if pub is not None and pub.email_status in ("sent", "final"):
+    if pub is not None and pub.email_status in (EmailStatus.SENT, EmailStatus.FINAL):
         return report
-    if pub is not None and pub.email_status == "partial":
-        queued = store.count_pending(week.monday, edition="weekly")
-        retry_at = (pub.email_finished_at or naive_now) + dt.timedelta(
-            hours=sched.retry_failed_hours
-        )
-        retry_failed = pub.email_retries < sched.retry_failed_times and naive_now >= retry_at
-        if not queued and not retry_failed:
-            if pub.email_retries >= sched.retry_failed_times:
-                unsent = store.unsent_active(week.monday, edition="weekly")
-                store.update_publication(week.monday, edition="weekly", email_status="final")
-                report.weekly_final.append((week, unsent))
-            else:
-                at = retry_at.replace(tzinfo=dt.UTC).astimezone(cfg.tz)
-                report.weekly_pending.append(
-                    (week, f"partial: retry at {at.isoformat(timespec='minutes')}")
-                )
+    if pub is not None and pub.email_status == EmailStatus.PARTIAL:
+        retry = partial_retry(cfg, pub, store.count_pending(week.monday, edition=WEEKLY), now)
+        if retry.final:
+            unsent = store.unsent_active(week.monday, edition=WEEKLY)
+            store.update_publication(week.monday, edition=WEEKLY, email_status=EmailStatus.FINAL)
+            report.weekly_final.append((week, unsent))
             return report
-        reason = "retry of the failed" if retry_failed else "resuming a send that stopped"
-    elif pub is not None and pub.email_status == "sending":
+        if not retry.send:
+            report.weekly_pending.append((week, retry.reason))
+            return report
+        retry_failed, reason = retry.retry_failed, retry.reason
+    elif pub is not None and pub.email_status == EmailStatus.SENDING:
         reason = "resuming a send that stopped"
     else:
         due = weekly_due(cfg, week, now)
@@ -281,7 +264,7 @@ def weekly_step(
     if not digests:
         return report  # no digest that week: no weekly edition
     if retry_failed and pub is not None:
-        store.update_publication(week.monday, edition="weekly", email_retries=pub.email_retries + 1)
+        store.update_publication(week.monday, edition=WEEKLY, email_retries=pub.email_retries + 1)
     try:
         log.info("sending the weekly edition of %s (%s)", week, reason)
         result = send_weekly(

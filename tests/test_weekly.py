@@ -419,3 +419,30 @@ def test_a_bad_weekly_setting_is_a_config_error_naming_the_key(
     (tmp_path / "config.toml").write_text(line, encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(key)):
         load_config(tmp_path / "config.toml")
+
+
+def test_a_partial_weekly_edition_follows_the_daily_retry_rule_then_is_final(
+    tmp_path: Path,
+) -> None:
+    """publisher run treats a partial weekly send as a daily one (policy.partial_retry): it waits
+    `retry_failed_hours`, and once `retry_failed_times` retries are used up it is `final`."""
+    from publisher.config import default_config
+    from publisher.scheduler import weekly_step
+    from publisher.state.schema import WEEKLY
+
+    cfg = default_config(tmp_path)  # retry_failed_times 3, retry_failed_hours 6
+    week = Week(2024, 21)
+    now = dt.datetime.combine(dt.date(2024, 5, 27), dt.time(9, 0), KST)
+    ended = (now - dt.timedelta(hours=1)).astimezone(dt.UTC).replace(tzinfo=None)
+    with Store.open(cfg) as store:
+        store.record_publication(week.monday, f"week {week}", "sha", edition=WEEKLY)
+        store.update_publication(
+            week.monday, edition=WEEKLY, email_status="partial", email_finished_at=ended
+        )
+        waiting = weekly_step(cfg, store, now=now)
+        assert waiting.weekly_pending == [(week, "partial: retry 1 of 3 at 2024-05-27T14:00+09:00")]
+        store.update_publication(week.monday, edition=WEEKLY, email_retries=3)
+        done = weekly_step(cfg, store, now=now)
+        assert done.weekly_final == [(week, 0)]
+        assert store.get_publication(week.monday, edition=WEEKLY).email_status == "final"
+        assert store.get_publication(week.monday) is None  # the daily edition's row: untouched
