@@ -241,6 +241,8 @@ def test_the_send_side_does_not_load_the_site_builder() -> None:
     loaded = set(json.loads(done.stdout))
     assert "publisher.publish" in loaded
     assert not {"feedgen", "publisher.site", "publisher.site.build"} & loaded
+    # nor prometheus_client: /metrics' per-process counters load it after a send, not at start
+    assert "prometheus_client" not in loaded
 
 
 def test_a_bad_digest_is_reported_and_the_rest_still_build(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .. import metrics
 from ..config import Config
 from ..editions import Week
 from ..mailrules import ReturnPath
@@ -193,7 +192,11 @@ def deliver(
         claims.close()  # gives back the claimed rows not sent (a stop), for any sender to take
         progress.update(tally.sent, tally.failed)
         progress.finish()
-    metrics.count_send(tally.sent, tally.failed)  # this process's counters (per process)
+    # This process's counters for /metrics; prometheus_client loads here, after the send, not
+    # at the start of every `publisher send` (as publisher/web/app.py loads it on a scrape).
+    from .. import metrics
+
+    metrics.count_send(tally.sent, tally.failed)
     if tally.fatal is not None:
         raise tally.fatal
     if ledger.error is not None:
