@@ -185,7 +185,8 @@ email = "{OPS}"
     def publication(self, n: int) -> dict | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.text("SELECT * FROM publications WHERE digest_date = :d"), {"d": self.day(n)}
+                sa.text("SELECT * FROM publications WHERE digest_date = :d AND edition = 'daily'"),
+                {"d": self.day(n)},
             ).first()
         return dict(row._mapping) if row else None
 
@@ -324,13 +325,21 @@ def test_a_month_of_run(tmp_path: Path, backend: str, request: pytest.FixtureReq
     # The full mailbox: every digest's email ended final after the configured retries.
     with w.engine.connect() as conn:
         statuses = Counter(
-            s for (s,) in conn.execute(sa.text("SELECT email_status FROM publications"))
+            s
+            for (s,) in conn.execute(
+                sa.text("SELECT email_status FROM publications WHERE edition = 'daily'")
+            )
         )
+        # Nobody reads weekly here: each week's weekly edition went to no one, and ended sent.
+        weekly = conn.execute(
+            sa.text("SELECT email_status, sent FROM publications WHERE edition = 'weekly'")
+        ).all()
         full_rows = conn.execute(
             sa.text("SELECT status, count(*) FROM ledger WHERE email = :e GROUP BY status"),
             {"e": FULL},
         ).all()
     assert statuses == {"final": len(sent_days)}
+    assert weekly and all(row == ("sent", 0) for row in weekly), weekly
     assert dict(full_rows) == {"failed": len(sent_days)}
 
     # Each missing or late day raised one alert mail (late-digest), no more.

@@ -187,6 +187,24 @@ def test_claims_go_on_after_the_last_one_and_take_rows_given_back_at_the_end(
     assert claim("b", 2) == []  # all held by a
 
 
+def test_a_sender_never_claims_again_the_rows_it_holds_once_their_lease_ran_out(
+    store: Store,
+) -> None:
+    """A lease runs out under a sender still sending (its clock jumped, a VM paused): another
+    sender may take the rows over (each checks its claim before the final "."), but the same
+    send must not claim them a second time, or two of its own connections mail one reader (the
+    soak test's clock jump met it: a reader mailed twice)."""
+    for i in range(3):
+        store.add_subscriber(f"l{i}@example.com")
+    store.queue_pending(DAY)
+    held = store.claim(DAY, "a", 3, lease_seconds=60)
+    assert len(held) == 3
+    with store.engine.begin() as conn:  # the lease ran out while `a` was still sending
+        conn.execute(sa.text("UPDATE ledger SET lease_until = :t"), {"t": dt.datetime(2000, 1, 1)})
+    assert store.claim(DAY, "a", 3, lease_seconds=60) == []
+    assert [e.id for e in store.claim(DAY, "b", 3, lease_seconds=60)] == [e.id for e in held]
+
+
 def test_the_sent_recorder_commits_each_call_on_a_connection_of_its_own(store: Store) -> None:
     store.add_subscriber("r@example.com")
     store.queue_pending(DAY)

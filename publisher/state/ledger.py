@@ -608,7 +608,14 @@ class LedgerMixin:
         # PostgreSQL: the database's clock inside the statement (the same now() _clock reads),
         # not a query of its own.
         now = _PG_NOW if pg else self._clock(conn)
-        free = sa.or_(ledger.c.lease_until.is_(None), ledger.c.lease_until < now)
+        # Free: nobody's, or a lease run out, except this owner's own: a send whose clock jumped
+        # (or that was paused) past its leases is still sending those rows, and claiming them
+        # again would hand one reader to two of its connections. Another sender may take them
+        # over; the holder's check before the final "." then leaves them out.
+        free = sa.or_(
+            ledger.c.lease_until.is_(None),
+            sa.and_(ledger.c.lease_until < now, ledger.c.claimed_by.is_distinct_from(owner)),
+        )
         candidates = (
             sa.select(ledger.c.id)
             .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
