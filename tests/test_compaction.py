@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -23,9 +26,11 @@ from publisher.state.bounces import BouncePolicy, InboundEvent
 from publisher.state.compaction import compact
 from publisher.state.publications import EditionCompacted
 from publisher.state.schema import WEEKLY, bounce_events, bounce_messages, ledger, ledger_totals
+from publisher.subscribers import import_csv
 from publisher.tokens import make_secret
 
 from .deliveryhelpers import DAY, SAMPLE, write_config
+from .smtp_server import Recorder, start_server
 
 OLD = DAY  # 2024-05-15, the sample digest: expired at NOW
 PARTIAL = DAY + dt.timedelta(days=1)  # expired, but its email is partial: left alone
@@ -238,3 +243,64 @@ def test_the_default_keeps_90_days(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "config.toml")
     assert cfg.state.keep_ledger_days == 90
     assert dataclasses.replace(cfg.state, keep_ledger_days=7).keep_ledger_days == 7
+
+
+def test_publisher_compact_during_a_publisher_send_mails_nobody_twice(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Real processes: `publisher send` holds its claims (the server keeps its first message
+    at the end of DATA) while `publisher compact` folds 12,000 rows of old editions; the send
+    ends with exit 0, every reader got the digest exactly once, the old counts are the same."""
+    n = 600
+    readers = [f"reader{i}@example.org" for i in range(n)]
+    recorder = Recorder()
+    recorder.hold = threading.Event()
+    server = start_server(recorder)
+    try:
+        cfg = write_config(tmp_path, server.port, db_url, connections=2)
+        cfg.subscribers.file.write_text("email,name\n" + "".join(f"{e},R\n" for e in readers))
+        old = [OLD - dt.timedelta(days=30 + i) for i in range(20)]
+        with Store.open(cfg) as store:
+            import_csv(cfg, store)
+            for day in old:
+                store.record_publication(day, f"src-{day}", "sha")
+                store.queue_pending(day)
+                with store.engine.begin() as conn:
+                    conn.execute(
+                        ledger.update().where(ledger.c.digest_date == day).values(status="sent")
+                    )
+                store.update_publication(day, email_status=EmailStatus.SENT, sent=n)
+            before = {day: store.ledger_counts(day) for day in old}
+        env = {**os.environ, "PUBLISHER_SECRET": make_secret()}
+        command = [sys.executable, "-m", "publisher.cli"]
+        send = subprocess.Popen(
+            [*command, "send", "--config", str(cfg.path), "--digest", str(SAMPLE)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert recorder.held.wait(60), "the send never reached the server"
+            folded = subprocess.run(
+                [*command, "compact", "--config", str(cfg.path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        finally:
+            recorder.hold.set()
+        out, err = send.communicate(timeout=300)
+        assert folded.returncode == 0, folded.stderr
+        assert f"{len(old)} edition(s)" in folded.stdout
+        assert f"{len(old) * n:,} ledger rows were folded" in folded.stdout
+        assert send.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        server.stop()
+    received = recorder.received()
+    assert set(received) == set(readers) and set(received.values()) == {1}
+    with Store.open(cfg) as store:
+        assert {day: store.ledger_counts(day) for day in old} == before
+        assert store.ledger_counts(OLD)["sent"] == n  # the digest being sent: untouched
