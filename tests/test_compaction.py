@@ -304,3 +304,27 @@ def test_publisher_compact_during_a_publisher_send_mails_nobody_twice(
     with Store.open(cfg) as store:
         assert {day: store.ledger_counts(day) for day in old} == before
         assert store.ledger_counts(OLD)["sent"] == n  # the digest being sent: untouched
+
+
+@pytest.mark.parametrize(("keep", "max_age"), [(7, 0), (7, 6), (90, 2), (90, 89)])
+def test_run_never_sends_an_expired_edition(tmp_path: Path, keep: int, max_age: int) -> None:
+    """keep_ledger_days > max_age_days (a config error otherwise): every daily digest and
+    weekly edition old enough to be compacted is one `publisher run` does not send by itself."""
+    from publisher.editions import Week
+    from publisher.policy import email_due, expired, weekly_due
+
+    (tmp_path / "config.toml").write_text(
+        f"[state]\nkeep_ledger_days = {keep}\n[schedule]\nmax_age_days = {max_age}\n"
+        'weekly_day = "sun"\n'
+    )
+    cfg = load_config(tmp_path / "config.toml")
+    now = dt.datetime(2026, 12, 5, 12, tzinfo=dt.UTC)
+    for back in range(keep - 3, keep + 30):
+        day = now.date() - dt.timedelta(days=back)
+        if expired(cfg, "daily", day, now):
+            assert not email_due(cfg, day, now, now).due
+        week = Week.of(day)
+        if expired(cfg, "weekly", week.monday, now):
+            assert not weekly_due(cfg, week, now).due
+    assert expired(cfg, "daily", now.date() - dt.timedelta(days=keep + 1), now)
+    assert not expired(cfg, "daily", now.date() - dt.timedelta(days=keep), now)

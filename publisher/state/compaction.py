@@ -168,13 +168,19 @@ class CompactionMixin:
         return out
 
     def _why_not(
-        self, conn: sa.Connection, edition: str, day: dt.date, *, lock: bool = False
+        self,
+        conn: sa.Connection,
+        edition: str,
+        day: dt.date,
+        *,
+        lock: bool = False,
+        ids: list[int] | None = None,
     ) -> str:
         """Why an edition may not be folded now ("" if it may): its email is not `sent` or
-        `final`, or a row of it is under a live claim (a send is at it). With `lock`, the
-        publication row is share-locked on PostgreSQL until the transaction ends: a send
-        marking it `sending` waits for this batch, then finds it compacted and stops
-        (publications._refuse_compacted)."""
+        `final`, or a row of it (of `ids`, when given: a batch) is under a live claim (a send is
+        at it). With `lock`, the publication row is share-locked on PostgreSQL until the
+        transaction ends: a send marking it `sending` waits for this batch, then finds it
+        compacted and stops (publications._refuse_compacted)."""
         pub = sa.select(publications.c.email_status).where(
             publications.c.edition == edition, publications.c.digest_date == day
         )
@@ -188,10 +194,11 @@ class CompactionMixin:
             if conn.dialect.name == "postgresql"
             else sa.literal(_now(), sa.DateTime)
         )
+        rows = _one(edition, day) if ids is None else ledger.c.id.in_(ids)
         claimed = conn.execute(
             sa.select(
                 sa.exists().where(
-                    _one(edition, day), ledger.c.claimed_by.is_not(None), ledger.c.lease_until > now
+                    rows, ledger.c.claimed_by.is_not(None), ledger.c.lease_until > now
                 )
             )
         ).scalar()
@@ -211,15 +218,16 @@ class CompactionMixin:
 
     def _fold_batch(self, edition: str, day: dt.date, batch: int) -> tuple[int, str]:
         with self._write() as conn:  # type: ignore[attr-defined]
-            why = self._why_not(conn, edition, day, lock=True)
-            if why:
-                return 0, why
             pick = sa.select(ledger.c.id).where(_one(edition, day)).limit(batch)
             if conn.dialect.name == "postgresql":
                 pick = pick.with_for_update(skip_locked=True)
-            ids = conn.execute(pick).scalars().all()
-            if not ids:
-                return 0, ""
+            ids = list(conn.execute(pick).scalars())
+            # The whole edition was checked before its first batch; here its status again and
+            # only this batch's claims (a scan of the edition's rows per batch costs seconds at
+            # a million readers).
+            why = self._why_not(conn, edition, day, lock=True, ids=ids)
+            if why or not ids:
+                return 0, why
             for values in _totals(conn, ids):
                 values.update(edition=edition, digest_date=day, compacted_at=_now())
                 ins = dialect_insert(conn.dialect.name, ledger_totals).values(values)
