@@ -138,6 +138,14 @@ def test_compaction_folds_exactly_the_expired_editions_and_every_count_stays(
     assert dry.rows == 6 and dry.raw_messages == 1 and dry.raw_bytes > 0
     assert "dry run: nothing changed" in dry.lines()
     assert _ledger_rows(store) == rows and _raw_sizes(store) == [dry.raw_bytes]
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(cli, ["compact", "--dry-run", "--config", str(cfg.path)])
+    assert res.exit_code == 0, res.output
+    assert f"would fold daily {OLD}: 4 ledger rows in 3 segment(s)" in res.output
+    assert f"skipped daily {PARTIAL}: 4 ledger rows" in res.output
+    assert res.output.rstrip().endswith("dry run: nothing changed")
+    assert _ledger_rows(store) == rows and _raw_sizes(store) == [dry.raw_bytes]
 
     report = compact(cfg, store, now=NOW)
     assert report.rows == 6

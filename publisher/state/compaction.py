@@ -133,7 +133,7 @@ class CompactionMixin:
         batch: int = BATCH,
     ) -> CompactionReport:
         """Fold every edition dated before its edition's cutoff whose email is final and
-        unclaimed (`why_not`), and empty raw messages received before `raw_before` (naive
+        unclaimed (`_why_not`), and empty raw messages received before `raw_before` (naive
         UTC); with `dry_run` change nothing and report what would be done."""
         report = CompactionReport(cutoffs, dry_run)
         for (edition, day), (rows, segments) in sorted(self._expired(cutoffs).items()):
@@ -217,7 +217,7 @@ class CompactionMixin:
                 return total, why
 
     def _fold_batch(self, edition: str, day: dt.date, batch: int) -> tuple[int, str]:
-        with self._write() as conn:  # type: ignore[attr-defined]
+        with self._write() as conn:
             pick = sa.select(ledger.c.id).where(_one(edition, day)).limit(batch)
             if conn.dialect.name == "postgresql":
                 pick = pick.with_for_update(skip_locked=True)
@@ -257,7 +257,7 @@ class CompactionMixin:
         if dry_run or not n:
             return int(n), int(size)
         while True:
-            with self._write() as conn:  # type: ignore[attr-defined]
+            with self._write() as conn:
                 ids = conn.execute(sa.select(m.id).where(old).limit(batch)).scalars().all()
                 if not ids:
                     break
@@ -270,7 +270,8 @@ def _totals(conn: sa.Connection, ids: list[int]) -> list[dict[str, object]]:
     compactions meeting on one totals row take the rows in one order)."""
 
     def named(kinds: tuple[str, ...]) -> sa.ColumnElement[int]:
-        # A reader whose address a bounce event of that kind names for the edition's date.
+        # A reader an event of that kind was matched to (a VERP token, else the address) for
+        # the edition's date; unmatched events acted on nobody.
         ev = bounce_events.c
         hit = sa.exists().where(
             ev.subscriber_id == ledger.c.subscriber_id,
@@ -295,6 +296,6 @@ def _totals(conn: sa.Connection, ids: list[int]) -> list[dict[str, object]]:
         .order_by(ledger.c.topics, ledger.c.max_papers)
     )
     return [
-        {k: (int(v) if k not in ("topics",) else v) for k, v in row._mapping.items()}
+        {k: v if k == "topics" else int(v) for k, v in row._mapping.items()}
         for row in conn.execute(q)
     ]
