@@ -51,6 +51,7 @@ def cli() -> None:
       publisher run                           publish each new digest once, on schedule
       publisher serve                         the archive, signup and one-click unsubscribe
       publisher status                        what was published, what is pending
+      publisher compact --dry-run             what the ledger's compaction would fold
       publisher db upgrade                    create or upgrade the state database
     """
 
@@ -828,6 +829,36 @@ def run(config_path: Path) -> None:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sys.exit(run_forever(cfg, secret=secret))
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--dry-run", is_flag=True, help="Print what would be folded and emptied; change nothing."
+)
+def compact(config_path: Path, dry_run: bool) -> None:
+    """Fold the ledger of editions older than [state] keep_ledger_days into per-edition counts.
+
+    Each such edition (daily by its date, weekly by its weekly_day, in site.timezone) whose
+    email is sent or final and that no send holds a claim on has its per-reader rows counted
+    per segment (sent, failed, nomatch, bounced, complained) into the totals that status, the
+    report and /metrics read, then deleted, 5,000 rows a transaction; the raw bytes of inbound
+    mail received before the same day are emptied (the events stay). Publications, bounce
+    events and suppressions stay forever. `publisher run` does this once a day by itself.
+
+    \b
+    Examples:
+      publisher compact --dry-run        what would go: editions, rows, raw bytes
+      publisher compact
+    """
+    from .state import Store
+    from .state.compaction import compact as run_compact
+
+    cfg = get_config(config_path)
+    with Store.open(cfg) as store:
+        report = run_compact(cfg, store, dry_run=dry_run)
+    for line in report.lines():
+        click.echo(line)
 
 
 @cli.command()

@@ -157,6 +157,10 @@ class StateConfig:
     # How long a sender's claim on a batch of ledger rows lasts without renewal: another
     # sender takes over the rows of one that died (kill -9, a lost machine) after this long.
     lease_seconds: float = 60.0
+    # Per-message ledger rows of an edition older than this many days (by its date, in
+    # site.timezone) are folded into per-edition counts and deleted (`publisher compact`,
+    # publisher/state/compaction.py); such an edition is never sent again.
+    keep_ledger_days: int = 90
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +443,7 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.alerts.email and "@" not in parseaddr(cfg.alerts.email)[1]:
         raise ConfigError(f"{p}: 'alerts.email' is not an address: {cfg.alerts.email!r}")
+    check_keep_ledger(cfg)
     for dotted, v in (
         ("feed.max_items", cfg.feed.max_items),
         ("smtp.connections", cfg.smtp.connections),
@@ -473,6 +478,19 @@ def _validate(cfg: Config) -> None:
     check_dkim(cfg)
     check_bounces(cfg)
     check_git(cfg)
+
+
+def check_keep_ledger(cfg: Config) -> None:
+    """`[state] keep_ledger_days`: at least a week, and longer than `schedule.max_age_days`
+    (an edition `run` may still send automatically must keep its ledger rows)."""
+    keep, max_age = cfg.state.keep_ledger_days, cfg.schedule.max_age_days
+    if keep < 7:
+        raise ConfigError(f"{cfg.path}: 'state.keep_ledger_days' must be at least 7, not {keep}")
+    if keep <= max_age:
+        raise ConfigError(
+            f"{cfg.path}: 'state.keep_ledger_days' ({keep}) must be more than "
+            f"'schedule.max_age_days' ({max_age})"
+        )
 
 
 def check_git(cfg: Config) -> None:

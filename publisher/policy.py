@@ -20,6 +20,11 @@ The rules (README, "Scheduling"):
   at most `retry_failed_times` times, `retry_failed_hours` apart, then its email is `final`;
   rows still queued (a send stopped by SIGTERM) are sent at once. Daily and weekly alike
   (`partial_retry`).
+- An edition older than `[state] keep_ledger_days` has its ledger rows folded into per-edition
+  counts (`publisher compact`), once its email is sent or final; then it is never sent again
+  (its readers are no longer in the ledger). Its age counts from its date (daily) or its week's
+  `weekly_day` (weekly: the day it is due), in site.timezone (`edition_age`). `run` never
+  reaches it: keep_ledger_days > max_age_days.
 """
 
 from __future__ import annotations
@@ -148,3 +153,30 @@ def partial_retry(cfg: Config, pub: Publication, queued: int, now: dt.datetime) 
     return Retry(
         False, reason=f"partial: retry {n} of {sched.retry_failed_times} at {at}", at=retry_at
     )
+
+
+def _weekly_offset(cfg: Config) -> int:
+    """Days from a week's Monday to its weekly edition's due day (`weekly_moment`)."""
+    return 7 + WEEKDAYS.index(cfg.schedule.weekly_day)
+
+
+def edition_age(cfg: Config, edition: str, digest_date: dt.date, now: dt.datetime) -> int:
+    """Days since an edition's day (site.timezone): a daily digest's date, a weekly edition's
+    due day (the Monday it is filed under plus `_weekly_offset`)."""
+    day = digest_date
+    if edition == "weekly":
+        day += dt.timedelta(days=_weekly_offset(cfg))
+    return (now.astimezone(cfg.tz).date() - day).days
+
+
+def expired(cfg: Config, edition: str, digest_date: dt.date, now: dt.datetime) -> bool:
+    """Older than `[state] keep_ledger_days`: never sent again, its ledger rows compacted."""
+    return edition_age(cfg, edition, digest_date, now) > cfg.state.keep_ledger_days
+
+
+def ledger_cutoffs(cfg: Config, now: dt.datetime) -> dict[str, dt.date]:
+    """{edition: the first digest_date that is NOT expired}: compaction takes the editions
+    dated before it (`expired`, as a date for an indexed query)."""
+    today = now.astimezone(cfg.tz).date()
+    first = today - dt.timedelta(days=cfg.state.keep_ledger_days)
+    return {"daily": first, "weekly": first - dt.timedelta(days=_weekly_offset(cfg))}

@@ -68,7 +68,8 @@ def send_digest(
     secret: bytes | None = None,
     log: Callable[[str], None] = lambda _line: None,
 ) -> DeliveryReport:
-    """Email `digest` to every active subscriber who does not have it yet; resumable."""
+    """Email `digest` to every active subscriber who does not have it yet; resumable. One whose
+    ledger was compacted (`[state] keep_ledger_days`) is refused: EditionCompacted."""
     secret = secret if secret is not None else secret_from_env(cfg)
     check_integrity(store.engine)  # nothing is mailed from a database known to be damaged
     sync_subscribers(cfg, store, log)
@@ -205,7 +206,8 @@ def send_weekly(
 ) -> DeliveryReport:
     """Email the weekly edition of `week` to every active weekly reader who does not have it
     yet; resumable, once per reader, through the same ledger as the daily send (its rows and
-    its publication row are the `weekly` edition's, dated the week's Monday)."""
+    its publication row are the `weekly` edition's, dated the week's Monday). One whose ledger
+    was compacted is refused, as a daily one is."""
     secret = secret if secret is not None else secret_from_env(cfg)
     digests = week_digests(cfg, week) if digests is None else digests
     if not digests:

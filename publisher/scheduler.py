@@ -12,7 +12,10 @@ long send (a slow server, a 4xx storm) never holds back the build of a new diges
 - `build` every `[schedule] poll_seconds` (the first one at start, which is the catch-up after
   downtime);
 - `send` every `poll_seconds` and at `[schedule] send_at` in site.timezone (so the send is on
-  time however long the poll interval is), and at once after a build that found a new digest.
+  time however long the poll interval is), and at once after a build that found a new digest;
+- `compact` once a day, twelve hours after `send_at` (and once at start): the ledger of editions
+  older than `[state] keep_ledger_days` is folded into counts (publisher/state/compaction.py),
+  in short batches on its own executor, so it never holds back a build or a send.
 
 Each job has max_instances=1, coalesce=True and a misfire grace of `misfire_grace_hours`; a job
 that is skipped because its previous run still goes on is logged once per run of skips. Several
@@ -67,6 +70,7 @@ from .publish import send_digest, send_weekly, week_digests
 from .pull import pull
 from .site import build_site
 from .state import EmailStatus, Store
+from .state.compaction import compact
 from .state.protocols import PublicationsStore, PublishStore
 from .state.schema import WEEKLY
 
@@ -346,6 +350,7 @@ class Runner:
             executors={
                 "build": ThreadPoolExecutor(max_workers=1),
                 "send": ThreadPoolExecutor(max_workers=1),
+                "compact": ThreadPoolExecutor(max_workers=1),
             },
             job_defaults={
                 "coalesce": True,
@@ -451,6 +456,28 @@ class Runner:
                 week,
             )
 
+    def _compact_job(self) -> None:
+        if self.stop.is_set():
+            return
+        cfg = self.cfg
+        try:
+            with Store.open(cfg) as store:
+                report = compact(cfg, store)
+        except PublisherError as exc:
+            log.error("compaction: %s", exc)
+            return
+        except Exception:  # a bug must not kill the scheduler: log it, try again tomorrow
+            log.exception("compaction failed")
+            return
+        if report.editions or report.raw_messages:
+            for line in report.lines():
+                log.info("compaction: %s", line)
+
+    def _compact_trigger(self, cfg: Config) -> CronTrigger:
+        """Daily, twelve hours after send_at: away from the morning's send."""
+        t = send_time(cfg)
+        return CronTrigger(hour=(t.hour + 12) % 24, minute=t.minute, timezone=cfg.tz)
+
     def _triggers(self, cfg: Config) -> tuple[IntervalTrigger, OrTrigger]:
         """The build job's trigger and the send job's, from `cfg`."""
         t = send_time(cfg)
@@ -475,6 +502,13 @@ class Runner:
             next_run_time=dt.datetime.now(self.cfg.tz),  # at once: the catch-up
         )
         self.scheduler.add_job(self._send_job, send, id="send", executor="send")
+        self.scheduler.add_job(
+            self._compact_job,
+            self._compact_trigger(self.cfg),
+            id="compact",
+            executor="compact",
+            next_run_time=dt.datetime.now(self.cfg.tz),  # a process restarted daily compacts too
+        )
         self.scheduler.start()
         self._say_watching("publisher run")
 
@@ -507,6 +541,7 @@ class Runner:
         build, send = self._triggers(cfg)
         self.scheduler.reschedule_job("build", trigger=build)
         self.scheduler.reschedule_job("send", trigger=send)
+        self.scheduler.reschedule_job("compact", trigger=self._compact_trigger(cfg))
         self._say_watching(f"SIGHUP: configuration reloaded from {cfg.path}")
         return True
 

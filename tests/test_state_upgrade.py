@@ -152,3 +152,54 @@ def test_bounce_events_of_revision_0004_get_an_empty_reported_kind(db_url: str) 
         (event,) = store.iter_bounce_events()
         assert (event.kind, event.reported_kind, event.reason) == ("hard", "", "user unknown")
     assert _schema_diff(db_url) == []
+
+
+def test_a_revision_0010_ledger_upgrades_and_is_then_compacted(db_url: str, tmp_path: Path) -> None:
+    """0011 adds `ledger_totals`; the ledger rows written before it stay, and the first
+    compaction folds the expired ones into it (counts unchanged)."""
+    from alembic import command
+
+    from publisher.config import default_config
+    from publisher.state.compaction import compact
+    from publisher.state.migrate import alembic_config
+
+    if db_url.startswith("sqlite"):
+        Path(sa.engine.make_url(db_url).database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0010")
+        at = dt.datetime(2024, 5, 15, 7)
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscribers (email, name, status, source, created_at, updated_at, "
+                "hard_bounces) VALUES ('a@example.net', '', 'active', 'csv', :at, :at, 0)"
+            ),
+            {"at": at},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO publications (edition, digest_date, source, content_hash, "
+                "email_status, sent, failed, email_retries, created_at, updated_at) "
+                "VALUES ('daily', :day, 's', 'h', 'sent', 1, 0, 0, :at, :at)"
+            ),
+            {"day": DAY, "at": at},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO ledger (edition, digest_date, subscriber_id, email, status, "
+                "attempts, final, last_reply, updated_at) SELECT 'daily', :day, id, email, "
+                "'sent', 1, false, '250 OK', :at FROM subscribers"
+            ),
+            {"day": DAY, "at": at},
+        )
+    engine.dispose()
+    with Store(db_url) as store:
+        assert current(store.engine) == head()
+        assert store.ledger_counts(DAY)["sent"] == 1
+        report = compact(default_config(tmp_path), store)
+        assert report.rows == 1
+        assert store.ledger_counts(DAY)["sent"] == 1
+        assert store.ledger_entry(DAY, "a@example.net") is None
+    assert _schema_diff(db_url) == []

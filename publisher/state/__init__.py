@@ -14,6 +14,7 @@ name `subscribers` is a module here).
 - `publications`: what the scheduler has seen and emailed, and the meta key/value table;
 - `locks`: named locks across processes and machines (advisory locks, flock);
 - `bounces`: inbound mail (bounces, complaints, mailto unsubscribes) and what it does.
+- `compaction`: expired editions' ledger rows folded into per-edition counts (`ledger_totals`).
 - `protocols`: what each caller needs of `Store` (ledger, subscribers, publications, inbound,
   web), as narrow `typing.Protocol`s the callers are typed against.
 
@@ -31,6 +32,7 @@ Quick tour::
 from __future__ import annotations
 
 from .bounces import BounceEvent, BouncePolicy, BouncesMixin, InboundEvent
+from .compaction import CompactionMixin
 from .ledger import LedgerEntry, LedgerMixin, SentRecorder
 from .limits import LimitsMixin
 from .locks import LocksMixin
@@ -71,6 +73,7 @@ class Store(
     PublicationsMixin,
     LocksMixin,
     BouncesMixin,
+    CompactionMixin,
     StoreBase,
 ):
     """The state database. Thread-safe: every method takes its own short transaction."""

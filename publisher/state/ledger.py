@@ -25,6 +25,7 @@ from .schema import (
     _now,
     dialect_insert,
     ledger,
+    ledger_totals,
     subscribers,
     suppressions,
 )
@@ -456,8 +457,13 @@ class LedgerMixin:
 
     def ledger_counts(self, digest_date: dt.date, *, edition: str = DAILY) -> dict[str, int]:
         """{queued, sent, failed} counts for a digest (zeros included), and `nomatch` (readers
-        served with nothing matched) when there are any."""
+        served with nothing matched) when there are any: its ledger rows plus what compaction
+        folded of them (`ledger_totals`, publisher/state/compaction.py)."""
         counts = dict.fromkeys((QUEUED, SENT, FAILED), 0)
+        t = ledger_totals.c
+        folded = sa.select(*(sa.func.sum(t[s]) for s in (QUEUED, SENT, FAILED, NOMATCH))).where(
+            t.digest_date == digest_date, t.edition == edition
+        )
         with self.engine.connect() as conn:
             for status, n in conn.execute(
                 sa.select(ledger.c.status, sa.func.count())
@@ -465,6 +471,11 @@ class LedgerMixin:
                 .group_by(ledger.c.status)
             ):
                 counts[status] = n
+            for status, n in zip(
+                (QUEUED, SENT, FAILED, NOMATCH), conn.execute(folded).one(), strict=True
+            ):
+                if n:
+                    counts[status] = counts.get(status, 0) + int(n)
         return counts
 
     def unsent_active(self, digest_date: dt.date, *, edition: str = DAILY) -> int:

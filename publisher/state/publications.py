@@ -8,8 +8,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import PublisherError
 from . import lifecycle
-from .schema import DAILY, EMAIL_STATUSES, EmailStatus, _now, meta, publications, upsert
+from .schema import (
+    DAILY,
+    EMAIL_STATUSES,
+    EmailStatus,
+    _now,
+    ledger_totals,
+    meta,
+    publications,
+    upsert,
+)
+
+
+class EditionCompacted(PublisherError):
+    """A send of an edition whose ledger was compacted (publisher/state/compaction.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +149,8 @@ class PublicationsMixin:
         if values.get("email_status", "none") not in EMAIL_STATUSES:
             raise ValueError(f"unknown email_status {values['email_status']!r}")
         with self._write() as conn:
+            if values.get("email_status") == EmailStatus.SENDING:
+                _refuse_compacted(conn, digest_date, edition)
             conn.execute(
                 publications.update()
                 .where(publications.c.digest_date == digest_date)
@@ -152,3 +168,25 @@ class PublicationsMixin:
                 new = {"digest": digest_date.isoformat(), **edition_of, "email_status": status}
                 new.update({k: values[k] for k in ("sent", "failed") if k in values})
                 lifecycle.record(conn, lifecycle.Action.SEND_FINISHED, None, "", {}, new)
+
+
+def _refuse_compacted(conn: sa.Connection, digest_date: dt.date, edition: str) -> None:
+    """Raise EditionCompacted if compaction folded this edition's ledger: its readers are no
+    longer in the ledger, so a send would mail them all again. The publication row is locked
+    first (PostgreSQL; SQLite's write transaction is already exclusive), and compaction locks it
+    too in each batch (compaction._why_not), so a send starting and a compaction of the same
+    edition never both go on."""
+    lock = sa.select(publications.c.email_status).where(
+        publications.c.digest_date == digest_date, publications.c.edition == edition
+    )
+    if conn.dialect.name == "postgresql":
+        conn.execute(lock.with_for_update())
+    folded = sa.exists().where(
+        ledger_totals.c.digest_date == digest_date, ledger_totals.c.edition == edition
+    )
+    if conn.execute(sa.select(folded)).scalar():
+        what = "digest" if edition == DAILY else f"{edition} edition filed under"
+        raise EditionCompacted(
+            f"the {what} {digest_date} is older than [state] keep_ledger_days and its ledger "
+            "was compacted (publisher compact): it is not sent again"
+        )

@@ -207,6 +207,26 @@ ledger = sa.Table(
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
 )
 
+# What compaction (publisher/state/compaction.py) folded of the ledger: per edition and segment
+# (the rows' topics and cap), how many rows of each status were deleted, and how many of those
+# readers a bounce or complaint event names the edition's date for. An edition's counts are its
+# ledger rows plus these (`LedgerMixin.ledger_counts`).
+ledger_totals = sa.Table(
+    "ledger_totals",
+    metadata,
+    sa.Column("edition", sa.String(8), primary_key=True),
+    sa.Column("digest_date", sa.Date, primary_key=True),
+    sa.Column("topics", sa.String(1000), primary_key=True),
+    sa.Column("max_papers", sa.Integer, primary_key=True),
+    sa.Column("queued", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("sent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("nomatch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("bounced", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("complained", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("compacted_at", sa.DateTime, nullable=False),
+)
+
 publications = sa.Table(
     "publications",
     metadata,
