@@ -2,11 +2,11 @@
 
 For each backend, a fresh state database with READERS active readers; DIGESTS daily editions are
 queued (`queue_pending`, the send's own INSERT ... SELECT) and then marked as a send leaves them
-(sent, a claim, a server reply and a Message-ID of realistic length, one UPDATE per row as the
-send's). Printed: the ledger's bytes per digest, rows plus indexes (SQLite: page_count delta of
-the file after a checkpoint; PostgreSQL: pg_total_relation_size of ledger, as written and after
-VACUUM FULL), per reader, and per year (365 digests); then `publisher compact`'s time for those
-editions and what `ledger_totals` keeps of them.
+(sent, a claim and a server reply, one UPDATE per row as the send's; the Message-ID is not stored:
+it names the row itself, signed). Printed: the ledger's bytes per digest, rows plus indexes
+(SQLite: page_count delta of the file after a checkpoint; PostgreSQL: pg_total_relation_size of
+ledger, as written and after VACUUM FULL), per reader, and per year (365 digests); then `publisher
+compact`'s time for those editions and what `ledger_totals` keeps of them.
 
     python bench/ledger_size.py                      # 10,000 readers, 3 digests, both backends
     python bench/ledger_size.py --readers 100000 --backends postgresql
@@ -59,14 +59,9 @@ def _readers(store: Store, n: int) -> None:
 
 
 def _send(store: Store, day: dt.date) -> None:
-    """The rows a send leaves: queued, then each marked sent with a claim, reply and id."""
+    """The rows a send leaves: queued, then each marked sent with a claim and the reply."""
     store.record_publication(day, f"digests/{day:%Y/%m/%d}.md", "0" * 64)
     store.queue_pending(day)
-    msgid = (
-        sa.literal("<")
-        + sa.cast(ledger.c.id, sa.String)
-        + f".{day:%Y%m%d}.3f9a1c2b7d@papers.example.org>"
-    )
     with store.engine.begin() as conn:
         conn.execute(
             ledger.update()
@@ -75,7 +70,6 @@ def _send(store: Store, day: dt.date) -> None:
                 status="sent",
                 attempts=1,
                 last_reply="250 2.0.0 Ok: queued as 4Xk9Lm2PqRz",
-                message_id=msgid,
                 claimed_by="host-01.example.org:12345:9f8e7d6c",
                 lease_until=ledger.c.updated_at,
             )

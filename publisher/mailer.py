@@ -64,7 +64,7 @@ from .newsletter import (
     render_newsletter,
 )
 from .state import LedgerEntry, split_topics
-from .tokens import Signer
+from .tokens import Signer, ledger_message_id
 from .topics import Choice, TopicMatcher, select
 from .urls import paper_anchors, paper_url, preferences_url, unsubscribe_url
 
@@ -150,6 +150,7 @@ class MessageFactory:
         self.newsletter = newsletter
         self.cfg = cfg
         self._unsubscribe_signer = Signer(secret, "unsubscribe")
+        self._message_signer = Signer(secret, "message")
         self.domain = sender_domain(cfg)
         self._unsub_base = unsubscribe_url(cfg, "")
         # The footer's preferences link carries the same token: the preferences page accepts an
@@ -210,10 +211,18 @@ class MessageFactory:
         """The reader's preferences page (status, subscribe again, the stored data)."""
         return self._prefs_base + self._unsubscribe_signer.sign_id(subscriber_id)
 
-    def build(self, email: str, name: str = "", subscriber_id: int | None = None) -> bytes:
+    def build(
+        self,
+        email: str,
+        name: str = "",
+        subscriber_id: int | None = None,
+        ledger_id: int | None = None,
+    ) -> bytes:
         """The complete message for one reader, CRLF line endings, DKIM-signed if configured.
         `subscriber_id` (the ledger row's) is what the unsubscribe link and a `{token}` mailto
-        address name; a preview, which has none, uses id 0, which no subscriber has."""
+        address name; a preview, which has none, uses id 0, which no subscriber has. With
+        `ledger_id` (the row being sent) the Message-ID names that row, signed
+        (`tokens.message_ledger_ids` reads it back), so a report quoting it names this reader."""
         subscriber_id = subscriber_id or 0
         addr = check_address(email)
         token = self._unsubscribe_signer.sign_id(subscriber_id)
@@ -227,7 +236,7 @@ class MessageFactory:
         headers = (
             f"To: {format_address(name, addr)}\r\n"
             f"Date: {self._date_header()}\r\n"
-            f"Message-ID: {message_id(self._id_prefix, self.domain)}\r\n"
+            f"Message-ID: {self._message_id(ledger_id)}\r\n"
             f"List-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
         ).encode()
         text = self._text.render(
@@ -244,6 +253,11 @@ class MessageFactory:
             (headers, self._fixed, CRLF, self._sep, text, self._sep, html, self._end)
         )
         return signed(message, self._dkim)
+
+    def _message_id(self, ledger_id: int | None) -> str:
+        if ledger_id is None:
+            return message_id(self._id_prefix, self.domain)
+        return ledger_message_id(self._message_signer, ledger_id, self.newsletter.date, self.domain)
 
 
 class Segments:
@@ -379,4 +393,4 @@ class Segments:
     def build_entry(self, entry: LedgerEntry) -> bytes:
         """The message for one ledger row, in the segment it was queued with."""
         factory = self.factory(entry.topics, entry.max_papers)
-        return factory.build(entry.email, entry.name, entry.subscriber_id)
+        return factory.build(entry.email, entry.name, entry.subscriber_id, entry.id)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import math
@@ -34,7 +35,9 @@ from dataclasses import dataclass
 from .config import Config
 from .errors import PublisherError
 
-PURPOSES = frozenset({"unsubscribe", "confirm", "manage"})
+# "message": a sent message's Message-ID names its ledger row (publisher/mailer.py), so a bounce
+# or complaint that quotes it names the reader without the ledger storing any Message-ID.
+PURPOSES = frozenset({"unsubscribe", "confirm", "manage", "message"})
 # Used only by `send --dry-run` and tests when no secret is set: previews carry links that the
 # real server will refuse, which is what a preview should do.
 PREVIEW_SECRET = b"publisher-preview-secret-not-for-production"
@@ -283,3 +286,31 @@ def secrets_from_env(cfg: Config) -> list[bytes]:
         if value
     ]
     return [current, *(p for p in previous if p != current)]
+
+
+def ledger_message_id(signer: Signer, ledger_id: int, day: dt.date, domain: str) -> str:
+    """The Message-ID of the message sent for one ledger row (`signer`: purpose "message"):
+    `<YYYYMMDD.TOKEN@domain>`, the token the row's id signed; unique as the row is (a retry
+    of the row is the same message and keeps it), read back by `message_ledger_ids`."""
+    return f"<{day:%Y%m%d}.{signer.sign_id(ledger_id)}@{domain}>"
+
+
+# A Message-ID `ledger_message_id` made.
+_OUR_MESSAGE_ID = re.compile(r"<?\d{8}\.([A-Za-z0-9_-]{4,80})@[^>\s]+>?")
+
+
+def message_ledger_ids(secrets: Iterable[bytes], message_ids: Iterable[str]) -> list[int]:
+    """The ledger rows named by those Message-IDs that are ours, signed with one of `secrets`
+    (forged, foreign or mangled ones are skipped); at most 20 looked at."""
+    found: list[int] = []
+    for value in list(message_ids)[:20]:
+        m = _OUR_MESSAGE_ID.fullmatch(value.strip())
+        if m is None:
+            continue
+        try:
+            subject = read(secrets, m.group(1), "message")
+        except TokenError:
+            continue
+        if subject.subscriber_id is not None:
+            found.append(subject.subscriber_id)  # the row's id, signed as an id
+    return found

@@ -13,9 +13,11 @@ import sqlalchemy as sa
 
 from publisher.state import Store
 from publisher.state.schema import ledger
+from publisher.tokens import Signer, ledger_message_id
 
 from .bounce_helpers import (
     SAMPLES,
+    SECRET,
     add,
     cli,
     dsn,
@@ -331,24 +333,24 @@ def test_stdin_pipe_exits_75_when_the_database_cannot_be_reached(tmp_path: Path)
 def test_an_ses_json_mail_acts_through_the_message_id_the_ledger_sent(
     tmp_path: Path, db_url: str
 ) -> None:
-    # SES "email" notifications: the JSON's `mail` names our Message-ID, which the ledger keeps
-    # per row; that (not the address in the JSON) says whom the report is about, VERP or not.
+    # SES "email" notifications: the JSON's `mail` names our Message-ID, which names (signed)
+    # the ledger row it was sent for; that (not the address in the JSON) says whom the report
+    # is about, VERP or not. The samples' Message-IDs become those of this database's rows.
     cfg = write_config(tmp_path, db_url)
+    signer = Signer(SECRET.encode(), "message")
     with Store.open(cfg) as store:
         ids = add(store, "lena@example.com", "kurt@example.com", "mona@example.com")
         mailed(store, ids, DAY)
-        with store.engine.begin() as conn:
-            for email in ids:
-                local = {"lena": "sesjsonbounce", "kurt": "sesjsoncomplaint"}.get(
-                    email.partition("@")[0], "sesjsontransient"
-                )
-                conn.execute(
-                    ledger.update()
-                    .where(ledger.c.email == email)
-                    .values(message_id=f"<{local}@papers.example.org>")
-                )
+        with store.engine.connect() as conn:
+            rows = dict(conn.execute(sa.select(ledger.c.email, ledger.c.id)).all())
     names = ("ses_json_bounce.eml", "ses_json_complaint.eml", "ses_json_transient.eml")
-    run = cli(cfg, "bounces", "import", *(str(SAMPLES / n) for n in names))
+    for name, email in zip(names, ids, strict=True):
+        local = name.removesuffix(".eml").replace("_", "")
+        ours = ledger_message_id(signer, rows[email], DAY, "papers.example.org")
+        raw = (SAMPLES / name).read_text().replace(f"<{local}@papers.example.org>", ours)
+        assert ours in raw, name
+        (tmp_path / name).write_text(raw)
+    run = cli(cfg, "bounces", "import", *(str(tmp_path / n) for n in names))
     assert run.returncode == 0, run.stderr
     assert "matched by Message-ID" in run.stdout, run.stdout
     with Store.open(cfg) as store:

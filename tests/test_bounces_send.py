@@ -18,7 +18,7 @@ from publisher.delivery import deliver
 from publisher.mailrules import VERP, ReturnPath, TokenCodec, address_pattern
 from publisher.state import Store
 
-from .deliveryhelpers import DAY, build, subscribe, write_config
+from .deliveryhelpers import DAY, SAMPLE, build, subscribe, write_config
 from .smtp_server import Recorder, start_server
 
 SECRET = "xm5akFCiNe4DrdF0gtt_Y_Miw5i2WhwXnngWFeZZLwA"
@@ -132,19 +132,15 @@ def test_rcpt_refusals_are_classified_by_cause(tmp_path: Path, db_url: str) -> N
     }
 
 
-def with_message_id(email: str, name: str, subscriber_id: int = 0) -> bytes:
-    """The test message with a Message-ID after its first header, as the mailer writes one."""
-    first, rest = build(email, name, subscriber_id).split(b"\r\n", 1)
-    return (
-        first + f"\r\nMessage-ID: <d.{email.split('@')[0]}@papers.example.org>\r\n".encode() + rest
-    )
-
-
-def test_the_ledger_keeps_each_messages_message_id(tmp_path: Path, db_url: str) -> None:
-    # A bounce or an SES notification that quotes it names the reader (publisher/ses.py).
+def test_each_messages_message_id_names_its_ledger_row_signed(tmp_path: Path, db_url: str) -> None:
+    # A bounce or an SES notification that quotes it names the reader (publisher/ses.py), with
+    # nothing stored per message: the Message-ID carries the row's id, signed.
     import sqlalchemy as sa
 
+    from publisher.digest import parse_file
+    from publisher.mailer import Segments
     from publisher.state.schema import ledger
+    from publisher.tokens import message_ledger_ids
 
     recorder = EnvelopeRecorder()
     server = start_server(recorder)
@@ -153,21 +149,23 @@ def test_the_ledger_keeps_each_messages_message_id(tmp_path: Path, db_url: str) 
         emails = ["a@example.com", "b@example.com", "c@example.com"]
         with Store.open(cfg) as store:
             subscribe(cfg, store, emails)
-            deliver(cfg, store, DAY, with_message_id)
+            segments = Segments(parse_file(SAMPLE), cfg, SECRET.encode())
+            deliver(cfg, store, DAY, None, segments=segments)
             with store.engine.connect() as conn:
-                kept = dict(conn.execute(sa.select(ledger.c.email, ledger.c.message_id)).all())
+                rows = dict(conn.execute(sa.select(ledger.c.email, ledger.c.id)).all())
+            seen = set()
             for email in emails:
                 (msg,) = recorder.to(email)
-                assert (
-                    kept[email]
-                    == msg["Message-ID"]
-                    == f"<d.{email.split('@')[0]}@papers.example.org>"
-                )
-                found = store.ledger_by_message_id([msg["Message-ID"]])
+                mid = msg["Message-ID"]
+                seen.add(mid)
+                assert message_ledger_ids([SECRET.encode()], [mid]) == [rows[email]]
+                found = store.ledger_by_message_id([rows[email]])
                 assert found is not None and found.subscriber_id == store.get(email).id
+                # under another key it is nobody's
+                assert message_ledger_ids([b"another-key" * 3], [mid]) == []
     finally:
         server.stop()
-    assert len(set(kept.values())) == len(emails)
+    assert len(seen) == len(emails)
 
 
 def test_mailto_unsubscribe_carries_each_readers_token_and_a_reply_to_it_unsubscribes(

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -33,6 +32,7 @@ from cryptography.x509.oid import NameOID
 from publisher.config import Config
 from publisher.state import Store
 from publisher.state.schema import ledger
+from publisher.tokens import Signer, ledger_message_id, message_ledger_ids
 from publisher.web import create_app
 
 from .bounce_helpers import add, stored_events
@@ -246,9 +246,11 @@ def app_for(cfg: Config) -> Iterator[tuple[str, Store]]:
         store.close()
 
 
-def sent(store: Store, ids: dict[str, int], email: str, message_id: str, reply: str) -> None:
+def sent(store: Store, ids: dict[str, int], email: str, reply: str) -> str:
+    """A ledger row of DAY sent to `email` with the server's `reply`; returns the Message-ID
+    that message went out with (publisher/mailer.py signs the row's id into it)."""
     with store.engine.begin() as conn:
-        conn.execute(
+        row_id = conn.execute(
             ledger.insert().values(
                 digest_date=DAY,
                 subscriber_id=ids[email],
@@ -258,9 +260,9 @@ def sent(store: Store, ids: dict[str, int], email: str, message_id: str, reply: 
                 final=False,
                 last_reply=reply,
                 updated_at=dt.datetime.now(),
-                message_id=message_id,
             )
-        )
+        ).inserted_primary_key[0]
+    return ledger_message_id(Signer(SECRET, "message"), row_id, DAY, "papers.example.org")
 
 
 def post(base: str, msg: dict[str, str]) -> httpx.Response:
@@ -282,9 +284,9 @@ def test_a_signed_bounce_acts_on_the_reader_the_ledger_sent_that_message_to(
     cfg = _config(tmp_path)
     with fake_sns(tmp_path, monkeypatch) as sns, app_for(cfg) as (base, store):
         ids = add(store, "reader@example.net", "bystander@example.net")
-        sent(store, ids, "reader@example.net", OUR_ID, "250 Ok something-else")
+        ours = sent(store, ids, "reader@example.net", "250 Ok something-else")
         # The JSON names an alias the reader's mail was forwarded to: the ledger decides.
-        msg = notification(sns, ses_bounce("alias@forward.example"), version)
+        msg = notification(sns, ses_bounce("alias@forward.example", message_id=ours), version)
         r = post(base, msg)
         assert r.status_code == 200, r.text
         assert store.get("reader@example.net").status == "bounced"
@@ -308,7 +310,7 @@ def test_ses_own_message_id_maps_through_its_250_reply_and_a_complaint_unsubscri
     cfg = _config(tmp_path)
     with fake_sns(tmp_path, monkeypatch) as sns, app_for(cfg) as (base, store):
         ids = add(store, "reader@example.net")
-        sent(store, ids, "reader@example.net", "<other@papers.example.org>", f"250 Ok {SES_ID}")
+        sent(store, ids, "reader@example.net", f"250 Ok {SES_ID}")
         message = ses_bounce(
             "reader@example.net", message_id="<not-ours@x>", ses_id=SES_ID, kind="Complaint"
         )
@@ -364,7 +366,7 @@ def test_forged_tampered_or_foreign_messages_are_refused(
     cfg = _config(tmp_path)
     with fake_sns(tmp_path, monkeypatch) as sns, app_for(cfg) as (base, store):
         ids = add(store, "reader@example.net", "bystander@example.net")
-        sent(store, ids, "reader@example.net", OUR_ID, "250 Ok x")
+        sent(store, ids, "reader@example.net", "250 Ok x")
         for name, msg in _forgeries(sns).items():
             r = post(base, msg)
             assert r.status_code == 403, (name, r.status_code, r.text)
@@ -431,16 +433,19 @@ def test_the_trusted_url_rule_without_the_test_hook(monkeypatch: pytest.MonkeyPa
         assert not trusted_url(url), url
 
 
-def test_the_ledger_keeps_the_message_id_a_send_used(tmp_path: Path) -> None:
+def test_our_message_id_names_its_ledger_row_and_a_forged_one_nobody(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     with Store.open(cfg) as store:
         ids = add(store, "reader@example.net")
-        sent(store, ids, "reader@example.net", "", "250 queued")
-        row_id = store.engine.connect().execute(sa.select(ledger.c.id)).scalar()
-        recorder = store.sent_recorder()
-        recorder.record([(row_id, f"250 Ok {SES_ID}", 1, OUR_ID)])
-        recorder.close()
-        found = store.ledger_by_message_id([OUR_ID])
+        ours = sent(store, ids, "reader@example.net", f"250 Ok {SES_ID}")
+        row_ids = message_ledger_ids([SECRET], [ours])
+        found = store.ledger_by_message_id(row_ids)
         assert found is not None and found.subscriber_id == ids["reader@example.net"]
         assert store.ledger_by_message_id([], [SES_ID]) == found
-        assert store.ledger_by_message_id(["<unknown@x>"], ["nope"]) is None
+        # Another row's id with a made-up signature, another key's signature, a foreign id.
+        day, _, rest = ours.strip("<>").partition(".")
+        token = rest.partition("@")[0]
+        forged = f"<{day}.{token[:-2]}{'AA' if token[-2:] != 'AA' else 'BB'}@papers.example.org>"
+        other = ledger_message_id(Signer(b"k" * 32, "message"), row_ids[0], DAY, "x.example")
+        assert message_ledger_ids([SECRET], [forged, other, "<unknown@x>"]) == []
+        assert store.ledger_by_message_id([], ["nope"]) is None

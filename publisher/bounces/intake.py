@@ -57,7 +57,7 @@ from ..mailrules import (
 from ..state import BouncePolicy, InboundEvent
 from ..state.bounces import InboundMessage
 from ..state.protocols import InboundStore
-from ..tokens import secrets_from_env
+from ..tokens import message_ledger_ids, secrets_from_env
 from .parse import HEADER_CHARS, Report, analyse, is_auto_reply
 
 # Headers naming where the message was delivered (the envelope recipient when the MTA adds it).
@@ -138,6 +138,7 @@ class Intake:
         self.cfg = cfg
         self.store = store
         secrets = list(secrets) if secrets is not None else secrets_for(cfg)
+        self._secrets = secrets
         self._verp = TokenCodec(secrets, VERP)
         self._unsub = TokenCodec(secrets, UNSUBSCRIBE)
         self._verp_re = address_pattern(cfg.email.return_path) if cfg.email.return_path else None
@@ -296,7 +297,9 @@ class Intake:
             sender = parseaddr(str(msg.get("From", "")))[1].lower() if msg is not None else ""
             event = InboundEvent(sender, IGNORED, reason=report.reason, cause=report.cause)
             return [event], report.reason
-        sent = self.store.ledger_by_message_id(report.message_ids, report.provider_ids)
+        sent = self.store.ledger_by_message_id(
+            message_ledger_ids(self._secrets, report.message_ids), report.provider_ids
+        )
         if sent is not None:
             # The returned original's Message-ID (or SES's id for it) is one the ledger
             # recorded for a reader: the report is about that reader, whatever it names.

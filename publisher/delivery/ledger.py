@@ -23,17 +23,17 @@ class LedgerWriter:
         self.recorder: SentRecorder = store.sent_recorder()
         self.lock = threading.Lock()
         self.committed = threading.Condition(self.lock)  # `done` moved, or an error
-        self.pending: list[tuple[int, str, int, str]] = []
+        self.pending: list[tuple[int, str, int]] = []
         self.submitted = 0  # tickets handed out: row n of this run has ticket n
         self.done = 0  # every ticket <= done is committed
         self.busy = False  # a worker is committing
         self.error: BaseException | None = None
 
-    def submit(self, entry_id: int, reply: str, attempts: int, message_id: str = "") -> int:
+    def submit(self, entry_id: int, reply: str, attempts: int) -> int:
         with self.lock:
             if self.error is not None:
                 raise self.error
-            self.pending.append((entry_id, reply, attempts, message_id))
+            self.pending.append((entry_id, reply, attempts))
             self.submitted += 1
             return self.submitted
 

@@ -209,7 +209,7 @@ class Worker:
                 with tally.lock:
                     tally.skipped += 1
                 return None
-            ticket = self.ledger.submit(entry.id, reply, attempt, _message_id_of(message))
+            ticket = self.ledger.submit(entry.id, reply, attempt)
             with tally.lock:
                 tally.sent += 1
                 tally.attempted += 1
@@ -254,18 +254,3 @@ def _record_refusal(store: LedgerStore, entry: LedgerEntry, exc: DeliveryError) 
         kind = SOFT
     action = "counted (refused during the send)" if exc.kind == "bounce" else "recorded"
     store.record_send_refusal(entry.email, entry.digest_date, kind, exc.reply, action, cause)
-
-
-def _message_id_of(message: bytes) -> str:
-    """The Message-ID header's value in a built message ("" if it has none): the ledger keeps
-    it, so a bounce or an SES notification that quotes it names the reader."""
-    end = message.find(b"\r\n\r\n")
-    head = message[: end if end >= 0 else 8192]
-    at = head.find(b"\nMessage-ID: ")
-    if at < 0:
-        if not head.startswith(b"Message-ID: "):
-            return ""
-        at = -1
-    start = at + len(b"\nMessage-ID: ")
-    stop = head.find(b"\r\n", start)
-    return head[start : stop if stop >= 0 else len(head)].decode("ascii", "replace").strip()

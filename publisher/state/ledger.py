@@ -44,7 +44,6 @@ _MARK_SENT = (
         status=SENT,
         attempts=ledger.c.attempts + sa.bindparam("b_attempts"),
         last_reply=sa.bindparam("b_reply"),
-        message_id=sa.bindparam("b_msgid"),
         final=False,
         updated_at=sa.bindparam("b_now"),
     )
@@ -63,8 +62,6 @@ def _sent_params(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
             "b_reply": row[1][:500],
             "b_attempts": row[2],
             "b_now": now,
-            # the Message-ID the message went out with (a report quoting it names its reader)
-            "b_msgid": row[3][:250] if len(row) > 3 and row[3] else None,
         }
         for row in sorted(rows, key=lambda row: row[0])
     ]
@@ -504,18 +501,19 @@ class LedgerMixin:
             return int(conn.execute(q).scalar() or 0)
 
     def ledger_by_message_id(
-        self, message_ids: Sequence[str], provider_ids: Sequence[str] = ()
+        self, ledger_ids: Sequence[int], provider_ids: Sequence[str] = ()
     ) -> TokenData | None:
-        """The reader and digest of the sent message with one of these Message-IDs (ours, as
-        the ledger recorded it at the send), or whose server's reply named one of
-        `provider_ids` (Amazon SES answers ``250 Ok <its id>``); None if none is ours."""
-        ids = [m.strip() for m in message_ids if m and m.strip()][:20]
+        """The reader and digest of the sent message whose ledger row is one of `ledger_ids`
+        (read from our own signed Message-IDs, `mailer.message_ledger_ids`), or whose server's
+        reply named one of `provider_ids` (Amazon SES answers ``250 Ok <its id>``); None if
+        none is ours."""
+        ids = list(ledger_ids)[:20]
         replies = [f"250 Ok {p.strip()}" for p in provider_ids if p and p.strip()][:20]
         if not ids and not replies:
             return None
         cond = []
         if ids:
-            cond.append(ledger.c.message_id.in_(ids))
+            cond.append(ledger.c.id.in_(ids))
         if replies:
             cond.append(ledger.c.last_reply.in_(replies))
         q = (

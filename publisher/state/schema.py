@@ -201,8 +201,6 @@ ledger = sa.Table(
     # for, so a change of choice during a send applies from the next edition.
     sa.Column("topics", sa.String(1000), nullable=False, server_default=""),
     sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
-    # The Message-ID the message went out with: a report quoting it names this row's reader.
-    sa.Column("message_id", sa.String(250), nullable=True, index=True),
     sa.UniqueConstraint("edition", "digest_date", "email", name="uq_ledger_edition_digest_email"),
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
 )
