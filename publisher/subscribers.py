@@ -12,7 +12,9 @@ every send, and it is the list of the addresses it *adds*:
 
 Rows are validated with email-validator; an invalid row is reported as `file:line: problem` and
 skipped, the rest are imported. Duplicates after normalisation merge (the first non-empty name
-wins). The file is streamed in batches: memory does not grow with the list.
+wins). The file is streamed into a temporary table and compared with the stored subscribers in
+SQL (`Store.sync_csv`): only the differences are written, and memory does not grow with the
+list.
 """
 
 from __future__ import annotations
@@ -28,16 +30,14 @@ from .config import Config
 from .errors import PublisherError
 from .state import (
     CADENCES,
+    AddressNormalizer,
     ChoiceUpdate,
     InvalidAddress,
     join_topics,
-    normalize_email,
     normalize_name,
 )
 from .state.protocols import SubscribersStore
 from .topics import parse_topics
-
-BATCH = 1000
 
 
 class SubscriberFileError(PublisherError):
@@ -120,6 +120,7 @@ def _rows(
             )
         reader.fieldnames = fields
         line = reader.line_num
+        normalize = AddressNormalizer(check_deliverability=check_deliverability)
         while True:
             try:
                 record = next(reader)
@@ -138,7 +139,7 @@ def _rows(
                     invalid.append(f"{path}:{start}: no email address")
                 continue
             try:
-                email = normalize_email(raw, check_deliverability=check_deliverability)
+                email = normalize(raw)
             except InvalidAddress as exc:
                 invalid.append(f"{path}:{start}: {exc}")
                 continue
@@ -207,24 +208,19 @@ def _import_locked(
 
     run = store.new_csv_run()
     invalid: list[str] = []
-    rows = added = reactivated = dups = 0
-    batch: list[tuple[str, str, ChoiceUpdate | None]] = []
-    source = "csv" if sync else "cli"
-    for row in _rows(path, cfg.subscribers.check_deliverability, invalid, cfg.topic_names):
-        rows += 1
-        batch.append(row)
-        if len(batch) >= BATCH:
-            a, r, d = store.upsert_csv_batch(run, batch, source=source)
-            added, reactivated, dups = added + a, reactivated + r, dups + d
-            batch.clear()
-    a, r, d = store.upsert_csv_batch(run, batch, source=source)
-    added, reactivated, dups = added + a, reactivated + r, dups + d
-    removed = 0
+    rows = _rows(path, cfg.subscribers.check_deliverability, invalid, cfg.topic_names)
+    done = store.sync_csv(run, rows, source="csv" if sync else "cli", remove=sync)
     if sync:
-        removed = store.remove_csv_absent(run)
         store.set_meta(key, f"{fingerprint} {run}")
-    rows += len(invalid)
-    return ImportReport(str(path), rows, added, reactivated, dups, removed, tuple(invalid))
+    return ImportReport(
+        str(path),
+        done.rows + len(invalid),
+        done.added,
+        done.reactivated,
+        done.duplicates,
+        done.removed,
+        tuple(invalid),
+    )
 
 
 EXPORT_FIELDS = (

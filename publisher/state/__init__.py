@@ -51,6 +51,7 @@ from .schema import (
     SOURCES,
     STATUSES,
     UNSUBSCRIBED,
+    AddressNormalizer,
     EmailStatus,
     InvalidAddress,
     SendStatus,
@@ -61,7 +62,14 @@ from .schema import (
     normalize_email,
     normalize_name,
 )
-from .subscribers import ChoiceUpdate, Subscriber, SubscribersMixin, join_topics, split_topics
+from .subscribers import (
+    ChoiceUpdate,
+    CsvSyncResult,
+    Subscriber,
+    SubscribersMixin,
+    join_topics,
+    split_topics,
+)
 
 
 class Store(
@@ -77,6 +85,8 @@ class Store(
 
 
 __all__ = [
+    "AddressNormalizer",
+    "CsvSyncResult",
     "EmailStatus",
     "SendStatus",
     "Source",
