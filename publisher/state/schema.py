@@ -154,8 +154,8 @@ class AddressNormalizer:
         self._domains[domain] = found
         return found
 
-    def __call__(self, address: str) -> str:
-        address = address.strip()
+    def __call__(self, original: str) -> str:
+        address = original.strip()
         local, at, domain = address.rpartition("@")
         if at and self._dot_atom.match(local) and domain and not _ODD_DOMAIN.search(domain):
             known = self._domain(domain)
@@ -170,7 +170,7 @@ class AddressNormalizer:
                     <= self._max
                 ):
                     return normalized.lower()
-        return normalize_email(address, check_deliverability=self._check)
+        return normalize_email(original, check_deliverability=self._check)
 
 
 # A subscriber's name (README "Subscribers"): what the CSV, `subscribers add --name` and the web
