@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from publisher.audit import entries
 from publisher.config import Config, load_config
 from publisher.state import AddressNormalizer, InvalidAddress, Store, normalize_email
-from publisher.state.schema import audit_log, subscribers
+from publisher.state.schema import _clean_name, audit_log, normalize_name, subscribers
 from publisher.subscribers import import_csv
 
 from .pg import state_toml
@@ -211,3 +211,9 @@ def test_the_fast_address_check_agrees_on_generated_addresses(addresses: list[st
     fast = AddressNormalizer()
     for address in addresses:
         assert outcome(fast, address) == outcome(normalize_email, address), address
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=" ab~\t\n\x1f\x7f\u00a0\u202e\u2028é", max_size=220))
+def test_the_fast_name_path_agrees_with_the_full_rules(name: str) -> None:
+    assert normalize_name(name) == _clean_name(name)

@@ -137,9 +137,11 @@ class AddressNormalizer:
         self._check = check_deliverability
         self._max_domains = max_domains
         # domain -> (normalised form, IDNA ASCII form), or None when the domain fails
-        self._domains: dict[str, tuple[str, str] | None] = {}
+        self._domains: dict[str, tuple[str, int] | None] = {}
 
-    def _domain(self, domain: str) -> tuple[str, str] | None:
+    def _domain(self, domain: str) -> tuple[str, int] | None:
+        """(the normalised domain, the longest of its UTF-8, normalised and IDNA ASCII
+        forms), or None when it fails."""
         try:
             return self._domains[domain]
         except KeyError:
@@ -148,7 +150,8 @@ class AddressNormalizer:
             self._domains.clear()
         try:
             result = validate_email("a@" + domain, check_deliverability=self._check)
-            found: tuple[str, str] | None = (result.domain, result.ascii_domain)
+            lengths = (len(domain.encode()), len(result.domain.encode()), len(result.ascii_domain))
+            found: tuple[str, int] | None = (result.domain, max(lengths))
         except EmailNotValidError:
             found = None
         self._domains[domain] = found
@@ -159,17 +162,9 @@ class AddressNormalizer:
         local, at, domain = address.rpartition("@")
         if at and self._dot_atom.match(local) and domain and not _ODD_DOMAIN.search(domain):
             known = self._domain(domain)
-            if known is not None:
-                normalized = f"{local}@{known[0]}"
-                if (
-                    max(
-                        len(address.encode()),
-                        len(normalized.encode()),
-                        len(local) + 1 + len(known[1]),
-                    )
-                    <= self._max
-                ):
-                    return normalized.lower()
+            # The local part is ASCII: its length in bytes is its length.
+            if known is not None and len(local) + 1 + known[1] <= self._max:
+                return f"{local}@{known[0]}".lower()
         return normalize_email(original, check_deliverability=self._check)
 
 
@@ -184,6 +179,13 @@ _NAME_SPACES = re.compile(r"\s+")
 
 def normalize_name(name: str) -> str:
     """A name safe to store, export and write into a header (see NAME_MAX above)."""
+    if name.isascii() and name.isprintable():  # the usual case: only spaces to collapse
+        return " ".join(name.split())[:NAME_MAX].rstrip()
+    return _clean_name(name)
+
+
+def _clean_name(name: str) -> str:
+    """normalize_name for any text (the rules in full)."""
     name = _NAME_DROP.sub("", _NAME_BREAKS.sub(" ", name))
     return _NAME_SPACES.sub(" ", name).strip()[:NAME_MAX].rstrip()
 
