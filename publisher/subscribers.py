@@ -129,7 +129,7 @@ def _rows(
             except UnicodeDecodeError:
                 raise SubscriberFileError(f"{path}:{line + 1}: not UTF-8") from None
             except csv.Error as exc:
-                raise SubscriberFileError(f"{path}:{reader.line_num}: {exc}") from None
+                raise SubscriberFileError(f"{path}:{line + 1}: {exc}") from None
             # DictReader's line_num is the physical line the record ended on; quoted fields
             # may span lines, so report where it started.
             start, line = line + 1, reader.line_num

@@ -15,7 +15,7 @@ from publisher.audit import entries
 from publisher.config import Config, load_config
 from publisher.state import AddressNormalizer, InvalidAddress, Store, normalize_email
 from publisher.state.schema import _clean_name, audit_log, normalize_name, subscribers
-from publisher.subscribers import import_csv
+from publisher.subscribers import SubscriberFileError, import_csv
 
 from .pg import state_toml
 
@@ -146,6 +146,21 @@ def test_an_unchanged_file_is_skipped_until_another_sync_ran(cfg: Config, tmp_pa
         report = import_csv(cfg, store)
         assert not report.skipped_unchanged and report.reactivated == 1
         assert store.get("b@example.com").status == "active"
+
+
+def test_a_file_that_breaks_off_midway_changes_nothing(cfg: Config) -> None:
+    write(cfg, "email,name", ["a@example.com,A"])
+    with Store.open(cfg) as store:
+        import_csv(cfg, store)
+        huge = "x" * 200_000  # over the csv module's field limit: an error at line 4
+        write(cfg, "email,name", ["b@example.com,B", "c@example.com,C", f"d@example.com,{huge}"])
+        with pytest.raises(SubscriberFileError, match=r"subs\.csv:4: field larger"):
+            import_csv(cfg, store)
+        # Nothing of it applied: no b, and a not removed.
+        assert store.get("b@example.com") is None
+        assert store.get("a@example.com").status == "active"
+        write(cfg, "email,name", ["b@example.com,B"])  # the next import runs as usual
+        assert import_csv(cfg, store).added == 1
 
 
 # -- the address check ------------------------------------------------------------------------

@@ -399,11 +399,15 @@ class SubscribersMixin:
                             update={"value": str(run)},
                         )
             finally:
-                if not conn.invalidated:
+                try:
                     if conn.in_transaction():
                         conn.rollback()
                     with conn.begin():
                         lifecycle.csv_staging_drop(conn)
+                except sa.exc.SQLAlchemyError:
+                    # Not back into the pool with the tables (and never masking the error
+                    # that brought us here).
+                    conn.invalidate()
         return CsvSyncResult(total, added, reactivated, total - distinct, removed)
 
     def upsert_csv_batch(
