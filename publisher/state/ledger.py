@@ -454,16 +454,24 @@ class LedgerMixin:
             )
         return res.rowcount > 0
 
-    def ledger_counts(self, digest_date: dt.date, *, edition: str = DAILY) -> dict[str, int]:
+    def ledger_counts(
+        self,
+        digest_date: dt.date,
+        *,
+        edition: str = DAILY,
+        statuses: tuple[str, ...] | None = None,
+    ) -> dict[str, int]:
         """{queued, sent, failed} counts for a digest (zeros included), and `nomatch` (readers
-        served with nothing matched) when there are any."""
-        counts = dict.fromkeys((QUEUED, SENT, FAILED), 0)
+        served with nothing matched) when there are any. `statuses`: count only those (an
+        index range: `publisher status` asks a million-row digest for its few `nomatch`)."""
+        counts = dict.fromkeys(statuses or (QUEUED, SENT, FAILED), 0)
+        q = sa.select(ledger.c.status, sa.func.count()).where(
+            ledger.c.digest_date == digest_date, ledger.c.edition == edition
+        )
+        if statuses is not None:
+            q = q.where(ledger.c.status.in_(statuses))
         with self.engine.connect() as conn:
-            for status, n in conn.execute(
-                sa.select(ledger.c.status, sa.func.count())
-                .where(ledger.c.digest_date == digest_date, ledger.c.edition == edition)
-                .group_by(ledger.c.status)
-            ):
+            for status, n in conn.execute(q.group_by(ledger.c.status)):
                 counts[status] = n
         return counts
 

@@ -54,7 +54,13 @@ class LedgerStore(Protocol):
 
     def unsent_active(self, digest_date: dt.date, *, edition: str = "daily") -> int: ...
 
-    def ledger_counts(self, digest_date: dt.date, *, edition: str = "daily") -> dict[str, int]: ...
+    def ledger_counts(
+        self,
+        digest_date: dt.date,
+        *,
+        edition: str = "daily",
+        statuses: tuple[str, ...] | None = None,
+    ) -> dict[str, int]: ...
 
     def claim(
         self,
