@@ -1,6 +1,6 @@
 """A million readers: the list, the status, the web side and the send at scale, on PostgreSQL.
 
-    python bench/scale.py [--large] [--send] [--readers N] [--digests 5]
+    python bench/scale.py [--large] [--send] [--readers N] [--digests 5] [--skip-memory]
 
 Runs at 100,000 readers (1,000,000 with --large; --readers sets any N) on a throwaway
 PostgreSQL cluster on disk with production durability (fsync and synchronous_commit on:
@@ -141,6 +141,27 @@ def serve_figures(cfg: Path, dbname: str, cluster: Any) -> None:
         proc.wait(30)
 
 
+def memory_figures(
+    cluster: Any, tmp: Path, sink_port: int, cfg: Path, n: int, connections: int
+) -> None:
+    """Peak RSS of one `publisher send` to 1,000 readers (a database of its own) and to the N
+    of `cfg`, into smtp-sink."""
+    small_db = cluster.create_database()
+    small = deliver.make_project(
+        tmp / "small", sink_port, 1000, connections, database=cluster.url(small_db)
+    )
+    cli(small, "subscribers", "import")
+    rss_small = deliver.peak_rss_kib(small)
+    t0 = time.perf_counter()
+    rss_large = deliver.peak_rss_kib(cfg)
+    took = time.perf_counter() - t0
+    print(
+        f"peak RSS of publisher send: 1000 readers {rss_small / 1024:.1f} MiB, "
+        f"{n} readers {rss_large / 1024:.1f} MiB (that send took {took:.0f} s)"
+    )
+    line("peak RSS ratio, N readers / 1000 readers", rss_large / rss_small, "x", 1.2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--large", action="store_true", help="1,000,000 readers")
@@ -148,6 +169,7 @@ def main() -> None:
     ap.add_argument("--readers", type=int, default=None, help="N (default 100,000; 1M --large)")
     ap.add_argument("--digests", type=int, default=5, help="sent digests in the ledger")
     ap.add_argument("--connections", type=int, default=4, help="per `publisher send`")
+    ap.add_argument("--skip-memory", action="store_true", help="no 1k and N-reader sends")
     args = ap.parse_args()
     n = args.readers or (MILLION if args.large else 100_000)
     scale = n / MILLION
@@ -178,20 +200,8 @@ def main() -> None:
             line("publisher status", seconds, "s", 1)
             serve_figures(cfg, dbname, cluster)
 
-            small_db = cluster.create_database()
-            small = deliver.make_project(
-                Path(tmp) / "small", sink_port, 1000, args.connections, cluster.url(small_db)
-            )
-            cli(small, "subscribers", "import")
-            rss_small = deliver.peak_rss_kib(small)
-            t0 = time.perf_counter()
-            rss_large = deliver.peak_rss_kib(cfg)
-            took = time.perf_counter() - t0
-            print(
-                f"peak RSS of publisher send: 1000 readers {rss_small / 1024:.1f} MiB, "
-                f"{n} readers {rss_large / 1024:.1f} MiB (that send took {took:.0f} s)"
-            )
-            line("peak RSS ratio, N readers / 1000 readers", rss_large / rss_small, "x", 1.2)
+            if not args.skip_memory:
+                memory_figures(cluster, Path(tmp), sink_port, cfg, n, args.connections)
 
             if args.send:
                 cmd = [sys.executable, "-m", "publisher.cli", "send", "--config", str(cfg)]
