@@ -544,6 +544,7 @@ csv_rows = sa.Table(
     sa.Column("cadence", sa.String(8)),
     sa.Column("topics", sa.String(1000)),
     sa.Column("max_papers", sa.Integer),
+    sa.Column("n", sa.Integer, nullable=False),  # the rows of the file with this address
     prefixes=["TEMPORARY"],
 )
 # The known subscribers the file changes: the new value of each changed field (NULL: kept),
@@ -604,21 +605,32 @@ def _sql(conn: sa.Connection, text: str) -> Any:
 
 
 def csv_dedupe(conn: sa.Connection) -> tuple[int, int]:
-    """Merge `csv_stage` into `csv_rows`; (rows, distinct addresses)."""
+    """Merge `csv_stage` into `csv_rows`; (rows, distinct addresses). One sort: each address's
+    first row, and how many it has; only an address listed twice whose first row has no name
+    then looks further for its first name (through an index made for the purpose)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
     conn.execute(
         sa.text(
-            "INSERT INTO csv_rows (email, name, cadence, topics, max_papers)"
-            " SELECT email, first_name, cadence, topics, max_papers FROM ("
-            "  SELECT email, cadence, topics, max_papers,"
+            "INSERT INTO csv_rows (email, name, cadence, topics, max_papers, n)"
+            " SELECT email, name, cadence, topics, max_papers, n FROM ("
+            "  SELECT email, name, cadence, topics, max_papers,"
             "   ROW_NUMBER() OVER (PARTITION BY email ORDER BY seq) AS rn,"
-            "   FIRST_VALUE(name) OVER (PARTITION BY email"
-            "    ORDER BY CASE WHEN name = '' THEN 1 ELSE 0 END, seq) AS first_name"
+            "   COUNT(*) OVER (PARTITION BY email) AS n"
             "  FROM csv_stage) t"
             " WHERE rn = 1"
         )
     )
+    unnamed = "csv_rows.n > 1 AND csv_rows.name = ''"
+    if conn.execute(sa.text(f"SELECT 1 FROM csv_rows WHERE {unnamed} LIMIT 1")).first():
+        conn.execute(sa.text("CREATE INDEX ix_csv_stage_email ON csv_stage (email, seq)"))
+        conn.execute(
+            sa.text(
+                "UPDATE csv_rows SET name = COALESCE((SELECT s.name FROM csv_stage s"
+                "  WHERE s.email = csv_rows.email AND s.name <> '' ORDER BY s.seq LIMIT 1), '')"
+                f" WHERE {unnamed}"
+            )
+        )
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("ANALYZE csv_rows"))
     rows = conn.execute(sa.text("SELECT count(*) FROM csv_stage")).scalar() or 0
