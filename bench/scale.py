@@ -208,14 +208,17 @@ def main() -> None:
                 cmd += ["--digest", str(OTHER_DIGEST)]
                 t0 = time.perf_counter()
                 procs = [
-                    subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                    subprocess.Popen(
+                        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                    )
                     for _ in range(4)
                 ]
-                outs = [p.communicate()[0] for p in procs]
+                both = [p.communicate() for p in procs]  # stderr: the progress lines
                 seconds = time.perf_counter() - t0
+                outs = [out for out, _ in both]
                 counts = [deliver.SENT.search(o) for o in outs]
                 if any(p.returncode for p in procs) or not all(counts):
-                    sys.exit("a sender failed:\n" + "\n".join(outs))
+                    sys.exit("a sender failed:\n" + "\n".join(o + e[-2000:] for o, e in both))
                 sent = sum(int(c[1]) for c in counts if c)
                 with psycopg.connect(
                     host="127.0.0.1", port=cluster.port, user=cluster.user, dbname=dbname
