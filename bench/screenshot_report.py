@@ -45,9 +45,7 @@ def simulate(store: Store, start: dt.datetime) -> None:
 
     for module in (bounces, pubs, subs):
         module._now = now  # type: ignore[attr-defined]
-    with store._write() as conn:
-        merged = {f"reader{i}@example.org": f"Reader {i}" for i in range(120)}
-        lifecycle.csv_batch(conn, 1, merged, dict.fromkeys(merged, {}), "csv")
+    store.upsert_csv_batch(1, [(f"reader{i}@example.org", f"Reader {i}") for i in range(120)])
     n = 0
     for day in range(DAYS):
         clock["now"] = start + dt.timedelta(days=day, hours=9)

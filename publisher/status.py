@@ -57,7 +57,9 @@ def status_lines(
         }.get(pub.email_status, pub.email_status)
         if pub.email_status != EmailStatus.NONE:
             # Readers whose topics matched nothing in the edition: served, with no email.
-            nomatch = store.ledger_counts(pub.digest_date).get(SendStatus.NOMATCH, 0)
+            nomatch = store.ledger_counts(pub.digest_date, statuses=(SendStatus.NOMATCH,))[
+                SendStatus.NOMATCH
+            ]
             if nomatch:
                 email += f", {nomatch} nothing matched ({pub.sent + nomatch} served)"
         out.append(f"  {pub.digest_date}  in feed  {email}  ({pub.source})")

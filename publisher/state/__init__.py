@@ -53,6 +53,7 @@ from .schema import (
     SOURCES,
     STATUSES,
     UNSUBSCRIBED,
+    AddressNormalizer,
     EmailStatus,
     InvalidAddress,
     SendStatus,
@@ -63,7 +64,14 @@ from .schema import (
     normalize_email,
     normalize_name,
 )
-from .subscribers import ChoiceUpdate, Subscriber, SubscribersMixin, join_topics, split_topics
+from .subscribers import (
+    ChoiceUpdate,
+    CsvSyncResult,
+    Subscriber,
+    SubscribersMixin,
+    join_topics,
+    split_topics,
+)
 
 
 class Store(
@@ -80,6 +88,8 @@ class Store(
 
 
 __all__ = [
+    "AddressNormalizer",
+    "CsvSyncResult",
     "EmailStatus",
     "SendStatus",
     "Source",

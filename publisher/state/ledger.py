@@ -452,25 +452,33 @@ class LedgerMixin:
             )
         return res.rowcount > 0
 
-    def ledger_counts(self, digest_date: dt.date, *, edition: str = DAILY) -> dict[str, int]:
+    def ledger_counts(
+        self,
+        digest_date: dt.date,
+        *,
+        edition: str = DAILY,
+        statuses: tuple[str, ...] | None = None,
+    ) -> dict[str, int]:
         """{queued, sent, failed} counts for a digest (zeros included), and `nomatch` (readers
         served with nothing matched) when there are any: its ledger rows plus what compaction
-        folded of them (`ledger_totals`, publisher/state/compaction.py)."""
-        counts = dict.fromkeys((QUEUED, SENT, FAILED), 0)
+        folded of them (`ledger_totals`, publisher/state/compaction.py). `statuses`: count only
+        those (an index range: `publisher status` asks a million-row digest for its few
+        `nomatch`)."""
+        wanted = statuses or (QUEUED, SENT, FAILED, NOMATCH)
+        counts = dict.fromkeys(statuses or (QUEUED, SENT, FAILED), 0)
+        q = sa.select(ledger.c.status, sa.func.count()).where(
+            ledger.c.digest_date == digest_date, ledger.c.edition == edition
+        )
+        if statuses is not None:
+            q = q.where(ledger.c.status.in_(statuses))
         t = ledger_totals.c
-        folded = sa.select(*(sa.func.sum(t[s]) for s in (QUEUED, SENT, FAILED, NOMATCH))).where(
+        folded = sa.select(*(sa.func.sum(t[s]) for s in wanted)).where(
             t.digest_date == digest_date, t.edition == edition
         )
         with self.engine.connect() as conn:
-            for status, n in conn.execute(
-                sa.select(ledger.c.status, sa.func.count())
-                .where(ledger.c.digest_date == digest_date, ledger.c.edition == edition)
-                .group_by(ledger.c.status)
-            ):
+            for status, n in conn.execute(q.group_by(ledger.c.status)):
                 counts[status] = n
-            for status, n in zip(
-                (QUEUED, SENT, FAILED, NOMATCH), conn.execute(folded).one(), strict=True
-            ):
+            for status, n in zip(wanted, conn.execute(folded).one(), strict=True):
                 if n:
                     counts[status] = counts.get(status, 0) + int(n)
         return counts

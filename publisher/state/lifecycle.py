@@ -55,7 +55,6 @@ from .schema import (
     REMOVED,
     SENT,
     UNSUBSCRIBED,
-    Status,
     _now,
     audit_log,
     bounce_events,
@@ -516,113 +515,268 @@ def soft_bounce_days(
 
 
 # -- the CSV sync -----------------------------------------------------------------------------
+#
+# Set-based: the caller (SubscribersMixin.sync_csv) streams the file's valid rows into the
+# session's temporary table `csv_stage` (COPY on PostgreSQL), `csv_dedupe` merges duplicates
+# into `csv_rows`, and `csv_apply` compares them with `subscribers` in SQL and writes only the
+# differences, each rule below one statement: an unchanged row costs no write at all.
+
+_staging = sa.MetaData()
+
+# The file's valid rows in file order; a choice column the file lacks is NULL (keep as stored).
+csv_stage = sa.Table(
+    "csv_stage",
+    _staging,
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("cadence", sa.String(8)),
+    sa.Column("topics", sa.String(1000)),
+    sa.Column("max_papers", sa.Integer),
+    prefixes=["TEMPORARY"],
+)
+# One row per address: the first row's choice, the first non-empty name.
+csv_rows = sa.Table(
+    "csv_rows",
+    _staging,
+    sa.Column("email", sa.String(320), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("cadence", sa.String(8)),
+    sa.Column("topics", sa.String(1000)),
+    sa.Column("max_papers", sa.Integer),
+    sa.Column("n", sa.Integer, nullable=False),  # the rows of the file with this address
+    prefixes=["TEMPORARY"],
+)
+# The known subscribers the file changes: the new value of each changed field (NULL: kept),
+# and the old ones the audit trail records.
+csv_changes = sa.Table(
+    "csv_changes",
+    _staging,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("name", sa.String(200)),
+    sa.Column("status", sa.String(16)),
+    sa.Column("cadence", sa.String(8)),
+    sa.Column("topics", sa.String(1000)),
+    sa.Column("max_papers", sa.Integer),
+    sa.Column("old_status", sa.String(16)),
+    sa.Column("old_cadence", sa.String(8)),
+    sa.Column("old_topics", sa.String(1000)),
+    sa.Column("old_max_papers", sa.Integer),
+    prefixes=["TEMPORARY"],
+)
+CSV_STAGE_COLUMNS = ("seq", "email", "name", "cadence", "topics", "max_papers")
+CHOICE_COLUMNS = ("cadence", "topics", "max_papers")
+_SQLITE_HASH = "publisher_suppression_hash"
 
 
-def csv_new_status(suppressed: bool) -> Status:
-    """A new address in the CSV: active, or unsubscribed if it is suppressed."""
-    return Status.UNSUBSCRIBED if suppressed else Status.ACTIVE
+def csv_staging_create(conn: sa.Connection) -> None:
+    """The sync's temporary tables, empty, in this connection's session (and on SQLite the
+    suppression hash as an SQL function)."""
+    csv_staging_drop(conn)
+    _staging.create_all(conn)
+    if conn.dialect.name == "sqlite":
+        raw = conn.connection.driver_connection
+        raw.create_function(_SQLITE_HASH, 1, suppression_hash, deterministic=True)  # type: ignore[union-attr]
 
 
-def csv_returning_status(status: str, suppressed: bool) -> Status | None:
-    """A known address in the CSV: the status it takes (None: it keeps its own). Only the CSV's
-    own `removed` is undone by the row coming back, and not for a suppressed address."""
-    return Status.ACTIVE if status == REMOVED and not suppressed else None
+def csv_staging_drop(conn: sa.Connection) -> None:
+    _staging.drop_all(conn, checkfirst=True)
 
 
-def csv_batch(
-    conn: sa.Connection,
-    run: int,
-    merged: dict[str, str],
-    choices: dict[str, dict[str, Any]],
-    source: str,
-) -> tuple[int, int, int]:
-    """Apply one batch of CSV rows ({address: name}, {address: reader choice values}) for
-    import `run`; (added, reactivated, rows already seen in this run)."""
-    now = _now()
-    added = reactivated = dups = 0
-    existing = {
-        r.email: r
-        for r in conn.execute(
-            sa.select(
-                subscribers.c.id,
-                subscribers.c.email,
-                subscribers.c.name,
-                subscribers.c.status,
-                subscribers.c.csv_run,
-                subscribers.c.cadence,
-                subscribers.c.topics,
-                subscribers.c.max_papers,
-                subscribers.c.choice_source,
-            ).where(subscribers.c.email.in_(list(merged)))
+def _suppressed_sql(conn: sa.Connection, column: str) -> str:
+    """SQL: whether the address in `column` is suppressed, by its own entry or the hash a
+    deletion left (`suppression_hash`, computed in SQL)."""
+    if conn.dialect.name == "postgresql":
+        hashed = (
+            f"'{_HASH_PREFIX}' || encode(sha256(:hash_prefix || convert_to({column}, 'UTF8')),"
+            " 'hex')"
         )
-    }
-    suppressed = suppressed_among(conn, merged)
-    new_rows = []
-    entries: list[dict[str, Any]] = []
-    for email, name in merged.items():
-        row = existing.get(email)
-        if row is None:
-            new_rows.append(
-                {
-                    "email": email,
-                    "name": name,
-                    "status": csv_new_status(email in suppressed),
-                    "source": source,
-                    "created_at": now,
-                    "updated_at": now,
-                    "hard_bounces": 0,
-                    "csv_run": run,
-                    "cadence": "daily",
-                    "topics": "",
-                    "max_papers": 0,
-                    "choice_source": "csv" if choices[email] else None,
-                    **choices[email],
-                }
-            )
-            added += 1
-            continue
-        if row.csv_run == run:
-            dups += 1
-        values: dict[str, Any] = {"csv_run": run}
-        if name and name != row.name:
-            values["name"] = name
-        audited: dict[str, Any] = {}
-        status = csv_returning_status(row.status, email in suppressed)
-        if status is not None:
-            values["status"] = audited["status"] = status
-            reactivated += 1
-        # The reader's own choice on the web wins over the operator's CSV.
-        if choices[email] and row.choice_source != "web":
-            changed = {k: v for k, v in choices[email].items() if getattr(row, k) != v}
-            if changed:
-                values.update(changed, choice_source="csv")
-                audited.update(changed)
-        if len(values) > 1:
-            values["updated_at"] = now
-        conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(values))
-        if audited:
-            old = {k: getattr(row, k) for k in audited}
-            entries.append(entry(Action.IMPORT, row.id, email, old, audited, now))
-    if new_rows:
-        # A web signup of one of these addresses may commit meanwhile: it stays as it is (a
-        # known address keeps its status), stamped as seen by this import.
-        ins = dialect_insert(conn.dialect.name, subscribers)
+    else:
+        hashed = f"{_SQLITE_HASH}({column})"
+    return f"EXISTS (SELECT 1 FROM suppressions x WHERE x.email IN ({column}, {hashed}))"
+
+
+def _sql(conn: sa.Connection, text: str) -> Any:
+    stmt = sa.text(text)
+    if ":now" in text:
+        stmt = stmt.bindparams(sa.bindparam("now", type_=sa.DateTime))
+    return stmt
+
+
+def csv_dedupe(conn: sa.Connection) -> tuple[int, int]:
+    """Merge `csv_stage` into `csv_rows`; (rows, distinct addresses). One sort: each address's
+    first row, and how many it has; only an address listed twice whose first row has no name
+    then looks further for its first name (through an index made for the purpose)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+    conn.execute(
+        sa.text(
+            "INSERT INTO csv_rows (email, name, cadence, topics, max_papers, n)"
+            " SELECT email, name, cadence, topics, max_papers, n FROM ("
+            "  SELECT email, name, cadence, topics, max_papers,"
+            "   ROW_NUMBER() OVER (PARTITION BY email ORDER BY seq) AS rn,"
+            "   COUNT(*) OVER (PARTITION BY email) AS n"
+            "  FROM csv_stage) t"
+            " WHERE rn = 1"
+        )
+    )
+    unnamed = "csv_rows.n > 1 AND csv_rows.name = ''"
+    if conn.execute(sa.text(f"SELECT 1 FROM csv_rows WHERE {unnamed} LIMIT 1")).first():
+        conn.execute(sa.text("CREATE INDEX ix_csv_stage_email ON csv_stage (email, seq)"))
         conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=["email"], set_={"csv_run": ins.excluded.csv_run}
-            ),
-            new_rows,
+            sa.text(
+                "UPDATE csv_rows SET name = COALESCE((SELECT s.name FROM csv_stage s"
+                "  WHERE s.email = csv_rows.email AND s.name <> '' ORDER BY s.seq LIMIT 1), '')"
+                f" WHERE {unnamed}"
+            )
         )
-        # Their entries in one INSERT ... SELECT: no Python per row (an import of 10,000).
-        conn.execute(_new_rows_audit(now), {"emails": [r["email"] for r in new_rows]})
-    audit(conn, *entries)
-    return added, reactivated, dups
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ANALYZE csv_rows"))
+    rows = conn.execute(sa.text("SELECT count(*) FROM csv_stage")).scalar() or 0
+    distinct = conn.execute(sa.text("SELECT count(*) FROM csv_rows")).scalar() or 0
+    return rows, distinct
 
 
-def _new_rows_audit(now: dt.datetime) -> Any:
-    """INSERT ... SELECT of the `import` entries of the rows this batch created (created `now`:
-    not a row a concurrent signup made), their values written as `_json` writes them (sorted
-    keys; every value is a plain word, a topic list or a number, nothing to escape)."""
+def csv_apply(conn: sa.Connection, run: int, source: str, remove: bool) -> tuple[int, int, int]:
+    """Apply the deduplicated rows (`csv_rows`) of CSV import `run`; (added, reactivated,
+    removed). The rules, each one statement:
+
+    - a known address keeps its status: only the CSV's own `removed` is undone by the row
+      coming back (to active), and not for a suppressed address; a non-empty name replaces the
+      stored one; the file's reader choice (the columns it has) applies unless the reader made
+      their choice on the web, which wins;
+    - a new address becomes active, or unsubscribed if it is suppressed;
+    - with `remove` (a sync of the configured list): an active or pending subscriber that came
+      from the CSV and is not in the file becomes `removed`.
+
+    Status and choice changes, new rows and removals are recorded in the audit trail; a name
+    change is not; an unchanged row is not written at all."""
+    now = _now()
+    pg = conn.dialect.name == "postgresql"
+    params: dict[str, Any] = {"now": now, "run": run, "source": source}
+    if pg:
+        conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+        params["hash_prefix"] = b"publisher-suppression\x00"
+    choice = " OR ".join(f"s.{c} IS NOT NULL" for c in CHOICE_COLUMNS)
+
+    # Known addresses: what the file changes, then one UPDATE of those rows.
+    new_choice = ", ".join(
+        f"CASE WHEN sub.choice_source = 'web' THEN NULL WHEN s.{c} <> sub.{c} THEN s.{c} END"
+        f" AS new_{c}"
+        for c in CHOICE_COLUMNS
+    )
+    conn.execute(
+        _sql(
+            conn,
+            "INSERT INTO csv_changes (id, email, name, status, cadence, topics, max_papers,"
+            " old_status, old_cadence, old_topics, old_max_papers)"
+            " SELECT id, email, new_name, new_status, new_cadence, new_topics, new_max_papers,"
+            " status, cadence, topics, max_papers FROM ("
+            "  SELECT sub.id, sub.email, sub.status, sub.cadence, sub.topics, sub.max_papers,"
+            "   CASE WHEN s.name <> '' AND s.name <> sub.name THEN s.name END AS new_name,"
+            f"   CASE WHEN sub.status = '{REMOVED}' AND NOT {_suppressed_sql(conn, 'sub.email')}"
+            f"    THEN '{ACTIVE}' END AS new_status, {new_choice}"
+            "  FROM csv_rows s JOIN subscribers sub ON sub.email = s.email) t"
+            " WHERE new_name IS NOT NULL OR new_status IS NOT NULL OR new_cadence IS NOT NULL"
+            " OR new_topics IS NOT NULL OR new_max_papers IS NOT NULL",
+        ),
+        params,
+    )
+    chosen = " OR ".join(f"c.{c} IS NOT NULL" for c in CHOICE_COLUMNS)
+    kept = ", ".join(f"{c} = COALESCE(c.{c}, subscribers.{c})" for c in ("name", "status"))
+    kept += ", " + ", ".join(f"{c} = COALESCE(c.{c}, subscribers.{c})" for c in CHOICE_COLUMNS)
+    conn.execute(
+        _sql(
+            conn,
+            f"UPDATE subscribers SET {kept},"
+            f" choice_source = CASE WHEN {chosen} THEN 'csv' ELSE subscribers.choice_source END,"
+            " updated_at = :now, csv_run = :run"
+            " FROM csv_changes c WHERE subscribers.id = c.id",
+        ),
+        params,
+    )
+    reactivated = 0
+    last = 0
+    audited = "status IS NOT NULL OR " + " OR ".join(f"{c} IS NOT NULL" for c in CHOICE_COLUMNS)
+    while True:  # their entries, a batch at a time (a change is rare; a mass edit is not)
+        rows = conn.execute(
+            sa.text(
+                f"SELECT * FROM csv_changes WHERE id > :last AND ({audited}) ORDER BY id LIMIT 1000"
+            ),
+            {"last": last},
+        ).all()
+        if not rows:
+            break
+        entries = []
+        for r in rows:
+            new = {
+                k: getattr(r, k) for k in ("status", *CHOICE_COLUMNS) if getattr(r, k) is not None
+            }
+            old = {k: getattr(r, "old_" + k) for k in new}
+            reactivated += "status" in new
+            entries.append(entry(Action.IMPORT, r.id, r.email, old, new, now))
+        audit(conn, *entries)
+        last = rows[-1].id
+
+    # New addresses. A web signup of one of them may commit meanwhile: it stays as it is.
+    res = conn.execute(
+        _sql(
+            conn,
+            "INSERT INTO subscribers (email, name, status, source, created_at, updated_at,"
+            " hard_bounces, csv_run, cadence, topics, max_papers, choice_source)"
+            f" SELECT s.email, s.name, CASE WHEN {_suppressed_sql(conn, 's.email')}"
+            f" THEN '{UNSUBSCRIBED}' ELSE '{ACTIVE}' END, :source, :now, :now, 0, :run,"
+            " COALESCE(s.cadence, 'daily'), COALESCE(s.topics, ''), COALESCE(s.max_papers, 0),"
+            f" CASE WHEN {choice} THEN 'csv' END"
+            " FROM csv_rows s"
+            " WHERE NOT EXISTS (SELECT 1 FROM subscribers sub WHERE sub.email = s.email)"
+            " ON CONFLICT (email) DO NOTHING",
+        ),
+        params,
+    )
+    added = max(res.rowcount, 0)
+    if added:
+        conn.execute(_new_rows_audit(now, run))
+
+    removed = 0
+    if remove:
+        for status in (ACTIVE, PENDING):  # one statement per old status: the entry names it
+            removed += _remove_absent(conn, status, now)
+    return added, reactivated, removed
+
+
+def _remove_absent(conn: sa.Connection, status: str, now: dt.datetime) -> int:
+    """Mark `removed` the CSV subscribers with `status` that the file does not have, with
+    their audit entries; how many. PostgreSQL: one statement (the UPDATE's RETURNING feeds the
+    entries); SQLite, whose write transaction excludes every other writer: the entries, then
+    the UPDATE, with the same condition."""
+    where = (
+        "source = 'csv' AND status = :old"
+        " AND NOT EXISTS (SELECT 1 FROM csv_rows s WHERE s.email = subscribers.email)"
+    )
+    values = ":now, :actor, :action, id, email, :old_values, :new_values"
+    params = {
+        "now": now,
+        "old": status,
+        "actor": current_actor()[:200],
+        "action": str(Action.IMPORT),
+        "old_values": _json({"status": status}),
+        "new_values": _json({"status": REMOVED}),
+    }
+    cols = "INSERT INTO audit_log (at, actor, action, subscriber_id, email, old_values, new_values)"
+    update = f"UPDATE subscribers SET status = '{REMOVED}', updated_at = :now WHERE {where}"
+    if conn.dialect.name == "postgresql":
+        sql = f"WITH r AS ({update} RETURNING id, email) {cols} SELECT {values} FROM r"
+        return max(conn.execute(_sql(conn, sql), params).rowcount, 0)
+    conn.execute(_sql(conn, f"{cols} SELECT {values} FROM subscribers WHERE {where}"), params)
+    return max(conn.execute(_sql(conn, update), params).rowcount, 0)
+
+
+def _new_rows_audit(now: dt.datetime, run: int) -> Any:
+    """INSERT ... SELECT of the `import` entries of the rows import `run` created (created
+    `now`: not a row a concurrent signup made), their values written as `_json` writes them
+    (sorted keys; every value is a plain word, a topic list or a number, nothing to escape)."""
     c = subscribers.c
 
     def text(value: Any) -> Any:
@@ -649,27 +803,6 @@ def _new_rows_audit(now: dt.datetime) -> Any:
         c.email,
         sa.literal("{}", sa.String),
         new,
-    ).where(c.email.in_(sa.bindparam("emails", expanding=True)), c.created_at == now)
+    ).where(c.csv_run == run, c.created_at == now)
     cols = ["at", "actor", "action", "subscriber_id", "email", "old_values", "new_values"]
     return audit_log.insert().from_select(cols, rows)
-
-
-def csv_remove_absent(conn: sa.Connection, run: int) -> int:
-    """Mark `removed` the active/pending CSV subscribers that import `run` did not see."""
-    now = _now()
-    entries = []
-    for status in (ACTIVE, PENDING):  # one UPDATE per old status: the entry names it
-        res = conn.execute(
-            subscribers.update()
-            .where(
-                subscribers.c.source == "csv",
-                subscribers.c.status == status,
-                sa.or_(subscribers.c.csv_run.is_(None), subscribers.c.csv_run != run),
-            )
-            .values(status=REMOVED, updated_at=now)
-            .returning(subscribers.c.id, subscribers.c.email)
-        )
-        old, new = {"status": status}, {"status": REMOVED}
-        entries += [entry(Action.IMPORT, r.id, r.email, old, new, now) for r in res]
-    audit(conn, *entries)
-    return len(entries)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .bounces import BouncePolicy, InboundMessage
     from .ledger import LedgerEntry, SentRecorder
     from .publications import Publication
-    from .subscribers import ChoiceUpdate, Subscriber
+    from .subscribers import ChoiceUpdate, CsvSyncResult, Subscriber
 
 
 class LedgerStore(Protocol):
@@ -54,7 +54,13 @@ class LedgerStore(Protocol):
 
     def unsent_active(self, digest_date: dt.date, *, edition: str = "daily") -> int: ...
 
-    def ledger_counts(self, digest_date: dt.date, *, edition: str = "daily") -> dict[str, int]: ...
+    def ledger_counts(
+        self,
+        digest_date: dt.date,
+        *,
+        edition: str = "daily",
+        statuses: tuple[str, ...] | None = None,
+    ) -> dict[str, int]: ...
 
     def claim(
         self,
@@ -107,7 +113,7 @@ class LedgerStore(Protocol):
 
 
 class SubscribersStore(Protocol):
-    """The CSV sync: runs of upserts, then the rows the file no longer has."""
+    """The CSV sync: the file's rows in bulk, compared and applied set-based."""
 
     def lock(self, name: str) -> AbstractContextManager[None]: ...
 
@@ -117,16 +123,16 @@ class SubscribersStore(Protocol):
 
     def new_csv_run(self) -> int: ...
 
-    def upsert_csv_batch(
+    def sync_csv(
         self,
         run: int,
         rows: Iterable[tuple[str, str] | tuple[str, str, ChoiceUpdate | None]],
         source: str = "csv",
-    ) -> tuple[int, int, int]: ...
+        *,
+        remove: bool = False,
+    ) -> CsvSyncResult: ...
 
     def csv_run_intact(self, run: int) -> bool: ...
-
-    def remove_csv_absent(self, run: int) -> int: ...
 
     def iter_subscribers(
         self, status: str | None = None, batch: int = 1000

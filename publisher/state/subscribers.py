@@ -23,7 +23,6 @@ from .schema import (
     ACTIVE,
     CADENCES,
     CHOICE_SOURCES,
-    REMOVED,
     SOURCES,
     STATUSES,
     UNSUBSCRIBED,
@@ -38,9 +37,58 @@ from .schema import (
     normalize_name,
     subscribers,
     suppressions,
+    upsert,
 )
 
 DELETED = "deleted by the reader"
+# meta: the run of the last CSV sync (one that removes what the file lacks).
+_LAST_SYNC = "csv_last_sync"
+STAGE_BATCH = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class CsvSyncResult:
+    """What one CSV import did: valid rows read, addresses added, `removed` ones reactivated,
+    duplicate rows merged, subscribers removed."""
+
+    rows: int
+    added: int
+    reactivated: int
+    duplicates: int
+    removed: int
+
+
+def _stage(conn: sa.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Stream (email, name[, choice]) rows into `csv_stage`, in bulk."""
+
+    def records() -> Iterator[tuple[Any, ...]]:
+        for seq, (email, name, *rest) in enumerate(rows):
+            values = rest[0].values() if rest and rest[0] is not None else {}
+            yield (
+                seq,
+                email,
+                name,
+                values.get("cadence"),
+                values.get("topics"),
+                values.get("max_papers"),
+            )
+
+    columns = ", ".join(lifecycle.CSV_STAGE_COLUMNS)
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        with raw.cursor() as cur, cur.copy(f"COPY csv_stage ({columns}) FROM STDIN") as copy:  # type: ignore[union-attr]
+            for record in records():
+                copy.write_row(record)
+        return
+    sql = f"INSERT INTO csv_stage ({columns}) VALUES (?, ?, ?, ?, ?, ?)"
+    batch: list[tuple[Any, ...]] = []
+    for record in records():
+        batch.append(record)
+        if len(batch) >= STAGE_BATCH:
+            conn.exec_driver_sql(sql, batch)
+            batch = []
+    if batch:
+        conn.exec_driver_sql(sql, batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,43 +362,65 @@ class SubscribersMixin:
                 conn.execute(meta.update().where(meta.c.key == "csv_run").values(value=str(run)))
         return run
 
+    def sync_csv(
+        self,
+        run: int,
+        rows: Iterable[tuple[str, str] | tuple[str, str, ChoiceUpdate | None]],
+        source: str = "csv",
+        *,
+        remove: bool = False,
+    ) -> CsvSyncResult:
+        """Apply CSV import `run`: normalised (email, name[, choice]) rows, streamed.
+
+        Set-based: the rows go in bulk into a temporary table of this session (PostgreSQL:
+        COPY; SQLite: executemany), duplicates merge there (the first row's choice, the first
+        non-empty name), and lifecycle.csv_apply writes only what differs from the stored
+        subscribers, in one transaction: new addresses, changed names, statuses and reader
+        choices, and with `remove` (a sync of the configured list) the CSV subscribers the file
+        no longer has become `removed`. A sync also records `run` as the last one
+        (`csv_run_intact`). Memory does not grow with the file."""
+        with self.engine.connect() as conn:
+            try:
+                with conn.begin():
+                    lifecycle.csv_staging_create(conn)
+                with conn.begin():
+                    _stage(conn, rows)
+                with conn.begin():
+                    total, distinct = lifecycle.csv_dedupe(conn)
+                conn.execution_options(write=True)
+                with conn.begin():
+                    added, reactivated, removed = lifecycle.csv_apply(conn, run, source, remove)
+                    if remove:
+                        upsert(
+                            conn,
+                            meta,
+                            {"key": _LAST_SYNC, "value": str(run)},
+                            ["key"],
+                            update={"value": str(run)},
+                        )
+            finally:
+                try:
+                    if conn.in_transaction():
+                        conn.rollback()
+                    with conn.begin():
+                        lifecycle.csv_staging_drop(conn)
+                except sa.exc.SQLAlchemyError:
+                    # Not back into the pool with the tables (and never masking the error
+                    # that brought us here).
+                    conn.invalidate()
+        return CsvSyncResult(total, added, reactivated, total - distinct, removed)
+
     def upsert_csv_batch(
         self,
         run: int,
         rows: Iterable[tuple[str, str] | tuple[str, str, ChoiceUpdate | None]],
         source: str = "csv",
     ) -> tuple[int, int, int]:
-        """Apply one batch of normalised (email, name[, choice]) CSV rows for import `run`.
-
-        New addresses become active (or unsubscribed if suppressed); existing ones keep their
-        status except `removed`, which becomes active again; names are updated. A row's reader
-        choice (the CSV's cadence, topics, max_papers columns) is applied unless the reader
-        made their choice on the web, which wins. Returns (added, reactivated, duplicates)
-        where duplicates were already seen in this run.
-        """
-        merged: dict[str, str] = {}
-        choices: dict[str, dict[str, Any]] = {}
-        dups = 0
-        for email, raw_name, *rest in rows:
-            name = normalize_name(raw_name)
-            choice = rest[0].values() if rest and rest[0] is not None else {}
-            if email in merged:
-                dups += 1
-                merged[email] = merged[email] or name
-                choices[email] = choices.get(email) or choice
-            else:
-                merged[email] = name
-                choices[email] = choice
-        if not merged:
-            return 0, 0, dups
-        with self._write() as conn:
-            added, reactivated, seen = lifecycle.csv_batch(conn, run, merged, choices, source)
-        return added, reactivated, dups + seen
-
-    def remove_csv_absent(self, run: int) -> int:
-        """Mark `removed` the active/pending CSV subscribers that import `run` did not see."""
-        with self._write() as conn:
-            return lifecycle.csv_remove_absent(conn, run)
+        """`sync_csv` without removals, the names normalised: (added, reactivated,
+        duplicates)."""
+        named = [(email, normalize_name(name), *rest) for email, name, *rest in rows]
+        result = self.sync_csv(run, named, source)  # type: ignore[arg-type]
+        return result.added, result.reactivated, result.duplicates
 
     # -- suppressions ------------------------------------------------------------------------
 
@@ -393,13 +463,9 @@ class SubscribersMixin:
         }
 
     def csv_run_intact(self, run: int) -> bool:
-        """Whether every address CSV import `run` saw is still as it left it: none of them is
-        `removed` (only a later import removes, and it would have a newer run). Lets a sync
-        skip an unchanged file without trusting a state something else may have changed."""
+        """Whether CSV sync `run` is still the last sync, so what it left is as it left it
+        (only a sync removes; another file's sync since would have). Lets a sync skip an
+        unchanged file without trusting a state something else may have changed."""
         with self.engine.connect() as conn:
-            broken = conn.execute(
-                sa.select(subscribers.c.id)
-                .where(subscribers.c.csv_run == run, subscribers.c.status == REMOVED)
-                .limit(1)
-            ).first()
-        return broken is None
+            last = conn.execute(sa.select(meta.c.value).where(meta.c.key == _LAST_SYNC)).scalar()
+        return last == str(run)
