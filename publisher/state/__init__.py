@@ -32,6 +32,7 @@ Quick tour::
 from __future__ import annotations
 
 from .bounces import BounceEvent, BouncePolicy, BouncesMixin, InboundEvent
+from .claims import ClaimsMixin
 from .compaction import CompactionMixin
 from .ledger import LedgerEntry, LedgerMixin, SentRecorder
 from .limits import LimitsMixin
@@ -77,6 +78,7 @@ from .subscribers import (
 class Store(
     SubscribersMixin,
     LedgerMixin,
+    ClaimsMixin,
     LimitsMixin,
     PublicationsMixin,
     LocksMixin,
