@@ -17,7 +17,7 @@ from ..state.protocols import LedgerStore
 
 log = logging.getLogger("publisher.delivery")
 
-CLAIM_BATCH = 100  # ledger rows a sender claims at a time (at least 8 per connection)
+CLAIM_BATCH = 1000  # ledger rows a sender claims at a time (at least 8 per connection)
 
 
 class ClaimRevoked(Exception):
