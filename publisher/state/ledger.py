@@ -188,9 +188,14 @@ class SentRecorder:
     def _record(self, params: list[Any]) -> None:
         cursor = self.conn.cursor()
         try:
-            if self._begin:
-                cursor.execute(self._begin)
-            cursor.executemany(self._sql, params)
+            if len(params) == 1:
+                # One statement is a transaction by itself (SQLite's autocommit; PostgreSQL's
+                # pipeline): no BEGIN, on the path most messages take (one row per commit).
+                cursor.execute(self._sql, params[0])
+            else:
+                if self._begin:
+                    cursor.execute(self._begin)
+                cursor.executemany(self._sql, params)
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
