@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 
 from publisher.state import Store
 from publisher.state.migrate import current, head
-from publisher.state.schema import metadata
+from publisher.state.schema import SCHEMA_REVISION, metadata
 
 from .conftest import FIXTURES
 from .statehelpers import suppression_reason
@@ -203,3 +203,10 @@ def test_a_revision_0010_ledger_upgrades_and_is_then_compacted(db_url: str, tmp_
         assert store.ledger_counts(DAY)["sent"] == 1
         assert store.ledger_entry(DAY, "a@example.net") is None
     assert _schema_diff(db_url) == []
+
+
+def test_the_schema_revision_the_code_declares_is_the_migrations_head() -> None:
+    """StoreBase opens a database stamped SCHEMA_REVISION without loading Alembic: if a new
+    migration did not move it, databases would be left at the old revision. (That a database
+    stamped older is upgraded on open: the 0010 test above.)"""
+    assert SCHEMA_REVISION == head()

@@ -471,15 +471,33 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+# The Alembic revision these tables are (publisher/state/migrations/versions/, its head): a
+# database stamped with it is opened without loading Alembic. A new migration moves it
+# (tests/test_state_upgrade.py checks it is the head).
+SCHEMA_REVISION = "0011"
+
+
+def _at_revision(engine: sa.Engine, revision: str) -> bool:
+    """Whether the database is stamped `revision` (False too when it cannot tell: no tables
+    yet, or no `alembic_version`; the upgrade, which knows every case, then decides)."""
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
+            return list(found) == [revision]
+    except sa.exc.DBAPIError:
+        return False
+
+
 class StoreBase:
     """The engine; the concerns (publisher/state/*.py) add their methods as mixins."""
 
     def __init__(self, url: str, *, upgrade: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
-        if upgrade:
-            # Alembic is slow to import (about a second on a busy machine): only an open that
-            # upgrades loads it, not every import of publisher.state.
+        if upgrade and not _at_revision(self.engine, SCHEMA_REVISION):
+            # Alembic (with Mako and Pygments) is slow to import, a tenth of a second here and
+            # more on a busy machine: only an open that has something to upgrade loads it, not
+            # every `publisher` command on a database already at this code's revision.
             from .migrate import upgrade as _upgrade
 
             _upgrade(self.engine)
