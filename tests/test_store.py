@@ -305,3 +305,33 @@ def test_one_bounce_event_is_read_by_its_id(store: Store) -> None:
     (event,) = store.iter_bounce_events(event_id=ids[3])
     assert (event.id, event.email, event.reason) == (ids[3], "r3@example.com", "550 r3")
     assert list(store.iter_bounce_events(event_id=max(ids) + 1)) == []
+
+
+def test_a_sender_claims_what_it_sends_in_a_quarter_of_its_lease(store: Store) -> None:
+    """Claims are sized by the sender's own rate: 100 rows at first and for a slow sender (a
+    renewal of many rows outlasted a short lease on a busy database, and other senders took
+    them over), up to 1,000 for a fast one (each claim costs a few milliseconds however small)."""
+    import threading
+    import time
+
+    from publisher.delivery.claims import CLAIM_BATCH, CLAIM_BATCH_MAX, Claims
+
+    for i in range(1200):
+        store.add_subscriber(f"r{i}@example.org")
+    store.queue_pending(DAY)
+    claims = Claims(
+        store, DAY, retry_failed=False, lease_seconds=60, batch=CLAIM_BATCH, stop=threading.Event()
+    )
+    try:
+        first = claims.next()
+        assert first is not None and len(claims.open) == CLAIM_BATCH  # no rate known yet
+        claims.started_at = time.monotonic() - 10.0
+        claims.finished = 20  # 2 a second: 30 in a quarter of the lease
+        assert claims._size() == CLAIM_BATCH
+        claims.finished = 2000  # 200 a second: 3,000 in a quarter of the lease
+        assert claims._size() == CLAIM_BATCH_MAX
+        claims.queue.clear()  # this batch is used up: the next claim is a large one
+        assert claims.next() is not None
+        assert len(claims.open) == CLAIM_BATCH + CLAIM_BATCH_MAX
+    finally:
+        claims.close()
