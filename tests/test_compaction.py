@@ -33,7 +33,7 @@ from .deliveryhelpers import DAY, SAMPLE, write_config
 from .smtp_server import Recorder, start_server
 
 OLD = DAY  # 2024-05-15, the sample digest: expired at NOW
-PARTIAL = DAY + dt.timedelta(days=1)  # expired, but its email is partial: left alone
+PARTIAL = DAY + dt.timedelta(days=1)  # expired, its email partial (never retried to final)
 NEW = dt.date(2024, 8, 20)  # not expired
 OLD_WEEK = dt.date(2024, 5, 6)  # a weekly edition's Monday, due 2024-05-13: expired
 NOW = dt.datetime(2024, 8, 25, 12, tzinfo=dt.UTC)  # keep_ledger_days 90: first kept 2024-05-27
@@ -132,10 +132,10 @@ def test_compaction_folds_exactly_the_expired_editions_and_every_count_stays(
     dry = compact(cfg, store, dry_run=True, now=NOW)
     assert [(e.edition, e.digest_date, e.rows, e.skipped != "") for e in dry.editions] == [
         ("daily", OLD, 4, False),
-        ("daily", PARTIAL, 4, True),
+        ("daily", PARTIAL, 4, False),
         ("weekly", OLD_WEEK, 2, False),
     ]
-    assert dry.rows == 6 and dry.raw_messages == 1 and dry.raw_bytes > 0
+    assert dry.rows == 10 and dry.raw_messages == 1 and dry.raw_bytes > 0
     assert "dry run: nothing changed" in dry.lines()
     assert _ledger_rows(store) == rows and _raw_sizes(store) == [dry.raw_bytes]
     from click.testing import CliRunner
@@ -143,13 +143,13 @@ def test_compaction_folds_exactly_the_expired_editions_and_every_count_stays(
     res = CliRunner().invoke(cli, ["compact", "--dry-run", "--config", str(cfg.path)])
     assert res.exit_code == 0, res.output
     assert f"would fold daily {OLD}: 4 ledger rows in 3 segment(s)" in res.output
-    assert f"skipped daily {PARTIAL}: 4 ledger rows" in res.output
+    assert f"would fold daily {PARTIAL}: 4 ledger rows in 3 segment(s)" in res.output
     assert res.output.rstrip().endswith("dry run: nothing changed")
     assert _ledger_rows(store) == rows and _raw_sizes(store) == [dry.raw_bytes]
 
     report = compact(cfg, store, now=NOW)
-    assert report.rows == 6
-    assert _ledger_rows(store) == {("daily", PARTIAL): 4, ("daily", NEW): 4}
+    assert report.rows == 10
+    assert _ledger_rows(store) == {("daily", NEW): 4}
     assert _numbers(cfg, store) == before  # status, report and /metrics: the same numbers
     with store.engine.connect() as conn:
         totals = {
@@ -168,6 +168,10 @@ def test_compaction_folds_exactly_the_expired_editions_and_every_count_stays(
         # r0 failed (the first row), r3 sent; r1 (agents) hard-bounced, r2 (cap 3) complained.
         ("daily", OLD, "", 0): (0, 1, 1, 0, 0, 0),
         ("daily", OLD, "agents", 0): (0, 1, 0, 0, 1, 0),
+        # The partial edition: the same rows, no bounce named its date.
+        ("daily", PARTIAL, "", 0): (0, 1, 1, 0, 0, 0),
+        ("daily", PARTIAL, "agents", 0): (0, 1, 0, 0, 0, 0),
+        ("daily", PARTIAL, "", 3): (0, 1, 0, 0, 0, 0),
         ("daily", OLD, "", 3): (0, 1, 0, 0, 0, 1),
         ("weekly", OLD_WEEK, "", 0): (0, 1, 1, 0, 0, 0),
     }
@@ -183,12 +187,15 @@ def test_an_edition_under_a_live_claim_or_being_sent_is_left_alone(
     tmp_path: Path, store: Store
 ) -> None:
     cfg = load_config(tmp_path / "config.toml")
+    # PARTIAL is being sent again (`send --retry-failed`, before it has claimed a row).
+    store.update_publication(PARTIAL, email_status=EmailStatus.SENDING)
     # OLD's failed row is taken again by a sender (--retry-failed): a live claim on it.
     assert store.claim(OLD, "sender-1", 10, 3600, retry_failed=True, include_final=True)
     report = compact(cfg, store, now=NOW)
     skipped = {e.digest_date: e.skipped for e in report.editions if e.skipped}
     assert skipped[OLD] == "a send holds a claim on its rows"
-    assert "partial" in skipped[PARTIAL]
+    assert skipped[PARTIAL] == "its email is being sent"
+    assert _ledger_rows(store)[("daily", PARTIAL)] == 4
     assert _ledger_rows(store)[("daily", OLD)] == 4
 
 
@@ -211,7 +218,7 @@ def test_a_compacted_edition_is_never_sent_again(
 
 def test_the_run_scheduler_compacts_in_its_daily_job(tmp_path: Path, store: Store) -> None:
     cfg = load_config(tmp_path / "config.toml")
-    # keep_ledger_days 90 from today: every 2024 edition is expired, the partial one excepted.
+    # keep_ledger_days 90 from today: every 2024 edition is expired, the partial one too.
     runner = Runner(cfg, secret=b"s" * 32)
     assert str(runner._compact_trigger(cfg).fields[5]) == "19"  # send_at 07:00 + 12 h
     ran = threading.Event()
@@ -226,7 +233,7 @@ def test_the_run_scheduler_compacts_in_its_daily_job(tmp_path: Path, store: Stor
         assert ran.wait(60)
     finally:
         runner.shutdown()
-    assert _ledger_rows(store) == {("daily", PARTIAL): 4}
+    assert _ledger_rows(store) == {}
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,11 @@ stay forever. The raw messages of inbound mail received before the same day are 
 events stay).
 
 Never in the way of a send:
-- only an edition whose email is `sent` or `final` and none of whose rows is under a live claim
-  is touched (checked again in every batch's transaction), and `publisher send` refuses an
-  expired edition, so nothing sends what is being folded;
+- only an edition whose email is not `sending` and none of whose rows is under a live claim is
+  touched (checked again in every batch's transaction, under the publication row's lock), and
+  `publisher send` refuses an edition once compaction has begun to fold it, so nothing sends
+  what is being folded; `partial` editions are folded too (a send that failed some readers and
+  was never retried to `final` no longer keeps its rows forever);
 - the rows go in batches of BATCH, each folded and deleted in one short transaction (so the
   counts are exact whenever it stops: an edition's count is its rows plus its totals), on
   PostgreSQL taking only rows nobody has locked (FOR UPDATE SKIP LOCKED); on SQLite a sender's
@@ -43,7 +45,6 @@ from .schema import (
 
 # Ledger rows folded and deleted per transaction (and raw messages emptied per transaction).
 BATCH = 5000
-_FINAL = (EmailStatus.SENT, EmailStatus.FINAL)
 _BOUNCE_KINDS = ("hard", "soft", "blocked")
 _COUNTED = (QUEUED, SENT, FAILED, NOMATCH)
 
@@ -176,19 +177,21 @@ class CompactionMixin:
         lock: bool = False,
         ids: list[int] | None = None,
     ) -> str:
-        """Why an edition may not be folded now ("" if it may): its email is not `sent` or
-        `final`, or a row of it (of `ids`, when given: a batch) is under a live claim (a send is
-        at it). With `lock`, the publication row is share-locked on PostgreSQL until the
-        transaction ends: a send marking it `sending` waits for this batch, then finds it
-        compacted and stops (publications._refuse_compacted)."""
+        """Why an edition may not be folded now ("" if it may): its email is `sending` (a
+        send is starting or at it), or a row of it (of `ids`, when given: a batch) is under a
+        live claim. A `partial` edition is folded like a sent one: it was once kept until its
+        email was `sent` or `final`, and without `publisher run`, which makes a partial
+        edition final after its retries, it kept its rows forever. With `lock`, the
+        publication row is share-locked on PostgreSQL until the transaction ends: a send
+        marking it `sending` waits for this batch, then finds it compacted and stops
+        (publications._refuse_compacted)."""
         pub = sa.select(publications.c.email_status).where(
             publications.c.edition == edition, publications.c.digest_date == day
         )
         if lock and conn.dialect.name == "postgresql":
             pub = pub.with_for_update(read=True)
-        status = conn.execute(pub).scalar()
-        if status not in _FINAL:
-            return f"its email is {status or 'not recorded'}, not sent or final"
+        if conn.execute(pub).scalar() == EmailStatus.SENDING:
+            return "its email is being sent"
         now = (
             sa.func.timezone("UTC", sa.func.now())
             if conn.dialect.name == "postgresql"
