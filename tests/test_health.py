@@ -125,6 +125,30 @@ def test_a_recent_send_with_failures_and_a_stuck_claim_are_found(
     assert exit_code(list(found.values())) == 2
 
 
+def test_the_stuck_send_question_reads_each_editions_queued_rows_not_the_ledger(
+    tmp_path: Path, db_url: str
+) -> None:
+    """`status`, /healthz and the alerts ask it on every call: its plan reads the queued rows
+    of each edition through ix_ledger_digest_status (digest_date, status), never the whole
+    ledger, which holds every reader of 90 days. (Sequential scans are turned off on PostgreSQL
+    so the plan shows what the planner can use, whatever the table's size here.)"""
+    import sqlalchemy as sa
+
+    from publisher.state.claims import abandoned_query
+
+    with Store(db_url) as store, store.engine.connect() as conn:
+        query = abandoned_query(dt.datetime(2026, 1, 1))
+        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SET enable_seqscan = off"))
+            plan = " ".join(r[0] for r in conn.execute(sa.text(f"EXPLAIN {sql}")))
+            assert "Seq Scan on ledger" not in plan, plan
+        else:
+            plan = " ".join(r[-1] for r in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}")))
+            assert "SCAN ledger" not in plan, plan
+    assert "ix_ledger_digest_status" in plan, plan
+
+
 def test_alerts_are_logged_once_and_mailed_once_per_kind_a_day(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
