@@ -156,6 +156,9 @@ class MessageFactory:
         # The footer's preferences link carries the same token: the preferences page accepts an
         # unsubscribe token (publisher/web/), so a reader's two links cost one HMAC.
         self._prefs_base = preferences_url(cfg, "")
+        # The links' HTML form: the bases escaped once; a token is base64url, nothing to escape.
+        self._unsub_base_html = escape(self._unsub_base)
+        self._prefs_base_html = escape(self._prefs_base)
         self._mailto = unsubscribe_mailto(cfg)
         # `unsubscribe+{token}@...`: each reader's own signed token (publisher/mailrules.py),
         # so a mail to it unsubscribes exactly that reader (`publisher bounces import`).
@@ -231,8 +234,9 @@ class MessageFactory:
         name = one_line(name)
         mailto = self._mailto
         if self._mailto_tokens is not None:
-            token = self._mailto_tokens.sign(subscriber_id, self.newsletter.date)
-            mailto = mailto.replace("{token}", token)
+            mailto = mailto.replace(
+                "{token}", self._mailto_tokens.sign(subscriber_id, self.newsletter.date)
+            )
         headers = (
             f"To: {format_address(name, addr)}\r\n"
             f"Date: {self._date_header()}\r\n"
@@ -245,8 +249,8 @@ class MessageFactory:
         html = self._html.render(
             {
                 _EMAIL: escape(addr).encode(),
-                _UNSUB: escape(url).encode(),
-                _PREFS: escape(prefs).encode(),
+                _UNSUB: (self._unsub_base_html + token).encode(),
+                _PREFS: (self._prefs_base_html + token).encode(),
             }
         )
         message = b"".join(
@@ -303,6 +307,8 @@ class Segments:
         self._dkim = dkim_settings(cfg)  # the key is read and tried once, here
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, int], MessageFactory] = OrderedDict()
+        # The factory served last, read without the lock (one tuple, replaced whole).
+        self._last: tuple[tuple[str, int], MessageFactory] | None = None
         self._rendering: dict[tuple[str, int], threading.Event] = {}
         self._edition: InlinedEdition | None = None
         self._edition_lock = threading.Lock()
@@ -334,11 +340,15 @@ class Segments:
     def factory(self, topics: str, max_papers: int) -> MessageFactory:
         """The MessageFactory of one segment (`topics` as stored: `a;b`), rendered if needed."""
         key = (topics, max_papers)
+        last = self._last  # readers come in segment order: mostly the segment just used
+        if last is not None and last[0] == key:
+            return last[1]
         while True:
             with self._lock:
                 found = self._cache.get(key)
                 if found is not None:
                     self._cache.move_to_end(key)
+                    self._last = (key, found)
                     return found
                 waiting = self._rendering.get(key)
                 if waiting is None:
@@ -352,6 +362,7 @@ class Segments:
                     self._cache[key] = made
                     while len(self._cache) > self.cache_size:
                         self._cache.popitem(last=False)
+                    self._last = (key, made)
                 return made
             finally:
                 with self._lock:

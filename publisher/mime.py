@@ -105,9 +105,16 @@ def encode_unstructured(text: str, name_len: int) -> str:
     return "\r\n ".join(lines)
 
 
+# A display name of only these needs neither quotes nor encoding (RFC 5322 atoms and spaces):
+# most readers' names, written as they are without email.utils (once per message of a send).
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
+
+
 def encode_phrase(name: str) -> str:
     """A display name for an address header: quoted if needed, encoded if not ASCII."""
     name = one_line(name)
+    if _PLAIN_PHRASE.fullmatch(name):
+        return name
     if _needs_encoding(name):
         return encode_words(name)
     return formataddr((name, "x@x"))[: -len(" <x@x>")] if name else ""

@@ -167,6 +167,28 @@ def test_message_structure_and_headers(cfg: Config, sample_newsletter: Newslette
     assert sample_newsletter.day_url in page.links  # view in browser
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ada Lovelace",  # plain atoms: written as they are (the fast path)
+        "O'Brien-Smith #2",
+        "Dr. Who",  # a period: quoted
+        'say "hi", (c) <x>',  # specials: quoted and escaped
+        "김 연구원",  # not ASCII: an encoded word
+        "  spaced\tout\nname  ",
+    ],
+)
+def test_a_readers_display_name_comes_back_as_written(
+    cfg: Config, sample_newsletter: Newsletter, name: str
+) -> None:
+    """The To header's display name, whatever its characters, parses back (standard `email`
+    package) to the name as one line, and the address stays the address."""
+    raw = MessageFactory(sample_newsletter, cfg, SECRET).build("ada@example.com", name)
+    to = parse_message(raw)["To"].addresses[0]
+    assert to.display_name == " ".join(name.split())
+    assert to.addr_spec == "ada@example.com"
+
+
 def test_one_click_unsubscribe_headers(cfg: Config, sample_newsletter: Newsletter) -> None:
     raw = MessageFactory(sample_newsletter, cfg, SECRET).build("grace@example.com", "", 42)
     msg = parse_message(raw)

@@ -209,4 +209,4 @@ def test_the_schema_revision_the_code_declares_is_the_migrations_head() -> None:
     """StoreBase opens a database stamped SCHEMA_REVISION without loading Alembic: if a new
     migration did not move it, databases would be left at the old revision. (That a database
     stamped older is upgraded on open: the 0010 test above.)"""
-    assert SCHEMA_REVISION == head()
+    assert head() == SCHEMA_REVISION
