@@ -9,14 +9,20 @@ from __future__ import annotations
 import html
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from markdown_it import MarkdownIt
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 _SAFE_SCHEMES = re.compile(r"^(https?:|mailto:)", re.IGNORECASE)
 
 
 @lru_cache(maxsize=1)
 def _md() -> MarkdownIt:
+    # Loaded on the first rendering, not with the digest model: `status`, `compact` and the web
+    # app's pages that render nothing do not pay for markdown-it's import (~25 ms).
+    from markdown_it import MarkdownIt
+
     md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
     md.enable("linkify")
     md.enable("strikethrough")

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..digest import parse_file
 from ..errors import PublisherError
 from .base import cli, config_option, get_config
 
@@ -31,6 +30,8 @@ def parse(files: tuple[Path, ...], as_json: bool) -> None:
       publisher parse digests/2024/05/15.md
       publisher parse --json digests/**/*.md > digests.json
     """
+    from ..digest import parse_file  # markdown-it loads only for the commands that parse
+
     failed = 0
     results: list[dict[str, object]] = []
     for path in files:
@@ -123,7 +124,7 @@ def topics(config_path: Path, as_json: bool) -> None:
       publisher topics
       publisher topics --json | jq '.[] | select(.papers < 10)'
     """
-    from ..digest import find_digests
+    from ..digest import find_digests, parse_file
     from ..topics import TopicMatcher
 
     cfg = get_config(config_path)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import click
 
 from ..config import Config
-from ..digest import parse_file
 from .base import cli, config_option, get_config
 
 if TYPE_CHECKING:
@@ -197,6 +196,7 @@ def _send_for_real(
     import signal
     import threading
 
+    from ..digest import parse_file
     from ..progress import default_progress
     from ..publish import newest_digest, send_digest, send_weekly
     from ..state import Store
