@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,50 @@ def test_the_sent_recorder_commits_each_call_on_a_connection_of_its_own(store: S
         finally:
             for conn in conns:
                 conn.close()
+
+
+def test_the_sent_recorder_checkpoints_the_wal_off_its_commit_path(tmp_path: Path) -> None:
+    """SQLite: the recorder's commits (what each message's final "." waits for) never copy the
+    WAL back into the database; its own thread does, while the send goes on. So the marks reach
+    the database file itself without another commit, and the recorder's connection has
+    automatic checkpoints off, which no pooled connection inherits."""
+    store = Store.open(default_config(tmp_path))
+    try:
+        for i in range(20):
+            store.add_subscriber(f"r{i}@example.com")
+        store.queue_pending(DAY)
+        ids = [e.id for e in store.pending_for(DAY)]
+        path = Path(store.engine.url.database)
+        with sqlite3.connect(path) as con:  # the tables and queued rows into the file first
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        recorder = store.sent_recorder()
+        try:
+            assert (
+                recorder.conn.dbapi_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+                == 0
+            )
+            for entry_id in ids:
+                recorder.record([(entry_id, "250 ok", 1)])
+
+            def sent_in_the_database_file() -> int:
+                # The main file alone, without its WAL: what a checkpoint has copied into it.
+                copy = tmp_path / "checkpointed.sqlite3"
+                copy.write_bytes(path.read_bytes())
+                with sqlite3.connect(copy) as con:
+                    return con.execute(
+                        "SELECT count(*) FROM ledger WHERE status = 'sent'"
+                    ).fetchone()[0]
+
+            deadline = time.monotonic() + 10
+            while sent_in_the_database_file() < len(ids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sent_in_the_database_file() == len(ids)
+        finally:
+            recorder.close()
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(
