@@ -18,7 +18,10 @@
    and, for `deliver`, each / Postfix's smtp-source; then exits 1 if the tree is more than
    --threshold (5%) slower than REV, else 0. The verdict is the median of the rounds' own
    ratios (the two sides of a round run back to back, under the same load); the ratio of the
-   medians is printed too. Ratios compare only within one run.
+   medians is printed too. Ratios compare only within one run. For `deliver` it also prints
+   the CPU (user + system, from the child's rusage) of each `publisher send`, and its median
+   per message: a figure far less noisy than the wall clock on a shared machine, and the
+   issue's budget (publisher CPU per message), start-up included.
 
 Benches (each timed step is a whole command, start-up included, unless said otherwise):
   deliver  `publisher send` to --subscribers readers over --connections connections into
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -86,6 +90,8 @@ class Side:
     python: str = ""
     root: Path = ROOT
     seconds: list[float] = field(default_factory=list)
+    # CPU seconds (user + system) of each timed command, where the bench reports it (deliver)
+    cpu: list[float] = field(default_factory=list)
 
     def median(self) -> float:
         return statistics.median(self.seconds)
@@ -102,24 +108,30 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run(side: Side, *args: str) -> tuple[float, str]:
-    """`side`'s Python with args, in `side`'s folder; (seconds, stdout). Stops the bench if it
-    fails."""
-    t0 = time.perf_counter()
+def children_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's ended children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(side: Side, *args: str) -> tuple[float, str, float]:
+    """`side`'s Python with args, in `side`'s folder; (seconds, stdout, CPU seconds of that
+    process). Stops the bench if it fails."""
+    cpu0, t0 = children_cpu(), time.perf_counter()
     out = subprocess.run(
         [side.python, *args], cwd=side.root, env=clean_env(), capture_output=True, text=True
     )
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     if out.returncode != 0:
         fail(
             f"{side.label}: {' '.join(args[:4])} exited {out.returncode}:\n{out.stdout}{out.stderr}"
         )
-    return elapsed, out.stdout
+    return elapsed, out.stdout, cpu
 
 
 def check_imports_own_package(side: Side) -> None:
     """The side's `python -m publisher.cli` must run the side's own code, not the other's."""
-    _, out = run(side, "-c", "import publisher; print(publisher.__file__)")
+    out = run(side, "-c", "import publisher; print(publisher.__file__)")[1]
     where = Path(out.strip()).resolve()
     if not where.is_relative_to(side.root.resolve()):
         fail(f"{side.label}: its Python imports publisher from {where}, not from {side.root}")
@@ -220,10 +232,11 @@ class Deliver:
         try:
             run(side, "-m", "publisher.cli", "subscribers", "import", "--config", str(cfg))
             cmd = ["-m", "publisher.cli", "send", "--config", str(cfg)]
-            elapsed, out = run(side, *cmd, "--digest", str(bench_deliver.DIGEST))
+            elapsed, out, cpu = run(side, *cmd, "--digest", str(bench_deliver.DIGEST))
             found = bench_deliver.SENT.search(out)
             if not found or int(found[1]) != self.n or found[2] != "0":
                 fail(f"{side.label}: publisher send did not send {self.n}, nothing failed:\n{out}")
+            side.cpu.append(cpu)
             return elapsed
         finally:
             if dbname:
@@ -366,9 +379,10 @@ def main() -> None:
             for side in order if r % 2 == 0 else order[::-1]:
                 seconds = bench.measure(side)
                 side.seconds.append(seconds)
+                cpu = f"  CPU {side.cpu[-1]:6.3f}s" if len(side.cpu) == len(side.seconds) else ""
                 print(
                     f"  round {r + 1}: {side.label:<24} {seconds:7.3f}s "
-                    f"{bench.speed(seconds):9.4g} {bench.unit}",
+                    f"{bench.speed(seconds):9.4g} {bench.unit}{cpu}",
                     flush=True,
                 )
         print()
@@ -378,6 +392,12 @@ def main() -> None:
                 f"{side.label + ':':<26} {bench.speed(side.median()):9.4g} {bench.unit}, "
                 f"{side.median():.3f}s (median of {each})"
             )
+        for side in order:
+            if side.cpu:
+                # the whole command's CPU (start-up included) per message: the issue's budget
+                # is publisher CPU per message, which this bounds from above
+                per = statistics.median(side.cpu) / bench.n * 1000
+                print(f"{side.label + ':':<26} CPU {per:.3f} ms per message (median, start-up in)")
         # Speed of the tree / speed of REV, per round: both sides of a round ran back to back,
         # under the same load, so the median of these pairs is what decides; the ratio of the
         # two medians (of runs from different rounds) is printed too.
