@@ -64,7 +64,7 @@ from .newsletter import (
     render_newsletter,
 )
 from .state import LedgerEntry, split_topics
-from .tokens import Signer, ledger_message_id
+from .tokens import Signer, ledger_message_ids
 from .topics import Choice, TopicMatcher, select
 from .urls import paper_anchors, paper_url, preferences_url, unsubscribe_url
 
@@ -150,8 +150,10 @@ class MessageFactory:
         self.newsletter = newsletter
         self.cfg = cfg
         self._unsubscribe_signer = Signer(secret, "unsubscribe")
-        self._message_signer = Signer(secret, "message")
         self.domain = sender_domain(cfg)
+        self._ledger_message_id = ledger_message_ids(
+            Signer(secret, "message"), newsletter.date, self.domain
+        )
         self._unsub_base = unsubscribe_url(cfg, "")
         # The footer's preferences link carries the same token: the preferences page accepts an
         # unsubscribe token (publisher/web/), so a reader's two links cost one HMAC.
@@ -261,7 +263,7 @@ class MessageFactory:
     def _message_id(self, ledger_id: int | None) -> str:
         if ledger_id is None:
             return message_id(self._id_prefix, self.domain)
-        return ledger_message_id(self._message_signer, ledger_id, self.newsletter.date, self.domain)
+        return self._ledger_message_id(ledger_id)
 
 
 class Segments:

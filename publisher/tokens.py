@@ -29,7 +29,7 @@ import math
 import os
 import re
 import secrets as _secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .config import Config
@@ -288,11 +288,18 @@ def secrets_from_env(cfg: Config) -> list[bytes]:
     return [current, *(p for p in previous if p != current)]
 
 
-def ledger_message_id(signer: Signer, ledger_id: int, day: dt.date, domain: str) -> str:
-    """The Message-ID of the message sent for one ledger row (`signer`: purpose "message"):
+def ledger_message_ids(signer: Signer, day: dt.date, domain: str) -> Callable[[int], str]:
+    """The Message-IDs of one edition's messages, by ledger row (`signer`: purpose "message"):
     `<YYYYMMDD.TOKEN@domain>`, the token the row's id signed; unique as the row is (a retry
-    of the row is the same message and keeps it), read back by `message_ledger_ids`."""
-    return f"<{day:%Y%m%d}.{signer.sign_id(ledger_id)}@{domain}>"
+    of the row is the same message and keeps it), read back by `message_ledger_ids`. The
+    day and domain are formatted once, here: the function returned runs once per message."""
+    head, tail, sign = f"<{day:%Y%m%d}.", f"@{domain}>", signer.sign_id
+    return lambda ledger_id: f"{head}{sign(ledger_id)}{tail}"
+
+
+def ledger_message_id(signer: Signer, ledger_id: int, day: dt.date, domain: str) -> str:
+    """The Message-ID of the message sent for one ledger row (see `ledger_message_ids`)."""
+    return ledger_message_ids(signer, day, domain)(ledger_id)
 
 
 # A Message-ID `ledger_message_id` made.

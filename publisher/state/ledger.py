@@ -38,6 +38,9 @@ ANALYZE_AFTER = 1000
 # Now, naive UTC, by PostgreSQL's clock (what LedgerMixin._clock reads there), in a statement.
 _PG_NOW = sa.func.timezone("UTC", sa.func.now(), type_=sa.DateTime)
 
+# The values a sent mark binds from its row (entry id, reply, attempts), by index in the row.
+_ROW_FIELDS = {"b_id": 0, "b_reply": 1, "b_attempts": 2}
+_REPLY = _ROW_FIELDS["b_reply"]
 _MARK_SENT = (
     ledger.update()
     .where(ledger.c.id == sa.bindparam("b_id"))
@@ -51,21 +54,12 @@ _MARK_SENT = (
 )
 
 
-def _sent_params(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    now = _now()
+def _sent_rows(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     # In id order: a batch locks its rows in statement order, so two batches that meet on the
     # same rows (a sender whose lease ran out and the one that took its rows over) take them
     # in one order and cannot each hold a row the other waits for. The renewal, the statement
     # that meets a batch's rows most, never waits for a row lock at all (renew_claims).
-    return [
-        {
-            "b_id": row[0],
-            "b_reply": row[1][:500],
-            "b_attempts": row[2],
-            "b_now": now,
-        }
-        for row in sorted(rows, key=lambda row: row[0])
-    ]
+    return sorted(rows, key=lambda row: row[0])
 
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back as a
@@ -132,14 +126,22 @@ class SentRecorder:
         dialect = engine.dialect
         compiled = _MARK_SENT.compile(dialect=dialect)
         self._sql = compiled.string
-        # name -> (fixed value or None, the dialect's conversion or None), by rendered name
-        self._binds = {
-            compiled.bind_names[bind]: (
-                None if bind.key.startswith("b_") else bind.value,
-                bind.type.dialect_impl(dialect).bind_processor(dialect),
-            )
-            for bind in compiled.binds.values()
-        }
+        # Each bound value of the statement, by rendered name: the row's own (id, reply,
+        # attempts), the batch's (the time) or fixed (the status...), each through the
+        # dialect's conversion. The fixed and the batch's are converted once, not per row:
+        # this runs for every message of a send.
+        self._fixed: dict[str, Any] = {}
+        self._batch: list[tuple[str, Any]] = []  # (name, conversion) of the time
+        self._row: list[tuple[str, int, Any]] = []  # (name, index in the row, conversion)
+        for bind in compiled.binds.values():
+            name = compiled.bind_names[bind]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.key == "b_now":
+                self._batch.append((name, process))
+            elif bind.key.startswith("b_"):
+                self._row.append((name, _ROW_FIELDS[bind.key], process))
+            else:
+                self._fixed[name] = bind.value if process is None else process(bind.value)
         self._order = list(compiled.positiontup or ()) if compiled.positional else None
         self.conn = engine.raw_connection()
         # SQLite's driver runs in autocommit here (schema._sqlite_connect): one transaction per
@@ -170,7 +172,7 @@ class SentRecorder:
             #   statements between two Syncs of a pipeline are one implicit transaction, and
             #   executemany sends one Sync, at the end. So a batch holds all its rows' locks
             #   until it ends, is rolled back whole if one statement fails, and may be run
-            #   again whole (`record`). That is why the rows go in id order (_sent_params).
+            #   again whole (`record`). That is why the rows go in id order (_sent_rows).
             # The connection leaves the pool, so neither setting reaches another user.
             self.conn.detach()
             self.conn.dbapi_connection.autocommit = True
@@ -179,11 +181,17 @@ class SentRecorder:
             cursor.close()
 
     def _params(self, rows: Iterable[tuple[Any, ...]]) -> list[Any]:
+        now = _now()
+        batch = dict(self._fixed)
+        for name, process in self._batch:
+            batch[name] = now if process is None else process(now)
         out: list[Any] = []
-        for values in _sent_params(rows):
-            row = {}
-            for name, (fixed, process) in self._binds.items():
-                value = values[name] if fixed is None else fixed
+        for values in _sent_rows(rows):
+            row = dict(batch)
+            for name, index, process in self._row:
+                value = values[index]
+                if index == _REPLY:
+                    value = value[:500]  # the reply, as long as its column
                 row[name] = value if process is None else process(value)
             out.append(row if self._order is None else [row[n] for n in self._order])
         return out
