@@ -74,9 +74,9 @@ def fill_ledger(cluster: Any, dbname: str, digests: int) -> int:
     ) as conn:
         days = "generate_series('2024-04-01'::date, '2024-04-01'::date + %s, '1 day')"
         conn.execute(
-            "INSERT INTO ledger (edition, digest_date, subscriber_id, email, status, attempts,"
+            "INSERT INTO ledger (edition, digest_date, subscriber_id, status, attempts,"
             " final, last_reply, updated_at, topics, max_papers)"
-            " SELECT 'daily', d::date, s.id, s.email, 'sent', 1, false, '250 2.0.0 Ok',"
+            " SELECT 'daily', d::date, s.id, 'sent', 1, false, '250 2.0.0 Ok',"
             f" d + interval '7 hours', '', 0 FROM subscribers s, {days} d",
             (digests - 1,),
         )
@@ -224,7 +224,7 @@ def main() -> None:
                     host="127.0.0.1", port=cluster.port, user=cluster.user, dbname=dbname
                 ) as conn:
                     once = conn.execute(
-                        "SELECT count(*), count(DISTINCT email) FROM ledger"
+                        "SELECT count(*), count(DISTINCT subscriber_id) FROM ledger"
                         " WHERE digest_date = '2024-10-18' AND status = 'sent'"
                     ).fetchone()
                 print(f"4 senders sent {sent}; ledger: {once[0]} sent rows, {once[1]} readers")

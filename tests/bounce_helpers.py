@@ -56,12 +56,11 @@ def mailed(store: Store, ids: dict[str, int], day: dt.date) -> None:
     from publisher.state.schema import ledger
 
     with store.engine.begin() as conn:
-        for e, sid in ids.items():
+        for sid in ids.values():
             conn.execute(
                 ledger.insert().values(
                     digest_date=day,
                     subscriber_id=sid,
-                    email=e,
                     status="sent",
                     attempts=1,
                     final=False,

@@ -139,7 +139,7 @@ def test_each_messages_message_id_names_its_ledger_row_signed(tmp_path: Path, db
 
     from publisher.digest import parse_file
     from publisher.mailer import Segments
-    from publisher.state.schema import ledger
+    from publisher.state.schema import ledger, subscribers
     from publisher.tokens import message_ledger_ids
 
     recorder = EnvelopeRecorder()
@@ -152,7 +152,13 @@ def test_each_messages_message_id_names_its_ledger_row_signed(tmp_path: Path, db
             segments = Segments(parse_file(SAMPLE), cfg, SECRET.encode())
             deliver(cfg, store, DAY, None, segments=segments)
             with store.engine.connect() as conn:
-                rows = dict(conn.execute(sa.select(ledger.c.email, ledger.c.id)).all())
+                rows = dict(
+                    conn.execute(
+                        sa.select(subscribers.c.email, ledger.c.id).join(
+                            subscribers, subscribers.c.id == ledger.c.subscriber_id
+                        )
+                    ).all()
+                )
             seen = set()
             for email in emails:
                 (msg,) = recorder.to(email)

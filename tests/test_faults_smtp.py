@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from publisher.config import Config
 from publisher.delivery import deliver
 from publisher.state import Store
-from publisher.state.schema import ledger
+from publisher.state.schema import ledger, subscribers
 
 from .deliveryhelpers import DAY, SAMPLE, build, subscribe, write_config
 from .smtp_server import Recorder, start_server
@@ -60,8 +60,13 @@ def send(cfg: Config, *extra: str, timeout: float = 120) -> subprocess.Completed
 
 
 def ledger_rows(cfg: Config) -> list[dict[str, object]]:
+    """The ledger rows of DAY, each with its reader's address as "email"."""
     with Store.open(cfg) as store, store.engine.connect() as conn:
-        rows = conn.execute(sa.select(ledger).where(ledger.c.digest_date == DAY)).all()
+        rows = conn.execute(
+            sa.select(ledger, subscribers.c.email)
+            .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+            .where(ledger.c.digest_date == DAY)
+        ).all()
     return [dict(r._mapping) for r in rows]
 
 

@@ -254,7 +254,6 @@ def sent(store: Store, ids: dict[str, int], email: str, reply: str) -> str:
             ledger.insert().values(
                 digest_date=DAY,
                 subscriber_id=ids[email],
-                email=email,
                 status="sent",
                 attempts=1,
                 final=False,

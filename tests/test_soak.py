@@ -335,7 +335,10 @@ def test_a_month_of_run(tmp_path: Path, backend: str, request: pytest.FixtureReq
             sa.text("SELECT email_status, sent FROM publications WHERE edition = 'weekly'")
         ).all()
         full_rows = conn.execute(
-            sa.text("SELECT status, count(*) FROM ledger WHERE email = :e GROUP BY status"),
+            sa.text(
+                "SELECT status, count(*) FROM ledger JOIN subscribers s ON s.id = subscriber_id"
+                " WHERE s.email = :e GROUP BY status"
+            ),
             {"e": FULL},
         ).all()
     assert statuses == {"final": len(sent_days)}

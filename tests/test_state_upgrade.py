@@ -205,6 +205,68 @@ def test_a_revision_0010_ledger_upgrades_and_is_then_compacted(db_url: str, tmp_
     assert _schema_diff(db_url) == []
 
 
+def test_0012_keys_the_ledger_by_reader_and_folds_a_reader_queued_twice(db_url: str) -> None:
+    """0012 drops the ledger's address column; its key becomes (edition, day, subscriber id).
+    A reader queued twice for one edition under two addresses (the address changed between
+    two queueings) keeps one row, the sent one; another reader's row is kept as it was."""
+    from alembic import command
+
+    from publisher.state.migrate import alembic_config
+
+    if db_url.startswith("sqlite"):
+        Path(sa.engine.make_url(db_url).database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(db_url)
+    at = dt.datetime(2024, 5, 14, 7)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0011")
+        for email in ("new@example.net", "other@example.net"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO subscribers (email, name, status, source, created_at, "
+                    "updated_at, hard_bounces) VALUES (:e, '', 'active', 'csv', :at, :at, 0)"
+                ),
+                {"e": email, "at": at},
+            )
+        ids = dict(conn.execute(sa.text("SELECT email, id FROM subscribers")).all())
+        rows = [  # (subscriber, address then, status): the failed row came first
+            (ids["new@example.net"], "old@example.net", "failed"),
+            (ids["new@example.net"], "new@example.net", "sent"),
+            (ids["other@example.net"], "other@example.net", "queued"),
+        ]
+        for sub, email, status in rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ledger (edition, digest_date, subscriber_id, email, status, "
+                    "attempts, final, last_reply, updated_at) VALUES ('daily', :day, :sub, :e, "
+                    ":status, 1, false, '', :at)"
+                ),
+                {"day": DAY, "sub": sub, "e": email, "status": status, "at": at},
+            )
+    engine.dispose()
+    with Store(db_url) as store:
+        assert current(store.engine) == head()
+        with store.engine.connect() as conn:
+            left = conn.execute(sa.text("SELECT subscriber_id, status FROM ledger")).all()
+        assert sorted(left) == sorted(
+            [(ids["new@example.net"], "sent"), (ids["other@example.net"], "queued")]
+        )
+        entry = store.ledger_entry(DAY, "new@example.net")
+        assert entry is not None and entry["status"] == "sent" and "email" in entry
+        # the key: one row per reader and edition
+        with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ledger (edition, digest_date, subscriber_id, status, attempts,"
+                    " final, last_reply, updated_at) VALUES ('daily', :day, :sub, 'queued', 0,"
+                    " false, '', :at)"
+                ),
+                {"day": DAY, "sub": ids["other@example.net"], "at": at},
+            )
+    assert _schema_diff(db_url) == []
+
+
 def test_the_schema_revision_the_code_declares_is_the_migrations_head() -> None:
     """StoreBase opens a database stamped SCHEMA_REVISION without loading Alembic: if a new
     migration did not move it, databases would be left at the old revision. (That a database

@@ -295,7 +295,13 @@ def test_delete_data_leaves_only_a_suppression_hash(store: Store) -> None:
     """Issue 27, erasure: the row, its sends, its bounce events and the kept message go; the
     suppression list holds a hash that stops any re-add short of a fresh opt-in."""
     from publisher.state import BouncePolicy, InboundEvent
-    from publisher.state.schema import bounce_events, bounce_messages, ledger, suppressions
+    from publisher.state.schema import (
+        bounce_events,
+        bounce_messages,
+        ledger,
+        subscribers,
+        suppressions,
+    )
 
     day = dt.date(2024, 5, 15)
     store.add_subscriber("ada@example.com", "Ada")
@@ -318,7 +324,8 @@ def test_delete_data_leaves_only_a_suppression_hash(store: Store) -> None:
     assert store.delete_data("ada@example.com") is False  # idempotent
     with store.engine.connect() as conn:
         kept = [r.email for r in conn.execute(sa.select(suppressions))]
-        assert conn.execute(sa.select(ledger.c.email)).scalars().all() == ["bob@example.com"]
+        (bob,) = conn.execute(sa.select(subscribers.c.id)).scalars().all()  # Ada's row is gone
+        assert conn.execute(sa.select(ledger.c.subscriber_id)).scalars().all() == [bob]
         assert conn.execute(sa.select(bounce_events)).all() == []
         assert conn.execute(sa.select(bounce_messages)).all() == []
     assert len(kept) == 1 and kept[0].startswith("sha256:") and "ada" not in kept[0]

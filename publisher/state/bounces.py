@@ -104,8 +104,9 @@ class _Subscribers:
             since = now.date() - dt.timedelta(days=max(mailed_within_days, 1))
             self.mailed = set(
                 conn.execute(
-                    sa.select(ledger.c.email)
-                    .where(ledger.c.email.in_(by_address), ledger.c.status == SENT)
+                    sa.select(subscribers.c.email)
+                    .join(ledger, ledger.c.subscriber_id == subscribers.c.id)
+                    .where(subscribers.c.email.in_(by_address), ledger.c.status == SENT)
                     .where(ledger.c.digest_date >= since)
                     .distinct()
                 ).scalars()

@@ -356,7 +356,6 @@ class LedgerMixin:
                 sa.literal(edition),
                 sa.literal(digest_date, sa.Date),
                 subscribers.c.id,
-                subscribers.c.email,
                 status,
                 sa.literal(0),
                 sa.literal(False),
@@ -371,7 +370,7 @@ class LedgerMixin:
                 ~sa.exists().where(
                     ledger.c.digest_date == digest_date,
                     ledger.c.edition == edition,
-                    ledger.c.email == subscribers.c.email,
+                    ledger.c.subscriber_id == subscribers.c.id,
                 ),
             )
             .order_by(subscribers.c.topics, subscribers.c.max_papers, subscribers.c.id)
@@ -381,7 +380,6 @@ class LedgerMixin:
                 "edition",
                 "digest_date",
                 "subscriber_id",
-                "email",
                 "status",
                 "attempts",
                 "final",
@@ -394,7 +392,7 @@ class LedgerMixin:
         )
         # Two senders may queue the same digest at once: the NOT EXISTS skips the rows that
         # are there, ON CONFLICT the ones another transaction adds meanwhile.
-        ins = ins.on_conflict_do_nothing(index_elements=["edition", "digest_date", "email"])
+        ins = ins.on_conflict_do_nothing(index_elements=["edition", "digest_date", "subscriber_id"])
         with self._write() as conn:
             added = max(conn.execute(ins).rowcount, 0)
             if added >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
@@ -566,7 +564,7 @@ class LedgerMixin:
                 ~sa.exists().where(
                     ledger.c.digest_date == digest_date,
                     ledger.c.edition == edition,
-                    ledger.c.email == subscribers.c.email,
+                    ledger.c.subscriber_id == subscribers.c.id,
                     settled,
                 ),
             )
@@ -602,13 +600,16 @@ class LedgerMixin:
     def ledger_entry(
         self, digest_date: dt.date, email: str, *, edition: str = DAILY
     ) -> dict[str, Any] | None:
-        """The raw ledger row for (digest, address), for inspection and tests."""
+        """The raw ledger row for (digest, the reader at this address), with the address as
+        `email`, for inspection and tests."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(ledger).where(
+                sa.select(ledger, subscribers.c.email)
+                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+                .where(
                     ledger.c.digest_date == digest_date,
                     ledger.c.edition == edition,
-                    ledger.c.email == _key(email),
+                    subscribers.c.email == _key(email),
                 )
             ).first()
         return dict(row._mapping) if row else None
@@ -620,7 +621,7 @@ def _entries() -> sa.Select[Any]:
         ledger.c.id,
         ledger.c.digest_date,
         ledger.c.subscriber_id,
-        ledger.c.email,
+        subscribers.c.email,
         subscribers.c.name,
         ledger.c.status,
         ledger.c.attempts,

@@ -505,7 +505,7 @@ def soft_bounce_days(
     } | {this_day}
     sent = conn.execute(
         sa.select(ledger.c.digest_date)
-        .where(ledger.c.email == row.email, ledger.c.status == SENT)
+        .where(ledger.c.subscriber_id == row.id, ledger.c.status == SENT)
         .where(ledger.c.digest_date < this_day)
         .order_by(ledger.c.digest_date.desc())
         .limit(200)

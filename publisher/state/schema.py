@@ -252,8 +252,9 @@ ledger = sa.Table(
     # The edition (EDITIONS): `daily`, or `weekly`, whose digest_date is its week's Monday.
     sa.Column("edition", sa.String(8), nullable=False, server_default="daily"),
     sa.Column("digest_date", sa.Date, nullable=False),
+    # The reader, by id (migration 0012): the address is read from `subscribers` when the row
+    # is claimed, so a row is a few integers and dates, and one reader has one row an edition.
     sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
-    sa.Column("email", sa.String(320), nullable=False),
     sa.Column("status", sa.String(8), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     # A failure that retrying cannot fix (a 5xx reply): not retried even with --retry-failed.
@@ -268,7 +269,9 @@ ledger = sa.Table(
     # for, so a change of choice during a send applies from the next edition.
     sa.Column("topics", sa.String(1000), nullable=False, server_default=""),
     sa.Column("max_papers", sa.Integer, nullable=False, server_default="0"),
-    sa.UniqueConstraint("edition", "digest_date", "email", name="uq_ledger_edition_digest_email"),
+    sa.UniqueConstraint(
+        "edition", "digest_date", "subscriber_id", name="uq_ledger_edition_digest_subscriber"
+    ),
     sa.Index("ix_ledger_digest_status", "digest_date", "status"),
 )
 
@@ -479,7 +482,7 @@ def make_engine(url: str) -> sa.Engine:
 # The Alembic revision these tables are (publisher/state/migrations/versions/, its head): a
 # database stamped with it is opened without loading Alembic. A new migration moves it
 # (tests/test_state_upgrade.py checks it is the head).
-SCHEMA_REVISION = "0011"
+SCHEMA_REVISION = "0012"
 
 
 def _at_revision(engine: sa.Engine, revision: str) -> bool:

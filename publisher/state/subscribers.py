@@ -300,11 +300,8 @@ class SubscribersMixin:
                         bounce_messages.c.id.in_(messages), ~sa.exists(still_used)
                     )
                 )
-            sends = ledger.c.email == key
             if sub_id is not None:
-                sends = sa.or_(sends, ledger.c.subscriber_id == sub_id)
-            conn.execute(ledger.delete().where(sends))
-            if sub_id is not None:
+                conn.execute(ledger.delete().where(ledger.c.subscriber_id == sub_id))
                 conn.execute(subscribers.delete().where(subscribers.c.id == sub_id))
             lifecycle.erase(conn, key, sub_id, status, DELETED)
         return sub_id is not None
@@ -449,7 +446,8 @@ class SubscribersMixin:
                     ledger.c.last_reply,
                     ledger.c.updated_at,
                 )
-                .where(ledger.c.email == key)
+                .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
+                .where(subscribers.c.email == key)
                 .order_by(ledger.c.digest_date, ledger.c.edition)
             ).all()
         subscriber = None
