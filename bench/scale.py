@@ -69,6 +69,13 @@ def line(name: str, value: float, unit: str, target: float, note: str = "") -> N
 def fill_ledger(cluster: Any, dbname: str, digests: int) -> int:
     """`digests` sent digests (2024-04-01 on) of every reader, with their publications: the
     history `status`, /metrics and the preferences page read. Returns the ledger's row count."""
+    import datetime as dt
+
+    from publisher.state import Store
+
+    with Store(cluster.url(dbname)) as store:  # the months' partitions, as a send makes them
+        for n in range(digests):
+            store.ensure_ledger_partition(dt.date(2024, 4, 1) + dt.timedelta(days=n))
     with psycopg.connect(
         host="127.0.0.1", port=cluster.port, user=cluster.user, dbname=dbname
     ) as conn:

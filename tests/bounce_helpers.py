@@ -55,6 +55,7 @@ def mailed(store: Store, ids: dict[str, int], day: dt.date) -> None:
     """Ledger rows as a send leaves them: each of `ids` was sent the digest of `day`."""
     from publisher.state.schema import ledger
 
+    store.ensure_ledger_partition(day)  # PostgreSQL: the month's partition, as a send makes
     with store.engine.begin() as conn:
         for sid in ids.values():
             conn.execute(

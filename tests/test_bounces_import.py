@@ -272,6 +272,8 @@ def test_soft_bounces_suppress_on_distinct_days_and_a_delivery_resets(
     days = [today - dt.timedelta(days=n) for n in (6, 5, 4, 3, 2)]
     with Store.open(cfg) as store:
         ids = add(store, "full@example.net", "reset@example.net")
+        for d in days:
+            store.ensure_ledger_partition(d)
         # reset@ was sent the digest of days[2] and it did not bounce: a delivery in between.
         with store.engine.begin() as conn:
             for e in ids:

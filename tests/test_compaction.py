@@ -343,3 +343,65 @@ def test_run_never_sends_an_expired_edition(tmp_path: Path, keep: int, max_age: 
             assert not weekly_due(cfg, week, now).due
     assert expired(cfg, "daily", now.date() - dt.timedelta(days=keep + 1), now)
     assert not expired(cfg, "daily", now.date() - dt.timedelta(days=keep), now)
+
+
+def _partitions(store: Store) -> list[str]:
+    """The ledger's monthly partitions (PostgreSQL; none on SQLite)."""
+    if store.engine.dialect.name != "postgresql":
+        return []
+    with store.engine.connect() as conn:
+        return sorted(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE i.inhparent = 'ledger'::regclass"
+                )
+            ).scalars()
+        )
+
+
+LATER = dt.datetime(2024, 9, 20, 12, tzinfo=dt.UTC)  # every May edition expired, August kept
+
+
+def test_a_wholly_expired_month_is_folded_and_its_partition_dropped(
+    tmp_path: Path, store: Store
+) -> None:
+    """On PostgreSQL the ledger is partitioned by month: a month whose every edition has
+    expired is folded in one pass and its partition dropped (no row deleted one by one); its
+    counts stay. On SQLite the same rows are folded by batches; the numbers are the same."""
+    cfg = load_config(tmp_path / "config.toml")
+    before = _numbers(cfg, store)
+    pg = store.engine.dialect.name == "postgresql"
+    assert _partitions(store) == (["ledger_y2024m05", "ledger_y2024m08"] if pg else [])
+
+    report = compact(cfg, store, now=LATER)
+
+    assert report.rows == 10 and not [e for e in report.editions if e.skipped]
+    assert report.partitions == (["ledger_y2024m05"] if pg else [])
+    assert _partitions(store) == (["ledger_y2024m08"] if pg else [])
+    assert _ledger_rows(store) == {("daily", NEW): 4}
+    assert _numbers(cfg, store) == before
+    if pg:
+        assert "dropped the ledger's partitions ledger_y2024m05" in report.lines()
+    # a new month gets its partition when its first edition is queued
+    _edition(store, dt.date(2024, 10, 1))
+    assert _partitions(store) == (["ledger_y2024m08", "ledger_y2024m10"] if pg else [])
+
+
+def test_a_month_with_an_edition_being_sent_keeps_its_partition(
+    tmp_path: Path, store: Store
+) -> None:
+    """One edition of the month is being sent: the month is not dropped; its other expired
+    editions are folded by batches, the one being sent is left alone with its rows."""
+    cfg = load_config(tmp_path / "config.toml")
+    store.update_publication(PARTIAL, email_status=EmailStatus.SENDING)
+    pg = store.engine.dialect.name == "postgresql"
+
+    report = compact(cfg, store, now=LATER)
+
+    assert report.partitions == []
+    assert _partitions(store) == (["ledger_y2024m05", "ledger_y2024m08"] if pg else [])
+    assert [(e.digest_date, e.skipped) for e in report.editions if e.skipped] == [
+        (PARTIAL, "its email is being sent")
+    ]
+    assert _ledger_rows(store) == {("daily", PARTIAL): 4, ("daily", NEW): 4}

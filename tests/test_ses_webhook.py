@@ -249,6 +249,7 @@ def app_for(cfg: Config) -> Iterator[tuple[str, Store]]:
 def sent(store: Store, ids: dict[str, int], email: str, reply: str) -> str:
     """A ledger row of DAY sent to `email` with the server's `reply`; returns the Message-ID
     that message went out with (publisher/mailer.py signs the row's id into it)."""
+    store.ensure_ledger_partition(DAY)
     with store.engine.begin() as conn:
         row_id = conn.execute(
             ledger.insert().values(

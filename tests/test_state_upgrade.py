@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 
 from publisher.state import Store
 from publisher.state.migrate import current, head
+from publisher.state.partitions import include_name
 from publisher.state.schema import SCHEMA_REVISION, metadata
 
 from .conftest import FIXTURES
@@ -35,7 +36,9 @@ def _schema_diff(url: str) -> list[object]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return compare_metadata(MigrationContext.configure(conn), metadata)
+            # the ledger's monthly partitions (PostgreSQL) are storage, not schema
+            ctx = MigrationContext.configure(conn, opts={"include_name": include_name})
+            return compare_metadata(ctx, metadata)
     finally:
         engine.dispose()
 

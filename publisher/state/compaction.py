@@ -16,17 +16,26 @@ Never in the way of a send:
   counts are exact whenever it stops: an edition's count is its rows plus its totals), on
   PostgreSQL taking only rows nobody has locked (FOR UPDATE SKIP LOCKED); on SQLite a sender's
   write waits at most one batch.
+
+On PostgreSQL the ledger is partitioned by month (partitions.py): a month whose every row is
+expired is folded whole instead, its counts read in one pass and the partition dropped, in one
+transaction under the same checks (every edition of it), so a month of a million readers leaves
+no dead row for VACUUM. A month that cannot be (one of its editions is being sent or claimed,
+or the lock for DROP is not had within partitions.LOCK_TIMEOUT) is folded by batches or left for
+the next run, as above.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from ..config import Config
 from ..policy import ledger_cutoffs
+from . import partitions
 from .ledger import retry_conflicts
 from .schema import (
     FAILED,
@@ -42,6 +51,8 @@ from .schema import (
     ledger_totals,
     publications,
 )
+
+log = logging.getLogger(__name__)
 
 # Ledger rows folded and deleted per transaction (and raw messages emptied per transaction).
 BATCH = 5000
@@ -67,6 +78,7 @@ class CompactionReport:
     editions: list[EditionFold] = field(default_factory=list)
     raw_messages: int = 0
     raw_bytes: int = 0
+    partitions: list[str] = field(default_factory=list)  # dropped whole (PostgreSQL)
 
     @property
     def folded(self) -> list[EditionFold]:
@@ -92,6 +104,8 @@ class CompactionReport:
             f"{verb} folded into per-edition counts and deleted; {self.raw_messages:,} raw "
             f"bounce messages ({self.raw_bytes:,} bytes) {verb} emptied"
         )
+        if self.partitions:
+            out.append(f"dropped the ledger's partitions {', '.join(self.partitions)}")
         if self.dry_run:
             out.append("dry run: nothing changed")
         return out
@@ -137,7 +151,14 @@ class CompactionMixin:
         unclaimed (`_why_not`), and empty raw messages received before `raw_before` (naive
         UTC); with `dry_run` change nothing and report what would be done."""
         report = CompactionReport(cutoffs, dry_run)
-        for (edition, day), (rows, segments) in sorted(self._expired(cutoffs).items()):
+        expired = self._expired(cutoffs)
+        whole: set[tuple[str, dt.date]] = set()
+        if not dry_run:
+            whole = self._fold_partitions(cutoffs, expired, report)
+        for (edition, day), (rows, segments) in sorted(expired.items()):
+            if (edition, day) in whole:
+                report.editions.append(EditionFold(edition, day, rows, segments))
+                continue
             with self.engine.connect() as conn:
                 why = self._why_not(conn, edition, day)
             if why or dry_run:
@@ -167,6 +188,42 @@ class CompactionMixin:
                 rows, segments = out.get((edition, day), (0, 0))
                 out[(edition, day)] = (rows + n, segments + 1)
         return out
+
+    def _fold_partitions(
+        self,
+        cutoffs: dict[str, dt.date],
+        expired: dict[tuple[str, dt.date], tuple[int, int]],
+        report: CompactionReport,
+    ) -> set[tuple[str, dt.date]]:
+        """PostgreSQL: fold and drop each monthly partition of the ledger that holds only
+        expired editions, all of them foldable now; the editions so folded. [] on SQLite."""
+        with self.engine.connect() as conn:
+            candidates = partitions.expired(conn, min(cutoffs.values()))
+        done: set[tuple[str, dt.date]] = set()
+        for table, start, end in candidates:
+            editions = sorted(k for k in expired if start <= k[1] < end)
+            try:
+                with self._write() as conn:
+                    why = next(
+                        (w for e, d in editions if (w := self._why_not(conn, e, d, lock=True))),
+                        "",
+                    )
+                    if why:
+                        raise _Skip(why)
+                    rows = sa.table(table, *(sa.column(c.name) for c in ledger.columns))
+                    for values in _totals(conn, rows):
+                        values["compacted_at"] = _now()
+                        _add_totals(conn, values)
+                    partitions.drop(conn, table)
+            except _Skip as skip:
+                log.info("ledger partition %s not dropped: %s", table, skip)
+                continue
+            except sa.exc.OperationalError as exc:  # the lock for DROP not had in time
+                log.warning("ledger partition %s not dropped now: %s", table, exc.orig)
+                continue
+            report.partitions.append(table)
+            done.update(editions)
+        return done
 
     def _why_not(
         self,
@@ -231,19 +288,10 @@ class CompactionMixin:
             why = self._why_not(conn, edition, day, lock=True, ids=ids)
             if why or not ids:
                 return 0, why
-            for values in _totals(conn, ids):
-                values.update(edition=edition, digest_date=day, compacted_at=_now())
-                ins = dialect_insert(conn.dialect.name, ledger_totals).values(values)
-                counts = ("queued", "sent", "failed", "nomatch", "bounced", "complained")
-                conn.execute(
-                    ins.on_conflict_do_update(
-                        index_elements=["edition", "digest_date", "topics", "max_papers"],
-                        set_={
-                            **{c: ledger_totals.c[c] + ins.excluded[c] for c in counts},
-                            "compacted_at": ins.excluded.compacted_at,
-                        },
-                    )
-                )
+            batch_rows = sa.select(ledger).where(ledger.c.id.in_(ids)).subquery()
+            for values in _totals(conn, batch_rows):
+                values["compacted_at"] = _now()
+                _add_totals(conn, values)
             conn.execute(ledger.delete().where(ledger.c.id.in_(ids)))
             return len(ids), ""
 
@@ -268,37 +316,55 @@ class CompactionMixin:
         return int(n), int(size)
 
 
-def _totals(conn: sa.Connection, ids: list[int]) -> list[dict[str, object]]:
-    """The counts of these ledger rows per segment (topics, cap), in segment order (two
-    compactions meeting on one totals row take the rows in one order)."""
+def _totals(conn: sa.Connection, rows: sa.FromClause) -> list[dict[str, object]]:
+    """The counts of `rows` (ledger rows: a subquery of the ledger, or one of its partitions)
+    per edition and segment (topics, cap), in that order (two compactions meeting on one
+    totals row take the rows in one order)."""
+    r = rows.c
 
     def named(kinds: tuple[str, ...]) -> sa.ColumnElement[int]:
         # A reader an event of that kind was matched to (a VERP token, else the address) for
         # the edition's date; unmatched events acted on nobody.
         ev = bounce_events.c
         hit = sa.exists().where(
-            ev.subscriber_id == ledger.c.subscriber_id,
-            ev.digest_date == ledger.c.digest_date,
+            ev.subscriber_id == r.subscriber_id,
+            ev.digest_date == r.digest_date,
             ev.kind.in_(kinds),
         )
         return sa.func.sum(sa.case((hit, 1), else_=0))
 
+    key = (r.edition, r.digest_date, r.topics, r.max_papers)
     q = (
         sa.select(
-            ledger.c.topics,
-            ledger.c.max_papers,
-            *(
-                sa.func.sum(sa.case((ledger.c.status == s, 1), else_=0)).label(str(s))
-                for s in _COUNTED
-            ),
+            *key,
+            *(sa.func.sum(sa.case((r.status == s, 1), else_=0)).label(str(s)) for s in _COUNTED),
             named(_BOUNCE_KINDS).label("bounced"),
             named(("complaint",)).label("complained"),
         )
-        .where(ledger.c.id.in_(ids))
-        .group_by(ledger.c.topics, ledger.c.max_papers)
-        .order_by(ledger.c.topics, ledger.c.max_papers)
+        .select_from(rows)
+        .group_by(*key)
+        .order_by(*key)
     )
+    text = ("edition", "digest_date", "topics")
     return [
-        {k: v if k == "topics" else int(v) for k, v in row._mapping.items()}
-        for row in conn.execute(q)
+        {k: v if k in text else int(v) for k, v in row._mapping.items()} for row in conn.execute(q)
     ]
+
+
+def _add_totals(conn: sa.Connection, values: dict[str, object]) -> None:
+    """Add one segment's counts (`_totals`, with `compacted_at`) to `ledger_totals`."""
+    ins = dialect_insert(conn.dialect.name, ledger_totals).values(values)
+    counts = ("queued", "sent", "failed", "nomatch", "bounced", "complained")
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["edition", "digest_date", "topics", "max_papers"],
+            set_={
+                **{c: ledger_totals.c[c] + ins.excluded[c] for c in counts},
+                "compacted_at": ins.excluded.compacted_at,
+            },
+        )
+    )
+
+
+class _Skip(Exception):  # noqa: N818 - a partition left alone, and why
+    pass

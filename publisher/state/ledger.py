@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from ..mailrules import TokenData
+from . import partitions
 from .health import StorageError
 from .schema import (
     ACTIVE,
@@ -393,6 +394,7 @@ class LedgerMixin:
         # Two senders may queue the same digest at once: the NOT EXISTS skips the rows that
         # are there, ON CONFLICT the ones another transaction adds meanwhile.
         ins = ins.on_conflict_do_nothing(index_elements=["edition", "digest_date", "subscriber_id"])
+        self.ensure_ledger_partition(digest_date)
         with self._write() as conn:
             added = max(conn.execute(ins).rowcount, 0)
             if added >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
@@ -404,6 +406,14 @@ class LedgerMixin:
                 # for it (ON CONFLICT), so no claim runs on the stale statistics.
                 conn.exec_driver_sql("ANALYZE ledger, subscribers")
         return added
+
+    def ensure_ledger_partition(self, day: dt.date) -> None:
+        """PostgreSQL: make the ledger's partition for `day`'s month if it has none yet
+        (partitions.py); a row of that month can be inserted from then on. A no-op on SQLite.
+        Every insert into the ledger comes after it (`queue_pending`)."""
+        if self.engine.dialect.name == "postgresql":
+            with self._write() as conn:
+                partitions.ensure(conn, day)
 
     @staticmethod
     def _wanted(

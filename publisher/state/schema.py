@@ -482,7 +482,7 @@ def make_engine(url: str) -> sa.Engine:
 # The Alembic revision these tables are (publisher/state/migrations/versions/, its head): a
 # database stamped with it is opened without loading Alembic. A new migration moves it
 # (tests/test_state_upgrade.py checks it is the head).
-SCHEMA_REVISION = "0012"
+SCHEMA_REVISION = "0013"
 
 
 def _at_revision(engine: sa.Engine, revision: str) -> bool:
