@@ -405,3 +405,38 @@ def test_a_month_with_an_edition_being_sent_keeps_its_partition(
         (PARTIAL, "its email is being sent")
     ]
     assert _ledger_rows(store) == {("daily", PARTIAL): 4, ("daily", NEW): 4}
+
+
+def test_senders_queueing_a_new_month_at_once_make_its_partition_once(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Eight senders queue the first edition of a month at the same moment: one makes the
+    month's partition (PostgreSQL), the others find it; none fails. (Found by bench/scale.py's
+    four senders: one died with DuplicateTable.)"""
+    cfg = write_config(tmp_path, None, db_url)
+    day = dt.date(2024, 11, 4)
+    with Store.open(cfg) as store:
+        _readers(store)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+    added: list[int] = []
+
+    def sender() -> None:
+        try:
+            with Store.open(cfg) as store:
+                with store.engine.connect() as conn:  # connected before the race starts
+                    conn.execute(sa.text("SELECT 1"))
+                barrier.wait()
+                added.append(store.queue_pending(day))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(added) == 4  # the four daily readers, queued once
+    with Store.open(cfg) as store:
+        assert "ledger_y2024m11" in _partitions(store) or store.engine.dialect.name == "sqlite"

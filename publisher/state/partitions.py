@@ -10,7 +10,8 @@ readers' month row by row leaves tens of millions of dead rows behind.
   `queue_pending`, the only place a send inserts ledger rows). A row of a month without one
   cannot be inserted: there is no default partition, which would have to be emptied into each
   new month's partition under a lock on the whole ledger.
-- Two senders queueing at once serialise on an advisory lock; the second finds the partition.
+- Two senders queueing at once serialise on an advisory lock; the second finds the partition
+  (tests/test_compaction.py starts eight at once).
 - CREATE and DROP of a partition take a short ACCESS EXCLUSIVE lock on the ledger (once a
   month each). Both wait at most LOCK_TIMEOUT for it, so a long transaction on the ledger
   delays them instead of queueing every send behind them: `ensure` then fails the queueing
@@ -101,4 +102,14 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
 
 
 def _exists(conn: sa.Connection, table: str) -> bool:
-    return conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar()
+    # A query of pg_class, read with this statement's snapshot: to_regclass (and CREATE TABLE
+    # IF NOT EXISTS) look the name up in the backend's catalog cache, which still says "no
+    # such table" after another sender made it while this one waited for the advisory lock
+    # (taking that lock does not refresh the cache): its CREATE then failed (DuplicateTable).
+    return conn.execute(
+        sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = :t"
+            " AND relnamespace = current_schema()::regnamespace)"
+        ),
+        {"t": table},
+    ).scalar()
