@@ -5,8 +5,9 @@ queued (`queue_pending`, the send's own INSERT ... SELECT) and then marked as a 
 (sent, a claim and a server reply, one UPDATE per row as the send's; the Message-ID is not stored:
 it names the row itself, signed). Printed: the ledger's bytes per digest, rows plus indexes
 (SQLite: page_count delta of the file after a checkpoint; PostgreSQL: pg_total_relation_size of
-ledger, as written and after VACUUM FULL), per reader, and per year (365 digests); then `publisher
-compact`'s time for those editions and what `ledger_totals` keeps of them.
+the ledger's partitions, as written and after VACUUM FULL), per reader, and per year (365
+digests); then `publisher compact`'s time for those editions (on PostgreSQL their month's
+partition, wholly expired, is folded in one pass and dropped) and what `ledger_totals` keeps.
 
     python bench/ledger_size.py                      # 10,000 readers, 3 digests, both backends
     python bench/ledger_size.py --readers 100000 --backends postgresql
@@ -90,7 +91,12 @@ def _size(store: Store, *, full: bool = False) -> int:
         return int((pages - free) * size)
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM FULL ledger" if full else "ANALYZE ledger")
-        return int(conn.exec_driver_sql("SELECT pg_total_relation_size('ledger')").scalar())
+        # the partitioned ledger's own size is 0: its partitions hold the rows and indexes
+        return int(
+            conn.exec_driver_sql(
+                "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('ledger')"
+            ).scalar()
+        )
 
 
 def measure(url: str, readers: int, digests: int, tmp: Path) -> list[str]:

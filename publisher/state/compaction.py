@@ -1,5 +1,5 @@
 """Ledger compaction (`publisher compact`, and a daily job of `publisher run`): the ledger keeps
-one row per reader and edition, about 277 MB per digest at a million readers. Past `[state]
+one row per reader and edition, 240 to 325 MB per digest at a million readers. Past `[state]
 keep_ledger_days` (policy.expired) an edition's rows are folded into `ledger_totals` (counts per
 segment: queued, sent, failed, nomatch, and the readers a bounce or complaint event names the
 edition's date for), then deleted; its publication row, the bounce events and the suppressions
