@@ -336,8 +336,9 @@ def test_a_month_of_run(tmp_path: Path, backend: str, request: pytest.FixtureReq
         ).all()
         full_rows = conn.execute(
             sa.text(
-                "SELECT status, count(*) FROM ledger JOIN subscribers s ON s.id = subscriber_id"
-                " WHERE s.email = :e GROUP BY status"
+                "SELECT l.status, count(*) FROM ledger l"
+                " JOIN subscribers s ON s.id = l.subscriber_id"
+                " WHERE s.email = :e GROUP BY l.status"
             ),
             {"e": FULL},
         ).all()
