@@ -270,6 +270,87 @@ def test_0012_keys_the_ledger_by_reader_and_folds_a_reader_queued_twice(db_url: 
     assert _schema_diff(db_url) == []
 
 
+def _ledger_kind(conn: sa.Connection) -> str:
+    """PostgreSQL's relkind of the ledger: 'p' partitioned, 'r' a plain table."""
+    return conn.execute(sa.text("SELECT relkind FROM pg_class WHERE relname = 'ledger'")).scalar()
+
+
+def test_downgrading_0013_and_0012_keeps_every_ledger_row_and_upgrading_again_restores_them(
+    db_url: str,
+) -> None:
+    """Down to 0011 the ledger gets its address column back (filled from the subscribers) and,
+    on PostgreSQL, is a plain table again; back up to the head it is keyed by reader and
+    partitioned by month once more, with the same rows, and the schema is the declared one."""
+    from alembic import command
+
+    from publisher.state.migrate import alembic_config
+
+    at = dt.datetime(2024, 6, 1, 7)
+    days = (dt.date(2024, 5, 14), dt.date(2024, 6, 1))  # two months: two partitions
+    with Store(db_url) as store:
+        for day in days:
+            store.ensure_ledger_partition(day)
+        with store.engine.begin() as conn:
+            for email in ("a@example.net", "b@example.net"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO subscribers (email, name, status, source, created_at, "
+                        "updated_at, hard_bounces) VALUES (:e, '', 'active', 'csv', :at, :at, 0)"
+                    ),
+                    {"e": email, "at": at},
+                )
+            ids = dict(conn.execute(sa.text("SELECT email, id FROM subscribers")).all())
+            rows = [  # (day, address, status)
+                (days[0], "a@example.net", "sent"),
+                (days[0], "b@example.net", "failed"),
+                (days[1], "a@example.net", "queued"),
+            ]
+            for day, email, status in rows:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO ledger (edition, digest_date, subscriber_id, status, "
+                        "attempts, final, last_reply, updated_at) VALUES ('daily', :day, :sub, "
+                        ":status, 1, false, '', :at)"
+                    ),
+                    {"day": day, "sub": ids[email], "status": status, "at": at},
+                )
+    postgresql = db_url.startswith("postgresql")
+
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0011")
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.text("SELECT digest_date, email, subscriber_id, status FROM ledger")
+        ).all()
+        assert sorted((dt.date.fromisoformat(str(d)), e, i, st) for d, e, i, st in got) == sorted(
+            (day, email, ids[email], status) for day, email, status in rows
+        )
+        if postgresql:
+            assert _ledger_kind(conn) == "r"
+    engine.dispose()
+
+    with Store(db_url) as store:
+        assert current(store.engine) == head()
+        with store.engine.connect() as conn:
+            got = conn.execute(sa.text("SELECT digest_date, subscriber_id, status FROM ledger"))
+            assert sorted((dt.date.fromisoformat(str(d)), i, st) for d, i, st in got) == sorted(
+                (day, ids[email], status) for day, email, status in rows
+            )
+            if postgresql:
+                assert _ledger_kind(conn) == "p"
+                parts = conn.execute(
+                    sa.text(
+                        "SELECT c.relname FROM pg_inherits i JOIN pg_class c "
+                        "ON c.oid = i.inhrelid WHERE i.inhparent = 'ledger'::regclass"
+                    )
+                ).scalars()
+                assert sorted(parts) == ["ledger_y2024m05", "ledger_y2024m06"]
+    assert _schema_diff(db_url) == []
+
+
 def test_the_schema_revision_the_code_declares_is_the_migrations_head() -> None:
     """StoreBase opens a database stamped SCHEMA_REVISION without loading Alembic: if a new
     migration did not move it, databases would be left at the old revision. (That a database

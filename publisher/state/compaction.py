@@ -196,7 +196,7 @@ class CompactionMixin:
         report: CompactionReport,
     ) -> set[tuple[str, dt.date]]:
         """PostgreSQL: fold and drop each monthly partition of the ledger that holds only
-        expired editions, all of them foldable now; the editions so folded. [] on SQLite."""
+        expired editions, all of them foldable now; the editions so folded (none on SQLite)."""
         with self.engine.connect() as conn:
             candidates = partitions.expired(conn, min(cutoffs.values()))
         done: set[tuple[str, dt.date]] = set()
