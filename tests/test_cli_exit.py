@@ -4,9 +4,11 @@ every line of output, the atexit handlers, and a wait for a thread still at work
 
 from __future__ import annotations
 
+import pstats
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from .conftest import ROOT
 
@@ -80,3 +82,18 @@ def test_every_line_of_a_long_output_reaches_a_pipe() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.endswith("publisher, version 0.1.0\n" + "y" * 200_000)
+
+
+def test_a_profiled_command_still_writes_its_profile(tmp_path: Path) -> None:
+    """`python -m cProfile -o FILE -m publisher.cli ...` writes FILE after the command
+    returns: the quick exit must not cut that short."""
+    out = tmp_path / "send.prof"
+    r = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "publisher.cli", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert any(name == "main" for _, _, name in pstats.Stats(str(out)).stats)

@@ -51,10 +51,15 @@ def _exit(code: int) -> NoReturn:
     one by one costs ~0.1 s after a send (a tenth of a `publisher send`'s start-up, on every
     command) and does nothing a finished command needs: its files, connections and threads are
     closed by then. What exit must still do is done here: the atexit handlers (logging's flush
-    among them) and the flush of stdout and stderr. While a non-daemon thread still runs, the
-    ordinary exit (which waits for it) is taken instead."""
+    among them) and the flush of stdout and stderr. The ordinary exit is taken instead while a
+    non-daemon thread still runs (it waits for it), and under a profiler or a tracer (`python
+    -m cProfile`, `-m trace`: they write their results after the command returns)."""
     main_thread = threading.main_thread()
-    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+    if (
+        sys.getprofile() is not None
+        or sys.gettrace() is not None
+        or any(t is not main_thread and not t.daemon for t in threading.enumerate())
+    ):
         sys.exit(code)
     atexit._run_exitfuncs()  # noqa: SLF001 - what Py_Finalize runs first, run here
     for stream in (sys.stdout, sys.stderr):
