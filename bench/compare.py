@@ -1,6 +1,6 @@
 """This tree against another revision, on one bench, in one run: a guard against regressions.
 
-    python bench/compare.py REV [--bench deliver|import|parse|build] [--rounds 3]
+    python bench/compare.py REV [--bench deliver|startup|import|parse|build] [--rounds 3]
                             [--subscribers 20000] [--connections 4]
                             [--backend sqlite|postgresql] [--threshold 0.05] [--keep]
 
@@ -29,6 +29,12 @@ Benches (each timed step is a whole command, start-up included, unless said othe
            cluster with production durability, as bench/deliver.py), the list imported first,
            untimed; smtp-source sends the same number of the same-sized message over as many
            connections, as the reference. Needs /usr/sbin/smtp-sink and smtp-source (postfix).
+  startup  `publisher send` to one reader into smtp-sink, on a fresh SQLite file (the reader
+           imported first, untimed): the whole command, from exec to exit, so everything a
+           send pays before its first message and after its last (imports, the edition's
+           render and CSS inlining, the database's checks, the interpreter's exit). Each
+           measurement is the median of 5 such sends; the issue's target (0.3 s) is printed
+           against each side's median.
   import   `publisher subscribers import` of a CSV of --subscribers new readers into a fresh
            SQLite file.
   parse    parsing every digest of the corpus (../shared/corpus), 3 times in one process, the
@@ -250,6 +256,40 @@ class Deliver:
             self.cluster.stop()
 
 
+class Startup(Deliver):
+    """`publisher send` to one reader: what a send costs besides its messages."""
+
+    unit = "sends/s"
+    TARGET = 0.3  # seconds (issue 25)
+    REPEAT = 5
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        args.subscribers = 1
+        super().__init__(args, tmp)
+        self.describe = (
+            f"startup: `publisher send` to 1 reader into smtp-sink, SQLite, whole command; "
+            f"median of {self.REPEAT} per measurement"
+        )
+
+    def reference(self) -> Side | None:
+        return None
+
+    def measure(self, side: Side) -> float:
+        runs, cpus = [], []
+        for _ in range(self.REPEAT):
+            runs.append(super().measure(side))
+            cpus.append(side.cpu.pop())
+        side.cpu.append(statistics.median(cpus))
+        return statistics.median(runs)
+
+    def verdicts(self, sides: list[Side]) -> list[str]:
+        return [
+            f"{side.label + ':':<26} start-up {side.median():.3f} s, target <= {self.TARGET} s "
+            + ("PASS" if side.median() <= self.TARGET else "MISS")
+            for side in sides
+        ]
+
+
 class Import:
     """`publisher subscribers import` of N new readers into a fresh SQLite file."""
 
@@ -338,6 +378,7 @@ class Build:
 
 BENCHES: dict[str, Callable[[argparse.Namespace, Path], Any]] = {
     "deliver": Deliver,
+    "startup": Startup,
     "import": Import,
     "parse": Parse,
     "build": Build,
@@ -392,6 +433,8 @@ def main() -> None:
                 f"{side.label + ':':<26} {bench.speed(side.median()):9.4g} {bench.unit}, "
                 f"{side.median():.3f}s (median of {each})"
             )
+        for line in bench.verdicts(order) if hasattr(bench, "verdicts") else []:
+            print(line)
         for side in order:
             if side.cpu:
                 # the whole command's CPU (start-up included) per message: the issue's budget
