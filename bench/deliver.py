@@ -22,7 +22,11 @@ on PostgreSQL, by one `publisher send` and by several at once; memory at 1k and 
      (b) W processes / one process, on PostgreSQL (the same N in all)  target >= 0.9
      (c) SQLite / smtp-source, one process                             target >= 1.0
          (about 1.05 at 20,000 before PostgreSQL support; the first target was 0.8)
-   (W processes / one on SQLite is printed too, without a target: SQLite has one writer).
+   (W processes / one on SQLite is printed too, without a target: SQLite has one writer),
+   and for each measurement the CPU per message of each program (medians): publisher (or
+   smtp-source), the PostgreSQL server (its postmaster and every process it started:
+   backends, WAL writer, checkpointer, autovacuum), and smtp-sink; their sum bounds the rate
+   on this machine's cores however the work is spread (cores / total);
    With --rounds R every measurement is taken R times, interleaved, and the medians are used:
    the machine's noise then hits all of them alike. Only ratios from one run compare;
 5. runs `publisher send` to 1,000 and to --memory-large subscribers in fresh SQLite projects and
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -205,6 +210,44 @@ def peak_rss_kib(cfg: Path) -> int:
     return int(out.stdout.strip())
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_times(pid: int) -> list[int]:
+    """utime, stime, cutime, cstime of a live process, in clock ticks (proc(5))."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return [int(x) for x in fields[11:15]]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far (smtp-sink)."""
+    utime, stime, _, _ = _proc_times(pid)
+    return (utime + stime) / _TICK
+
+
+def server_cpu(cluster: Any) -> float:
+    """CPU seconds used so far by a PostgreSQL server: its postmaster, the backends that have
+    ended (reaped by it, so in its children's times), and the processes it runs now."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    total = sum(_proc_times(postmaster))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) used by this process's ended children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def start_postgresql() -> Any:
     """A throwaway PostgreSQL cluster with production durability (tests/pg.py)."""
     sys.path.insert(0, str(ROOT))
@@ -246,6 +289,8 @@ class Measurement:
     backend: str  # "sqlite", "postgresql" or "" (smtp-source)
     processes: int
     seconds: list[float] = field(default_factory=list)
+    # CPU seconds per run: the sender(s) (publisher or smtp-source), PostgreSQL, smtp-sink
+    cpu: list[tuple[float, float, float]] = field(default_factory=list)
 
     def rate(self, n: int) -> float:
         return n / statistics.median(self.seconds)
@@ -313,9 +358,17 @@ def main() -> None:
                     label = f"publisher send, {backend}, {procs} {noun}"
                     measurements.append(Measurement(label, backend, procs))
 
+            def pg_cpu() -> float:
+                return server_cpu(cluster) if cluster is not None else 0.0
+
+            def cpu_since(before: tuple[float, float, float]) -> tuple[float, float, float]:
+                now = (children_cpu(), pg_cpu(), process_cpu(sink.pid))
+                return (now[0] - before[0], now[1] - before[1], now[2] - before[2])
+
             runs = 0
             for _round in range(args.rounds):
                 for m in measurements:
+                    before = (children_cpu(), pg_cpu(), process_cpu(sink.pid))
                     if not m.backend:
                         t0 = time.perf_counter()
                         subprocess.run(
@@ -327,6 +380,7 @@ def main() -> None:
                             check=True,
                         )
                         m.seconds.append(time.perf_counter() - t0)
+                        m.cpu.append(cpu_since(before))
                         continue
                     runs += 1
                     folder = tmp_path / f"run{runs}"
@@ -334,8 +388,10 @@ def main() -> None:
                     database = cluster.url(dbname) if dbname else None
                     cfg = make_project(folder, port, n, c, database=database)
                     import_subscribers(cfg)
+                    before = (children_cpu(), pg_cpu(), process_cpu(sink.pid))
                     elapsed, counts = run_publishers(cfg, m.processes, n)
                     m.seconds.append(elapsed)
+                    m.cpu.append(cpu_since(before))
                     print(f"  {m.label}: {elapsed:.2f}s, sent {counts}", flush=True)
                     if dbname:
                         cluster.drop_database(dbname)
@@ -346,6 +402,20 @@ def main() -> None:
                 each = ", ".join(f"{n / s:.0f}" for s in m.seconds)
                 more = f" (median of {each})" if len(m.seconds) > 1 else ""
                 print(f"{m.label + ':':<58} {m.rate(n):6.0f} msg/s{more}")
+            cores = os.cpu_count() or 1
+            print(f"\nCPU per message, ms (medians; {cores} cores: the total caps the rate at")
+            print("cores / total, however the work is spread):")
+            for m in measurements:
+                sender, server, sink_ms = (
+                    statistics.median(run[i] for run in m.cpu) / n * 1000 for i in range(3)
+                )
+                total = sender + server + sink_ms
+                who = "smtp-source" if not m.backend else "publisher"
+                print(
+                    f"  {m.label + ':':<56} {who} {sender:.3f}, postgresql {server:.3f}, "
+                    f"smtp-sink {sink_ms:.3f}, total {total:.3f} "
+                    f"(cap {cores / total * 1000:,.0f} msg/s)"
+                )
 
             def rate(backend: str, procs: int) -> float | None:
                 for m in measurements:
