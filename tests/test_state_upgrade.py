@@ -208,6 +208,20 @@ def test_a_revision_0010_ledger_upgrades_and_is_then_compacted(db_url: str, tmp_
     assert _schema_diff(db_url) == []
 
 
+def _add_readers(conn: sa.Connection, emails: tuple[str, ...], at: dt.datetime) -> dict[str, int]:
+    """Active readers added by SQL alone (valid at revision 0011 and at the head); their ids by
+    address."""
+    for email in emails:
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscribers (email, name, status, source, created_at, "
+                "updated_at, hard_bounces) VALUES (:e, '', 'active', 'csv', :at, :at, 0)"
+            ),
+            {"e": email, "at": at},
+        )
+    return dict(conn.execute(sa.text("SELECT email, id FROM subscribers")).all())
+
+
 def test_0012_keys_the_ledger_by_reader_and_folds_a_reader_queued_twice(db_url: str) -> None:
     """0012 drops the ledger's address column; its key becomes (edition, day, subscriber id).
     A reader queued twice for one edition under two addresses (the address changed between
@@ -224,15 +238,7 @@ def test_0012_keys_the_ledger_by_reader_and_folds_a_reader_queued_twice(db_url: 
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0011")
-        for email in ("new@example.net", "other@example.net"):
-            conn.execute(
-                sa.text(
-                    "INSERT INTO subscribers (email, name, status, source, created_at, "
-                    "updated_at, hard_bounces) VALUES (:e, '', 'active', 'csv', :at, :at, 0)"
-                ),
-                {"e": email, "at": at},
-            )
-        ids = dict(conn.execute(sa.text("SELECT email, id FROM subscribers")).all())
+        ids = _add_readers(conn, ("new@example.net", "other@example.net"), at)
         rows = [  # (subscriber, address then, status): the failed row came first
             (ids["new@example.net"], "old@example.net", "failed"),
             (ids["new@example.net"], "new@example.net", "sent"),
@@ -291,15 +297,7 @@ def test_downgrading_0013_and_0012_keeps_every_ledger_row_and_upgrading_again_re
         for day in days:
             store.ensure_ledger_partition(day)
         with store.engine.begin() as conn:
-            for email in ("a@example.net", "b@example.net"):
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO subscribers (email, name, status, source, created_at, "
-                        "updated_at, hard_bounces) VALUES (:e, '', 'active', 'csv', :at, :at, 0)"
-                    ),
-                    {"e": email, "at": at},
-                )
-            ids = dict(conn.execute(sa.text("SELECT email, id FROM subscribers")).all())
+            ids = _add_readers(conn, ("a@example.net", "b@example.net"), at)
             rows = [  # (day, address, status)
                 (days[0], "a@example.net", "sent"),
                 (days[0], "b@example.net", "failed"),
