@@ -230,6 +230,36 @@ def test_the_sent_recorder_commits_each_call_on_a_connection_of_its_own(store: S
                 conn.close()
 
 
+def test_the_sent_recorder_keeps_each_reply_and_attempt_count_of_a_batch(store: Store) -> None:
+    """A batch of marks (one statement on PostgreSQL, its values as arrays) keeps each row's own
+    reply verbatim, whatever it holds (quotes, backslashes, braces, commas, the word NULL,
+    CRLF, Korean), cut at the column's 500 characters, and adds each row's own attempts."""
+    replies = [
+        '250 2.0.0 Ok: queued as "A1", {x,y}',
+        "250 ok \\ back\\slash",
+        "NULL",
+        "",
+        "250 접수됨\r\n250 also",
+        "2" * 600,
+    ]
+    for i in range(len(replies)):
+        store.add_subscriber(f"r{i}@example.com")
+    store.queue_pending(DAY)
+    entry = {e.email: e.id for e in store.pending_for(DAY)}
+    recorder = store.sent_recorder()
+    try:
+        # out of id order, and the attempts differ per row
+        recorder.record(
+            [(entry[f"r{n}@example.com"], reply, n + 1) for n, reply in enumerate(replies)][::-1]
+        )
+    finally:
+        recorder.close()
+    for n, reply in enumerate(replies):
+        row = store.ledger_entry(DAY, f"r{n}@example.com")
+        assert row is not None
+        assert (row["status"], row["last_reply"], row["attempts"]) == ("sent", reply[:500], n + 1)
+
+
 def test_the_sent_recorder_checkpoints_the_wal_off_its_commit_path(tmp_path: Path) -> None:
     """SQLite: the recorder's commits (what each message's final "." waits for) never copy the
     WAL back into the database; its own thread does, while the send goes on. So the marks reach

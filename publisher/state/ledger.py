@@ -55,6 +55,18 @@ _MARK_SENT = (
 )
 
 
+# PostgreSQL: _MARK_SENT for a whole batch in one statement, the rows' values as three arrays
+# (SentRecorder._record_pg). Same columns, same values, same id order (the arrays are sorted,
+# and for a batch's few rows the plan is a nested loop over them: the rows lock in that order).
+_PG_MARK_SENT = (
+    f"UPDATE ledger SET status = '{SENT}', attempts = ledger.attempts + v.attempts, "
+    "last_reply = v.reply, final = false, updated_at = $4::timestamp "
+    "FROM unnest($1::bigint[], $2::text[], $3::integer[]) AS v(id, reply, attempts) "
+    "WHERE ledger.id = v.id"
+).encode()
+_REPLY_CHARS = 500  # ledger.last_reply's length
+
+
 def _sent_rows(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     # In id order: a batch locks its rows in statement order, so two batches that meet on the
     # same rows (a sender whose lease ran out and the one that took its rows over) take them
@@ -118,9 +130,10 @@ class SentRecorder:
     """Records accepted messages on one connection; one thread at a time. Each call commits
     its batch as one transaction: all of it or none of it, retried whole after a deadlock.
 
-    The UPDATE is compiled once for the engine's dialect (so still portable SQL) and run with
+    On SQLite the UPDATE is compiled once for the dialect (so still portable SQL) and run with
     the driver's executemany on a raw connection: SQLAlchemy's per-execute machinery cost
     more than the UPDATE and COMMIT themselves, on the path each message's final "." waits on.
+    On PostgreSQL a batch is one statement sent with libpq itself (`_record_pg`).
     """
 
     def __init__(self, engine: sa.Engine) -> None:
@@ -149,6 +162,7 @@ class SentRecorder:
         # batch must be begun by hand, or each row would be a commit of its own.
         self._begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
         self._checkpoints: _Checkpointer | None = None
+        self._pg: Any = None  # the psycopg connection, on PostgreSQL
         if dialect.name == "sqlite":
             # SQLite copies the WAL back into the database (a checkpoint, with two fsyncs) in
             # the commit that takes the WAL past 1,000 pages: every few hundred marks, one
@@ -168,18 +182,23 @@ class SentRecorder:
             #   process, the crash the ledger must survive; only a crash of the database server
             #   itself may lose the last fraction of a second of `sent` marks: re-sends, never
             #   losses. The same durability as SQLite's here (WAL, synchronous=NORMAL).
-            # - autocommit, and psycopg pipelines executemany, so a call is one round trip
-            #   (commit() below is then a no-op). The UPDATEs do NOT commit one by one: the
-            #   statements between two Syncs of a pipeline are one implicit transaction, and
-            #   executemany sends one Sync, at the end. So a batch holds all its rows' locks
-            #   until it ends, is rolled back whole if one statement fails, and may be run
-            #   again whole (`record`). That is why the rows go in id order (_sent_rows).
+            # - autocommit, and one statement per batch (_PG_MARK_SENT): a call is one round
+            #   trip and one transaction. It holds all its rows' locks until it ends, is rolled
+            #   back whole if it fails, and may be run again whole (`record`). That is why the
+            #   rows go in id order (_sent_rows).
             # The connection leaves the pool, so neither setting reaches another user.
             self.conn.detach()
-            self.conn.dbapi_connection.autocommit = True
-            cursor = self.conn.cursor()
-            cursor.execute("SET synchronous_commit = off")
-            cursor.close()
+            pg = self.conn.dbapi_connection
+            pg.autocommit = True
+            pg.execute("SET synchronous_commit = off")
+            # The statement goes through libpq directly (PGconn.exec_params, which releases the
+            # interpreter lock while it waits): psycopg's cursor machinery (adaptation,
+            # prepared-statement bookkeeping, its pipeline's generators) cost more CPU than the
+            # round trip itself. The replies' array is quoted by psycopg's own list dumper.
+            from psycopg.adapt import PyFormat, Transformer
+
+            self._pg = pg
+            self._texts = Transformer(pg).get_dumper([""], PyFormat.TEXT)
 
     def _params(self, rows: Iterable[tuple[Any, ...]]) -> list[Any]:
         now = _now()
@@ -187,12 +206,12 @@ class SentRecorder:
         for name, process in self._batch:
             batch[name] = now if process is None else process(now)
         out: list[Any] = []
-        for values in _sent_rows(rows):
+        for values in rows:
             row = dict(batch)
             for name, index, process in self._row:
                 value = values[index]
                 if index == _REPLY:
-                    value = value[:500]  # the reply, as long as its column
+                    value = value[:_REPLY_CHARS]  # the reply, as long as its column
                 row[name] = value if process is None else process(value)
             out.append(row if self._order is None else [row[n] for n in self._order])
         return out
@@ -201,10 +220,32 @@ class SentRecorder:
         """Mark the rows sent, in one transaction. The server has accepted these messages:
         a deadlock or serialization failure must not lose the marks (each lost mark is a
         message sent twice), so the batch, rolled back whole, is run again whole."""
-        params = self._params(rows)
-        if not params:
+        ordered = _sent_rows(rows)
+        if not ordered:
             return
+        if self._pg is not None:
+            values = self._pg_values(ordered)
+            retry_conflicts("marking messages sent", lambda: self._record_pg(values))
+            return
+        params = self._params(ordered)
         retry_conflicts("marking messages sent", lambda: self._record(params))
+
+    def _pg_values(self, rows: list[tuple[Any, ...]]) -> list[bytes]:
+        """_PG_MARK_SENT's parameters, in PostgreSQL's text form."""
+        ids = ",".join(str(row[0]) for row in rows)
+        attempts = ",".join(str(row[2]) for row in rows)
+        replies = bytes(self._texts.dump([row[_REPLY][:_REPLY_CHARS] for row in rows]))
+        now = _now().isoformat(sep=" ")
+        return [f"{{{ids}}}".encode(), replies, f"{{{attempts}}}".encode(), now.encode()]
+
+    def _record_pg(self, values: list[bytes]) -> None:
+        from psycopg import errors, pq
+
+        result = self._pg.pgconn.exec_params(_PG_MARK_SENT, values)
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            # The driver's own exception, SQLSTATE and all: retry_conflicts runs a deadlock
+            # victim again; anything else reaches the workers as it would from a cursor.
+            raise errors.error_from_result(result, encoding=self._pg.info.encoding)
 
     def _record(self, params: list[Any]) -> None:
         cursor = self.conn.cursor()
