@@ -251,8 +251,8 @@ class SentRecorder:
         cursor = self.conn.cursor()
         try:
             if len(params) == 1:
-                # One statement is a transaction by itself (SQLite's autocommit; PostgreSQL's
-                # pipeline): no BEGIN, on the path most messages take (one row per commit).
+                # One statement is a transaction by itself (the driver's autocommit): no
+                # BEGIN, on the path most messages take (one row per commit).
                 cursor.execute(self._sql, params[0])
             else:
                 if self._begin:
