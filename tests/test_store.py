@@ -260,6 +260,58 @@ def test_the_sent_recorder_keeps_each_reply_and_attempt_count_of_a_batch(store: 
         assert (row["status"], row["last_reply"], row["attempts"]) == ("sent", reply[:500], n + 1)
 
 
+def _plan_nodes(plan: dict) -> list[str]:
+    return [plan["Node Type"]] + [n for sub in plan.get("Plans", []) for n in _plan_nodes(sub)]
+
+
+def test_the_postgresql_recorder_marks_with_one_prepared_plan_of_index_lookups(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL: the mark statement is prepared once on the recorder's connection and every
+    batch runs its one generic plan (no planning per batch), and that plan is a nested loop of
+    index lookups in the batch's order even where the planner would pick sequential scans: a
+    month's partition still empty and never analyzed, and a batch of a thousand rows. The
+    settings that fix the plan stay on the recorder's connection."""
+    with Store.open(config_for(tmp_path, pg_url)) as store:
+        for i in range(3):
+            store.add_subscriber(f"p{i}@example.com")
+        store.queue_pending(DAY)
+        ids = [e.id for e in store.pending_for(DAY)]
+        with store.engine.begin() as conn:  # next month's partition: empty, no statistics
+            conn.exec_driver_sql(
+                "CREATE TABLE ledger_y2024m06 PARTITION OF ledger "
+                "FOR VALUES FROM ('2024-06-01') TO ('2024-07-01')"
+            )
+        recorder = store.sent_recorder()
+        try:
+            for n, entry_id in enumerate(ids):
+                recorder.record([(entry_id, f"250 ok {n}", 1)])
+            pg = recorder._pg
+            generic, custom = pg.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE name = 'publisher_mark_sent'"
+            ).fetchone()
+            assert (generic, custom) == (len(ids), 0)
+            many = "{" + ",".join(str(i) for i in range(1, 1001)) + "}"
+            replies = "{" + ",".join(["250 ok"] * 1000) + "}"
+            attempts = "{" + ",".join(["1"] * 1000) + "}"
+            (plan,) = pg.execute(  # literals: EXPLAIN EXECUTE takes no bound parameters
+                "EXPLAIN (FORMAT JSON) EXECUTE publisher_mark_sent("
+                f"'{many}', '{replies}', '{attempts}', '2024-05-15 00:00:00')"
+            ).fetchone()[0]
+        finally:
+            recorder.close()
+        nodes = _plan_nodes(plan["Plan"])
+        assert "Nested Loop" in nodes and "Index Scan" in nodes, nodes
+        assert not {"Seq Scan", "Hash Join", "Merge Join", "Bitmap Heap Scan"} & set(nodes)
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW enable_seqscan").scalar() == "on"
+            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"
+        assert [store.ledger_entry(DAY, f"p{i}@example.com")["status"] for i in range(3)] == [
+            "sent"
+        ] * 3
+
+
 def test_the_sent_recorder_checkpoints_the_wal_off_its_commit_path(tmp_path: Path) -> None:
     """SQLite: the recorder's commits (what each message's final "." waits for) never copy the
     WAL back into the database; its own thread does, while the send goes on. So the marks reach
