@@ -206,6 +206,43 @@ def test_a_sender_never_claims_again_the_rows_it_holds_once_their_lease_ran_out(
     assert [e.id for e in store.claim(DAY, "b", 3, lease_seconds=60)] == [e.id for e in held]
 
 
+def test_the_postgresql_claim_statements_have_one_text_whatever_the_number_of_ids(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL: renewing, checking and giving back a sender's claims send the ids as one
+    array parameter, so each statement has one text for a batch of any size (which PostgreSQL's
+    statement cache can keep), where an expanding IN sends a parameter per id and a new text per
+    batch size. The statements still act on exactly the ids they are given."""
+    with Store.open(config_for(tmp_path, pg_url)) as store:
+        for i in range(5):
+            store.add_subscriber(f"a{i}@example.com")
+        store.queue_pending(DAY)
+        held = [e.id for e in store.claim(DAY, "s", 5, lease_seconds=60)]
+        seen: list[str] = []
+
+        def keep(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+            if "ledger" in statement and "claimed_by" in statement:
+                seen.append(statement)
+
+        sa.event.listen(store.engine, "before_cursor_execute", keep)
+        try:
+            texts = []
+            for ids in (held[:1], held[:3], held):
+                seen.clear()
+                assert store.renew_claims("s", ids, lease_seconds=60) == len(ids)
+                assert len(store.revoked_claims("s", ids)) == 0
+                texts.append(tuple(seen))
+            assert texts[0] == texts[1] == texts[2], texts
+            seen.clear()
+            assert store.release_claims("s", held[:2]) == 2
+            assert store.release_claims("s", held) == 3
+            assert seen[0] == seen[1], seen
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", keep)
+        again = [e.id for e in store.claim(DAY, "t", 5, lease_seconds=60)]
+        assert sorted(again) == sorted(held)
+
+
 def test_the_sent_recorder_commits_each_call_on_a_connection_of_its_own(store: Store) -> None:
     store.add_subscriber("r@example.com")
     store.queue_pending(DAY)
