@@ -206,6 +206,51 @@ def test_a_sender_never_claims_again_the_rows_it_holds_once_their_lease_ran_out(
     assert [e.id for e in store.claim(DAY, "b", 3, lease_seconds=60)] == [e.id for e in held]
 
 
+def test_the_postgresql_recorder_of_one_edition_marks_in_its_month_s_partition_alone(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL: a recorder made for one edition's date looks each marked row up in that
+    month's partition only (the others pruned as the plan starts), where one without the date
+    probes every month's index; and it marks the rows all the same."""
+    with Store.open(config_for(tmp_path, pg_url)) as store:
+        for i in range(2):
+            store.add_subscriber(f"m{i}@example.com")
+        earlier = DAY - dt.timedelta(days=40)  # April: a second month's partition, with rows
+        store.queue_pending(earlier)
+        store.queue_pending(DAY)
+        ids = [e.id for e in store.pending_for(DAY)]
+        plans = {}
+        for date in (None, DAY):
+            recorder = store.sent_recorder(date)
+            try:
+                args = "'{1,2}', '{a,b}', '{1,1}', '2024-05-15 00:00:00'"
+                if date is not None:
+                    args += ", '2024-05-15'"
+                (plan,) = recorder._pg.execute(
+                    f"EXPLAIN (FORMAT JSON) EXECUTE publisher_mark_sent({args})"
+                ).fetchone()[0]
+                plans[date] = plan["Plan"]
+                if date is not None:
+                    recorder.record([(i, "250 ok", 1) for i in ids])
+            finally:
+                recorder.close()
+
+        def scanned(plan: dict) -> set[str]:
+            found = {plan["Relation Name"]} if "Index" in plan["Node Type"] else set()
+            for child in plan.get("Plans", []):
+                found |= scanned(child)
+            return found
+
+        assert scanned(plans[None]) == {"ledger_y2024m04", "ledger_y2024m05"}
+        assert scanned(plans[DAY]) == {"ledger_y2024m05"}
+        assert {store.ledger_entry(DAY, f"m{i}@example.com")["status"] for i in range(2)} == {
+            "sent"
+        }
+        assert {store.ledger_entry(earlier, f"m{i}@example.com")["status"] for i in range(2)} == {
+            "queued"
+        }
+
+
 def test_the_postgresql_claim_statements_have_one_text_whatever_the_number_of_ids(
     tmp_path: Path, pg_url: str
 ) -> None:

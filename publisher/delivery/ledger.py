@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 from ..state import SentRecorder
@@ -19,8 +20,10 @@ class LedgerWriter:
     than the commit itself.
     """
 
-    def __init__(self, store: LedgerStore) -> None:
-        self.recorder: SentRecorder = store.sent_recorder()
+    def __init__(self, store: LedgerStore, digest_date: dt.date | None = None) -> None:
+        # `digest_date`: the edition every submitted row is of (the recorder's marks may then
+        # look in its partition alone).
+        self.recorder: SentRecorder = store.sent_recorder(digest_date)
         self.lock = threading.Lock()
         self.committed = threading.Condition(self.lock)  # `done` moved, or an error
         self.pending: list[tuple[int, str, int]] = []

@@ -153,7 +153,7 @@ def deliver(
         edition=edition,
     )
     tally = Tally()
-    ledger = LedgerWriter(store)
+    ledger = LedgerWriter(store, digest_date)
     worker = functools.partial(
         Worker,
         cfg=cfg,

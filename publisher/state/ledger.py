@@ -65,6 +65,10 @@ _PG_MARK_SENT = (
     "WHERE ledger.id = v.id"
 ).encode()
 _PG_MARK_NAME = b"publisher_mark_sent"
+# With the edition's date: the ledger's primary key is (id, digest_date), and a plan that knows
+# the date runs in the month's partition alone (pruned as the plan starts). By id alone each row
+# is looked up in every month's index: four with 90 days kept.
+_PG_MARK_SENT_ON = _PG_MARK_SENT + b" AND ledger.digest_date = $5::date"
 # The recorder's connection prepares _PG_MARK_SENT once, with one plan for every batch: planning
 # an UPDATE of the partitioned ledger took longer than running it (62 us a batch of 1-2 rows,
 # 0.76 s of the server's 3.6 s of CPU in a 20,000 send; PostgreSQL parsed it each time too).
@@ -153,8 +157,9 @@ class SentRecorder:
     On PostgreSQL a batch is one statement sent with libpq itself (`_record_pg`).
     """
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, digest_date: dt.date | None = None) -> None:
         dialect = engine.dialect
+        self._date = digest_date
         compiled = _MARK_SENT.compile(dialect=dialect)
         self._sql = compiled.string
         # Each bound value of the statement, by rendered name: the row's own (id, reply,
@@ -217,7 +222,8 @@ class SentRecorder:
             from psycopg.adapt import PyFormat, Transformer
 
             self._pg = pg
-            self._pg_check(pg.pgconn.prepare(_PG_MARK_NAME, _PG_MARK_SENT))
+            sql = _PG_MARK_SENT if digest_date is None else _PG_MARK_SENT_ON
+            self._pg_check(pg.pgconn.prepare(_PG_MARK_NAME, sql))
             self._texts = Transformer(pg).get_dumper([""], PyFormat.TEXT)
 
     def _params(self, rows: Iterable[tuple[Any, ...]]) -> list[Any]:
@@ -256,7 +262,10 @@ class SentRecorder:
         attempts = ",".join(str(row[2]) for row in rows)
         replies = bytes(self._texts.dump([row[_REPLY][:_REPLY_CHARS] for row in rows]))
         now = _now().isoformat(sep=" ")
-        return [f"{{{ids}}}".encode(), replies, f"{{{attempts}}}".encode(), now.encode()]
+        values = [f"{{{ids}}}".encode(), replies, f"{{{attempts}}}".encode(), now.encode()]
+        if self._date is not None:
+            values.append(self._date.isoformat().encode())
+        return values
 
     def _record_pg(self, values: list[bytes]) -> None:
         self._pg_check(self._pg.pgconn.exec_prepared(_PG_MARK_NAME, values))
@@ -553,11 +562,12 @@ class LedgerMixin:
                 yield _entry(r)
             last = rows[-1].id
 
-    def sent_recorder(self) -> SentRecorder:
+    def sent_recorder(self, digest_date: dt.date | None = None) -> SentRecorder:
         """Sent marks for batches of (entry id, reply, attempts) on one long-lived connection,
         used by one thread at a time (checking a connection out of the pool per batch costs
-        more than the UPDATE)."""
-        return SentRecorder(self.engine)
+        more than the UPDATE). With `digest_date`, every row marked must be of that edition
+        (on PostgreSQL the marks then look in its month's partition alone)."""
+        return SentRecorder(self.engine, digest_date)
 
     @_retrying
     def mark_failed(
