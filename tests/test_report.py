@@ -136,9 +136,13 @@ def test_an_upgraded_database_starts_its_history_at_the_upgrade(tmp_path: Path) 
     with Store(f"sqlite:///{db}") as store:
         started, upgraded = q.history_start(store.engine)
     assert upgraded and started is not None
+    from publisher.config import load_config
     from publisher.i18n import strings
 
-    note = strings("ko")["report_history_since"].format(date=started.date())  # the default
+    # The upgrade's day in the site's timezone (Asia/Seoul by default), as the page gives it:
+    # from 15:00 UTC on it is already the next day there.
+    day = started.replace(tzinfo=dt.UTC).astimezone(load_config(cfg_path).tz).date()
+    note = strings("ko")["report_history_since"].format(date=day)  # the default language
     assert note in html
 
 
