@@ -21,9 +21,9 @@ def _ids(engine: sa.Engine, ids: list[int]) -> sa.ColumnElement[bool]:
     """`ledger.id IN ids` for the claim statements that name a sender's open rows (up to
     CLAIM_BATCH_MAX, every quarter of a second for `revoked_claims`). On PostgreSQL one array
     parameter, `id = ANY(:ids)`: an expanding IN renders, binds and sends a parameter per id,
-    and its text differs with their number, so PostgreSQL planned each one anew (6 us of the
-    sender's CPU and 4 us of the server's per message sent). SQLite keeps the IN, which it runs
-    as fast as any array form it has (json_each was no quicker)."""
+    and its text differs with their number, so no statement cache kept it (a PostgreSQL send
+    went from 1,893 to 2,078 msg/s with the array, bench/compare.py, 2026-12-06). SQLite keeps
+    the IN: json_each was slower at 100 ids and only a quarter faster at 1,000."""
     if engine.dialect.name == "postgresql":
         return ledger.c.id == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.Integer)))
     return ledger.c.id.in_(ids)
