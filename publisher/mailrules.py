@@ -49,6 +49,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -127,10 +128,10 @@ CAUSE_KIND = {
 # before the address causes (servers put 5.1.1 on block-list refusals), the queue giving up
 # and the network before an unknown host ("Name service error ... try again" is a DNS outage).
 _R = re.IGNORECASE
-_CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
+_CAUSE_TEXT: tuple[tuple[str, tuple[str, int]], ...] = (
     (
         "expired",
-        re.compile(
+        (
             r"all hosts have been failing|retry time not reached|retry timeout exceeded|"
             r"delivery time expired|message expired|expired in queue|(queue|queued) too long|"
             r"in the queue too long|been in (the )?queue for|could not be delivered for more than|"
@@ -142,7 +143,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "networkerror",
-        re.compile(
+        (
             r"name service error.{0,160}try again|host not found, try again|"
             r"temporary (dns|lookup|name resolution) failure|"
             r"temporary failure in name resolution|dns (lookup )?(failure|timeout)|"
@@ -153,7 +154,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "toomanyconn",
-        re.compile(
+        (
             r"receiving (e-?mail|mail) (at a rate|too quickly)|too many (connections|"
             r"concurrent|messages|recipients|sessions)|rate ?limit|throttl|sending limit|"
             r"relay quota|daily (sending |relay )?(quota|limit)|connection (limit|rate)",
@@ -162,7 +163,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "mailboxfull",
-        re.compile(
+        (
             r"over ?quota|quota (exceeded|full)|exceeded .{0,20}quota|mailbox (is )?full|"
             r"mailbox size|insufficient (storage|space|disk)|exceeded storage|out of storage|"
             r"storage (allocation|limit|full)|full mailbox|mailbox has exceeded|"
@@ -172,7 +173,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "norelaying",
-        re.compile(
+        (
             r"relay(ing)? (access )?(denied|not (permitted|allowed))|not permitted to relay|"
             r"unable to relay|we do not relay|relay not permitted|no relaying",
             _R,
@@ -180,11 +181,11 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "virusdetected",
-        re.compile(r"\bvirus|malware|infected|\bphish", _R),
+        (r"\bvirus|malware|infected|\bphish", _R),
     ),
     (
         "mesgtoobig",
-        re.compile(
+        (
             r"message (size|is too (big|large)|too (big|large)|exceeds)|size limit|"
             r"too large|exceeds (the )?(maximum|max).{0,20}size|mail size",
             _R,
@@ -192,7 +193,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "spamdetected",
-        re.compile(
+        (
             r"\bspam\b|junk mail|unsolicited|bulk mail|content looks like|"
             r"message (is|was) (identified|classified|considered) as|scored too high|"
             r"high probability of being",
@@ -201,7 +202,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "securityerror",
-        re.compile(
+        (
             r"\bdmarc\b|\bspf\b|\bdkim\b|unauthenticated|not authenticated|"
             r"authentication (required|fail)|must use (tls|starttls)|requires? (tls|starttls)|"
             r"tls (is )?required|encryption required|certificate",
@@ -210,7 +211,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "blocked",
-        re.compile(
+        (
             r"block(ed|list|\s+list)|black\s*list|deny\s*list|denylist|spamhaus|spamcop|"
             r"barracuda|\brbl\b|\bdnsbl\b|(?<!not )listed (in|on|at)|on our block|reputation|"
             r"\bptr\b|reverse (dns|lookup)|rdns|client host .{0,60}rejected|"
@@ -221,7 +222,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "rejected",
-        re.compile(
+        (
             r"sender (address |domain )?(rejected|blocked|denied|refused|is invalid|"
             r"verify failed|not allowed)|unroutable sender|unrouteable sender|"
             r"sender (domain|address) (does not exist|not found|must)|valid (sender|from)\b|"
@@ -233,7 +234,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "policyviolation",
-        re.compile(
+        (
             r"denied by policy|protocol violation|policy (reasons|violation|rejection)|"
             r"rejected (for|due to) (local )?policy|not accepted for policy|"
             r"refused by policy|header error|messages with multiple addresses|"
@@ -243,7 +244,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "contenterror",
-        re.compile(
+        (
             r"content (rejected|filter|not accepted)|message content|improper use of 8-bit|"
             r"illegal (character|header)|header (line )?too long|invalid (mime|header)|"
             r"attachment (rejected|not allowed|type)|rejected .{0,20}attachment",
@@ -252,7 +253,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "syntaxerror",
-        re.compile(
+        (
             r"syntax error|command (parameter )?not (implemented|recognized)|"
             r"command unrecognized|bad sequence of commands|parameter not implemented",
             _R,
@@ -260,7 +261,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "hasmoved",
-        re.compile(
+        (
             r"has moved|address has changed|user not local|moved to|"
             r"no longer (at|with|uses?) this|changed (his|her|their) (e-?mail )?address",
             _R,
@@ -268,7 +269,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "suspend",
-        re.compile(
+        (
             r"suspend|\bdisabled|deactivated|\binactive|\blocked\b|is locked|frozen|"
             r"discontinued|account (has been )?(closed|expired)|mailbox (closed|expired)|"
             r"not active",
@@ -277,7 +278,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "notaccept",
-        re.compile(
+        (
             r"does not accept (e-?mail|mail)|accepts? no mail|null mx|not accepting (any )?mail|"
             r"domain .{0,40}does not receive mail",
             _R,
@@ -285,7 +286,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "hostunknown",
-        re.compile(
+        (
             r"host (or domain name )?(not found|unknown)|unknown host|"
             r"domain (not found|does not exist|name not found|unknown|is invalid)|"
             r"no such domain|nxdomain|\bno mx\b|no (valid )?mx|unrouteable|unroutable|"
@@ -296,7 +297,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "userunknown",
-        re.compile(
+        (
             r"(user|mailbox|recipient|address|account|e-?mail account)\s*(name\s*)?(is\s*)?"
             r"(unknown|not found|does ?n.?t exist|not exist|unavailable|invalid|not valid)|"
             r"unknown (user|recipient|mailbox|address|local part|alias)|"
@@ -313,7 +314,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "systemerror",
-        re.compile(
+        (
             r"system (config(uration)? )?error|local (error|configuration)|mail loop|"
             r"too many hops|loop(s)? (back|detected)|routing loop|internal (server )?error|"
             r"server (error|failure)|system (not )?available|out of memory|resources? "
@@ -323,7 +324,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "mailererror",
-        re.compile(
+        (
             r"procmail|mailer error|command (died|failed)|exit (code|status)|\bx-unix\b|"
             r"pipe to .{0,60} (failed|returned)|maildrop|delivery to .{0,40}program",
             _R,
@@ -331,7 +332,7 @@ _CAUSE_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "filtered",
-        re.compile(
+        (
             r"filter(ed)? |rejected by (the )?recipient|only accepting mail from|"
             r"user refuses|recipient refuses|refused by (the )?recipient|"
             r"does not wish to receive",
@@ -414,9 +415,17 @@ def enhanced_status(text: str) -> str:
     return m.group(0) if m else ""
 
 
+@functools.cache
+def _cause_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """_CAUSE_TEXT compiled, on first use: the SMTP transport imports this module in every
+    `publisher send`, which needs none of them until a server refuses something (compiling
+    them all took 10 ms of each command's start-up)."""
+    return tuple((cause, re.compile(*source)) for cause, source in _CAUSE_TEXT)
+
+
 def text_cause(text: str) -> str:
     """The cause the words of `text` name, or "" (the first of _CAUSE_TEXT that matches)."""
-    for cause, pattern in _CAUSE_TEXT:
+    for cause, pattern in _cause_patterns():
         if pattern.search(text):
             return cause
     return ""
