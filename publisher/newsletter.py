@@ -22,18 +22,16 @@ lists every paper). No paper is ever dropped without a link to it.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import cssutils
-import premailer
 from markupsafe import Markup, escape
 
 from . import urls
+from .caches import inline_css
 from .config import Config
 from .digest import Bullet, Digest, Paper
 from .errors import ConfigError
@@ -64,10 +62,6 @@ PREHEADER_CHARS = 140
 
 Form = Literal["full", "short", "title", "web"]
 _MARK = re.compile(r"<!--pub:([a-z0-9-]+)-->\n?")
-
-# cssutils logs every CSS property it does not know (mso-hide, -webkit-...) as a warning; those
-# are expected in email CSS and are noise in the user's log.
-cssutils.log.setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,19 +231,6 @@ def _mark(name: str) -> Markup:
     return Markup(f"<!--pub:{name}-->")
 
 
-def _inline_css(html: str) -> str:
-    return premailer.Premailer(
-        html,
-        allow_network=False,  # never fetch a stylesheet or image while rendering
-        allow_loading_external_files=False,
-        disable_validation=True,
-        cssutils_logging_level=logging.CRITICAL,
-        strip_important=False,  # the dark-mode rules need !important to beat inlined colours
-        # Keep the templates' width="558" on images (Outlook's size) instead of CSS's 100%.
-        disable_basic_attributes=["width", "height"],
-    ).transform()
-
-
 def _split(html: str) -> tuple[str, list[tuple[str, str]]]:
     parts = _MARK.split(html)
     return parts[0], list(zip(parts[1::2], parts[2::2], strict=True))
@@ -402,7 +383,7 @@ def inline_edition(
             more_count=_MORE_COUNT,
         )
     )
-    prefix, pieces = _split(_inline_css(raw))
+    prefix, pieces = _split(inline_css(raw))
     return InlinedEdition(digest, views, prefix, tuple(pieces), week)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 
+from .caches import template_cache
 from .config import Config
 from .i18n import strings
 
@@ -21,17 +22,21 @@ def templates_dir(cfg: Config) -> Path:
     return cfg.site.templates or BUILTIN_TEMPLATES
 
 
+_ESCAPED = ("html", "htm", "xml")  # autoescape by extension
+_OPTIONS = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
+
+
 @lru_cache(maxsize=8)
 def _env(folder: Path) -> jinja2.Environment:
+    # Compiled templates are kept on disk (publisher/caches.py), in a folder named by every
+    # option that changes the compiled code: add a new one to the dict given there.
+    compiled = template_cache({**_OPTIONS, "autoescape": _ESCAPED, "undefined": "strict"})
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
-        autoescape=jinja2.select_autoescape(
-            enabled_extensions=("html", "htm", "xml"), default_for_string=True
-        ),
+        autoescape=jinja2.select_autoescape(enabled_extensions=_ESCAPED, default_for_string=True),
         undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+        bytecode_cache=compiled,
+        **_OPTIONS,
     )
     return env
 

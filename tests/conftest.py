@@ -112,6 +112,16 @@ def corpus() -> Path:
     return Path(requires("corpus"))
 
 
+@pytest.fixture(autouse=True)
+def own_cache_folder(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test (and every command it runs) has a cache folder of its own, empty
+    (publisher/caches.py): no test finds the CSS inlining or a compiled template of another,
+    and none writes into the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """`@pytest.mark.requires("tool", ...)`: skip, or fail under CI=true, when one is missing."""
     for mark in item.iter_markers("requires"):

@@ -1,0 +1,201 @@
+"""On-disk caches of what every send would otherwise redo: the CSS inlining of an edition
+(premailer) and Jinja's compiled templates. Both are keyed by content, so neither goes stale.
+
+**CSS inlining.** premailer is the costly step of a send's start-up: its import (premailer,
+cssutils, cssselect, requests) and one pass over an edition took 0.19 s of a one-reader
+`publisher send`'s 0.65 s on a 2-core machine. Its output depends only on its input and its
+options, so `inline_css` keeps each result in a file named by the SHA-256 of the input HTML, the
+options (`_OPTIONS_VERSION`) and the versions of premailer, cssutils, cssselect and lxml; a
+second send of the same edition (a re-run, a retry, `send --dry-run` then `send`, another sender
+process on this machine) reads it back and never imports premailer. Any change to a digest, a
+template, the config or a library is a new key, so an entry is never stale, only unused.
+Each file holds the SHA-256 of its content on its first line, checked on reading; it is written
+to a temporary file and renamed, so a reader never sees half of it. A cache that cannot be read
+or written (no home, a read-only disk) is skipped: the HTML is inlined as before. Entries not
+used for `MAX_AGE_DAYS` are removed when a new one is written, and at most `MAX_ENTRIES` are
+kept (an edition is 40 to 500 KB).
+
+**Jinja's templates.** Compiling the email's templates from source took 30 ms of each send.
+`TemplateCache` is Jinja's own FileSystemBytecodeCache (keyed by the template's name and the
+SHA-1 of its source; a file that does not load is compiled again), in a folder named by the
+environment's options, made when needed; a write that fails is skipped, never an error.
+
+Both live in the cache folder, `cache_root()`: `$XDG_CACHE_HOME/publisher`, else
+`~/.cache/publisher` (the systemd unit's user has its home, /srv/publisher, writable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import jinja2
+import jinja2.bccache
+
+log = logging.getLogger("publisher.cssinline")
+
+# Bump when the premailer options below change: old entries are then never read again.
+_OPTIONS_VERSION = "1"
+MAX_ENTRIES = 64
+MAX_AGE_DAYS = 30
+_SUFFIX = ".html"
+
+
+def inline_css(html: str) -> str:
+    """`html` with its CSS inlined by premailer (the style element's media queries kept), from
+    the cache when this very input was inlined before."""
+    root = cache_root()
+    folder = root / "inline" if root is not None else None
+    key = _key(html)
+    if folder is not None:
+        found = _read(folder / (key + _SUFFIX))
+        if found is not None:
+            return found
+    result = _premailer(html)
+    if folder is not None:
+        _write(folder, key, result)
+    return result
+
+
+def cache_root() -> Path | None:
+    """publisher's cache folder, or None when there is no place for one (no home folder)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if base and os.path.isabs(base):
+        return Path(base) / "publisher"
+    try:
+        return Path.home() / ".cache" / "publisher"
+    except RuntimeError:  # no HOME and no passwd entry
+        return None
+
+
+class TemplateCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's bytecode cache in `jinja-<tag>/` of the cache folder, looked up at each use (so
+    a process that changes XDG_CACHE_HOME, as the tests do, follows it), made when first
+    written; without a cache folder, or when a write fails, the template is simply compiled
+    (only the next process pays again)."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__("", "%s.jinja")
+        self.tag = tag
+
+    def _folder(self) -> Path | None:
+        root = cache_root()
+        return root / f"jinja-{self.tag}" if root is not None else None
+
+    def _get_cache_filename(self, bucket: jinja2.bccache.Bucket) -> str:
+        folder = self._folder()
+        # No folder: a name that is never there, so nothing is loaded (and nothing dumped).
+        return str(folder / (self.pattern % bucket.key)) if folder is not None else ""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if self._folder() is not None:
+            super().load_bytecode(bucket)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        folder = self._folder()
+        if folder is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            log.debug("compiled template not cached (%s): %s", folder, exc)
+
+
+def template_cache(options: dict[str, object]) -> TemplateCache:
+    """The bytecode cache for an environment made with `options` (their repr names its folder:
+    code compiled under other options is never loaded)."""
+    return TemplateCache(hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()[:12])
+
+
+def _premailer(html: str) -> str:
+    # Imported here: a send whose edition is in the cache never loads premailer (nor cssutils,
+    # cssselect and requests with it).
+    import cssutils
+    import premailer
+
+    # cssutils logs every CSS property it does not know (mso-hide, -webkit-...) as a warning;
+    # those are expected in email CSS and are noise in the user's log.
+    cssutils.log.setLevel(logging.CRITICAL)
+    return premailer.Premailer(
+        html,
+        allow_network=False,  # never fetch a stylesheet or image while rendering
+        allow_loading_external_files=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+        strip_important=False,  # the dark-mode rules need !important to beat inlined colours
+        # Keep the templates' width="558" on images (Outlook's size) instead of CSS's 100%.
+        disable_basic_attributes=["width", "height"],
+    ).transform()
+
+
+def _versions() -> str:
+    found = []
+    for name in ("premailer", "cssutils", "cssselect", "lxml"):
+        try:
+            found.append(f"{name}={version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name}=?")
+    return " ".join(found)
+
+
+def _key(html: str) -> str:
+    digest = hashlib.sha256(f"{_OPTIONS_VERSION}\n{_versions()}\n".encode())
+    digest.update(html.encode())
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    check, _, body = data.partition(b"\n")
+    if check.decode("ascii", "replace") != hashlib.sha256(body).hexdigest():
+        log.warning("ignoring a damaged entry of the CSS inlining cache: %s", path)
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # used: pruned last
+    return body.decode()
+
+
+def _write(folder: Path, key: str, html: str) -> None:
+    body = html.encode()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+            os.replace(tmp, folder / (key + _SUFFIX))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        _prune(folder)
+    except OSError as exc:
+        log.debug("CSS inlining cache not written (%s): %s", folder, exc)
+
+
+def _prune(folder: Path) -> None:
+    """Remove the entries unused for MAX_AGE_DAYS, then the oldest beyond MAX_ENTRIES."""
+    entries = []
+    for path in folder.glob("*" + _SUFFIX):
+        try:
+            entries.append((path.stat().st_mtime, path))
+        except OSError:
+            continue  # removed meanwhile by another process
+    entries.sort(reverse=True)
+    for path in folder.glob(".tmp-*"):  # left by a process killed while writing
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < time.time() - 3600:
+                path.unlink()
+    oldest = time.time() - MAX_AGE_DAYS * 86400
+    for n, (mtime, path) in enumerate(entries):
+        if n >= MAX_ENTRIES or mtime < oldest:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,176 @@
+"""The on-disk caches of per-edition work (publisher/caches.py): the CSS inlining of an edition
+and Jinja's compiled templates. A hit gives the very bytes a miss would, a changed input is a
+miss, a damaged or unwritable cache is worked around, and a send whose edition is cached does
+not load premailer at all. (tests/conftest.py gives each test an empty cache folder.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import mailbox
+import os
+import shutil
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+
+from publisher import caches, templating
+from publisher.caches import MAX_ENTRIES, cache_root, inline_css
+from publisher.config import load_config
+from publisher.digest import parse_file
+from publisher.newsletter import render_newsletter
+
+from .conftest import shipped_copy
+from .deliveryhelpers import SAMPLE
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "gZIlGIcxRCoFkrc6iztO8B2urlwz9ZpEebazRyrf5OM"
+HTML = (
+    "<html><head><style>p { color: red } .x { font-weight: bold }"
+    " @media (max-width: 600px) { p { color: blue } }</style></head>"
+    '<body><p class="x">__PUBLISHER_READER_EMAIL__</p></body></html>'
+)
+
+
+def entries() -> list[Path]:
+    root = cache_root()
+    assert root is not None
+    return sorted((root / "inline").glob("*.html"))
+
+
+def no_premailer(html: str) -> str:
+    raise AssertionError("premailer ran although this input is in the cache")
+
+
+def test_a_second_inlining_of_the_same_html_is_read_back_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = inline_css(HTML)
+    assert 'style="color:red; font-weight:bold"' in first  # premailer did inline it
+    assert len(entries()) == 1
+    monkeypatch.setattr(caches, "_premailer", no_premailer)
+    assert inline_css(HTML) == first
+
+
+def test_a_changed_input_is_inlined_again_in_an_entry_of_its_own() -> None:
+    first = inline_css(HTML)
+    changed = inline_css(HTML.replace("color: red", "color: green"))
+    assert "color:green" in changed and "color:red" not in changed
+    assert "color:red" in first
+    assert len(entries()) == 2
+
+
+def test_a_damaged_entry_is_inlined_again_and_rewritten(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = inline_css(HTML)
+    (entry,) = entries()
+    entry.write_bytes(entry.read_bytes().replace(b"color:red", b"color:RED"))
+    assert inline_css(HTML) == good  # not the damaged bytes: the checksum caught them
+    monkeypatch.setattr(caches, "_premailer", no_premailer)
+    assert inline_css(HTML) == good  # and the entry was written again, whole
+
+
+def test_a_cache_folder_that_cannot_be_written_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir under a file fails
+    inlined = inline_css(HTML)
+    assert 'style="color:red; font-weight:bold"' in inlined
+    assert inline_css(HTML) == inlined
+    assert blocker.read_text() == "not a folder"
+
+
+def test_old_and_surplus_entries_are_removed_when_one_is_written() -> None:
+    inline_css(HTML)
+    (entry,) = entries()
+    folder = entry.parent
+    now = time.time()
+    for n in range(MAX_ENTRIES + 5):
+        extra = folder / f"{n:064x}.html"
+        extra.write_bytes(entry.read_bytes())
+        os.utime(extra, (now - n, now - n))  # extra 0 the newest
+    stale = folder / f"{'f' * 64}.html"
+    stale.write_bytes(entry.read_bytes())
+    os.utime(stale, (now - 31 * 86400, now - 31 * 86400))
+    inline_css(HTML.replace("red", "teal"))
+    left = entries()
+    assert len(left) == MAX_ENTRIES
+    assert stale not in left
+    assert folder / f"{0:064x}.html" in left  # the newest stay
+    assert folder / f"{MAX_ENTRIES + 4:064x}.html" not in left
+
+
+def test_a_newsletter_from_the_cache_is_the_one_premailer_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = load_config(ROOT / "config.toml")
+    digest = parse_file(SAMPLE)
+    made = render_newsletter(digest, cfg)
+    monkeypatch.setattr(caches, "_premailer", no_premailer)
+    again = render_newsletter(digest, cfg)
+    assert again.html == made.html and again.text == made.text
+
+
+def test_compiled_templates_are_kept_and_a_changed_template_is_compiled_again(
+    tmp_path: Path,
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    shipped = load_config(ROOT / "config.toml")
+    cfg = dataclasses.replace(shipped, site=dataclasses.replace(shipped.site, templates=templates))
+    digest = parse_file(SAMPLE)
+
+    def render() -> str:
+        templating._env.cache_clear()  # a new process: the compiled code only from the disk
+        return render_newsletter(digest, cfg).html
+
+    first = render()
+    root = cache_root()
+    assert root is not None
+    compiled = list(root.glob("jinja-*/*.jinja"))
+    assert compiled, "no compiled template was written"
+    for path in compiled:  # damaged files are compiled again, never an error
+        path.write_bytes(b"j2 damaged")
+    assert render() == first
+    page = templates / "email" / "newsletter.html"
+    page.write_text(page.read_text("utf-8").replace("</body>", "<p>restyled</p></body>"))
+    assert "restyled" in render()
+
+
+def html_part(path: Path) -> str:
+    (message,) = list(mailbox.Maildir(str(path), create=False))
+    parsed = email.message_from_bytes(message.as_bytes(), policy=default_policy)
+    assert isinstance(parsed, EmailMessage)
+    body = parsed.get_body(("html",))
+    assert body is not None
+    return body.get_content()
+
+
+@pytest.mark.subprocess
+def test_a_send_of_an_edition_already_inlined_does_not_load_premailer(tmp_path: Path) -> None:
+    env = {**os.environ, "PUBLISHER_SECRET": SECRET}
+    parts, loaded = [], []
+    for n in (1, 2):
+        cfg = shipped_copy(tmp_path / f"project{n}")
+        (cfg.parent / "subscribers" / "subscribers.csv").write_text(
+            "email,name\nreader@example.com,Reader\n"
+        )
+        sent = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "publisher.cli", "send"]
+            + ["--config", str(cfg), "--digest", str(SAMPLE)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert sent.returncode == 0, sent.stderr[-2000:]
+        loaded.append("| premailer" in sent.stderr)
+        parts.append(html_part(cfg.parent / "outbox"))
+    assert loaded == [True, False]
+    assert parts[0] == parts[1]  # the same reader's email, whichever way it was made
