@@ -2,7 +2,8 @@
 
     python bench/compare.py REV [--bench deliver|startup|import|parse|build] [--rounds 3]
                             [--subscribers 20000] [--connections 4]
-                            [--backend sqlite|postgresql] [--threshold 0.05] [--keep]
+                            [--backend sqlite|postgresql] [--threshold 0.05]
+                            [--cache daily|cold|warm] [--keep]
 
 1. checks REV (anything `git rev-parse` takes: main, 0238d54, HEAD~3) out into a temporary git
    worktree and installs it into a venv of its own there (`pip install -e`, about a minute), so
@@ -42,6 +43,12 @@ Benches (each timed step is a whole command, start-up included, unless said othe
            parse_file, so REV must have them).
   build    a full `publisher build` of the corpus into a fresh folder, without the search index
            ([feed] search = false, so REV must know that key).
+
+--cache (deliver, startup): what each send finds in publisher's cache folder
+  (publisher/caches.py; one per side): `daily` (the default) the compiled templates of
+  the side's previous sends but not the edition's CSS inlining, as the day's first send
+  of a new edition finds it; `cold` nothing (a new machine); `warm` everything, as a
+  re-run, a `send` after `send --dry-run`, or a second sender on the machine finds it.
 """
 
 from __future__ import annotations
@@ -194,6 +201,7 @@ class Deliver:
 
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.n, self.c, self.tmp = args.subscribers, args.connections, tmp
+        self.cache = args.cache
         self.source = bench_deliver.tool("smtp-source")
         self.port = bench_deliver.free_port()
         self.sink = bench_deliver.start_sink(self.port)
@@ -235,6 +243,13 @@ class Deliver:
         dbname = self.cluster.create_database() if self.cluster is not None else None
         database = self.cluster.url(dbname) if dbname else None
         cfg = bench_deliver.make_project(folder, self.port, self.n, self.c, database=database)
+        # publisher's cache folder (publisher/caches.py), one per side, as --cache says.
+        cache = self.tmp / f"cache-{side.root.name}"
+        if self.cache == "cold":
+            shutil.rmtree(cache, ignore_errors=True)
+        elif self.cache == "daily":
+            shutil.rmtree(cache / "publisher" / "inline", ignore_errors=True)
+        os.environ["XDG_CACHE_HOME"] = str(cache)
         try:
             run(side, "-m", "publisher.cli", "subscribers", "import", "--config", str(cfg))
             cmd = ["-m", "publisher.cli", "send", "--config", str(cfg)]
@@ -395,6 +410,12 @@ def main() -> None:
     ap.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument(
         "--threshold", type=float, default=0.05, help="how much slower the tree may be (0.05)"
+    )
+    ap.add_argument(
+        "--cache",
+        choices=("daily", "cold", "warm"),
+        default="daily",
+        help="deliver, startup: what each send finds in publisher's cache folder (see above)",
     )
     ap.add_argument("--keep", action="store_true", help="keep REV's worktree (path printed)")
     args = ap.parse_args()
