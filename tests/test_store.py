@@ -251,6 +251,47 @@ def test_the_postgresql_recorder_of_one_edition_marks_in_its_month_s_partition_a
         }
 
 
+def test_a_postgresql_claim_updates_its_edition_s_month_partition_alone(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL: the claim's UPDATE looks its rows up in the partition of the edition's month
+    only, not in every month's (the ledger is partitioned by month), and claims the same rows."""
+    with Store.open(config_for(tmp_path, pg_url)) as store:
+        for i in range(3):
+            store.add_subscriber(f"p{i}@example.com")
+        earlier = DAY - dt.timedelta(days=40)  # April: a second month's partition, with rows
+        store.queue_pending(earlier)
+        store.queue_pending(DAY)
+        taken: list[tuple[str, dict]] = []
+
+        def keep(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+            if "UPDATE ledger" in statement and "RETURNING" in statement:
+                taken.append((statement, parameters))
+
+        sa.event.listen(store.engine, "before_cursor_execute", keep)
+        try:
+            claimed = store.claim(DAY, "s", 10, lease_seconds=60)
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", keep)
+        assert sorted(e.email for e in claimed) == [f"p{i}@example.com" for i in range(3)]
+        assert {e.digest_date for e in claimed} == {DAY}
+        assert len(taken) == 1
+        statement, parameters = taken[0]
+        with store.engine.connect() as conn:
+            (plan,) = conn.exec_driver_sql(
+                "EXPLAIN (FORMAT JSON) " + statement, parameters
+            ).scalar_one()
+
+        def relations(node: dict) -> set[str]:
+            found = {node["Relation Name"]} if "Relation Name" in node else set()
+            for child in node.get("Plans", []):
+                found |= relations(child)
+            return found
+
+        partitions = {r for r in relations(plan["Plan"]) if r.startswith("ledger_")}
+        assert partitions == {"ledger_y2024m05"}
+
+
 def test_the_postgresql_claim_statements_have_one_text_whatever_the_number_of_ids(
     tmp_path: Path, pg_url: str
 ) -> None:

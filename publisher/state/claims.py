@@ -138,9 +138,19 @@ class ClaimsMixin:
             # of a sender's connections once its batch is used up, and the clock, the claim and
             # a SELECT of the rows (planned as a hash join over every subscriber) were three
             # round trips.
+            # The chosen rows are a MATERIALIZED CTE, so the locking SELECT runs exactly once.
+            # As `id IN (subquery)` the planner may put it on the inner side of a join and run
+            # it again for each row: each run skips the rows the UPDATE has just changed and
+            # returns the next ones, and the claim took every row, not `limit` (it did, once
+            # the UPDATE also named the edition's date). The outer UPDATE names that date
+            # though the ids imply it: the ledger is partitioned by month
+            # (publisher/state/partitions.py), and without it each chosen id was looked up in
+            # every month's partition.
+            chosen = candidates.cte("chosen").prefix_with("MATERIALIZED")
             take = (
                 ledger.update()
-                .where(ledger.c.id.in_(candidates.scalar_subquery()))
+                .where(ledger.c.id == chosen.c.id)
+                .where(ledger.c.digest_date == digest_date)
                 .where(subscribers.c.id == ledger.c.subscriber_id)
                 .values(claimed_by=owner, lease_until=lease_until)
                 .returning(*columns)
