@@ -5,7 +5,7 @@
 cssutils, cssselect, requests) and one pass over an edition took 0.19 s of a one-reader
 `publisher send`'s 0.65 s on a 2-core machine. Its output depends only on its input and its
 options, so `inline_css` keeps each result in a file named by the SHA-256 of the input HTML, the
-options (`_OPTIONS_VERSION`) and the versions of premailer, cssutils, cssselect and lxml; a
+options (`_PREMAILER_OPTIONS`) and the versions of premailer, cssutils, cssselect and lxml; a
 second send of the same edition (a re-run, a retry, `send --dry-run` then `send`, another sender
 process on this machine) reads it back and never imports premailer. Any change to a digest, a
 template, the config or a library is a new key, so an entry is never stale, only unused.
@@ -38,10 +38,19 @@ from pathlib import Path
 import jinja2
 import jinja2.bccache
 
-log = logging.getLogger("publisher.cssinline")
+log = logging.getLogger("publisher.caches")
 
-# Bump when the premailer options below change: old entries are then never read again.
-_OPTIONS_VERSION = "1"
+# premailer's options; they are part of every entry's key (an entry made with others is never
+# read).
+_PREMAILER_OPTIONS: dict[str, object] = {
+    "allow_network": False,  # never fetch a stylesheet or image while rendering
+    "allow_loading_external_files": False,
+    "disable_validation": True,
+    "cssutils_logging_level": logging.CRITICAL,
+    "strip_important": False,  # the dark-mode rules need !important to beat inlined colours
+    # Keep the templates' width="558" on images (Outlook's size) instead of CSS's 100%.
+    "disable_basic_attributes": ["width", "height"],
+}
 MAX_ENTRIES = 64
 MAX_AGE_DAYS = 30
 _SUFFIX = ".html"
@@ -123,16 +132,7 @@ def _premailer(html: str) -> str:
     # cssutils logs every CSS property it does not know (mso-hide, -webkit-...) as a warning;
     # those are expected in email CSS and are noise in the user's log.
     cssutils.log.setLevel(logging.CRITICAL)
-    return premailer.Premailer(
-        html,
-        allow_network=False,  # never fetch a stylesheet or image while rendering
-        allow_loading_external_files=False,
-        disable_validation=True,
-        cssutils_logging_level=logging.CRITICAL,
-        strip_important=False,  # the dark-mode rules need !important to beat inlined colours
-        # Keep the templates' width="558" on images (Outlook's size) instead of CSS's 100%.
-        disable_basic_attributes=["width", "height"],
-    ).transform()
+    return premailer.Premailer(html, **_PREMAILER_OPTIONS).transform()
 
 
 def _versions() -> str:
@@ -146,7 +146,8 @@ def _versions() -> str:
 
 
 def _key(html: str) -> str:
-    digest = hashlib.sha256(f"{_OPTIONS_VERSION}\n{_versions()}\n".encode())
+    options = repr(sorted(_PREMAILER_OPTIONS.items()))
+    digest = hashlib.sha256(f"{options}\n{_versions()}\n".encode())
     digest.update(html.encode())
     return digest.hexdigest()
 
