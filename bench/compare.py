@@ -6,8 +6,9 @@
                             [--cache daily|cold|warm] [--keep]
 
 1. checks REV (anything `git rev-parse` takes: main, 0238d54, HEAD~3) out into a temporary git
-   worktree and installs it into a venv of its own there (`pip install -e`, about a minute), so
-   REV runs with its own code and its own dependency pins;
+   worktree and installs it into a venv of its own there (its requirements.lock, then `pip
+   install --no-deps -e`; without a lock file, `pip install -e`: about a minute), so REV runs
+   with its own code and its own dependency pins;
 2. runs the same measurement on both sides: this file's code, each timed step a subprocess
    started with that side's Python in that side's folder (the very `publisher` command, checked
    to import that side's package). "This tree" is the working tree as it is, uncommitted changes
@@ -173,14 +174,20 @@ def install(rev: str, folder: Path) -> Side:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(folder / ".venv")], check=True)
     python = str(folder / ".venv" / "bin" / "python")
-    pip = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "-e", str(folder)],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-    )
-    if pip.returncode != 0:
-        fail(f"installing {rev} failed:\n{pip.stdout}{pip.stderr}")
+    # REV's own pins when it has them (requirements.lock, as its README installs it), so both
+    # sides run the versions they were tested with; else the newest within its pyproject.
+    lock = folder / "requirements.lock"
+    steps = [["-r", str(lock)], ["--no-deps", "-e", str(folder)]] if lock.is_file() else []
+    for step in steps or [["-e", str(folder)]]:
+        pip = subprocess.run(
+            [python, "-m", "pip", "install", "-q", *step],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+        )
+        if pip.returncode != 0:
+            fail(f"installing {rev} failed:\n{pip.stdout}{pip.stderr}")
+    print(f"  with {'its requirements.lock' if steps else 'no lock file: newest versions'}")
     print(f"  installed in {time.perf_counter() - t0:.0f}s", flush=True)
     return Side(f"{rev} ({sha[:10]})", python, folder)
 
