@@ -206,6 +206,17 @@ def test_a_sender_never_claims_again_the_rows_it_holds_once_their_lease_ran_out(
     assert [e.id for e in store.claim(DAY, "b", 3, lease_seconds=60)] == [e.id for e in held]
 
 
+def _queued_in_two_months(store: Store, prefix: str, n: int) -> dt.date:
+    """n readers queued for DAY (May) and for a day of April: two month partitions with rows.
+    Returns the April day."""
+    for i in range(n):
+        store.add_subscriber(f"{prefix}{i}@example.com")
+    earlier = DAY - dt.timedelta(days=40)
+    store.queue_pending(earlier)
+    store.queue_pending(DAY)
+    return earlier
+
+
 def test_the_postgresql_recorder_of_one_edition_marks_in_its_month_s_partition_alone(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -213,11 +224,7 @@ def test_the_postgresql_recorder_of_one_edition_marks_in_its_month_s_partition_a
     month's partition only (the others pruned as the plan starts), where one without the date
     probes every month's index; and it marks the rows all the same."""
     with Store.open(config_for(tmp_path, pg_url)) as store:
-        for i in range(2):
-            store.add_subscriber(f"m{i}@example.com")
-        earlier = DAY - dt.timedelta(days=40)  # April: a second month's partition, with rows
-        store.queue_pending(earlier)
-        store.queue_pending(DAY)
+        earlier = _queued_in_two_months(store, "m", 2)
         ids = [e.id for e in store.pending_for(DAY)]
         plans = {}
         for date in (None, DAY):
@@ -257,11 +264,7 @@ def test_a_postgresql_claim_updates_its_edition_s_month_partition_alone(
     """PostgreSQL: the claim's UPDATE looks its rows up in the partition of the edition's month
     only, not in every month's (the ledger is partitioned by month), and claims the same rows."""
     with Store.open(config_for(tmp_path, pg_url)) as store:
-        for i in range(3):
-            store.add_subscriber(f"p{i}@example.com")
-        earlier = DAY - dt.timedelta(days=40)  # April: a second month's partition, with rows
-        store.queue_pending(earlier)
-        store.queue_pending(DAY)
+        _queued_in_two_months(store, "p", 3)
         taken: list[tuple[str, dict]] = []
 
         def keep(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
