@@ -8,7 +8,8 @@ the publications' primary key).
 
 Two counters are per process, not from the database: `publisher_process_messages_sent` and
 `_failed` count what the sends run by the process answering the scrape delivered since it
-started (`count_send`); each process has its own, and a restart resets them.
+started (`publisher.delivery.pipe.PROCESS_TOTALS`); each process has its own, and a restart
+resets them.
 
 Names follow Prometheus' conventions: a `publisher_` prefix, units in the name (`_seconds`,
 `_ratio`), labels with few values. Nothing here counts opens or clicks: publisher does not
@@ -23,10 +24,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .delivery.pipe import PROCESS_TOTALS
 from .state import SendStatus, Store
 from .state.lifecycle import Action
 from .state.schema import (
@@ -56,25 +57,24 @@ AUDIT_COUNTERS = {
     ),
 }
 
-# Per process: what the sends run by THIS process delivered since it started (a Prometheus
-# counter, reset when the process restarts). Every process keeps its own; the database-backed
-# numbers above are the same from any `serve`.
-PROCESS_SENT = Counter(
-    "publisher_process_messages_sent",
-    "Messages this process sent (per process, since it started).",
-    registry=None,
-)
-PROCESS_FAILED = Counter(
-    "publisher_process_messages_failed",
-    "Messages this process failed to send (per process, since it started).",
-    registry=None,
-)
 
+class ProcessCollector(Collector):
+    """Per process: what the sends run by THIS process delivered since it started
+    (publisher.delivery.pipe.PROCESS_TOTALS, reset when the process restarts). Every process
+    keeps its own; the database-backed numbers of StateCollector are the same from any
+    `serve`."""
 
-def count_send(sent: int, failed: int) -> None:
-    """Add one send's outcome to this process's counters."""
-    PROCESS_SENT.inc(sent)
-    PROCESS_FAILED.inc(failed)
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "publisher_process_messages_sent",
+            "Messages this process sent (per process, since it started).",
+            value=PROCESS_TOTALS.sent,
+        )
+        yield CounterMetricFamily(
+            "publisher_process_messages_failed",
+            "Messages this process failed to send (per process, since it started).",
+            value=PROCESS_TOTALS.failed,
+        )
 
 
 def _row(name: str, label: Any, value: Any) -> sa.Select[Any]:
@@ -338,6 +338,5 @@ class StateCollector(Collector):
 def registry_for(store: Store) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(store))
-    registry.register(PROCESS_SENT)
-    registry.register(PROCESS_FAILED)
+    registry.register(ProcessCollector())
     return registry

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from publisher import metrics
+from publisher.delivery.pipe import PROCESS_TOTALS
 from publisher.state import ChoiceUpdate, Store
 
 from .monitorhelpers import SECRET, operated_project
@@ -146,7 +147,7 @@ def test_metrics_equal_the_database_after_a_send_with_bounces_and_complaints(
     assert one("publisher_active_subscribers_by_cadence", cadence="paused") == 1
     # Per process: the send ran in another process (`publisher send`), so this one's
     # counters are this process's own.
-    assert one("publisher_process_messages_sent_total") == metrics.PROCESS_SENT._value.get()
+    assert one("publisher_process_messages_sent_total") == PROCESS_TOTALS.sent
 
 
 def test_process_counters_count_this_process_sends(

@@ -7,7 +7,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import Config
@@ -22,6 +22,25 @@ from .ledger import LedgerWriter
 from .worker import RateLimiter, Tally, Worker
 
 Builder = Callable[[str, str, int], bytes]
+
+
+@dataclass
+class ProcessTotals:
+    """What the sends run by this process delivered since it started (reset on restart): the
+    per-process counters of /metrics (publisher.metrics reads them at scrape time), kept as
+    plain numbers so that a send never loads prometheus_client."""
+
+    sent: int = 0
+    failed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, sent: int, failed: int) -> None:
+        with self.lock:
+            self.sent += sent
+            self.failed += failed
+
+
+PROCESS_TOTALS = ProcessTotals()
 
 
 class SegmentedBuilder(Protocol):
@@ -192,11 +211,7 @@ def deliver(
         claims.close()  # gives back the claimed rows not sent (a stop), for any sender to take
         progress.update(tally.sent, tally.failed)
         progress.finish()
-    # This process's counters for /metrics; prometheus_client loads here, after the send, not
-    # at the start of every `publisher send` (as publisher/web/app.py loads it on a scrape).
-    from .. import metrics
-
-    metrics.count_send(tally.sent, tally.failed)
+    PROCESS_TOTALS.add(tally.sent, tally.failed)
     if tally.fatal is not None:
         raise tally.fatal
     if ledger.error is not None:
