@@ -7,6 +7,7 @@ config key, refused SMTP login...) becomes one line on stderr and exit status 1,
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import sys
 import threading
@@ -21,7 +22,17 @@ from .base import cli
 __all__ = ["cli", "main"]
 
 
+# The collector's first generation holds this many new objects before a collection (Python's
+# default: 700). A command's start-up creates ~45,000 objects that live as long as it does
+# (modules, classes, functions, compiled SQL); at 700 each was traversed up to three times and
+# a one-reader `publisher send` spent 37 ms of its 0.4 s collecting nothing. At 100,000 the
+# start-up runs no collection, a long command (a send, `run`, `serve`) collects every 100,000
+# allocations, and cyclic garbage stays bounded by that: memory stays flat.
+GC_THRESHOLD = (100_000, 50, 100)
+
+
 def main() -> NoReturn:
+    gc.set_threshold(*GC_THRESHOLD)
     _exit(_run())
 
 
