@@ -20,7 +20,14 @@ kept (an edition is 40 to 500 KB).
 SHA-1 of its source; a file that does not load is compiled again), in a folder named by the
 environment's options, made when needed; a write that fails is skipped, never an error.
 
-Both live in the cache folder, `cache_root()`: `$XDG_CACHE_HOME/publisher`, else
+**A secret found strong.** zxcvbn's import and estimate took 30 ms of every command that signs
+(publisher/tokens.py's check_secret). Once a secret passes, `remember_strong` leaves an empty
+file named by a keyed BLAKE2b of the secret, the bar and zxcvbn's version; `known_strong`
+finds it and skips the estimate. The secret itself is never written, and only a secret already
+found strong (2^128 guesses or more) is ever hashed there, so the name gives nothing away; a
+weak secret is checked, and refused, every time. The folder is the user's own (0700).
+
+All live in the cache folder, `cache_root()`: `$XDG_CACHE_HOME/publisher`, else
 `~/.cache/publisher` (the systemd unit's user has its home, /srv/publisher, writable).
 """
 
@@ -32,6 +39,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -59,16 +67,22 @@ _SUFFIX = ".html"
 def inline_css(html: str) -> str:
     """`html` with its CSS inlined by premailer (the style element's media queries kept), from
     the cache when this very input was inlined before."""
+    return cached("inline", _SUFFIX, _key(html), lambda: _premailer(html))
+
+
+def cached(kind: str, suffix: str, key: str, make: Callable[[], str]) -> str:
+    """`make()`, or what it gave before for `key`: the entries of the folder `kind` of the cache
+    folder are files named by their key (a hash of everything the result depends on), each
+    with its checksum line, written whole (a temporary file renamed) and pruned as above."""
     root = cache_root()
-    folder = root / "inline" if root is not None else None
-    key = _key(html)
+    folder = root / kind if root is not None else None
     if folder is not None:
-        found = _read(folder / (key + _SUFFIX))
+        found = _read(folder / (key + suffix))
         if found is not None:
             return found
-    result = _premailer(html)
+    result = make()
     if folder is not None:
-        _write(folder, key, result)
+        _write(folder, key + suffix, result)
     return result
 
 
@@ -123,6 +137,36 @@ def template_cache(options: dict[str, object]) -> TemplateCache:
     return TemplateCache(hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()[:12])
 
 
+def known_strong(secret: str, bar: float) -> bool:
+    """True if `secret` passed the strength check against `bar` before (`remember_strong`)."""
+    path = _strong_marker(secret, bar)
+    return path is not None and path.is_file()
+
+
+def remember_strong(secret: str, bar: float) -> None:
+    """Note that `secret` passed the strength check against `bar`; skipped if not writable."""
+    path = _strong_marker(secret, bar)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+    except OSError as exc:
+        log.debug("strong secret not noted (%s): %s", path.parent, exc)
+
+
+def _strong_marker(secret: str, bar: float) -> Path | None:
+    root = cache_root()
+    if root is None:
+        return None
+    digest = hashlib.blake2b(
+        f"{bar!r}\n{versions('zxcvbn')}\n{secret}".encode(),
+        person=b"publisher-strong",
+        digest_size=32,
+    )
+    return root / "strong-secrets" / digest.hexdigest()
+
+
 def _premailer(html: str) -> str:
     # Imported here: a send whose edition is in the cache never loads premailer (nor cssutils,
     # cssselect and requests with it).
@@ -135,9 +179,9 @@ def _premailer(html: str) -> str:
     return premailer.Premailer(html, **_PREMAILER_OPTIONS).transform()
 
 
-def _versions() -> str:
+def versions(*names: str) -> str:
     found = []
-    for name in ("premailer", "cssutils", "cssselect", "lxml"):
+    for name in names or ("premailer", "cssutils", "cssselect", "lxml"):
         try:
             found.append(f"{name}={version(name)}")
         except PackageNotFoundError:
@@ -147,7 +191,7 @@ def _versions() -> str:
 
 def _key(html: str) -> str:
     options = repr(sorted(_PREMAILER_OPTIONS.items()))
-    digest = hashlib.sha256(f"{options}\n{_versions()}\n".encode())
+    digest = hashlib.sha256(f"{options}\n{versions()}\n".encode())
     digest.update(html.encode())
     return digest.hexdigest()
 
@@ -159,34 +203,34 @@ def _read(path: Path) -> str | None:
         return None
     check, _, body = data.partition(b"\n")
     if check.decode("ascii", "replace") != hashlib.sha256(body).hexdigest():
-        log.warning("ignoring a damaged entry of the CSS inlining cache: %s", path)
+        log.warning("ignoring a damaged cache entry: %s", path)
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # used: pruned last
     return body.decode()
 
 
-def _write(folder: Path, key: str, html: str) -> None:
-    body = html.encode()
+def _write(folder: Path, name: str, text: str) -> None:
+    body = text.encode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
-            os.replace(tmp, folder / (key + _SUFFIX))
+            os.replace(tmp, folder / name)
         except BaseException:
             os.unlink(tmp)
             raise
-        _prune(folder)
+        _prune(folder, Path(name).suffix)
     except OSError as exc:
-        log.debug("CSS inlining cache not written (%s): %s", folder, exc)
+        log.debug("cache entry not written (%s): %s", folder, exc)
 
 
-def _prune(folder: Path) -> None:
+def _prune(folder: Path, suffix: str) -> None:
     """Remove the entries unused for MAX_AGE_DAYS, then the oldest beyond MAX_ENTRIES."""
     entries = []
-    for path in folder.glob("*" + _SUFFIX):
+    for path in folder.glob("*" + suffix):
         try:
             entries.append((path.stat().st_mtime, path))
         except OSError:

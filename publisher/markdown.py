@@ -6,9 +6,13 @@ links are limited to http(s)/mailto by markdown-it's own validateLink; bare URLs
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import re
+from collections.abc import Iterable
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,6 +43,27 @@ def render_inline(text: str) -> str:
         return _md().renderInline(text)
     except Exception:  # noqa: BLE001 - a renderer bug must not stop a publication
         return html.escape(text)
+
+
+def render_all(texts: Iterable[str]) -> dict[str, str]:
+    """`render_inline` of each text, as {text: HTML}; read back from the cache folder
+    (publisher/caches.py) when this very set of texts was rendered before, by this module and
+    these versions of markdown-it-py and linkify-it-py. An edition renders its texts once per
+    process, but the first `render_inline` loads markdown-it and compiles linkify's patterns:
+    50 ms of a one-reader `publisher send`, which a send of an edition seen before (a re-run,
+    `send --dry-run` then `send`, the day's other senders) no longer pays."""
+    from . import caches  # not with the digest model: it loads Jinja
+
+    unique = sorted(set(texts))
+    key = hashlib.sha256(
+        caches.versions("markdown-it-py", "linkify-it-py", "mdurl", "uc-micro-py").encode()
+        + hashlib.sha256(Path(__file__).read_bytes()).digest()
+        + json.dumps(unique).encode()
+    ).hexdigest()
+    made = caches.cached(
+        "markdown", ".json", key, lambda: json.dumps([render_inline(t) for t in unique])
+    )
+    return dict(zip(unique, json.loads(made), strict=True))
 
 
 def plain_inline(text: str) -> str:

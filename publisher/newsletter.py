@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,7 +36,7 @@ from .config import Config
 from .digest import Bullet, Digest, Paper
 from .errors import ConfigError
 from .i18n import strings
-from .markdown import plain_inline
+from .markdown import plain_inline, render_all
 from .mime import one_line
 from .templating import jinja_env
 from .topics import Choice, describe_choice
@@ -197,10 +197,20 @@ class _PaperView:
     page_day: str = ""
 
 
-def _full_item(b: Bullet) -> _Item:
+def _full_item(b: Bullet, html: Mapping[str, str]) -> _Item:
     return _Item(
-        b.label, Markup(b.html), plain_inline(b.text), tuple(_full_item(c) for c in b.children)
+        b.label,
+        Markup(html[b.text]),
+        plain_inline(b.text),
+        tuple(_full_item(c, html) for c in b.children),
     )
+
+
+def _texts(bullets: Iterable[Bullet]) -> Iterator[str]:
+    """The Markdown of these bullets and of all their children."""
+    for b in bullets:
+        yield b.text
+        yield from _texts(b.children)
 
 
 def _short_item(b: Bullet) -> _Item:
@@ -209,8 +219,15 @@ def _short_item(b: Bullet) -> _Item:
 
 
 def _view(
-    n: int, paper: Paper, cfg: Config, et_al: str, page: tuple[str, str] = ("", "")
+    n: int,
+    paper: Paper,
+    cfg: Config,
+    et_al: str,
+    html: Mapping[str, str],
+    page: tuple[str, str] = ("", ""),
 ) -> _PaperView:
+    """The paper as the templates show it; `html` holds the HTML of each of its bullets'
+    Markdown (`markdown.render_all`)."""
     return _PaperView(
         n=n,
         key=paper.key,
@@ -220,7 +237,7 @@ def _view(
         votes=paper.votes,
         image=_safe_url(paper.image),
         video=_safe_url(paper.video),
-        bullets=tuple(_full_item(b) for b in paper.summary),
+        bullets=tuple(_full_item(b, html) for b in paper.summary),
         short=tuple(_short_item(b) for b in paper.summary[:SHORT_BULLETS]),
         page=page[0],
         page_day=page[1],
@@ -365,8 +382,9 @@ def inline_edition(
     `pages`: each paper's (card URL on its day page, that day) by paper key."""
     t = strings(cfg.site.language)
     pages = pages or {}
+    html = render_all(text for p in digest.papers for text in _texts(p.summary))
     views = tuple(
-        _view(n, p, cfg, t["et_al"], pages.get(p.key, ("", "")))
+        _view(n, p, cfg, t["et_al"], html, pages.get(p.key, ("", "")))
         for n, p in enumerate(digest.papers)
     )
     raw = (

@@ -32,6 +32,7 @@ import secrets as _secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from . import caches
 from .config import Config
 from .errors import PublisherError
 
@@ -245,6 +246,9 @@ def check_secret(value: str, where: str, variable: str) -> bytes:
     """`value` as bytes if it is a strong enough secret; PublisherError (one line, saying how to
     make a good one, never the value) otherwise. `where` prefixes the message (the config
     file)."""
+    # A secret found strong before is not estimated again (publisher/caches.py: 30 ms a command).
+    if caches.known_strong(value, MIN_SECRET_GUESSES_LOG10):
+        return value.encode()
     strength = secret_strength(value)
     if strength < MIN_SECRET_GUESSES_LOG10:
         bits = int(strength / math.log10(2))
@@ -252,6 +256,7 @@ def check_secret(value: str, where: str, variable: str) -> bytes:
             f"{where}: ${variable} is too weak (guessable in about 2^{bits} tries, at least "
             f"2^128 needed); make one with `export {variable}=$({MAKE_SECRET})`"
         )
+    caches.remember_strong(value, MIN_SECRET_GUESSES_LOG10)
     return value.encode()
 
 

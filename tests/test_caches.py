@@ -1,7 +1,8 @@
-"""The on-disk caches of per-edition work (publisher/caches.py): the CSS inlining of an edition
-and Jinja's compiled templates. A hit gives the very bytes a miss would, a changed input is a
-miss, a damaged or unwritable cache is worked around, and a send whose edition is cached does
-not load premailer at all. (tests/conftest.py gives each test an empty cache folder.)"""
+"""The on-disk caches of per-edition work (publisher/caches.py): the CSS inlining of an
+edition, its Markdown, Jinja's compiled templates, and the note of a secret found strong. A hit
+gives the very bytes a miss would, a changed input is a miss, a damaged or unwritable cache is
+worked around, and a send whose edition is cached loads neither premailer nor markdown-it.
+(tests/conftest.py gives each test an empty cache folder.)"""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from publisher import caches, templating
+from publisher import caches, markdown, templating, tokens
 from publisher.caches import MAX_ENTRIES, cache_root, inline_css
 from publisher.config import load_config
 from publisher.digest import parse_file
+from publisher.errors import PublisherError
 from publisher.newsletter import render_newsletter
+from publisher.tokens import check_secret
 
 from .conftest import shipped_copy
 from .deliveryhelpers import SAMPLE
@@ -117,6 +120,59 @@ def test_a_newsletter_from_the_cache_is_the_one_premailer_makes(
     assert again.html == made.html and again.text == made.text
 
 
+def test_markdown_rendered_once_is_read_back_and_a_changed_text_is_rendered_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = ["see https://example.com/a and **this**", "<b>raw</b> `code`", "plain"]
+    first = markdown.render_all(texts + ["plain"])  # a repeated text is rendered once
+    assert first == {t: markdown.render_inline(t) for t in texts}
+    assert '<a href="https://example.com/a">' in first[texts[0]]
+    assert (
+        "&lt;b&gt;raw&lt;/b&gt;" in first[texts[1]]
+    )  # escaped, from the cache as from the renderer
+    root = cache_root()
+    assert root is not None
+    assert len(list((root / "markdown").glob("*.json"))) == 1
+
+    def no_render(text: str) -> str:
+        raise AssertionError("markdown-it ran for texts already rendered")
+
+    monkeypatch.setattr(markdown, "render_inline", no_render)
+    assert markdown.render_all(reversed(texts)) == first  # the same set, in any order
+    with pytest.raises(AssertionError, match="markdown-it ran"):
+        markdown.render_all([*texts, "one more"])
+
+
+def test_a_secret_found_strong_is_not_estimated_again_and_its_note_names_no_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert check_secret(SECRET, "config.toml", "PUBLISHER_SECRET") == SECRET.encode()
+    root = cache_root()
+    assert root is not None
+    notes = list((root / "strong-secrets").iterdir())
+    assert len(notes) == 1 and notes[0].read_bytes() == b""
+    assert SECRET not in notes[0].name and notes[0].stat().st_mode & 0o077 == 0
+    assert (root / "strong-secrets").stat().st_mode & 0o077 == 0
+
+    def no_estimate(value: str) -> float:
+        raise AssertionError("zxcvbn ran for a secret already found strong")
+
+    monkeypatch.setattr(tokens, "secret_strength", no_estimate)
+    assert check_secret(SECRET, "config.toml", "PUBLISHER_SECRET") == SECRET.encode()
+    # A higher bar, or another secret, is estimated afresh.
+    assert not caches.known_strong(SECRET, tokens.MIN_SECRET_GUESSES_LOG10 + 1)
+    assert not caches.known_strong(SECRET[:-1] + "x", tokens.MIN_SECRET_GUESSES_LOG10)
+
+
+def test_a_weak_secret_is_refused_every_time_and_never_noted() -> None:
+    for _ in range(2):
+        with pytest.raises(PublisherError, match="too weak"):
+            check_secret("mynewsletter-secret-key-2024-prod", "config.toml", "PUBLISHER_SECRET")
+    root = cache_root()
+    assert root is not None
+    assert not (root / "strong-secrets").exists()
+
+
 def test_compiled_templates_are_kept_and_a_changed_template_is_compiled_again(
     tmp_path: Path,
 ) -> None:
@@ -170,7 +226,10 @@ def test_a_send_of_an_edition_already_inlined_does_not_load_premailer(tmp_path: 
             timeout=120,
         )
         assert sent.returncode == 0, sent.stderr[-2000:]
-        loaded.append("| premailer" in sent.stderr)
+        loaded.append(
+            tuple(f"| {module}" in sent.stderr for module in ("premailer", "markdown_it", "zxcvbn"))
+        )
         parts.append(html_part(cfg.parent / "outbox"))
-    assert loaded == [True, False]
+    # The second send finds the edition inlined, its Markdown rendered, the secret known strong.
+    assert loaded == [(True, True, True), (False, False, False)]
     assert parts[0] == parts[1]  # the same reader's email, whichever way it was made
