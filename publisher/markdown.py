@@ -56,7 +56,7 @@ def render_all(texts: Iterable[str]) -> dict[str, str]:
 
     unique = sorted(set(texts))
     key = hashlib.sha256(
-        caches.versions("markdown-it-py", "linkify-it-py", "mdurl", "uc-micro-py").encode()
+        caches.versions("markdown-it-py", "linkify-it-py", "mdurl").encode()
         + hashlib.sha256(Path(__file__).read_bytes()).digest()
         + json.dumps(unique).encode()
     ).hexdigest()
