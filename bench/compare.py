@@ -46,10 +46,11 @@ Benches (each timed step is a whole command, start-up included, unless said othe
            ([feed] search = false, so REV must know that key).
 
 --cache (deliver, startup): what each send finds in publisher's cache folder
-  (publisher/caches.py; one per side): `daily` (the default) the compiled templates of
-  the side's previous sends but not the edition's CSS inlining, as the day's first send
-  of a new edition finds it; `cold` nothing (a new machine); `warm` everything, as a
-  re-run, a `send` after `send --dry-run`, or a second sender on the machine finds it.
+  (publisher/caches.py; one per side): `daily` (the default) the compiled templates and
+  the secret's strength of the side's previous sends but not the edition's CSS inlining
+  nor its Markdown, as the day's first send of a new edition finds it; `cold` nothing (a
+  new machine); `warm` everything, as a re-run, a `send` after `send --dry-run`, or a
+  second sender on the machine finds it.
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ class Deliver:
         if self.cache == "cold":
             shutil.rmtree(cache, ignore_errors=True)
         elif self.cache == "daily":
-            shutil.rmtree(cache / "publisher" / "inline", ignore_errors=True)
+            bench_deliver.forget_edition(cache)
         os.environ["XDG_CACHE_HOME"] = str(cache)
         try:
             run(side, "-m", "publisher.cli", "subscribers", "import", "--config", str(cfg))

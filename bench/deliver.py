@@ -167,11 +167,19 @@ SENT = re.compile(r": (\d+) sent, (\d+) failed")
 
 def daily_cache(cfg: Path) -> None:
     """publisher's cache folder (publisher/caches.py) as the day's first send of a new edition
-    finds it: the compiled templates of earlier sends, not this edition's CSS inlining. One
-    folder beside the bench's projects, not the user's ~/.cache."""
+    finds it (`forget_edition`). One folder beside the bench's projects, not the user's
+    ~/.cache."""
     cache = cfg.parent.parent / "publisher-cache"
-    shutil.rmtree(cache / "publisher" / "inline", ignore_errors=True)
+    forget_edition(cache)
     os.environ["XDG_CACHE_HOME"] = str(cache)
+
+
+def forget_edition(cache: Path) -> None:
+    """Leave in the cache folder `cache` (an XDG_CACHE_HOME) what the day's first send of a new
+    edition finds there: the compiled templates and the secret's strength of earlier sends,
+    not this edition's CSS inlining nor its rendered Markdown."""
+    for kind in ("inline", "markdown"):
+        shutil.rmtree(cache / "publisher" / kind, ignore_errors=True)
 
 
 def run_publishers(cfg: Path, processes: int, n: int) -> tuple[float, str]:
