@@ -180,8 +180,9 @@ def _premailer(html: str) -> str:
 
 
 def versions(*names: str) -> str:
+    """The installed versions of these distributions, for a cache key ("name=?" if absent)."""
     found = []
-    for name in names or ("premailer", "cssutils", "cssselect", "lxml"):
+    for name in names:
         try:
             found.append(f"{name}={version(name)}")
         except PackageNotFoundError:
@@ -191,7 +192,8 @@ def versions(*names: str) -> str:
 
 def _key(html: str) -> str:
     options = repr(sorted(_PREMAILER_OPTIONS.items()))
-    digest = hashlib.sha256(f"{options}\n{versions()}\n".encode())
+    libraries = versions("premailer", "cssutils", "cssselect", "lxml")
+    digest = hashlib.sha256(f"{options}\n{libraries}\n".encode())
     digest.update(html.encode())
     return digest.hexdigest()
 
