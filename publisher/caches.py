@@ -140,7 +140,10 @@ def template_cache(options: dict[str, object]) -> TemplateCache:
 def known_strong(secret: str, bar: float) -> bool:
     """True if `secret` passed the strength check against `bar` before (`remember_strong`)."""
     path = _strong_marker(secret, bar)
-    return path is not None and path.is_file()
+    try:
+        return path is not None and path.is_file()
+    except OSError:  # a folder this user may not search (another user's cache): not known
+        return False
 
 
 def remember_strong(secret: str, bar: float) -> None:

@@ -164,6 +164,17 @@ def test_a_secret_found_strong_is_not_estimated_again_and_its_note_names_no_secr
     assert not caches.known_strong(SECRET[:-1] + "x", tokens.MIN_SECRET_GUESSES_LOG10)
 
 
+def test_a_cache_folder_that_cannot_be_looked_into_leaves_the_secret_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A note that cannot even be looked for (here a name too long; in CI, another user's
+    cache folder, as `publisher send` run as nobody found it) is no error: zxcvbn decides."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ("x" * 300)))
+    assert check_secret(SECRET, "config.toml", "PUBLISHER_SECRET") == SECRET.encode()
+    with pytest.raises(PublisherError, match="too weak"):
+        check_secret("mynewsletter-secret-key-2024-prod", "config.toml", "PUBLISHER_SECRET")
+
+
 def test_a_weak_secret_is_refused_every_time_and_never_noted() -> None:
     for _ in range(2):
         with pytest.raises(PublisherError, match="too weak"):
