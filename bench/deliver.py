@@ -27,8 +27,9 @@ on PostgreSQL, by one `publisher send` and by several at once; memory at 1k and 
    smtp-source), the PostgreSQL server (its postmaster and every process it started:
    backends, WAL writer, checkpointer, autovacuum), and smtp-sink; their sum bounds the rate
    on this machine's cores however the work is spread (cores / total);
-   With --rounds R every measurement is taken R times, interleaved, and the medians are used:
-   the machine's noise then hits all of them alike. Only ratios from one run compare;
+   With --rounds R every measurement is taken R times, interleaved, in the reverse order every
+   other round (smtp-source first, then last), and the medians are used: the machine's noise
+   then hits all of them alike. Only ratios from one run compare;
 5. runs `publisher send` to 1,000 and to --memory-large subscribers in fresh SQLite projects and
    compares their peak RSS (resource.getrusage(RUSAGE_CHILDREN) in a wrapper process; target
    <= 1.2x). --skip-memory leaves this out.
@@ -385,8 +386,10 @@ def main() -> None:
                 return (now[0] - before[0], now[1] - before[1], now[2] - before[2])
 
             runs = 0
-            for _round in range(args.rounds):
-                for m in measurements:
+            for n_round in range(args.rounds):
+                # The order reversed every other round (as bench/compare.py does), so a drift in
+                # the machine's load does not always fall on the same measurement.
+                for m in measurements if n_round % 2 == 0 else measurements[::-1]:
                     before = (children_cpu(), pg_cpu(), process_cpu(sink.pid))
                     if not m.backend:
                         t0 = time.perf_counter()
