@@ -1,5 +1,7 @@
 """On-disk caches of what every send would otherwise redo: the CSS inlining of an edition
-(premailer) and Jinja's compiled templates. Both are keyed by content, so neither goes stale.
+(premailer), its rendered Markdown (publisher/markdown.py's `render_all`), Jinja's compiled
+templates, and a note of a secret found strong. All are keyed by content, so none goes stale.
+The edition's entries (inlining, Markdown) are files of `cached(kind, suffix, key, make)`.
 
 **CSS inlining.** premailer is the costly step of a send's start-up: its import (premailer,
 cssutils, cssselect, requests) and one pass over an edition took 0.19 s of a one-reader
