@@ -389,6 +389,44 @@ def test_the_sent_recorder_commits_each_call_on_a_connection_of_its_own(store: S
                 conn.close()
 
 
+def test_a_batch_of_sent_marks_is_all_or_nothing_and_the_recorder_goes_on(store: Store) -> None:
+    """A batch that fails on one of its rows marks none of them (one transaction), and the same
+    recorder marks the next batch: nothing of the failed one is left open on its connection."""
+    for i in range(3):
+        store.add_subscriber(f"r{i}@example.com")
+    store.queue_pending(DAY)
+    ids = {e.email: e.id for e in store.pending_for(DAY)}
+    refused = ids["r1@example.com"]
+    with store.engine.begin() as conn:  # the database refuses r1's mark
+        if store.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE UPDATE ON ledger WHEN NEW.id = {refused} "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.id = {refused} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+                "RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON ledger "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+    recorder = store.sent_recorder()
+    try:
+        with pytest.raises(Exception, match="refused by the test"):
+            recorder.record([(ids["r0@example.com"], "250 ok", 1), (refused, "250 ok", 1)])
+        assert store.ledger_entry(DAY, "r0@example.com")["status"] == "queued"
+        recorder.record(
+            [(ids["r0@example.com"], "250 ok", 1), (ids["r2@example.com"], "250 ok", 1)]
+        )
+    finally:
+        recorder.close()
+    statuses = [store.ledger_entry(DAY, f"r{i}@example.com")["status"] for i in range(3)]
+    assert statuses == ["sent", "queued", "sent"]
+
+
 def test_the_sent_recorder_keeps_each_reply_and_attempt_count_of_a_batch(store: Store) -> None:
     """A batch of marks (one statement on PostgreSQL, its values as arrays) keeps each row's own
     reply verbatim, whatever it holds (quotes, backslashes, braces, commas, the word NULL,

@@ -151,40 +151,20 @@ class SentRecorder:
     """Records accepted messages on one connection; one thread at a time. Each call commits
     its batch as one transaction: all of it or none of it, retried whole after a deadlock.
 
-    On SQLite the UPDATE is compiled once for the dialect (so still portable SQL) and run with
-    the driver's executemany on a raw connection: SQLAlchemy's per-execute machinery cost
-    more than the UPDATE and COMMIT themselves, on the path each message's final "." waits on.
-    On PostgreSQL a batch is one statement sent with libpq itself (`_record_pg`).
+    On SQLite the UPDATE is compiled once for the dialect (so still portable SQL) and run on
+    one cursor of the driver's own connection (`_record_sqlite`): SQLAlchemy's per-execute
+    machinery, and even its pool's commit and cursor wrappers, cost more than the UPDATE and
+    COMMIT themselves, on the path each message's final "." waits on. On PostgreSQL a batch
+    is one statement sent with libpq itself (`_record_pg`).
     """
 
     def __init__(self, engine: sa.Engine, digest_date: dt.date | None = None) -> None:
         dialect = engine.dialect
         self._date = digest_date
-        compiled = _MARK_SENT.compile(dialect=dialect)
-        self._sql = compiled.string
-        # Each bound value of the statement, by rendered name: the row's own (id, reply,
-        # attempts), the batch's (the time) or fixed (the status...), each through the
-        # dialect's conversion. The fixed and the batch's are converted once, not per row:
-        # this runs for every message of a send.
-        self._fixed: dict[str, Any] = {}
-        self._batch: list[tuple[str, Any]] = []  # (name, conversion) of the time
-        self._row: list[tuple[str, int, Any]] = []  # (name, index in the row, conversion)
-        for bind in compiled.binds.values():
-            name = compiled.bind_names[bind]
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if bind.key == "b_now":
-                self._batch.append((name, process))
-            elif bind.key.startswith("b_"):
-                self._row.append((name, _ROW_FIELDS[bind.key], process))
-            else:
-                self._fixed[name] = bind.value if process is None else process(bind.value)
-        self._order = list(compiled.positiontup or ()) if compiled.positional else None
         self.conn = engine.raw_connection()
-        # SQLite's driver runs in autocommit here (schema._sqlite_connect): one transaction per
-        # batch must be begun by hand, or each row would be a commit of its own.
-        self._begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
         self._checkpoints: _Checkpointer | None = None
         self._pg: Any = None  # the psycopg connection, on PostgreSQL
+        self._sqlite: Any = None  # the sqlite3 connection, on SQLite
         if dialect.name == "sqlite":
             # SQLite copies the WAL back into the database (a checkpoint, with two fsyncs) in
             # the commit that takes the WAL past 1,000 pages: every few hundred marks, one
@@ -193,8 +173,10 @@ class SentRecorder:
             # checkpoint; a thread of its own does, without blocking them (PASSIVE). The
             # connection leaves the pool, so the setting reaches no other user.
             self.conn.detach()
-            self.conn.dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+            self._sqlite = self.conn.dbapi_connection
+            self._sqlite.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpoints = _Checkpointer(engine)
+            self._prepare_sqlite(dialect)
         if dialect.name == "postgresql":
             # Each call here is what a message's final "." waits for. With PostgreSQL's
             # default synchronous_commit every commit waits for a WAL flush to disk (a few ms),
@@ -226,20 +208,41 @@ class SentRecorder:
             self._pg_check(pg.pgconn.prepare(_PG_MARK_NAME, sql))
             self._texts = Transformer(pg).get_dumper([""], PyFormat.TEXT)
 
-    def _params(self, rows: Iterable[tuple[Any, ...]]) -> list[Any]:
+    def _prepare_sqlite(self, dialect: sa.Dialect) -> None:
+        """_MARK_SENT compiled for SQLite (qmark: positional parameters) and what fills each
+        parameter: a template holding the fixed values (the status...), converted once, the
+        slot of the batch's time, and the slots of a row's id, reply and attempts."""
+        compiled = _MARK_SENT.compile(dialect=dialect)
+        self._sql = compiled.string
+        order = list(compiled.positiontup or ())
+        self._template: list[Any] = [None] * len(order)
+        self._row_slots: list[tuple[int, int]] = []  # (slot, index in the row)
+        self._now_slot, self._now_process = -1, None
+        for bind in compiled.binds.values():
+            slot = order.index(compiled.bind_names[bind])
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.key == "b_now":
+                self._now_slot, self._now_process = slot, process
+            elif bind.key in _ROW_FIELDS:
+                if process is not None:  # ids, texts and integers go to sqlite3 as they are
+                    raise TypeError(f"{bind.key} would need a conversion on SQLite")
+                self._row_slots.append((slot, _ROW_FIELDS[bind.key]))
+            else:
+                self._template[slot] = bind.value if process is None else process(bind.value)
+        self._cursor = self._sqlite.cursor()  # one for every batch: the connection is ours
+
+    def _sqlite_params(self, rows: list[tuple[Any, ...]]) -> list[list[Any]]:
         now = _now()
-        batch = dict(self._fixed)
-        for name, process in self._batch:
-            batch[name] = now if process is None else process(now)
-        out: list[Any] = []
+        template = self._template.copy()
+        template[self._now_slot] = now if self._now_process is None else self._now_process(now)
+        out = []
         for values in rows:
-            row = dict(batch)
-            for name, index, process in self._row:
+            params = template.copy()
+            for slot, index in self._row_slots:
                 value = values[index]
-                if index == _REPLY:
-                    value = value[:_REPLY_CHARS]  # the reply, as long as its column
-                row[name] = value if process is None else process(value)
-            out.append(row if self._order is None else [row[n] for n in self._order])
+                # the reply, as long as its column
+                params[slot] = value[:_REPLY_CHARS] if index == _REPLY else value
+            out.append(params)
         return out
 
     def record(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -253,8 +256,8 @@ class SentRecorder:
             values = self._pg_values(ordered)
             retry_conflicts("marking messages sent", lambda: self._record_pg(values))
             return
-        params = self._params(ordered)
-        retry_conflicts("marking messages sent", lambda: self._record(params))
+        params = self._sqlite_params(ordered)
+        retry_conflicts("marking messages sent", lambda: self._record_sqlite(params))
 
     def _pg_values(self, rows: list[tuple[Any, ...]]) -> list[bytes]:
         """_PG_MARK_SENT's parameters, in PostgreSQL's text form."""
@@ -278,27 +281,27 @@ class SentRecorder:
             # victim again; anything else reaches the workers as it would from a cursor.
             raise errors.error_from_result(result, encoding=self._pg.info.encoding)
 
-    def _record(self, params: list[Any]) -> None:
-        cursor = self.conn.cursor()
+    def _record_sqlite(self, params: list[list[Any]]) -> None:
+        cursor = self._cursor
+        if len(params) == 1:
+            # One statement is a transaction by itself (the driver is in autocommit,
+            # schema._sqlite_connect): no BEGIN nor COMMIT on the path most messages take.
+            cursor.execute(self._sql, params[0])
+            return
+        cursor.execute("BEGIN IMMEDIATE")
         try:
-            if len(params) == 1:
-                # One statement is a transaction by itself (the driver's autocommit): no
-                # BEGIN, on the path most messages take (one row per commit).
-                cursor.execute(self._sql, params[0])
-            else:
-                if self._begin:
-                    cursor.execute(self._begin)
-                cursor.executemany(self._sql, params)
-            self.conn.commit()
+            cursor.executemany(self._sql, params)
+            cursor.execute("COMMIT")
         except BaseException:
-            self.conn.rollback()
+            if self._sqlite.in_transaction:
+                cursor.execute("ROLLBACK")
             raise
-        finally:
-            cursor.close()
 
     def close(self) -> None:
         if self._checkpoints is not None:
             self._checkpoints.close()
+        if self._sqlite is not None:
+            self._cursor.close()
         self.conn.close()
 
 
