@@ -444,6 +444,7 @@ def _validate(cfg: Config) -> None:
     if cfg.alerts.email and "@" not in parseaddr(cfg.alerts.email)[1]:
         raise ConfigError(f"{p}: 'alerts.email' is not an address: {cfg.alerts.email!r}")
     check_keep_ledger(cfg)
+    check_database(cfg)
     for dotted, v in (
         ("feed.max_items", cfg.feed.max_items),
         ("smtp.connections", cfg.smtp.connections),
@@ -478,6 +479,27 @@ def _validate(cfg: Config) -> None:
     check_dkim(cfg)
     check_bounces(cfg)
     check_git(cfg)
+
+
+# The state databases publisher runs on (publisher/state/ is written for these two: ON CONFLICT,
+# the ledger's partitions, the sent marks' own paths), by SQLAlchemy URL scheme; PostgreSQL's
+# driver is psycopg 3, which `postgresql://` means to SQLAlchemy 2.1 too.
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+
+
+def check_database(cfg: Config) -> None:
+    """`[state] database`: a path (SQLite) or a URL of a database publisher runs on. Another
+    URL would fail later with a driver's traceback; the line names the scheme only, never the
+    URL, which may hold a password."""
+    db = cfg.state.database
+    if "://" not in db:
+        return
+    scheme = db.split("://", 1)[0].lower()
+    if scheme not in DATABASE_SCHEMES:
+        raise ConfigError(
+            f"{cfg.path}: 'state.database' must be a path (SQLite) or a "
+            f"postgresql+psycopg://user@host/db URL, not a {scheme}:// URL"
+        )
 
 
 def check_keep_ledger(cfg: Config) -> None:

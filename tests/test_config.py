@@ -9,7 +9,7 @@ import pytest
 from publisher.config import load_config, smtp_password
 from publisher.errors import ConfigError
 
-from .conftest import ROOT
+from .conftest import ROOT, one_error_line, run_publisher
 
 
 def test_shipped_config_loads_with_paths_relative_to_its_folder() -> None:
@@ -94,6 +94,29 @@ def test_absolute_paths_and_urls_kept(tmp_path: Path) -> None:
     assert cfg.digests.inbox == Path("/srv/digests")
     assert cfg.database_url == "postgresql://u@h/db"
     assert cfg.email.from_ == "X <x@example.org>"
+
+
+@pytest.mark.parametrize(
+    "database",
+    ["state/p.sqlite3", "sqlite:///p.sqlite3", "postgresql://u@h/db", "postgresql+psycopg://u@h/d"],
+)
+def test_the_state_databases_publisher_runs_on_are_accepted(tmp_path: Path, database: str) -> None:
+    cfg = load_config(_write(tmp_path, f"[state]\ndatabase = '{database}'\n"))
+    assert cfg.state.database == database
+
+
+def test_another_database_url_is_one_line_naming_the_key_and_never_the_password(
+    tmp_path: Path,
+) -> None:
+    """`[state] database` of a database publisher does not run on (MySQL here) was a driver's
+    traceback from the first command that opened it; it is now one line at load time, naming
+    the key and the scheme but not the URL, whose password it would print."""
+    config = _write(tmp_path, "[state]\ndatabase = 'mysql://u:s3cret@h/db'\n")
+    with pytest.raises(ConfigError, match=r"'state.database' must be a path .* not a mysql://"):
+        load_config(config)
+    line = one_error_line(run_publisher("status", "--config", str(config)))
+    assert "'state.database'" in line and "mysql://" in line
+    assert "s3cret" not in line
 
 
 def test_password_comes_from_the_named_environment_variable(

@@ -459,7 +459,8 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 
 def make_engine(url: str) -> sa.Engine:
     """The engine for a state database URL: SQLite with WAL and write transactions that take
-    the lock up front, or any other SQLAlchemy URL (PostgreSQL with psycopg 3 is tested)."""
+    the lock up front, or PostgreSQL with psycopg 3 (the two publisher runs on: config.py's
+    `check_database` refuses other URLs)."""
     # preserve_rowcount: psycopg 3 resets rowcount when the cursor closes; callers count rows.
     engine = sa.create_engine(url, execution_options={"preserve_rowcount": True})
     # A full disk, a damaged file, an unreachable server: one line, not a driver traceback.
