@@ -627,6 +627,60 @@ def test_rename(store: Store) -> None:
     assert store.rename("nobody@example.com", "x") is None
 
 
+def test_a_sender_claims_its_next_batch_before_the_rows_at_hand_run_out(store: Store) -> None:
+    """Once the rows at hand fall below a quarter of the last claim, the claims' own thread
+    claims the next batch: no connection waits for a claim with nothing left to send (every
+    connection did, once per batch, when the claim came only after the queue ran dry). Each
+    row is handed out once, and closing gives back what was claimed ahead and not sent."""
+    import threading
+    import time
+
+    from publisher.delivery.claims import CLAIM_BATCH, Claims
+
+    for i in range(3 * CLAIM_BATCH):
+        store.add_subscriber(f"r{i}@example.org")
+    store.queue_pending(DAY)
+
+    def sender() -> Claims:
+        return Claims(
+            store,
+            DAY,
+            retry_failed=False,
+            lease_seconds=60,
+            batch=CLAIM_BATCH,
+            stop=threading.Event(),
+        )
+
+    claims = sender()
+    try:
+        # the first batch, taken until fewer than a quarter of it are left at hand
+        handed = [claims.next().id for _ in range(CLAIM_BATCH - CLAIM_BATCH // 4 + 1)]  # type: ignore[union-attr]
+        assert len(claims.queue) < CLAIM_BATCH // 4
+        deadline = time.monotonic() + 10
+        while len(claims.open) < 2 * CLAIM_BATCH and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # No next() found the queue empty, yet the next batch is there, behind the rows left.
+        assert len(claims.open) == 2 * CLAIM_BATCH
+        assert len(claims.queue) == 2 * CLAIM_BATCH - len(handed)
+        while len(handed) < 2 * CLAIM_BATCH:
+            handed.append(claims.next().id)  # type: ignore[union-attr]
+        assert len(set(handed)) == 2 * CLAIM_BATCH
+        assert handed == sorted(handed)
+    finally:
+        claims.close()
+    # Nothing was sent: closing gave back every row, those claimed ahead too, and another
+    # sender gets each row of the edition once.
+    assert store.other_claimants(DAY, "another sender") == set()
+    again, ids = sender(), []
+    try:
+        while (entry := again.next()) is not None:
+            ids.append(entry.id)
+    finally:
+        again.close()
+    assert len(ids) == len(set(ids)) == 3 * CLAIM_BATCH
+    assert set(handed) < set(ids)
+
+
 def test_one_bounce_event_is_read_by_its_id(store: Store) -> None:
     """`bounces show ID` reads its event with one query by id, not by scanning them all."""
     day = dt.date(2024, 5, 15)
