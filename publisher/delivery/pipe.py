@@ -191,6 +191,10 @@ def deliver(
     progress.start(total)
     if stop is not None and stop.is_set():
         halt.set()  # stopped before the send began (e.g. during the CSV import)
+    # The report's count of readers still without the edition: the last pass's, when the send
+    # ran to its end (nothing is sent after it: counting again read every reader once more,
+    # 30 ms at 20,000 readers and seconds at a million), else counted once the send stopped.
+    unsent: int | None = None
     try:
         while True:
             _run([worker(factory()) for _ in range(workers_n)], stop, halt)
@@ -205,6 +209,7 @@ def deliver(
             added = store.queue_pending(digest_date, present, edition=edition) if unsent else 0
             if not added:
                 break
+            unsent = None
             progress.grow(added)
     finally:
         ledger.close()  # commits every accepted message before anything else happens
@@ -216,7 +221,8 @@ def deliver(
         raise tally.fatal
     if ledger.error is not None:
         raise ledger.error
-    unsent = store.unsent_active(digest_date, edition=edition)
+    if unsent is None:
+        unsent = store.unsent_active(digest_date, edition=edition)
     return DeliveryReport(
         digest_date=digest_date,
         transport=transport_name,
