@@ -12,11 +12,14 @@ partition each), interleaved in one run.
    (`WHERE ledger.id IN (the same SELECT)`, no outer date);
 3. runs each --rounds times, the order rotated every round, each in a transaction rolled back
    (every run claims the same 1,000 rows, checked), and prints the median time of each and
-   its ratio to the tree's. --show prints the statements.
+   its ratio to the tree's. --show prints the statements;
+4. claims 1,000 rows and times what a sender asks of them while it sends: the revocation
+   check (`revoked_claims`, every quarter second) and the lease renewal (`renew_claims`),
+   given the edition's date as the tree's senders do, and by id alone as before 2026-12-07.
 
 What it shows: without the date, the UPDATE looks each chosen id up in every month's partition
-(publisher/state/claims.py, `_take`). Needs PostgreSQL's server binaries (apt-get install
-postgresql).
+(publisher/state/claims.py, `_take`); so do the check and the renewal (`_held`). Needs
+PostgreSQL's server binaries (apt-get install postgresql).
 """
 
 from __future__ import annotations
@@ -109,15 +112,46 @@ def run(cluster: object, tmp: Path, args: argparse.Namespace) -> None:
             raw.rollback()
             assert len(rows) == 1000, len(rows)
     raw.close()
+    held = [e.id for e in store.claim(day, "bench", 1000, lease_seconds=60)]
+    checks = held_statements(store, day, held, args.rounds)
+    store.release_claims("bench", held, digest_date=day)
     store.close()
     print(
         f"claims of 1,000 rows, {args.readers:,} readers x {args.months} months "
         f"({args.months} partitions), {args.rounds} rounds, {os.cpu_count()} cores"
     )
-    tree = statistics.median(times["tree"])
+    report(times, "tree")
+    print("a sender's check and renewal of the 1,000 rows it holds (every 0.25 s / 1/3 lease):")
+    report(checks, "check, date")
+
+
+def held_statements(
+    store: Store, day: dt.date, held: list[int], rounds: int
+) -> dict[str, list[float]]:
+    """`revoked_claims` and `renew_claims` of the rows a sender holds, given the edition's date
+    (the tree's senders) and by id alone (before 2026-12-07), interleaved."""
+    runs = {
+        "check, date": lambda: store.revoked_claims("bench", held, digest_date=day),
+        "check, by id": lambda: store.revoked_claims("bench", held),
+        "renew, date": lambda: store.renew_claims("bench", held, 60, digest_date=day),
+        "renew, by id": lambda: store.renew_claims("bench", held, 60),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for n in range(rounds):
+        names = list(runs)[n % len(runs) :] + list(runs)[: n % len(runs)]
+        for name in names:
+            t0 = time.perf_counter()
+            got = runs[name]()
+            times[name].append(time.perf_counter() - t0)
+            assert got in (set(), len(held)), (name, got)
+    return times
+
+
+def report(times: dict[str, list[float]], reference: str) -> None:
+    ref = statistics.median(times[reference])
     for name, runs in times.items():
         median = statistics.median(runs)
-        print(f"  {name:14} {median * 1000:7.2f} ms (median), {median / tree:.2f} x the tree's")
+        print(f"  {name:14} {median * 1000:7.2f} ms (median), {median / ref:.2f} x {reference!r}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import datetime as dt
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -293,6 +294,46 @@ def test_a_postgresql_claim_updates_its_edition_s_month_partition_alone(
 
         partitions = {r for r in relations(plan["Plan"]) if r.startswith("ledger_")}
         assert partitions == {"ledger_y2024m05"}
+
+
+def test_postgresql_checks_renewals_and_releases_of_one_edition_read_its_month_alone(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL: a sender's revocation check, lease renewal and release, given its edition's
+    date, look their rows up in that month's partition only (by id alone, each id was looked
+    up in every month's primary key), and still find the rows the sender holds."""
+    with Store.open(config_for(tmp_path, pg_url)) as store:
+        _queued_in_two_months(store, "c", 3)
+        held = [e.id for e in store.claim(DAY, "s", 10, lease_seconds=60)]
+        seen: list[tuple[str, Any]] = []
+
+        def keep(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+            seen.append((statement, parameters))
+
+        sa.event.listen(store.engine, "before_cursor_execute", keep)
+        try:
+            assert store.revoked_claims("s", held, digest_date=DAY) == set()
+            assert store.renew_claims("s", held, 60, digest_date=DAY) == 3
+            assert store.release_claims("s", held, digest_date=DAY) == 3
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", keep)
+        assert store.other_claimants(DAY, "another sender") == set()  # given back
+
+        def relations(node: dict) -> set[str]:
+            found = {node["Relation Name"]} if "Relation Name" in node else set()
+            for child in node.get("Plans", []):
+                found |= relations(child)
+            return found
+
+        asked = [(st, params) for st, params in seen if "ledger" in st and "EXPLAIN" not in st]
+        assert len(asked) == 3, asked
+        with store.engine.connect() as conn:
+            for statement, parameters in asked:
+                (plan,) = conn.exec_driver_sql(
+                    "EXPLAIN (FORMAT JSON) " + statement, parameters
+                ).scalar_one()
+                months = {r for r in relations(plan["Plan"]) if r.startswith("ledger_")}
+                assert months == {"ledger_y2024m05"}, statement
 
 
 def test_the_postgresql_claim_statements_have_one_text_whatever_the_number_of_ids(

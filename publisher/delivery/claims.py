@@ -209,7 +209,7 @@ class Claims:
                 return  # another thread has just done it
             with self.lock:
                 ids = list(self.open)
-            revoked = self.store.revoked_claims(self.owner, ids)
+            revoked = self.store.revoked_claims(self.owner, ids, digest_date=self.digest_date)
             with self.lock:
                 self.revoked = revoked
                 self.checked_at = started
@@ -236,7 +236,9 @@ class Claims:
                     renewed = now
                     with self.lock:
                         ids = list(self.open)
-                    self.store.renew_claims(self.owner, ids, self.lease)
+                    self.store.renew_claims(
+                        self.owner, ids, self.lease, digest_date=self.digest_date
+                    )
             except Exception:  # noqa: BLE001 - the workers' own check() raises it if it lasts
                 log.warning("checking claims failed; retrying", exc_info=True)
 
@@ -248,7 +250,7 @@ class Claims:
         with self.lock:
             ids, self.open = list(self.open), set()
             self.queue.clear()
-        self.store.release_claims(self.owner, ids)
+        self.store.release_claims(self.owner, ids, digest_date=self.digest_date)
 
 
 def _pid_alive(pid: int) -> bool:

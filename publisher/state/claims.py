@@ -37,6 +37,19 @@ def _ids(engine: sa.Engine, ids: list[int]) -> sa.ColumnElement[bool]:
     return ledger.c.id.in_(ids + ids[-1:] * (size - len(ids)))
 
 
+def _held(
+    engine: sa.Engine, owner: str, ids: list[int], digest_date: dt.date | None
+) -> sa.ColumnElement[bool]:
+    """Rows among `ids` that `owner` holds, of the edition dated `digest_date` if given: with
+    the date, PostgreSQL looks each id up in that month's partition alone, where by id alone
+    it probes every month's primary key (three or four with 90 days kept); the checks and
+    renewals ask about up to CLAIM_BATCH_MAX rows four times a second."""
+    held = sa.and_(_ids(engine, ids), ledger.c.claimed_by == owner)
+    if digest_date is not None:
+        held = sa.and_(held, ledger.c.digest_date == digest_date)
+    return held
+
+
 class ClaimsMixin:
     engine: sa.Engine
 
@@ -187,8 +200,16 @@ class ClaimsMixin:
         return [LedgerEntry(r[0], digest_date, *r[1:]) for r in rows]
 
     @_retrying
-    def renew_claims(self, owner: str, ids: Iterable[int], lease_seconds: float) -> int:
-        """Extend `owner`'s lease on those of `ids` it still holds; returns how many."""
+    def renew_claims(
+        self,
+        owner: str,
+        ids: Iterable[int],
+        lease_seconds: float,
+        *,
+        digest_date: dt.date | None = None,
+    ) -> int:
+        """Extend `owner`'s lease on those of `ids` it still holds (rows of the edition dated
+        `digest_date`, if given: see `_held`); returns how many."""
         ids = list(ids)
         if not ids:
             return 0
@@ -205,10 +226,10 @@ class ClaimsMixin:
         # none needs renewing now, and if the lock was for nothing the next renewal, a third
         # of a lease later, catches up. (SQLite has no row locks: FOR UPDATE is left out and
         # BEGIN IMMEDIATE serialises writers.)
-        among = _ids(self.engine, ids)
+        held = _held(self.engine, owner, ids, digest_date)
         mine = (
             sa.select(ledger.c.id)
-            .where(among, ledger.c.claimed_by == owner)
+            .where(held)
             .where(ledger.c.status != SENT)
             .order_by(ledger.c.id)
             .with_for_update(skip_locked=True)
@@ -217,22 +238,25 @@ class ClaimsMixin:
             until = self._clock(conn) + dt.timedelta(seconds=lease_seconds)
             res = conn.execute(
                 ledger.update()
-                .where(among, ledger.c.id.in_(mine.scalar_subquery()))
+                .where(held, ledger.c.id.in_(mine.scalar_subquery()))
                 .values(lease_until=until)
             )
         return res.rowcount
 
-    def revoked_claims(self, owner: str, ids: Iterable[int]) -> set[int]:
+    def revoked_claims(
+        self, owner: str, ids: Iterable[int], *, digest_date: dt.date | None = None
+    ) -> set[int]:
         """Those of `ids` that must not be sent now: the subscriber unsubscribed, bounced or
         was suppressed since the claim, or the row is sent or held by another sender (a lease
-        taken over). One indexed query, however many rows are asked about."""
+        taken over). One indexed query, however many rows are asked about; `digest_date`, the
+        edition's date, if the rows are all of it (`_held`)."""
         ids = list(ids)
         if not ids:
             return set()
         q = (
             sa.select(ledger.c.id)
             .join(subscribers, subscribers.c.id == ledger.c.subscriber_id)
-            .where(_ids(self.engine, ids), ledger.c.claimed_by == owner)
+            .where(_held(self.engine, owner, ids, digest_date))
             .where(ledger.c.status != SENT)
             .where(self._mailable())
         )
@@ -241,15 +265,18 @@ class ClaimsMixin:
         return set(ids) - ok
 
     @_retrying
-    def release_claims(self, owner: str, ids: Iterable[int]) -> int:
-        """Give back claimed rows not sent (a stop): any sender may take them at once."""
+    def release_claims(
+        self, owner: str, ids: Iterable[int], *, digest_date: dt.date | None = None
+    ) -> int:
+        """Give back claimed rows not sent (a stop): any sender may take them at once.
+        `digest_date`: the edition's date, if the rows are all of it (`_held`)."""
         ids = list(ids)
         if not ids:
             return 0
         with self._write() as conn:
             res = conn.execute(
                 ledger.update()
-                .where(_ids(self.engine, ids), ledger.c.claimed_by == owner)
+                .where(_held(self.engine, owner, ids, digest_date))
                 .where(ledger.c.status != SENT)
                 .values(claimed_by=None, lease_until=None)
             )
