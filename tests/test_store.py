@@ -231,15 +231,19 @@ def test_the_postgresql_recorder_of_one_edition_marks_in_its_month_s_partition_a
         for date in (None, DAY):
             recorder = store.sent_recorder(date)
             try:
-                args = "'{1,2}', '{a,b}', '{1,1}', '2024-05-15 00:00:00'"
+                for name, args in (
+                    ("publisher_mark_sent", "'{1,2}', '{a,b}', '{1,1}', '2024-05-15 00:00:00'"),
+                    ("publisher_mark_one", "'1', 'a', '1', '2024-05-15 00:00:00'"),
+                ):
+                    if date is not None:
+                        args += ", '2024-05-15'"
+                    (plan,) = recorder._pg.execute(
+                        f"EXPLAIN (FORMAT JSON) EXECUTE {name}({args})"
+                    ).fetchone()[0]
+                    plans[name, date] = plan["Plan"]
                 if date is not None:
-                    args += ", '2024-05-15'"
-                (plan,) = recorder._pg.execute(
-                    f"EXPLAIN (FORMAT JSON) EXECUTE publisher_mark_sent({args})"
-                ).fetchone()[0]
-                plans[date] = plan["Plan"]
-                if date is not None:
-                    recorder.record([(i, "250 ok", 1) for i in ids])
+                    recorder.record([(ids[0], "250 ok", 1)])
+                    recorder.record([(i, "250 ok", 1) for i in ids[1:]])
             finally:
                 recorder.close()
 
@@ -249,8 +253,9 @@ def test_the_postgresql_recorder_of_one_edition_marks_in_its_month_s_partition_a
                 found |= scanned(child)
             return found
 
-        assert scanned(plans[None]) == {"ledger_y2024m04", "ledger_y2024m05"}
-        assert scanned(plans[DAY]) == {"ledger_y2024m05"}
+        for name in ("publisher_mark_sent", "publisher_mark_one"):
+            assert scanned(plans[name, None]) == {"ledger_y2024m04", "ledger_y2024m05"}
+            assert scanned(plans[name, DAY]) == {"ledger_y2024m05"}
         assert {store.ledger_entry(DAY, f"m{i}@example.com")["status"] for i in range(2)} == {
             "sent"
         }
@@ -468,10 +473,14 @@ def test_a_batch_of_sent_marks_is_all_or_nothing_and_the_recorder_goes_on(store:
     assert statuses == ["sent", "queued", "sent"]
 
 
-def test_the_sent_recorder_keeps_each_reply_and_attempt_count_of_a_batch(store: Store) -> None:
-    """A batch of marks (one statement on PostgreSQL, its values as arrays) keeps each row's own
-    reply verbatim, whatever it holds (quotes, backslashes, braces, commas, the word NULL,
-    CRLF, Korean), cut at the column's 500 characters, and adds each row's own attempts."""
+@pytest.mark.parametrize("singly", [False, True], ids=["a batch", "one by one"])
+def test_the_sent_recorder_keeps_each_reply_and_attempt_count_of_a_batch(
+    store: Store, singly: bool
+) -> None:
+    """A batch of marks (one statement on PostgreSQL, its values as arrays), and marks of one row
+    each (another statement there), keep each row's own reply verbatim, whatever it holds
+    (quotes, backslashes, braces, commas, the word NULL, CRLF, Korean), cut at the column's 500
+    characters, and add each row's own attempts."""
     replies = [
         '250 2.0.0 Ok: queued as "A1", {x,y}',
         "250 ok \\ back\\slash",
@@ -487,9 +496,9 @@ def test_the_sent_recorder_keeps_each_reply_and_attempt_count_of_a_batch(store: 
     recorder = store.sent_recorder()
     try:
         # out of id order, and the attempts differ per row
-        recorder.record(
-            [(entry[f"r{n}@example.com"], reply, n + 1) for n, reply in enumerate(replies)][::-1]
-        )
+        marks = [(entry[f"r{n}@example.com"], reply, n + 1) for n, reply in enumerate(replies)]
+        for batch in [[mark] for mark in marks[::-1]] if singly else [marks[::-1]]:
+            recorder.record(batch)
     finally:
         recorder.close()
     for n, reply in enumerate(replies):
@@ -505,11 +514,12 @@ def _plan_nodes(plan: dict) -> list[str]:
 def test_the_postgresql_recorder_marks_with_one_prepared_plan_of_index_lookups(
     tmp_path: Path, pg_url: str
 ) -> None:
-    """PostgreSQL: the mark statement is prepared once on the recorder's connection and every
-    batch runs its one generic plan (no planning per batch), and that plan is a nested loop of
-    index lookups in the batch's order even where the planner would pick sequential scans: a
-    month's partition still empty and never analyzed, and a batch of a thousand rows. The
-    settings that fix the plan stay on the recorder's connection."""
+    """PostgreSQL: the mark statements (one for a single row, one for a batch) are prepared
+    once on the recorder's connection and every mark runs its one generic plan (no planning
+    per mark), and those plans are index lookups (a nested loop of them in the batch's order)
+    even where the planner would pick sequential scans: a month's partition still empty and
+    never analyzed, and a batch of a thousand rows. The settings that fix the plans stay on the
+    recorder's connection."""
     with Store.open(config_for(tmp_path, pg_url)) as store:
         for i in range(3):
             store.add_subscriber(f"p{i}@example.com")
@@ -522,14 +532,21 @@ def test_the_postgresql_recorder_marks_with_one_prepared_plan_of_index_lookups(
             )
         recorder = store.sent_recorder()
         try:
-            for n, entry_id in enumerate(ids):
-                recorder.record([(entry_id, f"250 ok {n}", 1)])
+            recorder.record([(ids[0], "250 ok 0", 1)])  # one row
+            recorder.record([(ids[1], "250 ok 1", 1), (ids[2], "250 ok 2", 1)])  # a batch
             pg = recorder._pg
-            generic, custom = pg.execute(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                "WHERE name = 'publisher_mark_sent'"
-            ).fetchone()
-            assert (generic, custom) == (len(ids), 0)
+            plans = dict(
+                pg.execute(
+                    "SELECT name, array[generic_plans, custom_plans] FROM pg_prepared_statements"
+                ).fetchall()
+            )
+            assert plans == {"publisher_mark_one": [1, 0], "publisher_mark_sent": [1, 0]}
+            (one,) = pg.execute(
+                "EXPLAIN (FORMAT JSON) EXECUTE publisher_mark_one("
+                "'1', '250 ok', '1', '2024-05-15 00:00:00')"
+            ).fetchone()[0]
+            assert "Index Scan" in _plan_nodes(one["Plan"])
+            assert not {"Seq Scan", "Bitmap Heap Scan"} & set(_plan_nodes(one["Plan"]))
             many = "{" + ",".join(str(i) for i in range(1, 1001)) + "}"
             replies = "{" + ",".join(["250 ok"] * 1000) + "}"
             attempts = "{" + ",".join(["1"] * 1000) + "}"
