@@ -341,6 +341,47 @@ def test_postgresql_checks_renewals_and_releases_of_one_edition_read_its_month_a
                 assert months == {"ledger_y2024m05"}, statement
 
 
+def test_sqlite_checks_renewals_and_releases_look_the_held_rows_up_by_rowid(
+    tmp_path: Path,
+) -> None:
+    """SQLite: a sender's revocation check, lease renewal and release look up each held row by
+    its rowid even when given the edition's date (which PostgreSQL uses to read one month's
+    partition): with the date in the query SQLite walked the whole edition by
+    ix_ledger_digest_status, twice the time at 20,000 readers, four times a second."""
+    store = Store.open(default_config(tmp_path))
+    try:
+        for i in range(200):
+            store.add_subscriber(f"q{i}@example.com")
+        store.queue_pending(DAY)
+        held = [e.id for e in store.claim(DAY, "s", 100, lease_seconds=60)]
+        seen: list[tuple[str, Any]] = []
+
+        def keep(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+            seen.append((statement, parameters))
+
+        sa.event.listen(store.engine, "before_cursor_execute", keep)
+        try:
+            assert store.revoked_claims("s", held, digest_date=DAY) == set()
+            assert store.renew_claims("s", held, 60, digest_date=DAY) == 100
+            assert store.release_claims("s", held, digest_date=DAY) == 100
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", keep)
+        asked = [
+            (st, params) for st, params in seen if "FROM ledger" in st or "UPDATE ledger" in st
+        ]
+        assert len(asked) == 3, asked
+        with store.engine.connect() as conn:
+            for statement, parameters in asked:
+                plan = " | ".join(
+                    r[-1]
+                    for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+                )
+                assert "SEARCH ledger USING INTEGER PRIMARY KEY" in plan, plan
+                assert "ix_ledger_digest_status" not in plan, plan
+    finally:
+        store.close()
+
+
 def test_the_postgresql_claim_statements_have_one_text_whatever_the_number_of_ids(
     tmp_path: Path, pg_url: str
 ) -> None:

@@ -40,12 +40,15 @@ def _ids(engine: sa.Engine, ids: list[int]) -> sa.ColumnElement[bool]:
 def _held(
     engine: sa.Engine, owner: str, ids: list[int], digest_date: dt.date | None
 ) -> sa.ColumnElement[bool]:
-    """Rows among `ids` that `owner` holds, of the edition dated `digest_date` if given: with
-    the date, PostgreSQL looks each id up in that month's partition alone, where by id alone
-    it probes every month's primary key (three or four with 90 days kept); the checks and
-    renewals ask about up to CLAIM_BATCH_MAX rows four times a second."""
+    """Rows among `ids` that `owner` holds, of the edition dated `digest_date` if given. On
+    PostgreSQL the date lets each id be looked up in that month's partition alone, where by id
+    alone it probes every month's primary key (three or four with 90 days kept); the checks
+    and renewals ask about up to CLAIM_BATCH_MAX rows four times a second. SQLite has no
+    partitions, and given the date its planner walks the edition's rows by
+    ix_ledger_digest_status instead of looking the ids up by rowid (a check of 1,000 ids in a
+    20,000-reader edition: 8.4 against 4.5 ms): there the ids alone."""
     held = sa.and_(_ids(engine, ids), ledger.c.claimed_by == owner)
-    if digest_date is not None:
+    if digest_date is not None and engine.dialect.name == "postgresql":
         held = sa.and_(held, ledger.c.digest_date == digest_date)
     return held
 
