@@ -7,7 +7,8 @@ DROP TABLE: no row deleted one by one, nothing left for VACUUM), where deleting 
 readers' month row by row leaves tens of millions of dead rows behind.
 
 - A partition is made when the first edition of its month is queued (`ensure`, from
-  `queue_pending`, the only place a send inserts ledger rows). A row of a month without one
+  `queue_pending`, the only place a send inserts ledger rows), its pages half filled
+  (FILLFACTOR: the claims then update most rows in place). A row of a month without one
   cannot be inserted: there is no default partition, which would have to be emptied into each
   new month's partition under a lock on the whole ledger.
 - Two senders queueing at once serialise on an advisory lock; the second finds the partition
@@ -27,6 +28,15 @@ import re
 import sqlalchemy as sa
 
 LOCK_TIMEOUT = "5s"
+# Half of each page left free when the rows are queued: a claim then writes most rows' new
+# version beside the old one, with no new index entries (a HOT update: the claim changes no
+# indexed column; about 94% of them, the rest no longer fit as the claim adds its sender and
+# lease to each row), and the sent mark can go on the same page once the claim's old version
+# is pruned. With full pages every claimed row went to another page, with a new entry in all
+# three of the partition's indexes: a claim of 1,000 rows took 34 against 20 ms (median of 20
+# claims, interleaved, 2026-12-07), and after a whole send the heap is no bigger (4.7 against
+# 4.6 MB at 20,000 readers) and the indexes 10% smaller.
+FILLFACTOR = 50
 _NAME = re.compile(r"ledger_y(\d{4})m(\d{2})")
 # pg_advisory_xact_lock's key for "making a ledger partition" (any fixed number, ours alone)
 _ADVISORY_KEY = 0x7075626C  # "publ"
@@ -58,7 +68,8 @@ def ensure(conn: sa.Connection, day: dt.date) -> bool:
         return False
     start, end = month(day)
     conn.exec_driver_sql(
-        f"CREATE TABLE {table} PARTITION OF ledger FOR VALUES FROM ('{start}') TO ('{end}')"
+        f"CREATE TABLE {table} PARTITION OF ledger FOR VALUES FROM ('{start}') TO ('{end}') "
+        f"WITH (fillfactor = {FILLFACTOR})"
     )
     return True
 
