@@ -1,9 +1,10 @@
 """The ledger's size per digest, and what compaction leaves of it (issue 25, part 5).
 
 For each backend, a fresh state database with READERS active readers; DIGESTS daily editions are
-queued (`queue_pending`, the send's own INSERT ... SELECT) and then marked as a send leaves them
-(sent, a claim and a server reply, one UPDATE per row as the send's; the Message-ID is not stored:
-it names the row itself, signed). Printed: the ledger's bytes per digest, rows plus indexes
+queued (`queue_pending`, the send's own INSERT ... SELECT), then claimed and marked sent as a send
+leaves them (two updates of every row, as a send's claim and sent mark: the sender and lease,
+then the status and the server's reply; the Message-ID is not stored: it names the row itself,
+signed). Printed: the ledger's bytes per digest, rows plus indexes
 (SQLite: page_count delta of the file after a checkpoint; PostgreSQL: pg_total_relation_size of
 the ledger's partitions, as written and after VACUUM FULL), per reader, and per year (365
 digests); then `publisher compact`'s time for those editions (on PostgreSQL their month's
@@ -60,21 +61,16 @@ def _readers(store: Store, n: int) -> None:
 
 
 def _send(store: Store, day: dt.date) -> None:
-    """The rows a send leaves: queued, then each marked sent with a claim and the reply."""
+    """The rows a send leaves: queued, then each claimed (its sender and lease written), then
+    marked sent with the server's reply: two updates of every row, as a send makes them."""
     store.record_publication(day, f"digests/{day:%Y/%m/%d}.md", "0" * 64)
     store.queue_pending(day)
-    with store.engine.begin() as conn:
-        conn.execute(
-            ledger.update()
-            .where(ledger.c.digest_date == day)
-            .values(
-                status="sent",
-                attempts=1,
-                last_reply="250 2.0.0 Ok: queued as 4Xk9Lm2PqRz",
-                claimed_by="host-01.example.org:12345:9f8e7d6c",
-                lease_until=ledger.c.updated_at,
-            )
-        )
+    this = ledger.c.digest_date == day
+    claim = {"claimed_by": "host-01.example.org:12345:9f8e7d6c", "lease_until": ledger.c.updated_at}
+    mark = {"status": "sent", "attempts": 1, "last_reply": "250 2.0.0 Ok: queued as 4Xk9Lm2PqRz"}
+    for values in (claim, mark):
+        with store.engine.begin() as conn:
+            conn.execute(ledger.update().where(this).values(**values))
     counts = store.ledger_counts(day)
     store.update_publication(day, email_status=EmailStatus.SENT, sent=counts["sent"])
 
