@@ -809,6 +809,50 @@ def test_a_sender_claims_its_next_batch_before_the_rows_at_hand_run_out(store: S
     assert set(handed) < set(ids)
 
 
+def test_a_failed_claim_ahead_is_not_tried_again_for_every_message(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim ahead that fails (the database refused it) is tried once: the rows at hand are
+    still handed out, and when they are used up the sender claims as it always did, by the
+    worker that found the queue empty (which meets a lasting error itself)."""
+    import threading
+    import time
+
+    from publisher.delivery.claims import CLAIM_BATCH, Claims
+
+    for i in range(3 * CLAIM_BATCH):
+        store.add_subscriber(f"f{i}@example.org")
+    store.queue_pending(DAY)
+    real = store.claim
+    calls: list[str] = []
+
+    def claim(*args: Any, **kwargs: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            raise RuntimeError("the database refused the claim")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim", claim)
+    claims = Claims(
+        store, DAY, retry_failed=False, lease_seconds=60, batch=CLAIM_BATCH, stop=threading.Event()
+    )
+    try:
+        handed = [claims.next().id for _ in range(CLAIM_BATCH - CLAIM_BATCH // 4 + 1)]  # type: ignore[union-attr]
+        deadline = time.monotonic() + 10
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls == ["MainThread", "claims"]  # the claim ahead, made by the claims thread
+        while len(handed) < CLAIM_BATCH:
+            handed.append(claims.next().id)  # type: ignore[union-attr]
+        time.sleep(0.3)  # a keeper round: no claim ahead was tried again
+        assert calls == ["MainThread", "claims"]
+        handed.append(claims.next().id)  # type: ignore[union-attr]
+        assert calls[2] == "MainThread"  # claimed by the sender itself, as before
+    finally:
+        claims.close()
+    assert len(set(handed)) == CLAIM_BATCH + 1
+
+
 def test_one_bounce_event_is_read_by_its_id(store: Store) -> None:
     """`bounces show ID` reads its event with one query by id, not by scanning them all."""
     day = dt.date(2024, 5, 15)

@@ -147,14 +147,21 @@ class Claims:
 
     def _claim_ahead(self) -> None:
         """Claim the next batch before the rows at hand run out, unless a worker is claiming
-        already (then it refills the queue itself) or the send is stopping."""
+        already (then it refills the queue itself) or the send is stopping. If the claim fails,
+        no other is tried ahead (each message would wake the thread to fail and log again):
+        the worker that finds the queue empty claims, and meets the error itself."""
         if self.stop.is_set() or self.closed.is_set() or not self.fetching.acquire(blocking=False):
             return
         try:
             with self.lock:
                 if not self._running_low():
                     return
-            self._claim()
+            try:
+                self._claim()
+            except Exception:
+                with self.lock:
+                    self.full = False
+                raise
         finally:
             self.fetching.release()
 
