@@ -886,3 +886,61 @@ def test_a_sender_claims_what_it_sends_in_a_quarter_of_its_lease(store: Store) -
         assert len(claims.open) == CLAIM_BATCH + CLAIM_BATCH_MAX
     finally:
         claims.close()
+
+
+def test_postgresql_senders_queueing_one_edition_take_turns(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL: a sender queueing an edition while another one is queueing it waits for that
+    one to commit before its own INSERT starts, and then adds no reader twice. (Senders started
+    together each ran the INSERT at once, planned on the empty ledger: a nested loop whose NOT
+    EXISTS read, for every reader, every row the others had inserted and not yet committed;
+    at 20,000 readers the first sender queued in half a second, the others in 50 to 200 s.)"""
+    import threading
+
+    from .test_deadlock import HANG_GUARD, _raw, _run, _until
+
+    first, second = (Store.open(config_for(tmp_path, pg_url)) for _ in range(2))
+    admin = _raw(pg_url)
+    admin.autocommit = True
+    first_inserted, release = threading.Event(), threading.Event()
+    second_inserts: list[str] = []
+
+    def pause_after_insert(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        if statement.startswith("INSERT INTO ledger"):
+            first_inserted.set()
+            release.wait(HANG_GUARD)  # its transaction stays open, its rows uncommitted
+
+    def note_insert(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        if statement.startswith("INSERT INTO ledger"):
+            second_inserts.append(statement)
+
+    sa.event.listen(first.engine, "after_cursor_execute", pause_after_insert)
+    sa.event.listen(second.engine, "before_cursor_execute", note_insert)
+    try:
+        for i in range(6):
+            first.add_subscriber(f"t{i}@example.org")
+        one, out_one = _run(lambda: first.queue_pending(DAY))
+        _until(first_inserted.is_set, "the first sender's INSERT")
+        two, out_two = _run(lambda: second.queue_pending(DAY))
+        _until(
+            lambda: (
+                admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()[0]
+                == 1
+            ),
+            "the second sender to wait for the first",
+        )
+        assert two.is_alive()
+        assert second_inserts == [], "the second sender's INSERT ran beside the first's"
+        release.set()
+        one.join(HANG_GUARD)
+        two.join(HANG_GUARD)
+        assert (out_one, out_two) == ({"result": 6}, {"result": 0})
+        assert len(second_inserts) == 1
+        assert len(list(first.pending_for(DAY))) == 6
+    finally:
+        release.set()
+        admin.close()
+        first.close()
+        second.close()

@@ -23,8 +23,9 @@ _local_locks: dict[str, threading.Lock] = {}
 _local_guard = threading.Lock()
 
 
-def _pg_key(name: str) -> int:
-    """A signed 64-bit advisory lock key for `name`."""
+def advisory_key(name: str) -> int:
+    """A signed 64-bit PostgreSQL advisory lock key for `name` (also taken per transaction,
+    with pg_advisory_xact_lock: the ledger's queueing)."""
     return int.from_bytes(
         hashlib.sha256(f"publisher:{name}".encode()).digest()[:8], "big", signed=True
     )
@@ -38,7 +39,7 @@ class LocksMixin:
         """Hold the lock `name` (blocking until it is free) for the `with` block."""
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect() as conn:
-                key = _pg_key(name)
+                key = advisory_key(name)
                 conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
                 conn.commit()
                 try:
