@@ -497,14 +497,15 @@ class LedgerMixin:
         self.ensure_ledger_partition(digest_date)
         with self._write() as conn:
             if conn.dialect.name == "postgresql":
-                # One queuer of an edition at a time (SQLite's BEGIN IMMEDIATE does the same).
+                # One queuer of a date at a time, daily or weekly edition (SQLite's BEGIN
+                # IMMEDIATE does the same for the whole database).
                 # Several senders starting together each planned the INSERT on the empty
                 # ledger: a nested loop whose NOT EXISTS read, for every reader, every row the
                 # others had inserted but not yet committed. The first one took 0.5 s and the
                 # others 50 to 200 s at 20,000 readers (3 senders, 2026-12-07). Waiting here,
                 # before the INSERT is planned, the next one plans it on the rows and the
                 # statistics the first committed, and adds nothing in a hash anti join.
-                key = advisory_key(f"queue:{edition}:{digest_date.isoformat()}")
+                key = advisory_key(f"queue:{digest_date.isoformat()}")
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
             added = max(conn.execute(ins).rowcount, 0)
             if added >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
