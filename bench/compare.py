@@ -1,6 +1,6 @@
 """This tree against another revision, on one bench, in one run: a guard against regressions.
 
-    python bench/compare.py REV [--bench deliver|startup|import|parse|build] [--rounds 3]
+    python bench/compare.py REV [--bench deliver|startup|import|parse|render|build] [--rounds 3]
                             [--subscribers 20000] [--connections 4]
                             [--backend sqlite|postgresql] [--threshold 0.05]
                             [--cache daily|cold|warm] [--keep]
@@ -42,6 +42,11 @@ Benches (each timed step is a whole command, start-up included, unless said othe
   parse    parsing every digest of the corpus (../shared/corpus), 3 times in one process, the
            median (in-process time, without start-up; uses publisher.digest's find_digests and
            parse_file, so REV must have them).
+  render   the email of RENDER_DIGESTS digests spread over the corpus (their first render of
+           the day: Jinja and premailer, nothing from the cache), each side with its own
+           config.toml, 3 times in one process, the median (in-process time, the imports and
+           one warm-up render left out; uses publisher.newsletter's render_newsletter(digest,
+           cfg), so REV must have it).
   build    a full `publisher build` of the corpus into a fresh folder, without the search index
            ([feed] search = false, so REV must know that key).
 
@@ -93,6 +98,33 @@ for _ in range(3):
     for f in files:
         parse_file(f)
     runs.append(time.perf_counter() - t0)
+print(statistics.median(runs))
+"""
+
+RENDER_DIGESTS = 10
+RENDER = """
+import os, shutil, statistics, sys, tempfile, time
+from pathlib import Path
+cache = tempfile.mkdtemp()
+os.environ["XDG_CACHE_HOME"] = cache  # this process's own, removed at the end
+from publisher.config import load_config
+from publisher.digest import find_digests, parse_file
+from publisher.newsletter import render_newsletter
+cfg = load_config("config.toml")
+files = find_digests(Path(sys.argv[1]))
+count = int(sys.argv[2])
+digests = [parse_file(files[i * len(files) // count]) for i in range(count)]
+render_newsletter(digests[0], cfg)  # the imports and Jinja's compiled templates: not timed
+runs = []
+for _ in range(3):
+    # what the day's first send finds (--cache daily): no edition's CSS inlining nor Markdown
+    for kind in ("inline", "markdown"):
+        shutil.rmtree(os.path.join(cache, "publisher", kind), ignore_errors=True)
+    t0 = time.perf_counter()
+    for digest in digests:
+        render_newsletter(digest, cfg)
+    runs.append(time.perf_counter() - t0)
+shutil.rmtree(cache)
 print(statistics.median(runs))
 """
 
@@ -365,6 +397,32 @@ class Parse:
         pass
 
 
+class Render:
+    """The email of a few corpus digests, rendered afresh, in-process time."""
+
+    unit = "renders/s"
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        if not CORPUS.is_dir():
+            fail(f"the corpus is not at {CORPUS}")
+        self.describe = (
+            f"render: the email of {RENDER_DIGESTS} digests spread over {CORPUS}, "
+            "nothing cached, median of 3 in one process"
+        )
+
+    def reference(self) -> Side | None:
+        return None
+
+    def speed(self, seconds: float) -> float:
+        return RENDER_DIGESTS / seconds
+
+    def measure(self, side: Side) -> float:
+        return float(run(side, "-c", RENDER, str(CORPUS), str(RENDER_DIGESTS))[1].strip())
+
+    def close(self) -> None:
+        pass
+
+
 class Build:
     """A full `publisher build` of the corpus, without the search index."""
 
@@ -404,6 +462,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace, Path], Any]] = {
     "startup": Startup,
     "import": Import,
     "parse": Parse,
+    "render": Render,
     "build": Build,
 }
 
