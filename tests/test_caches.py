@@ -120,6 +120,38 @@ def test_a_newsletter_from_the_cache_is_the_one_premailer_makes(
     assert again.html == made.html and again.text == made.text
 
 
+def test_inlining_an_edition_never_validates_its_css(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Validation changes nothing premailer writes but compiles cssutils's whole property
+    # grammar on a process's first edition (publisher/caches.py's _PREMAILER_OPTIONS).
+    from cssutils.css.property import Property
+
+    validated: list[str] = []
+    monkeypatch.setattr(Property, "validate", lambda self: validated.append(self.name))
+    cfg = load_config(ROOT / "config.toml")
+    made = render_newsletter(parse_file(SAMPLE), cfg)
+    assert 'class="thumb"' in made.html and "style=" in made.html  # inlined, with its images
+    assert validated == []
+
+
+def test_inlining_loads_requests_only_if_premailer_uses_it(tmp_path: Path) -> None:
+    # premailer imports requests (80 ms) for fetches allow_network=False never makes.
+    probe = (
+        "import sys\n"
+        "from publisher.caches import inline_css\n"
+        f"html = inline_css({HTML!r})\n"
+        "assert 'style=\"color:red; font-weight:bold\"' in html, html\n"
+        "print(sorted(m for m in ('requests', 'urllib3') if m in sys.modules))\n"
+        "import premailer.premailer, requests\n"
+        "print(premailer.premailer.requests.get is requests.get)\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split("\n")[:2] == ["[]", "True"]
+
+
 def test_markdown_rendered_once_is_read_back_and_a_changed_text_is_rendered_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
