@@ -133,6 +133,14 @@ def test_inlining_an_edition_never_validates_its_css(monkeypatch: pytest.MonkeyP
     assert validated == []
 
 
+def test_a_template_that_floats_an_image_still_gets_outlooks_align() -> None:
+    floated = HTML.replace("</style>", " img { float: right }</style>").replace(
+        "</p>", '</p><img src="https://example.com/a.png">'
+    )
+    assert 'align="right"' in inline_css(floated)
+    assert "align=" not in inline_css(HTML.replace("</p>", '</p><img src="https://e.com/a.png">'))
+
+
 def test_inlining_loads_requests_only_if_premailer_uses_it(tmp_path: Path) -> None:
     # premailer imports requests (80 ms) for fetches allow_network=False never makes.
     probe = (
