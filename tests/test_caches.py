@@ -160,6 +160,37 @@ def test_inlining_loads_requests_only_if_premailer_uses_it(tmp_path: Path) -> No
     assert ran.stdout.split("\n")[:2] == ["[]", "True"]
 
 
+def test_processes_missing_one_entry_together_make_it_once(tmp_path: Path) -> None:
+    # Three senders started together on one machine: one inlines the edition, two read it.
+    made, go = tmp_path / "made", tmp_path / "go"
+    probe = (
+        "import hashlib, os, sys, time\n"
+        "from pathlib import Path\n"
+        "from publisher import caches\n"
+        "real = caches._premailer\n"
+        "def slow(html):\n"
+        f"    with open({str(made)!r}, 'a') as fh: fh.write(f'{{os.getpid()}}\\n')\n"
+        "    time.sleep(0.5)  # long enough for the others to miss the entry too\n"
+        "    return real(html)\n"
+        "caches._premailer = slow\n"
+        f"while not Path({str(go)!r}).exists(): time.sleep(0.005)\n"
+        f"print(hashlib.sha256(caches.inline_css({HTML!r}).encode()).hexdigest())\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        for _ in range(3)
+    ]
+    time.sleep(1.0)  # each has imported publisher and waits for "go"
+    go.touch()
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
+    assert len(made.read_text().split()) == 1  # premailer ran in one process
+    assert len({out for out, _ in outs}) == 1  # and all three have its bytes
+
+
 def test_markdown_rendered_once_is_read_back_and_a_changed_text_is_rendered_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
