@@ -122,7 +122,7 @@ def test_a_newsletter_from_the_cache_is_the_one_premailer_makes(
 
 def test_inlining_an_edition_never_validates_its_css(monkeypatch: pytest.MonkeyPatch) -> None:
     # Validation changes nothing premailer writes but compiles cssutils's whole property
-    # grammar on a process's first edition (publisher/caches.py's _PREMAILER_OPTIONS).
+    # grammar on a process's first edition (publisher/caches.py's _premailer).
     from cssutils.css.property import Property
 
     validated: list[str] = []
