@@ -127,7 +127,8 @@ def make_project(
     return cfg
 
 
-def built_message(cfg_path: Path) -> bytes:
+def built_message(cfg_path: Path, digest: Path = DIGEST) -> bytes:
+    """The message publisher builds of `digest` for one reader (CRLF), for smtp-source."""
     sys.path.insert(0, str(ROOT))
     from publisher.config import load_config
     from publisher.digest import parse_file
@@ -135,8 +136,30 @@ def built_message(cfg_path: Path) -> bytes:
     from publisher.newsletter import render_newsletter
 
     cfg = load_config(cfg_path)
-    newsletter = render_newsletter(parse_file(DIGEST), cfg)
+    newsletter = render_newsletter(parse_file(digest), cfg)
     return MessageFactory(newsletter, cfg, b"bench-secret").build("reader0@example.com", "Reader 0")
+
+
+def write_for_source(message: bytes, path: Path) -> Path:
+    """`message` as smtp-source's -F file wants it: plain newlines (it sends CRLF itself)."""
+    path.write_bytes(message.replace(b"\r\n", b"\n"))
+    return path
+
+
+def smtp_source(port: int, n: int, connections: int, msg_file: Path) -> float:
+    """Postfix's smtp-source sending `n` copies of `msg_file` over `connections` parallel
+    connections, each reused (-d), into the sink on `port`: its wall time. The reference for
+    any sender on this machine: a C program that does nothing but SMTP."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            *(tool("smtp-source"), "-d", "-s", str(connections), "-m", str(n)),
+            *("-F", str(msg_file), "-f", "papers@localhost"),
+            *("-t", "reader@example.com", f"127.0.0.1:{port}"),
+        ],
+        check=True,
+    )
+    return time.perf_counter() - t0
 
 
 def publisher_cmd(cfg: Path) -> list[str]:
@@ -351,7 +374,7 @@ def main() -> None:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not backends or set(backends) - {"sqlite", "postgresql"}:
         ap.error("--backends: a comma-separated list of sqlite, postgresql")
-    source = tool("smtp-source")
+    tool("smtp-source")  # before anything starts: the message says how to install it
     n, c = args.subscribers, args.connections
     port = free_port()
     sink = start_sink(port)
@@ -360,9 +383,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="publisher-bench-") as tmp:
             tmp_path = Path(tmp)
             message = built_message(make_project(tmp_path / "message", port, 1, c))
-            msg_file = tmp_path / "message.eml"
-            # smtp-source wants the file with plain newlines; it sends CRLF itself.
-            msg_file.write_bytes(message.replace(b"\r\n", b"\n"))
+            msg_file = write_for_source(message, tmp_path / "message.eml")
             print(
                 f"{n} messages of {len(message)} bytes, {c} connections per process, "
                 f"{args.rounds} round(s), whole commands timed"
@@ -392,16 +413,7 @@ def main() -> None:
                 for m in measurements if n_round % 2 == 0 else measurements[::-1]:
                     before = (children_cpu(), pg_cpu(), process_cpu(sink.pid))
                     if not m.backend:
-                        t0 = time.perf_counter()
-                        subprocess.run(
-                            [
-                                *(source, "-d", "-s", str(c), "-m", str(n)),
-                                *("-F", str(msg_file), "-f", "papers@localhost"),
-                                *("-t", "reader@example.com", f"127.0.0.1:{port}"),
-                            ],
-                            check=True,
-                        )
-                        m.seconds.append(time.perf_counter() - t0)
+                        m.seconds.append(smtp_source(port, n, c, msg_file))
                         m.cpu.append(cpu_since(before))
                         continue
                     runs += 1

@@ -18,6 +18,9 @@ does):
      smtp-sink (each on its own database)                             ratio <= 1.2
   6. with --send: 4 `publisher send` processes started together to N readers (another
      digest), each reader exactly once                                 <= 4 min at 1M
+     and, before and after it, Postfix's smtp-source sending N copies of the same message over
+     as many connections into the same sink: what this machine allows any sender. When the
+     faster of the two misses the target too, no sender can meet it here (the line says so).
 
 Needs PostgreSQL's server binaries (Debian: postgresql) and /usr/sbin/smtp-sink (postfix).
 Speed claims come from here, never from timed tests.
@@ -211,6 +214,11 @@ def main() -> None:
                 memory_figures(cluster, Path(tmp), sink_port, cfg, n, args.connections)
 
             if args.send:
+                streams = 4 * args.connections
+                msg_file = deliver.write_for_source(
+                    deliver.built_message(cfg, OTHER_DIGEST), Path(tmp) / "message.eml"
+                )
+                reference = [deliver.smtp_source(sink_port, n, streams, msg_file)]
                 cmd = [sys.executable, "-m", "publisher.cli", "send", "--config", str(cfg)]
                 cmd += ["--digest", str(OTHER_DIGEST)]
                 t0 = time.perf_counter()
@@ -237,7 +245,26 @@ def main() -> None:
                 print(f"4 senders sent {sent}; ledger: {once[0]} sent rows, {once[1]} readers")
                 if sent != n or once != (n, n):
                     print("MISS: not every reader exactly once")
+                reference.append(deliver.smtp_source(sink_port, n, streams, msg_file))
                 line(f"send to {n} readers, 4 processes", seconds, "s", 240 * scale)
+                best = min(reference)
+                line(
+                    f"smtp-source, {n} messages, {streams} connections",
+                    best,
+                    "s",
+                    240 * scale,
+                    f"; the faster of {reference[0]:.1f} and {reference[1]:.1f} s",
+                )
+                print(
+                    f"publisher / smtp-source: {best / seconds:.2f} "
+                    f"({n / seconds:,.0f} against {n / best:,.0f} msg/s)"
+                    + (
+                        "; smtp-source misses the send's target too: no sender meets it here"
+                        if best > 240 * scale
+                        else ""
+                    ),
+                    flush=True,
+                )
     finally:
         sink.terminate()
         sink.wait()
