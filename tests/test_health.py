@@ -129,7 +129,7 @@ def test_the_stuck_send_question_reads_each_editions_queued_rows_not_the_ledger(
     tmp_path: Path, db_url: str
 ) -> None:
     """`status`, /healthz and the alerts ask it on every call: its plan reads the queued rows
-    of each edition through ix_ledger_digest_status (digest_date, status), never the whole
+    of each edition through ix_ledger_digest_status (digest_date, status, edition), never the whole
     ledger, which holds every reader of 90 days. (Sequential scans are turned off on PostgreSQL
     so the plan shows what the planner can use, whatever the table's size here.)"""
     import sqlalchemy as sa
@@ -146,7 +146,7 @@ def test_the_stuck_send_question_reads_each_editions_queued_rows_not_the_ledger(
             plan = " ".join(r[0] for r in conn.execute(sa.text(f"EXPLAIN {sql}")))
             assert "Seq Scan on ledger" not in plan, plan
             # the partition's copy of ix_ledger_digest_status, named by PostgreSQL
-            assert "Index Scan using ledger_y2025m12_digest_date_status_idx" in plan, plan
+            assert "Index Scan using ledger_y2025m12_digest_date_status_edition_idx" in plan, plan
         else:
             plan = " ".join(r[-1] for r in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}")))
             assert "SCAN ledger" not in plan, plan

@@ -335,9 +335,9 @@ class ClaimsMixin:
 
 def abandoned_query(cutoff: dt.datetime) -> sa.Select[Any]:
     """`abandoned_claims`'s question, asked of each edition's `queued` rows through
-    ix_ledger_digest_status (digest_date, status): `status`, /healthz and the alerts ask it on
-    every call, and asked of the whole ledger it read every row of 90 days of every reader
-    (1.5 s at a million readers). The editions come from `publications` (one row each). An
+    ix_ledger_digest_status (digest_date, status, edition): `status`, /healthz and the alerts
+    ask it on every call, and asked of the whole ledger it read every row of 90 days of every
+    reader (1.5 s at a million readers). The editions come from `publications` (one row each). An
     index of the queued rows alone would answer it too, but would cost every sent mark one
     more index write (about 12% of a mark on SQLite)."""
     editions = sa.select(publications.c.digest_date).distinct().scalar_subquery()
