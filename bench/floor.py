@@ -10,7 +10,7 @@ Per message, in CPU microseconds (user + system, this process alone, one thread,
              (publisher/mailer.py);
   transport  SmtpTransport.send of an already built message over one pipelined connection into
              Postfix's smtp-sink (publisher/transport.py): smtplib, and the kernel's work of
-             writing ~55 KB to a loopback socket, which is most of it;
+             writing ~55 KB to a loopback socket, much of it;
   mark       SentRecorder.record of one row on a SQLite ledger of --messages rows
              (publisher/state/ledger.py): the UPDATE and its commit, what each message's
              final "." waits for; and, for comparison, per row in batches of 4;
